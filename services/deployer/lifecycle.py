@@ -1,0 +1,99 @@
+"""Each submission's lifecycle in the deployer: a state machine that only moves forward.
+
+    open --checks failed / rejected--> rejected            (terminal)
+    open --checks passed + approved (same digest)--> deploying --> deployed   (terminal)
+    open --approval for another digest, or the deploy fails--> failed         (terminal)
+
+Checks and decisions arrive on different topics, so in either order: an approval that arrives
+before checks.passed waits for it. A rejected digest is rejected for good, whatever submission
+carries it later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from shared.events import (
+    Candidate, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded, Frozen, Metrics,
+    ReviewDecided,
+)
+
+Status = Literal["open", "deploying", "deployed", "rejected", "failed"]
+TERMINAL = ("deployed", "rejected", "failed")
+
+
+class Lifecycle(Frozen):
+    submission_id: uuid.UUID
+    status: Status = "open"
+    checked: Candidate | None = None  # the candidate whose checks passed
+    metrics: Metrics = {}
+    approval: ReviewDecided | None = None
+    note: str = ""
+
+
+class Deploy(Frozen):
+    candidate: Candidate
+    approval: ReviewDecided
+
+
+class Fail(Frozen):
+    approval: ReviewDecided
+    reason: str
+
+
+Action = Deploy | Fail | None
+
+
+def advance(
+    state: Lifecycle, event: ChecksPassed | ChecksFailed | ReviewDecided, digest_rejected: bool
+) -> tuple[Lifecycle, Action]:
+    """The next state, and what to do now. `digest_rejected` says whether the artifact digest
+    in the event was rejected before (by any submission)."""
+    if state.status in TERMINAL:
+        return state, None
+    if isinstance(event, ChecksFailed):
+        return state.model_copy(update={"status": "rejected", "note": "checks failed"}), None
+    if isinstance(event, ReviewDecided) and event.outcome == "rejected":
+        return state.model_copy(update={"status": "rejected", "note": event.reason}), None
+    if isinstance(event, ChecksPassed):
+        state = state.model_copy(update={"checked": event.submission.candidate,
+                                         "metrics": event.submission.metrics})
+    else:
+        state = state.model_copy(update={"approval": event})
+    return _ready(state, digest_rejected)
+
+
+def _ready(state: Lifecycle, digest_rejected: bool) -> tuple[Lifecycle, Action]:
+    if state.checked is None or state.approval is None:
+        return state, None  # wait for the other half
+    approval = state.approval
+    if approval.candidate != state.checked:
+        reason = (f"approval is for artifact {approval.candidate.artifact_sha256} "
+                  f"({approval.candidate.data_version}, {approval.candidate.code_commit}), "
+                  f"but the checks passed for {state.checked.artifact_sha256} "
+                  f"({state.checked.data_version}, {state.checked.code_commit})")
+        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
+    if digest_rejected:
+        reason = f"artifact {approval.candidate.artifact_sha256} was rejected before; a rejection is final"
+        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
+    return state.model_copy(update={"status": "deploying"}), Deploy(candidate=state.checked, approval=approval)
+
+
+def deployed(state: Lifecycle, location: str) -> Lifecycle:
+    return state.model_copy(update={"status": "deployed", "note": location})
+
+
+def failed(state: Lifecycle, reason: str) -> Lifecycle:
+    return state.model_copy(update={"status": "failed", "note": reason})
+
+
+def succeeded_event(state: Lifecycle, target: str, location: str) -> DeploymentSucceeded:
+    """Derived from the approval, so a repeated deploy emits the same event_id."""
+    assert state.approval is not None
+    return DeploymentSucceeded.caused_by(state.approval, candidate=state.approval.candidate,
+                                         target=target, location=location, metrics=state.metrics)
+
+
+def failed_event(approval: ReviewDecided, target: str, reason: str) -> DeploymentFailed:
+    return DeploymentFailed.caused_by(approval, candidate=approval.candidate, target=target, reason=reason)

@@ -1,0 +1,69 @@
+"""The automated checks, as pure functions: each returns a CheckResult with the measured figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, Submission
+
+LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
+
+
+def integrity(declared: str, measured: str | None, error: str | None = None) -> CheckResult:
+    """The artifact's sha256 must equal the declared one. `error` says why it could not be read."""
+    if error is not None:
+        return CheckResult(name="integrity", passed=False, threshold=declared, message=error)
+    passed = measured == declared
+    return CheckResult(
+        name="integrity",
+        passed=passed,
+        measured=measured,
+        threshold=declared,
+        message="artifact sha256 matches" if passed else
+        f"artifact sha256 is {measured}, submission declares {declared}",
+    )
+
+
+def lineage(submission: Submission, required: tuple[str, ...]) -> CheckResult:
+    values = {
+        "data_version": submission.candidate.data_version,
+        "code_commit": submission.candidate.code_commit,
+        "training_run_id": submission.training_run_id,
+    }
+    missing = [f for f in required if not values.get(f)]
+    return CheckResult(
+        name="lineage",
+        passed=not missing,
+        measured=", ".join(f for f in required if values.get(f)) or None,
+        threshold=", ".join(required),
+        message="lineage complete" if not missing else f"missing lineage: {', '.join(missing)}",
+    )
+
+
+def thresholds(
+    metrics: Mapping[str, float], minimums: Mapping[str, float], maximums: Mapping[str, float]
+) -> list[CheckResult]:
+    results = []
+    for name, bound in sorted(minimums.items()):
+        results.append(_bound(name, metrics.get(name), bound, at_least=True))
+    for name, bound in sorted(maximums.items()):
+        results.append(_bound(name, metrics.get(name), bound, at_least=False))
+    return results
+
+
+def _bound(name: str, value: float | None, bound: float, at_least: bool) -> CheckResult:
+    check = f"metric:{name}"
+    if value is None:
+        return CheckResult(name=check, passed=False, threshold=bound,
+                           message=f"metric {name!r} is missing from the submission")
+    passed = value >= bound if at_least else value <= bound
+    op = ">=" if at_least else "<="
+    return CheckResult(name=check, passed=passed, measured=value, threshold=bound,
+                       message=f"{name} = {value} (required {op} {bound})")
+
+
+def verdict(event: ModelSubmitted, results: list[CheckResult]) -> ChecksPassed | ChecksFailed:
+    """checks.failed if any blocking check failed, else checks.passed; both carry every result."""
+    failed = any(r.blocking and not r.passed for r in results)
+    cls = ChecksFailed if failed else ChecksPassed
+    return cls.caused_by(event, submission=event.submission, results=tuple(results))

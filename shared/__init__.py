@@ -1,0 +1,1 @@
+"""What more than one Signoff service or client needs: the event contract, topics, broker and logging."""

@@ -1,0 +1,164 @@
+"""One runtime for every service: the Kafka broker, its subscribers and publishers, dead letters.
+
+- Producers: acks=all and idempotence, so an acknowledged event is on every in-sync replica and a
+  retried send is not written twice.
+- Consumers: one consumer group per subscriber, offsets committed only after the handler returned
+  (at-least-once): a crash means redelivery, never loss. Handlers must be idempotent.
+- Bad input: an event that cannot be parsed or validated goes to `<topic>.dlq` with its original
+  bytes, headers and the reason, and the consumer carries on. An event whose handler keeps failing
+  is retried with backoff and dead-lettered after `max_attempts`, so one poison event cannot stall
+  its partition for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream._internal.middlewares import BaseMiddleware
+from faststream.exceptions import HandlerException
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from shared import codec, topics
+from shared.events import Event
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger()
+
+
+def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
+    dead_letters = DeadLetters(max_attempts=settings.max_attempts)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"signoff-{service}",
+        acks="all",
+        enable_idempotence=True,
+        middlewares=[LogContext, dead_letters],
+        logger=log,
+        graceful_timeout=30.0,
+    )
+    dead_letters.broker = broker
+    return broker
+
+
+def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
+    """A subscriber that commits after handling (NACK_ON_ERROR: a failure rewinds and retries).
+    Each (service, topic) pair is its own consumer group, so one subscription never rebalances
+    another."""
+    return broker.subscriber(
+        topic,
+        group_id=f"signoff-{service}.{topic}",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        decoder=_decode_body,
+        **options,
+    )
+
+
+class Emitter:
+    """Publishes events with their key and CloudEvents headers; one publisher per topic, so each
+    service's AsyncAPI document lists what it emits."""
+
+    def __init__(self, broker: KafkaBroker, source: str, *event_types: type[Event]) -> None:
+        self.source = source
+        self.publishers = {
+            cls: broker.publisher(cls.topic, schema=cls, title=f"{cls.topic}:{source}",
+                                  description=(cls.__doc__ or "").strip() or None)
+            for cls in event_types
+        }
+
+    async def emit(self, event: Event) -> None:
+        record = codec.encode(event, self.source)
+        await self.publishers[type(event)].publish(record.value, key=record.key, headers=record.headers)
+        log.info("emitted", topic=record.topic, emitted_id=str(event.event_id))
+
+
+async def _decode_body(msg: Any, original_decoder: Any) -> dict:
+    """Parse and upcast the JSON body; pydantic then validates it against the handler's type."""
+    return codec.load(msg.raw_message.topic, msg.body)
+
+
+class LogContext(BaseMiddleware):
+    """Binds submission_id and event_id (from the CloudEvents headers) to every log line of a message."""
+
+    async def on_receive(self) -> None:
+        headers = _headers(self.msg)
+        structlog.contextvars.bind_contextvars(
+            submission_id=headers.get("ce_subject"),
+            event_id=headers.get("ce_id"),
+            topic=self.msg.topic,
+            offset=self.msg.offset,
+        )
+
+    async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool:
+        structlog.contextvars.clear_contextvars()
+        return False
+
+
+class DeadLetters:
+    """Middleware factory; holds the attempt counts of events that failed unexpectedly."""
+
+    def __init__(self, max_attempts: int, backoff: float = 0.2) -> None:
+        self.broker: KafkaBroker | None = None
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.attempts: dict[tuple[str, int, int], int] = {}
+
+    def __call__(self, msg: Any, /, *, context: Any) -> _DeadLetterScope:
+        return _DeadLetterScope(msg, context=context, owner=self)
+
+    async def send(self, record: Any, reason: str) -> None:
+        assert self.broker is not None, "DeadLetters.broker is set by make_broker"
+        headers = {
+            **_headers(record, keep_binary=True),
+            "dlq_reason": reason[:4000],
+            "dlq_topic": record.topic,
+            "dlq_partition": str(record.partition),
+            "dlq_offset": str(record.offset),
+        }
+        await self.broker.publish(record.value, topic=topics.dlq(record.topic), key=record.key, headers=headers)
+        log.warning("dead_lettered", reason=reason, dlq=topics.dlq(record.topic))
+
+
+class _DeadLetterScope(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: Any, owner: DeadLetters) -> None:
+        super().__init__(msg, context=context)
+        self.owner = owner
+
+    async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool:
+        where = (self.msg.topic, self.msg.partition, self.msg.offset)
+        if exc_val is None or isinstance(exc_val, (HandlerException, asyncio.CancelledError)):
+            self.owner.attempts.pop(where, None)
+            return False
+        if isinstance(exc_val, codec.BadEvent):
+            await self.owner.send(self.msg, f"invalid event: {exc_val}")
+            return True  # handled: the offset is committed and the consumer moves on
+        if isinstance(exc_val, ValidationError):
+            await self.owner.send(self.msg, f"invalid event: {codec.describe(exc_val)}")
+            return True
+        attempt = self.owner.attempts.get(where, 0) + 1
+        if attempt >= self.owner.max_attempts:
+            self.owner.attempts.pop(where, None)
+            await self.owner.send(self.msg, f"handler failed {attempt} times: {exc_val!r}")
+            return True
+        self.owner.attempts[where] = attempt
+        log.warning("handler_failed_will_retry", attempt=attempt, error=repr(exc_val))
+        await asyncio.sleep(self.owner.backoff * 2 ** (attempt - 1))  # backoff before the rewind
+        return False  # NACK_ON_ERROR rewinds to this offset: the event is delivered again
+
+
+def _headers(record: Any, keep_binary: bool = False) -> dict[str, str]:
+    """Kafka headers as text; with keep_binary, a header that is not UTF-8 is kept as base64
+    under `<name>.b64`, so a dead letter carries the original headers without loss."""
+    out: dict[str, str] = {}
+    for name, value in record.headers or ():
+        try:
+            out[name] = value.decode() if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            if keep_binary:
+                out[f"{name}.b64"] = base64.b64encode(value).decode()
+    return out

@@ -1,0 +1,233 @@
+"""The event contract: every event Signoff services exchange, as frozen pydantic models.
+
+Each event is one JSON object on its topic. The envelope fields (`event_id`, `submission_id`,
+`occurred_at`, `schema_version`, `causation_id`) are common to all; the record key is the model
+name, so every event about one model stays in order on one partition. CloudEvents headers are
+added on the wire by `shared.codec`.
+
+Names are past tense; a change that is not backwards compatible bumps `schema_version` and adds
+an upcaster in `shared.upcasting`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared import topics
+
+SCHEMA_VERSION = 1
+
+# Names and versions become folder names in the model store: one safe path segment each.
+ModelName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    Field(description="Model name: lowercase letters, digits, '.', '_', '-'; starts alphanumeric",
+          examples=["fraud-detector"]),
+]
+Version = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"),
+    Field(description="Model version: one path segment, starts alphanumeric", examples=["1.4.0"]),
+]
+Sha256 = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{64}$"),
+    Field(description="sha256 of the artifact bytes, 64 lowercase hex digits"),
+]
+CommitSha = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{7,64}$"),
+    Field(description="Code commit the model was trained from (git sha, 7-64 hex digits)",
+          examples=["3f2c9ab"]),
+]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=512, strip_whitespace=True)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number (not NaN or infinity)")
+    return value
+
+
+Metric = Annotated[float, AfterValidator(_finite)]
+Metrics = dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Metric]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    """Immutable, strict about unknown fields: a typo in a producer is an error, not a silent drop."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Candidate(Frozen):
+    """What an approval is bound to: the exact artifact bytes and their lineage."""
+
+    model: ModelName
+    version: Version
+    artifact_uri: NonEmpty = Field(description="file:// or http(s):// location of the artifact",
+                                   examples=["file:///models/incoming/fraud-1.4.0.onnx"])
+    artifact_sha256: Sha256
+    data_version: NonEmpty = Field(description="Version of the training data", examples=["2026-11-01"])
+    code_commit: CommitSha
+
+
+class Submission(Frozen):
+    """Everything a training job declares about a model it wants in production."""
+
+    candidate: Candidate
+    metrics: Metrics = Field(description="Evaluation metrics, name to value",
+                             examples=[{"accuracy": 0.93, "auc": 0.97}])
+    group_metrics: dict[NonEmpty, Metrics] = Field(
+        default_factory=dict,
+        description="Optional metrics per sensitive group, group to (metric to value)",
+        examples=[{"group_a": {"selection_rate": 0.31}, "group_b": {"selection_rate": 0.29}}],
+    )
+    submitter: NonEmpty = Field(description="Who submitted the model (a person or a pipeline)")
+    training_run_id: NonEmpty | None = None
+
+
+class Event(Frozen):
+    """The envelope every event carries."""
+
+    topic: ClassVar[str]
+    type: ClassVar[str]
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique id; duplicates share it")
+    submission_id: uuid.UUID = Field(description="The submission this event is about")
+    occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When it happened, UTC")
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this event's schema")
+    causation_id: uuid.UUID | None = Field(default=None, description="event_id of the event that caused this one")
+
+    @classmethod
+    def caused_by(cls, cause: Event, *, salt: str = "", **fields: object) -> Self:
+        """The event that `cause` leads to. Its id is derived from the cause, so handling the same
+        cause twice yields the same event_id and downstream consumers can drop the duplicate."""
+        return cls(
+            event_id=uuid.uuid5(cause.event_id, f"{cls.type}:{salt}"),
+            submission_id=cause.submission_id,
+            causation_id=cause.event_id,
+            **fields,
+        )
+
+    @property
+    def key(self) -> str:
+        """Record key: the model name, so all events of one model share a partition."""
+        return self.candidate.model  # type: ignore[attr-defined]
+
+
+class ModelSubmitted(Event):
+    topic = topics.MODEL_SUBMITTED
+    type = "signoff.model.submitted"
+
+    submission: Submission
+
+    @property
+    def key(self) -> str:
+        return self.submission.candidate.model
+
+
+class CheckResult(Frozen):
+    name: NonEmpty
+    passed: bool
+    blocking: bool = Field(default=True, description="A failed blocking check fails the submission")
+    measured: float | str | None = None
+    threshold: float | str | None = None
+    message: str = ""
+
+
+class ChecksCompleted(Event):
+    submission: Submission
+    results: tuple[CheckResult, ...]
+
+    @property
+    def key(self) -> str:
+        return self.submission.candidate.model
+
+
+class ChecksPassed(ChecksCompleted):
+    topic = topics.CHECKS_PASSED
+    type = "signoff.checks.passed"
+
+
+class ChecksFailed(ChecksCompleted):
+    topic = topics.CHECKS_FAILED
+    type = "signoff.checks.failed"
+
+
+class PolicyRef(Frozen):
+    """Which policy produced a decision, for the audit trail."""
+
+    name: NonEmpty
+    rule: NonEmpty
+    digest: Sha256 | None = Field(default=None, description="sha256 of the policy definition")
+
+
+class ReviewRequested(Event):
+    topic = topics.REVIEW_REQUESTED
+    type = "signoff.review.requested"
+
+    submission: Submission
+    results: tuple[CheckResult, ...]
+    approvers: tuple[NonEmpty, ...] = Field(min_length=1)
+    quorum: int = Field(default=1, ge=1)
+    policy: PolicyRef
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return self.submission.candidate.model
+
+
+class ReviewDecided(Event):
+    topic = topics.REVIEW_DECIDED
+    type = "signoff.review.decided"
+
+    candidate: Candidate
+    outcome: Literal["approved", "rejected"]
+    mode: Literal["automatic", "human"]
+    decided_by: NonEmpty = Field(description="The approver, or policy:<name>/<rule> when automatic")
+    reason: str
+    policy: PolicyRef
+
+
+class DeploymentSucceeded(Event):
+    topic = topics.DEPLOYMENT_SUCCEEDED
+    type = "signoff.deployment.succeeded"
+
+    candidate: Candidate
+    target: NonEmpty
+    location: NonEmpty
+    metrics: Metrics = Field(default_factory=dict, description="Metrics of the model now in production")
+
+
+class DeploymentFailed(Event):
+    topic = topics.DEPLOYMENT_FAILED
+    type = "signoff.deployment.failed"
+
+    candidate: Candidate
+    target: NonEmpty
+    reason: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ModelSubmitted, ChecksPassed, ChecksFailed, ReviewRequested, ReviewDecided,
+    DeploymentSucceeded, DeploymentFailed,
+)
+BY_TOPIC: dict[str, type[Event]] = {cls.topic: cls for cls in EVENT_TYPES}
+BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_TYPES}

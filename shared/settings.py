@@ -1,0 +1,27 @@
+"""Settings common to every service, read from the environment (nothing else reads os.environ)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings class; subclasses set their own `env_prefix`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port] of the Kafka brokers",
+    )
+    topic_partitions: int = Field(
+        default=3, ge=1, validation_alias=AliasChoices("SIGNOFF_TOPIC_PARTITIONS"),
+        description="Partitions of each topic when Signoff creates it",
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("SIGNOFF_LOG_LEVEL"))
+    max_attempts: int = Field(
+        default=5, ge=1, validation_alias=AliasChoices("SIGNOFF_MAX_ATTEMPTS"),
+        description="Tries of one event that fails on an unexpected error before it is dead-lettered",
+    )

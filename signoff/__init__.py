@@ -1,0 +1,1 @@
+"""The `signoff` client and CLI: what training jobs, reviewers and operators call."""

@@ -1,0 +1,123 @@
+"""`signoff`: submit a model, watch it, review it, create the topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from shared.admin import ensure_topics
+from signoff import client, manifest
+from signoff.settings import ClientSettings
+from signoff.timeline import line, outcome
+
+app = typer.Typer(help="Signoff: approve trained models for production, and put them there.",
+                  no_args_is_help=True, add_completion=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+EXIT_CODES = {"deployed": 0, "rejected": 3, "deployment failed": 4, "pending": 2}
+
+
+@app.command()
+def submit(
+    model: Annotated[Optional[str], typer.Option(help="Model name, e.g. fraud-detector")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Model version, e.g. 1.4.0")] = None,
+    artifact: Annotated[Optional[str], typer.Option(help="Artifact path or file:// / https:// URI")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="Artifact sha256 (computed for a local file when omitted)")] = None,
+    metric: Annotated[list[str], typer.Option(help="Metric as name=value; repeat")] = [],  # noqa: B006
+    group_metric: Annotated[list[str], typer.Option(help="Per-group metric as group:name=value; repeat")] = [],  # noqa: B006
+    data_version: Annotated[Optional[str], typer.Option(help="Training data version")] = None,
+    code_commit: Annotated[Optional[str], typer.Option(help="Code commit (git sha)")] = None,
+    submitter: Annotated[Optional[str], typer.Option(help="Who submits")] = None,
+    training_run_id: Annotated[Optional[str], typer.Option(help="Training run id")] = None,
+    manifest_file: Annotated[Optional[Path], typer.Option("--manifest", help="YAML/JSON manifest; flags override it")] = None,
+) -> None:
+    """Submit a trained model for approval; prints the submission id."""
+    try:
+        data = manifest.load(manifest_file) if manifest_file else {}
+        candidate = dict(data.get("candidate") or {})
+        for key, value in (("model", model), ("version", version), ("artifact_uri", artifact),
+                           ("artifact_sha256", sha256), ("data_version", data_version),
+                           ("code_commit", code_commit)):
+            if value is not None:
+                candidate[key] = value
+        data["candidate"] = candidate
+        if metric:
+            data["metrics"] = {**(data.get("metrics") or {}), **manifest.parse_pairs(metric, "--metric")}
+        for pair in group_metric:
+            group, _, rest = pair.partition(":")
+            data.setdefault("group_metrics", {}).setdefault(group, {}).update(
+                manifest.parse_pairs([rest], "--group-metric"))
+        if submitter is not None:
+            data["submitter"] = submitter
+        if training_run_id is not None:
+            data["training_run_id"] = training_run_id
+        submission = manifest.build(data)
+    except manifest.ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    event = asyncio.run(client.submit(ClientSettings().kafka_bootstrap_servers, submission))
+    typer.echo(str(event.submission_id))
+
+
+@app.command()
+def watch(
+    submission_id: uuid.UUID,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the end")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
+) -> None:
+    """Follow a submission to its end and print its timeline.
+    Exit code: 0 deployed, 3 rejected, 4 deployment failed, 2 still pending at the timeout."""
+    async def run() -> str:
+        last = "pending"
+        async for event in client.follow(ClientSettings().kafka_bootstrap_servers, submission_id, timeout):
+            typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
+                       if as_json else line(event))
+            last = outcome(event)
+        return last
+
+    result = asyncio.run(run())
+    if not as_json:
+        typer.echo(f"=> {result}")
+    raise typer.Exit(EXIT_CODES.get(result, 2))
+
+
+@app.command()
+def review(
+    submission_id: uuid.UUID,
+    decision: Annotated[str, typer.Argument(help="approve or reject")],
+    approver: Annotated[str, typer.Option("--as", help="Your approver identity")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail")],
+) -> None:
+    """Approve or reject a submission waiting for review."""
+    if decision not in ("approve", "reject"):
+        typer.echo("error: decision must be 'approve' or 'reject'", err=True)
+        raise typer.Exit(1)
+    settings = ClientSettings()
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    try:
+        result = client.review(settings.review_url, token, submission_id, decision, approver, reason)
+    except client.ReviewRefused as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{decision} recorded; review is {result['outcome']}")
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[Optional[int], typer.Option(help="Partitions per topic")] = None,
+) -> None:
+    """Create Signoff's topics (and their dead-letter topics) if they do not exist."""
+    settings = ClientSettings()
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers,
+                                        partitions or settings.topic_partitions))
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+if __name__ == "__main__":
+    app()

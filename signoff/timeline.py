@@ -1,0 +1,50 @@
+"""How a submission's events read as a timeline, and when it has reached its end."""
+
+from __future__ import annotations
+
+from shared.events import (
+    ChecksCompleted, DeploymentFailed, DeploymentSucceeded, Event, ModelSubmitted, ReviewDecided,
+    ReviewRequested,
+)
+
+
+def is_terminal(event: Event) -> bool:
+    """Deployed, failed to deploy, or rejected: nothing more will happen to this submission."""
+    if isinstance(event, (DeploymentSucceeded, DeploymentFailed)):
+        return True
+    return isinstance(event, ReviewDecided) and event.outcome == "rejected"
+
+
+def outcome(event: Event) -> str:
+    if isinstance(event, DeploymentSucceeded):
+        return "deployed"
+    if isinstance(event, DeploymentFailed):
+        return "deployment failed"
+    if isinstance(event, ReviewDecided):
+        return event.outcome
+    return "pending"
+
+
+def describe(event: Event) -> str:
+    match event:
+        case ModelSubmitted(submission=s):
+            c = s.candidate
+            return (f"{c.model} {c.version} by {s.submitter} (sha256 {c.artifact_sha256[:12]}, "
+                    f"data {c.data_version}, commit {c.code_commit})")
+        case ChecksCompleted(results=results):
+            return ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in results) + \
+                "".join(f"\n{'':34}{r.name}: {r.message}" for r in results if not r.passed)
+        case ReviewRequested(approvers=approvers, quorum=quorum, reason=reason):
+            return f"asks {', '.join(approvers)} (quorum {quorum}): {reason}"
+        case ReviewDecided(outcome=o, mode=mode, decided_by=by, reason=reason, policy=policy):
+            return f"{o} ({mode}) by {by} under {policy.name}/{policy.rule}: {reason}"
+        case DeploymentSucceeded(target=target, location=location):
+            return f"{target}: {location}"
+        case DeploymentFailed(reason=reason):
+            return reason
+    return ""
+
+
+def line(event: Event) -> str:
+    when = event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return f"{when}  {event.topic:<20}  {describe(event)}"
