@@ -20,6 +20,7 @@ import structlog
 from faststream import AckPolicy
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
@@ -102,10 +103,11 @@ class LogContext(BaseMiddleware):
 class DeadLetters:
     """Middleware factory; holds the attempt counts of events that failed unexpectedly."""
 
-    def __init__(self, max_attempts: int, backoff: float = 0.2) -> None:
+    def __init__(self, max_attempts: int, backoff: float = 0.2, max_backoff: float = 2.0) -> None:
         self.broker: KafkaBroker | None = None
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.attempts: dict[tuple[str, int, int], int] = {}
 
     def __call__(self, msg: Any, /, *, context: Any) -> _DeadLetterScope:
@@ -140,6 +142,12 @@ class _DeadLetterScope(BaseMiddleware):
         if isinstance(exc_val, ValidationError):
             await self.owner.send(self.msg, f"invalid event: {codec.describe(exc_val)}")
             return True
+        if isinstance(exc_val, KafkaError):
+            # The broker is unreachable or busy: not the event's fault. Retry for as long as it
+            # takes, never dead-letter a good event because Kafka restarted.
+            log.warning("kafka_unavailable_will_retry", error=repr(exc_val))
+            await asyncio.sleep(self.owner.max_backoff)
+            return False
         attempt = self.owner.attempts.get(where, 0) + 1
         if attempt >= self.owner.max_attempts:
             self.owner.attempts.pop(where, None)
@@ -147,7 +155,7 @@ class _DeadLetterScope(BaseMiddleware):
             return True
         self.owner.attempts[where] = attempt
         log.warning("handler_failed_will_retry", attempt=attempt, error=repr(exc_val))
-        await asyncio.sleep(self.owner.backoff * 2 ** (attempt - 1))  # backoff before the rewind
+        await asyncio.sleep(min(self.owner.backoff * 2 ** (attempt - 1), self.owner.max_backoff))
         return False  # NACK_ON_ERROR rewinds to this offset: the event is delivered again
 
 

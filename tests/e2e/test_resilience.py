@@ -1,0 +1,88 @@
+"""Bad input, crashes and restarts: nothing is lost, nothing deploys twice, nothing crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared import topics
+from shared.events import Candidate, ModelSubmitted, Submission
+from signoff import client
+from tests.e2e.conftest import Env
+from tests.eventlog import EventLog
+
+pytestmark = pytest.mark.kafka
+
+
+def good_submission(e2e: Env, model: str, version: str) -> ModelSubmitted:
+    path, digest = e2e.artifact(f"{model}-{version}.bin")
+    return ModelSubmitted(submission_id=uuid.uuid4(), submission=Submission(
+        candidate=Candidate(model=model, version=version, artifact_uri=path.as_uri(),
+                            artifact_sha256=digest, data_version="d1", code_commit="abcdef1"),
+        metrics={"accuracy": 0.95}, submitter="carol"))
+
+
+async def test_bad_events_are_dead_lettered_and_the_stream_flows_on(
+        e2e: Env, events: EventLog, unique: str) -> None:
+    model = f"dlq-{unique}"
+    valid = json.loads(good_submission(e2e, model, "0").model_dump_json())
+    wrong_type = {**valid, "submission": {**valid["submission"], "metrics": {"accuracy": "high"}}}
+    missing = {k: v for k, v in valid.items() if k != "submission"}
+    future = {**valid, "schema_version": 99}
+    bad = {
+        b"{not json": "not JSON",
+        json.dumps(missing).encode(): "submission: Field required",
+        json.dumps(wrong_type).encode(): "accuracy",
+        json.dumps(future).encode(): "schema_version 99 is newer",
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in bad:
+            await producer.send_and_wait(topics.MODEL_SUBMITTED, value, key=model.encode(),
+                                         headers=[("origin", f"test-{unique}".encode())])
+    finally:
+        await producer.stop()
+    after = good_submission(e2e, model, "1")
+    await client.publish(e2e.bootstrap, [after])
+
+    dlq = topics.dlq(topics.MODEL_SUBMITTED)
+    mine = lambda log: [s for s in log.records if s.topic == dlq and s.key == model.encode()]  # noqa: E731
+    await events.wait_for(lambda log: len(mine(log)) == len(bad), what="4 dead letters")
+    for letter, (value, reason) in zip(mine(events), bad.items(), strict=True):
+        assert letter.value == value  # the original bytes
+        assert letter.headers["origin"] == f"test-{unique}"  # the original headers
+        assert reason in letter.headers["dlq_reason"]
+        assert letter.headers["dlq_topic"] == topics.MODEL_SUBMITTED
+    end = await events.wait_terminal(after.submission_id)
+    assert end.topic == topics.DEPLOYMENT_SUCCEEDED
+
+
+@pytest.mark.parametrize("service", ["validator", "deployer"])
+async def test_service_killed_mid_stream_loses_nothing(
+        e2e: Env, events: EventLog, unique: str, service: str) -> None:
+    model = f"kill-{service}-{unique}"
+    batch = [good_submission(e2e, model, str(i)) for i in range(40)]
+    publishing = asyncio.create_task(client.publish(e2e.bootstrap, batch[:20]))
+    # Kill -9 once the service is demonstrably in the middle of the stream, and publish the
+    # rest while it is down.
+    ids = {str(e.submission_id) for e in batch}
+    await events.wait_for(
+        lambda log: sum(1 for s in log.records if s.topic == topics.DEPLOYMENT_SUCCEEDED and s.subject in ids) >= 3,
+        what="the first deployments")
+    e2e.stack.kill(service)
+    await publishing
+    await client.publish(e2e.bootstrap, batch[20:])
+    e2e.stack.start(service)
+
+    for event in batch:
+        end = await events.wait_terminal(event.submission_id, timeout=120)
+        assert end.topic == topics.DEPLOYMENT_SUCCEEDED
+    assert sorted(p.name for p in (e2e.model_store / model).iterdir()) == sorted(str(i) for i in range(40))
+    for event in batch:  # redelivery may repeat an event, never with a new id: one deployment each
+        ids_seen = {s.headers["ce_id"] for s in events.about(event.submission_id, topics.DEPLOYMENT_SUCCEEDED)}
+        assert len(ids_seen) == 1
