@@ -17,11 +17,12 @@ import base64
 from typing import Any
 
 import structlog
-from faststream import AckPolicy
+from faststream import AckPolicy, FastStream
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
 from shared import codec, topics
@@ -46,6 +47,12 @@ def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     return broker
 
 
+def make_app(broker: KafkaBroker, service: str, description: str, **hooks: Any) -> FastStream:
+    """The FastStream app of a service, with its AsyncAPI title and description (`make asyncapi`)."""
+    spec = AsyncAPI(broker, title=f"Signoff {service}", version="1", description=description.strip())
+    return FastStream(broker, specification=spec, logger=log, **hooks)
+
+
 def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
     """A subscriber that commits after handling (NACK_ON_ERROR: a failure rewinds and retries).
     Each (service, topic) pair is its own consumer group, so one subscription never rebalances
@@ -67,7 +74,7 @@ class Emitter:
     def __init__(self, broker: KafkaBroker, source: str, *event_types: type[Event]) -> None:
         self.source = source
         self.publishers = {
-            cls: broker.publisher(cls.topic, schema=cls, title=f"{cls.topic}:{source}",
+            cls: broker.publisher(cls.topic, schema=cls, title=f"{cls.topic}:publish",
                                   description=(cls.__doc__ or "").strip() or None)
             for cls in event_types
         }

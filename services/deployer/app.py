@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from faststream import FastStream
-
 from services.deployer import SERVICE, lifecycle, target
+from services.deployer import __doc__ as ABOUT
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
 from shared import artifacts, topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_broker, subscribe
+from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import (
     ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded, ReviewDecided, utcnow,
 )
@@ -86,4 +85,4 @@ async def _start() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
 
 
-app = FastStream(broker, on_startup=[_start], on_shutdown=[store.close])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], on_shutdown=[store.close])

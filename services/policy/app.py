@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from faststream import FastStream
-
 from services.policy import SERVICE, rules
+from services.policy import __doc__ as ABOUT
 from services.policy.settings import PolicySettings
 from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_broker, subscribe
+from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, ReviewDecided, ReviewRequested
 from shared.logging import configure
 
@@ -35,4 +34,4 @@ async def _create_topics() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
 
 
-app = FastStream(broker, on_startup=[_create_topics])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics])

@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 
 import uvicorn
-from faststream import FastStream
-
-from services.review_notifier import SERVICE
+from services.review_notifier import SERVICE, __doc__ as ABOUT
 from services.review_notifier.http import make_api
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
 from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_broker, subscribe
+from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import ReviewDecided, ReviewRequested
 from shared.logging import configure
 
@@ -62,4 +60,5 @@ async def _stop_http() -> None:
     store.close()
 
 
-app = FastStream(broker, on_startup=[_start], after_startup=[_serve_http], on_shutdown=[_stop_http])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_startup=[_serve_http],
+               on_shutdown=[_stop_http])

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from faststream import FastStream
-
-from services.validator import SERVICE
+from services.validator import SERVICE, __doc__ as ABOUT
 from services.validator import checks
 from services.validator.settings import ValidatorSettings
 from shared import artifacts, topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_broker, subscribe
+from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, ModelSubmitted
 from shared.logging import configure
 
@@ -46,4 +44,4 @@ async def _create_topics() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
 
 
-app = FastStream(broker, on_startup=[_create_topics])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics])
