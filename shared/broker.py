@@ -87,7 +87,7 @@ class Emitter:
 
 async def _decode_body(msg: Any, original_decoder: Any) -> dict:
     """Parse and upcast the JSON body; pydantic then validates it against the handler's type."""
-    return codec.load(msg.raw_message.topic, msg.body)
+    return codec.load(msg.raw_message.topic, msg.body, msg.headers.get("ce_type"))
 
 
 class LogContext(BaseMiddleware):

@@ -50,11 +50,14 @@ def encode(event: Event, source: str) -> Record:
     )
 
 
-def load(topic: str, value: bytes) -> dict:
-    """Parse and upcast the JSON object of an event read from `topic` (raises BadEvent)."""
+def load(topic: str, value: bytes, ce_type: str | None = None) -> dict:
+    """Parse and upcast the JSON object of an event read from `topic` (raises BadEvent).
+    `ce_type`, the CloudEvents type header when present, must be the topic's event type."""
     cls = BY_TOPIC.get(topic)
     if cls is None:
         raise BadEvent(f"topic {topic!r} carries no Signoff event")
+    if ce_type is not None and ce_type != cls.type:
+        raise BadEvent(f"ce_type header is {ce_type!r}, but {topic} carries {cls.type!r}")
     try:
         data = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -69,8 +72,9 @@ def load(topic: str, value: bytes) -> dict:
 
 def decode(topic: str, value: bytes) -> Event:
     """The event in `value`, validated against the contract of `topic` (raises BadEvent)."""
+    data = load(topic, value)
     try:
-        return BY_TOPIC[topic].model_validate(load(topic, value))
+        return BY_TOPIC[topic].model_validate(data)
     except ValidationError as exc:
         raise BadEvent(describe(exc)) from exc
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import ValidationError
@@ -48,7 +48,7 @@ def build(data: dict) -> Submission:
             if parsed.scheme != "file":
                 raise ManifestError("candidate.artifact_sha256 is required for a remote artifact")
             try:
-                candidate["artifact_sha256"] = sha256_file(Path(parsed.path))
+                candidate["artifact_sha256"] = sha256_file(Path(unquote(parsed.path)))
             except OSError as exc:
                 raise ManifestError(f"candidate.artifact_uri: cannot read the artifact: {exc}") from exc
     try:

@@ -48,7 +48,8 @@ async def _advance(event: ChecksPassed | ChecksFailed | ReviewDecided) -> None:
     if isinstance(action, lifecycle.Fail):
         # Emit before saving the terminal state: a crash in between redelivers and fails again.
         await emitter.emit(lifecycle.failed_event(action.approval, TARGET, action.reason))
-    store.save(state, rejected_digest=digest if state.status == "rejected" else None)
+    newly_rejected = state.status == "rejected" and before.status != "rejected"
+    store.save(state, rejected_digest=digest if newly_rejected else None)
     if state.status != before.status:
         log.info("lifecycle", status=state.status, was=before.status, note=state.note)
     if isinstance(action, lifecycle.Deploy):

@@ -59,6 +59,10 @@ def advance(
     if isinstance(event, ChecksPassed):
         state = state.model_copy(update={"checked": event.submission.candidate,
                                          "metrics": event.submission.metrics})
+    elif state.approval is not None and state.approval.candidate != event.candidate:
+        reason = (f"two approvals for different artifacts ({state.approval.candidate.artifact_sha256} "
+                  f"and {event.candidate.artifact_sha256}); deploying neither")
+        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=event, reason=reason)
     else:
         state = state.model_copy(update={"approval": event})
     return _ready(state, digest_rejected)

@@ -1,0 +1,121 @@
+"""The deployer, in memory: checks.* and review.decided in, deployment.* out, the model store on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from shared import topics
+from shared.events import DeploymentFailed, DeploymentSucceeded
+from tests.component.conftest import publish, sent
+from tests.unit import factories as f
+
+
+@pytest.fixture
+def deployer(load_app):
+    return load_app("deployer")
+
+
+@pytest.fixture
+def cause(artifact):
+    cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    return f.submitted(f.submission(cand))
+
+
+
+async def test_duplicated_approval_deploys_once(deployer, cause, tmp_path):
+    approval = f.decided(cause)
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        await publish(br, approval)
+        await publish(br, approval)  # redelivered
+        await publish(br, f.checks_passed(cause))  # and this one too
+        deployer.emitter.publishers[DeploymentFailed].mock.assert_not_called()
+        out = sent(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)
+    version = tmp_path / "store" / "fraud-detector" / "1.4.0"
+    assert out.location == str(version.resolve())
+    assert (version / "fraud-1.4.0.onnx").read_bytes() == b"onnx weights"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["approved_by"] == "alice" and manifest["approval_event_id"] == str(approval.event_id)
+    assert deployer.store.load(cause.submission_id).status == "deployed"
+
+
+async def test_approval_before_checks_waits_then_deploys(deployer, cause):
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.decided(cause))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        await publish(br, f.checks_passed(cause))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_called_once()
+
+
+async def test_nothing_deploys_after_a_rejection(deployer, cause, tmp_path):
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.decided(cause, outcome="rejected", salt="no"))
+        await publish(br, f.checks_passed(cause))
+        await publish(br, f.decided(cause))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        deployer.emitter.publishers[DeploymentFailed].mock.assert_not_called()
+    assert not (tmp_path / "store" / "fraud-detector").exists()
+    assert deployer.store.load(cause.submission_id).status == "rejected"
+    assert deployer.store.is_rejected(cause.submission.candidate.artifact_sha256)
+
+
+async def test_failed_checks_then_approval_never_deploys(deployer, cause):
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_failed(cause))
+        await publish(br, f.decided(cause))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+
+
+async def test_a_rejected_digest_is_refused_for_a_later_submission(deployer, cause):
+    again = f.submitted(cause.submission)  # same artifact, new submission
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_failed(cause))
+        await publish(br, f.checks_passed(again))
+        await publish(br, f.decided(again))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        out = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
+    assert "was rejected before" in out.reason
+
+
+async def test_approval_for_another_digest_fails(deployer, cause):
+    other = cause.submission.candidate.model_copy(update={"artifact_sha256": f.OTHER_SHA})
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        await publish(br, f.decided(cause, cand=other))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        out = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
+    assert f.OTHER_SHA in out.reason
+    assert deployer.store.load(cause.submission_id).status == "failed"
+
+
+async def test_artifact_changed_after_checks_fails_the_deployment(deployer, cause, artifact, tmp_path):
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        artifact.path.write_bytes(b"swapped")
+        await publish(br, f.decided(cause))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        out = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
+    assert "changed since it was checked" in out.reason
+    assert not (tmp_path / "store" / "fraud-detector" / "1.4.0").exists()
+    assert deployer.store.load(cause.submission_id).status == "failed"
+
+
+async def test_a_late_event_does_not_blacklist_a_digest_nobody_rejected(deployer, cause, artifact_root):
+    """Only the event that rejects a submission marks its digest rejected; later events that the
+    lifecycle ignores must not."""
+    other_path = artifact_root / "other.onnx"
+    other_path.write_bytes(b"other weights")
+    other = cause.submission.candidate.model_copy(update={
+        "artifact_uri": other_path.as_uri(), "artifact_sha256": hashlib.sha256(b"other weights").hexdigest()})
+    fresh = f.submitted(f.submission(other))
+    async with TestKafkaBroker(deployer.broker) as br:
+        await publish(br, f.checks_failed(cause))            # rejects cause's digest
+        await publish(br, f.decided(cause, cand=other))      # stray approval of `other` on that submission
+        assert not deployer.store.is_rejected(other.artifact_sha256)
+        await publish(br, f.checks_passed(fresh))            # `other`, properly checked and approved
+        await publish(br, f.decided(fresh))
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_called_once()

@@ -1,0 +1,106 @@
+"""The review-notifier, in memory: review.requested opens a review, the HTTP API takes votes,
+the deciding vote emits review.decided once."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from shared import topics
+from shared.events import ReviewDecided
+from tests.component.conftest import publish, sent
+from tests.unit import factories as f
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture
+def notifier(load_app):
+    return load_app("review_notifier")
+
+
+@pytest.fixture
+def request_event():
+    return f.review_requested(f.submitted(f.submission(submitter="carol")), approvers=("alice", "bob", "carol"))
+
+
+def client(module) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=module.api), base_url="http://review")
+
+
+def vote(approver: str, decision: str = "approve") -> dict:
+    return {"decision": decision, "approver": approver, "reason": "checked the report"}
+
+
+async def test_approval_emits_review_decided_once(notifier, request_event):
+    url = f"/reviews/{request_event.submission_id}/decision"
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request_event)
+        await publish(br, request_event)  # a redelivered request does not reopen the review
+        got = await http.get(f"/reviews/{request_event.submission_id}")
+        assert got.status_code == 200 and got.json()["votes"] == []
+        r = await http.post(url, json=vote("alice"), headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"submission_id": str(request_event.submission_id), "votes": 1, "outcome": "approved"}
+        again = await http.post(url, json=vote("bob"), headers=AUTH)
+        assert again.status_code == 409
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.mode, out.decided_by) == ("approved", "human", "alice")
+    assert out.causation_id == request_event.event_id
+    assert notifier.store.get(request_event.submission_id).decision == out
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic s3cret"}, 401),
+])
+async def test_without_the_token_is_401(notifier, request_event, headers, status):
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request_event)
+        r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote("alice"), headers=headers)
+        assert r.status_code == status
+        notifier.emitter.publishers[ReviewDecided].mock.assert_not_called()
+    assert notifier.store.get(request_event.submission_id).votes == ()
+
+
+@pytest.mark.parametrize(("approver", "status", "says"), [
+    ("mallory", 403, "not an approver"), ("carol", 403, "submitter cannot approve"),
+])
+async def test_refused_votes(notifier, request_event, approver, status, says):
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request_event)
+        r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote(approver), headers=AUTH)
+        assert r.status_code == status and says in r.json()["detail"]
+        notifier.emitter.publishers[ReviewDecided].mock.assert_not_called()
+
+
+async def test_unknown_review_is_404(notifier):
+    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+        r = await http.post(f"/reviews/{f.submitted().submission_id}/decision", json=vote("alice"), headers=AUTH)
+        assert r.status_code == 404
+        assert (await http.get(f"/reviews/{f.submitted().submission_id}")).status_code == 404
+
+
+async def test_rejection_emits_rejected(notifier, request_event):
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request_event)
+        r = await http.post(f"/reviews/{request_event.submission_id}/decision",
+                            json=vote("bob", "reject"), headers=AUTH)
+        assert r.json()["outcome"] == "rejected"
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.decided_by) == ("rejected", "bob")
+
+
+async def test_decisions_are_disabled_without_a_configured_token(load_app, request_event):
+    notifier = load_app("review_notifier", REVIEW_NOTIFIER_API_TOKEN="")
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request_event)
+        r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote("alice"), headers=AUTH)
+        assert r.status_code == 503
+
+
+async def test_invalid_body_is_422(notifier, request_event):
+    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+        r = await http.post(f"/reviews/{request_event.submission_id}/decision",
+                            json={"decision": "maybe", "approver": "alice", "reason": "x"}, headers=AUTH)
+        assert r.status_code == 422

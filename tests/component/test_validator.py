@@ -1,0 +1,122 @@
+"""The validator, in memory: model.submitted in, checks.passed / checks.failed (or a dead letter) out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from shared import codec, topics
+from shared.events import ChecksFailed, ChecksPassed
+from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, sent
+from tests.unit import factories as f
+
+
+@pytest.fixture
+def validator(load_app):
+    return load_app("validator")
+
+
+def submitted_for(artifact, **candidate):
+    cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256, **candidate)
+    return f.submitted(f.submission(cand))
+
+
+async def test_good_artifact_passes(validator, artifact):
+    event = submitted_for(artifact)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+        validator.emitter.publishers[ChecksFailed].mock.assert_not_called()
+        out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
+    assert out.causation_id == event.event_id and out.submission == event.submission
+    integrity = next(r for r in out.results if r.name == "integrity")
+    assert integrity.passed and integrity.measured == artifact.sha256
+    assert {r.name for r in out.results} == {"integrity", "lineage", "metric:accuracy"}
+
+
+async def test_emitted_record_has_key_and_cloudevents_headers(validator, artifact):
+    event = submitted_for(artifact)
+    passed = capture(validator.broker, topics.CHECKS_PASSED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+    [record] = passed.records
+    assert record.key == b"fraud-detector"
+    headers = passed.headers()
+    assert headers["ce_type"] == "signoff.checks.passed"
+    assert headers["ce_source"] == "/signoff/validator"
+    assert headers["ce_subject"] == str(event.submission_id)
+    [out] = passed.events()
+    assert headers["ce_id"] == str(out.event_id)
+
+
+async def test_digest_mismatch_fails(validator, artifact):
+    event = f.submitted(f.submission(f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=f.OTHER_SHA)))
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+        validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
+    [out] = failed.events()
+    integrity = next(r for r in out.results if r.name == "integrity")
+    assert not integrity.passed
+    assert integrity.measured == artifact.sha256 and integrity.threshold == f.OTHER_SHA
+
+
+async def test_artifact_outside_the_roots_fails(validator, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    outside.write_bytes(b"onnx weights")
+    event = submitted_for(Artifact(outside, hashlib.sha256(b"onnx weights").hexdigest()))
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+        validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
+    [out] = failed.events()
+    integrity = next(r for r in out.results if r.name == "integrity")
+    assert not integrity.passed and "outside the allowed roots" in integrity.message
+
+
+async def test_low_metric_fails(validator, artifact):
+    cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    event = f.submitted(f.submission(cand, metrics={"accuracy": 0.5}))
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+    [out] = failed.events()
+    assert [r.name for r in out.results if not r.passed] == ["metric:accuracy"]
+
+
+def _body(event) -> dict:
+    return json.loads(codec.encode(event, "/test").value)
+
+
+def _bad_bodies(event) -> dict[str, tuple[bytes, str]]:
+    missing = _body(event)
+    del missing["submission"]["submitter"]
+    newer = _body(event) | {"schema_version": 2}
+    return {
+        "malformed": (b'{"event_id": ', "not JSON"),
+        "not-object": (b"[1, 2, 3]", "expected a JSON object"),
+        "missing-field": (json.dumps(missing).encode(), "submission.submitter: Field required"),
+        "newer-schema": (json.dumps(newer).encode(), "schema_version 2 is newer"),
+    }
+
+
+@pytest.mark.parametrize("case", ["malformed", "not-object", "missing-field", "newer-schema"])
+async def test_bad_event_is_dead_lettered_and_the_next_one_is_processed(validator, artifact, case):
+    good = submitted_for(artifact)
+    value, reason = _bad_bodies(good)[case]
+    dead = capture(validator.broker, DLQ(topics.MODEL_SUBMITTED))
+    passed = capture(validator.broker, topics.CHECKS_PASSED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish_raw(br, topics.MODEL_SUBMITTED, value)
+        await publish(br, good)
+    [record] = dead.records
+    assert record.value == value  # the original bytes
+    assert record.key == b"fraud-detector"
+    headers = dead.headers()
+    assert headers["dlq_reason"].startswith("invalid event: ") and reason in headers["dlq_reason"]
+    assert headers["dlq_topic"] == topics.MODEL_SUBMITTED
+    assert headers["ce_id"] == "raw-1"  # original headers kept
+    [out] = passed.events()
+    assert out.causation_id == good.event_id

@@ -1,0 +1,83 @@
+"""Builders of valid events for tests: each takes overrides, so a test names only what it varies."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from shared.events import (
+    Candidate, CheckResult, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded,
+    ModelSubmitted, PolicyRef, ReviewDecided, ReviewRequested, Submission,
+)
+
+SHA = hashlib.sha256(b"model bytes").hexdigest()
+OTHER_SHA = hashlib.sha256(b"other bytes").hexdigest()
+POLICY = PolicyRef(name="default", rule="auto_approve", digest="a" * 64)
+
+
+def candidate(**over: object) -> Candidate:
+    fields = dict(model="fraud-detector", version="1.4.0",
+                  artifact_uri="file:///models/incoming/fraud-1.4.0.onnx",
+                  artifact_sha256=SHA, data_version="2026-11-01", code_commit="3f2c9ab")
+    return Candidate(**{**fields, **over})
+
+
+def submission(cand: Candidate | None = None, **over: object) -> Submission:
+    fields = dict(candidate=cand or candidate(), metrics={"accuracy": 0.95, "auc": 0.97},
+                  submitter="pipeline", training_run_id="run-7")
+    return Submission(**{**fields, **over})
+
+
+def submitted(sub: Submission | None = None, **over: object) -> ModelSubmitted:
+    fields = dict(submission_id=uuid.uuid4(), submission=sub or submission())
+    return ModelSubmitted(**{**fields, **over})
+
+
+def results(passed: bool = True) -> tuple[CheckResult, ...]:
+    return (CheckResult(name="integrity", passed=True, measured=SHA, threshold=SHA),
+            CheckResult(name="metric:accuracy", passed=passed, measured=0.95, threshold=0.8,
+                        message="accuracy = 0.95 (required >= 0.8)"))
+
+
+def checks_passed(cause: ModelSubmitted | None = None) -> ChecksPassed:
+    cause = cause or submitted()
+    return ChecksPassed.caused_by(cause, submission=cause.submission, results=results())
+
+
+def checks_failed(cause: ModelSubmitted | None = None) -> ChecksFailed:
+    cause = cause or submitted()
+    return ChecksFailed.caused_by(cause, submission=cause.submission, results=results(passed=False))
+
+
+def review_requested(cause: ModelSubmitted | None = None, **over: object) -> ReviewRequested:
+    cause = cause or submitted()
+    fields = dict(submission=cause.submission, results=results(), approvers=("alice", "bob"),
+                  quorum=1, policy=POLICY.model_copy(update={"rule": "manual_approval"}),
+                  reason="accuracy = 0.85 (auto-approve needs >= 0.9)")
+    return ReviewRequested.caused_by(cause, **{**fields, **over})
+
+
+def decided(cause: ModelSubmitted | None = None, outcome: str = "approved",
+            cand: Candidate | None = None, salt: str = "", **over: object) -> ReviewDecided:
+    cause = cause or submitted()
+    fields = dict(candidate=cand or cause.submission.candidate, outcome=outcome, mode="human",
+                  decided_by="alice", reason="looks good", policy=POLICY)
+    return ReviewDecided.caused_by(cause, salt=salt, **{**fields, **over})
+
+
+def deployment_succeeded(cause: ModelSubmitted | None = None) -> DeploymentSucceeded:
+    approval = decided(cause)
+    return DeploymentSucceeded.caused_by(approval, candidate=approval.candidate, target="model-store",
+                                         location="/store/fraud-detector/1.4.0", metrics={"accuracy": 0.95})
+
+
+def deployment_failed(cause: ModelSubmitted | None = None) -> DeploymentFailed:
+    approval = decided(cause)
+    return DeploymentFailed.caused_by(approval, candidate=approval.candidate, target="model-store",
+                                      reason="disk full")
+
+
+def every_event(cause: ModelSubmitted | None = None) -> list:
+    cause = cause or submitted()
+    return [cause, checks_passed(cause), checks_failed(cause), review_requested(cause),
+            decided(cause), deployment_succeeded(cause), deployment_failed(cause)]

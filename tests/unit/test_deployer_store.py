@@ -1,0 +1,143 @@
+"""The deployer's durable state (SQLite) and its model-store target (a folder per version)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.deployer import lifecycle, target
+from services.deployer.lifecycle import Lifecycle
+from services.deployer.state import StateStore
+from shared.artifacts import ArtifactError
+from shared.events import Candidate
+from tests.unit import factories as f
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = StateStore(tmp_path / "deep" / "state.db")
+    yield s
+    s.close()
+
+
+def test_unknown_submission_loads_as_open(store):
+    sid = uuid.uuid4()
+    assert store.load(sid) == Lifecycle(submission_id=sid)
+
+
+def test_state_round_trips_and_survives_reopening(store, tmp_path):
+    cause = f.submitted()
+    state, _ = lifecycle.advance(Lifecycle(submission_id=cause.submission_id), f.checks_passed(cause), False)
+    state, _ = lifecycle.advance(state, f.decided(cause), False)
+    store.save(state)
+    assert store.load(cause.submission_id) == state
+    store.save(lifecycle.deployed(state, "/x"))
+    reopened = StateStore(tmp_path / "deep" / "state.db")
+    try:
+        assert reopened.load(cause.submission_id).status == "deployed"
+    finally:
+        reopened.close()
+
+
+def test_rejected_digest_is_remembered_with_the_state(store):
+    state = Lifecycle(submission_id=uuid.uuid4(), status="rejected", note="no")
+    assert not store.is_rejected(f.SHA)
+    store.save(state, rejected_digest=f.SHA)
+    assert store.is_rejected(f.SHA) and not store.is_rejected(f.OTHER_SHA)
+    store.save(state, rejected_digest=f.SHA)  # a redelivery is harmless
+    assert store.load(state.submission_id).status == "rejected"
+
+
+# --- target -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def artifact(tmp_path) -> tuple[Path, Candidate]:
+    src = tmp_path / "incoming" / "fraud-1.4.0.onnx"
+    src.parent.mkdir()
+    src.write_bytes(b"onnx bytes")
+    return src, f.candidate(artifact_uri=src.as_uri(), artifact_sha256=hashlib.sha256(b"onnx bytes").hexdigest())
+
+
+def test_install_puts_the_artifact_and_manifest_in_place(tmp_path, artifact):
+    src, cand = artifact
+    root = tmp_path / "store"
+    dest = target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256, "who": "alice"})
+    assert dest == (root / "fraud-detector" / "1.4.0").resolve()
+    assert (dest / src.name).read_bytes() == b"onnx bytes"
+    assert json.loads((dest / target.MANIFEST).read_text())["who"] == "alice"
+    assert list((root / target.STAGING).iterdir()) == []  # staged, then renamed away
+
+
+def test_install_goes_through_staging_and_one_rename(tmp_path, artifact, monkeypatch):
+    src, cand = artifact
+    root = tmp_path / "store"
+    renames = []
+    real_rename = os.rename
+
+    def spy(a, b):
+        renames.append((Path(a), Path(b)))
+        assert not Path(b).exists()  # nothing visible before the rename
+        assert (Path(a) / target.MANIFEST).exists() and (Path(a) / src.name).exists()
+        real_rename(a, b)
+
+    monkeypatch.setattr(target.os, "rename", spy)
+    dest = target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256})
+    [(staged, final)] = renames
+    assert staged.parent == root / target.STAGING and final == dest
+
+
+def test_install_is_idempotent_for_the_same_digest(tmp_path, artifact):
+    src, cand = artifact
+    root = tmp_path / "store"
+    first = target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256, "n": 1})
+    again = target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256, "n": 2})
+    assert again == first
+    assert json.loads((first / target.MANIFEST).read_text())["n"] == 1  # untouched
+
+
+def test_install_refuses_another_digest_for_an_existing_version(tmp_path, artifact):
+    src, cand = artifact
+    root = tmp_path / "store"
+    target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256})
+    other = cand.model_copy(update={"artifact_sha256": f.OTHER_SHA})
+    with pytest.raises(ArtifactError, match="already deployed.*versions are immutable"):
+        target.install(root, other, src, {"artifact_sha256": f.OTHER_SHA})
+
+
+def test_install_refuses_bytes_that_do_not_match_and_leaves_nothing(tmp_path, artifact):
+    src, cand = artifact
+    root = tmp_path / "store"
+    src.write_bytes(b"tampered after the checks")
+    with pytest.raises(ArtifactError, match="the artifact changed since it was checked"):
+        target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256})
+    assert not (root / "fraud-detector" / "1.4.0").exists()
+    assert list((root / target.STAGING).iterdir()) == []
+
+
+def test_clean_staging_removes_leftovers(tmp_path):
+    root = tmp_path / "store"
+    leftover = root / target.STAGING / "fraud-detector-1.4.0-abc"
+    leftover.mkdir(parents=True)
+    (leftover / "half.onnx").write_bytes(b"half")
+    (root / "fraud-detector" / "1.3.0").mkdir(parents=True)
+    target.clean_staging(root)
+    assert not (root / target.STAGING).exists()
+    assert (root / "fraud-detector" / "1.3.0").is_dir()
+    target.clean_staging(tmp_path / "nowhere")  # nothing to clean is fine
+
+
+@pytest.mark.parametrize(("model", "version"), [("..", "x"), ("a", ".."), ("..", ".."), ("a/b", "c"), ("a", "/etc")])
+def test_version_dir_refuses_escape(tmp_path, model, version):
+    # The contract forbids these names; build without validation to test the second line of defence.
+    bad = Candidate.model_construct(**{**f.candidate().model_dump(), "model": model, "version": version})
+    with pytest.raises(ArtifactError, match="escapes the store root"):
+        target.version_dir(tmp_path / "store", bad)
+
+
+def test_version_dir_of_a_safe_name(tmp_path):
+    assert target.version_dir(tmp_path, f.candidate()) == (tmp_path / "fraud-detector" / "1.4.0").resolve()
