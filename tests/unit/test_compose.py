@@ -1,0 +1,232 @@
+"""compose.yaml: valid Compose, and consistent with the code and the settings it runs.
+
+No Docker engine runs where these tests run. The Compose Specification's JSON Schema checks the
+file's shape; the tests below check what the schema cannot know: the Kafka version the project
+pins, the service modules, the settings classes, the volumes behind their paths, the listeners.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+from pydantic_settings import BaseSettings
+
+from services.deployer.settings import DeployerSettings
+from services.policy.settings import PolicySettings
+from services.review_notifier.settings import ReviewNotifierSettings
+from services.validator.settings import ValidatorSettings
+from tests import kafka_broker
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+POM = ROOT / "deploy" / "kafka" / "pom.xml"
+
+# compose name -> (Python package under services/, settings class)
+SERVICES: dict[str, tuple[str, type[BaseSettings]]] = {
+    "validator": ("validator", ValidatorSettings),
+    "policy": ("policy", PolicySettings),
+    "review-notifier": ("review_notifier", ReviewNotifierSettings),
+    "deployer": ("deployer", DeployerSettings),
+}
+BROKER_GRACEFUL_TIMEOUT_S = 30.0  # KafkaBroker(graceful_timeout=...) in shared/broker.py
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL", re.IGNORECASE)
+# ${NAME}, ${NAME?msg} or ${NAME:?msg}: a value from the environment, never a default in the file.
+FROM_ENVIRONMENT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*)?\}")
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def interpolated(value: str) -> str:
+    """The value as Compose would pass it, with defaults applied and required variables filled."""
+    def one(match: re.Match) -> str:
+        operator, word = match.group(2), match.group(3)
+        return word if operator in (":-", "-") else "value-from-the-environment"
+    return INTERPOLATION.sub(one, value).replace("$$", "$")
+
+
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) of each volume, from the short or the long syntax."""
+    out = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            out.append((source, target, "ro" in (mode[0].split(",") if mode else [])))
+        else:
+            out.append((volume.get("source", ""), volume["target"], bool(volume.get("read_only"))))
+    return out
+
+
+def command_of(service: dict) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def seconds(duration: str) -> float:
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), f"bad duration {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def load_settings(compose: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    """The service's settings exactly as its container would build them from compose.yaml."""
+    _, settings_class = SERVICES[name]
+    env = {key: interpolated(value) for key, value in env_of(compose["services"][name]).items()}
+    prefix = settings_class.model_config["env_prefix"]
+    unknown = [k for k in env if k.startswith(prefix) and k[len(prefix):].lower()
+               not in settings_class.model_fields]
+    assert not unknown, f"{name}: settings ignore these variables (extra='ignore'): {unknown}"
+    for key in list(os.environ):
+        if key.startswith((prefix, "SIGNOFF_", "KAFKA_")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return settings_class()
+
+
+def test_the_schema_is_a_valid_draft7_schema() -> None:
+    Draft7Validator.check_schema(json.loads(SCHEMA.read_text()))
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict) -> None:
+    validator = Draft7Validator(json.loads(SCHEMA.read_text()))
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(map(str, e.absolute_path)))
+    assert not errors, "compose.yaml breaks the Compose Specification:\n" + "\n".join(
+        f"  {e.json_path}: {e.message}" for e in errors)
+
+
+def test_kafka_is_the_version_the_local_broker_pins(compose: dict) -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = ET.parse(POM).getroot().findtext("m:properties/m:kafka.version", namespaces=ns)
+    assert version, f"no <kafka.version> property in {POM}"
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{version}"
+    assert kafka_broker.IMAGE == f"apache/kafka:{version}", "tests/kafka_broker.py IMAGE drifted"
+
+
+def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
+    ours = {n: s for n, s in compose["services"].items() if n != "kafka"}
+    assert set(ours) == {"topics", *SERVICES}
+    builds = {json.dumps([s.get("image"), s.get("build")], sort_keys=True) for s in ours.values()}
+    assert len(builds) == 1, f"services differ in image/build: {builds}"
+    build = next(iter(ours.values()))["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_compose_runs_every_service_under_services(compose: dict) -> None:
+    packages = {p.parent.name for p in (ROOT / "services").glob("*/app.py")}
+    assert packages == {package for package, _ in SERVICES.values()}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_runs_its_faststream_app(compose: dict, name: str) -> None:
+    package, _ = SERVICES[name]
+    assert command_of(compose["services"][name]) == ["faststream", "run", f"services.{package}.app:app"]
+    assert (ROOT / "services" / package / "app.py").is_file()
+
+
+def test_services_start_once_topics_exist(compose: dict) -> None:
+    services = compose["services"]
+    topics = services["topics"]
+    assert command_of(topics) == ["signoff", "topics", "create"]
+    assert topics["restart"] == "no"
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name in SERVICES:
+        depends = services[name].get("depends_on") or {}
+        assert isinstance(depends, dict) and depends.get("topics", {}).get("condition") \
+            == "service_completed_successfully", f"{name} does not wait for the topics"
+        assert services[name]["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_shutdown_is_given_longer_than_the_broker_drains(compose: dict, name: str) -> None:
+    grace = seconds(compose["services"][name].get("stop_grace_period", "10s"))
+    assert grace > BROKER_GRACEFUL_TIMEOUT_S, f"{name}: SIGKILL before FastStream commits"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_settings_load_from_the_compose_environment(
+    compose: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(compose, name, monkeypatch)
+    host, _, port = settings.kafka_bootstrap_servers.partition(":")
+    kafka = env_of(compose["services"]["kafka"])
+    assert host == "kafka" and f"://kafka:{port}" in kafka["KAFKA_ADVERTISED_LISTENERS"], \
+        f"{name} does not reach Kafka on a listener advertised to the other containers"
+
+
+@pytest.mark.parametrize(("name", "writes", "reads"), [
+    ("validator", [], ["artifact_roots"]),
+    ("deployer", ["model_store", "state_db"], ["artifact_roots"]),
+    ("review-notifier", ["state_db"], []),
+])
+def test_data_paths_live_on_named_volumes(
+    compose: dict, name: str, writes: list[str], reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(compose, name, monkeypatch)
+    volumes = mounts(compose["services"][name])
+    declared = set(compose.get("volumes") or {})
+
+    def mount_of(path: Path) -> tuple[str, str, bool]:
+        found = [m for m in volumes if m[0] in declared and path.is_relative_to(m[1])]
+        assert path.is_absolute() and found, f"{name}: {path} is not on a named volume"
+        return max(found, key=lambda m: len(m[1]))
+
+    for field in writes:
+        path = getattr(settings, field)
+        assert not mount_of(path)[2], \
+            f"{name}: {field}={path} is on a read-only mount"
+    for field in reads:
+        for path in getattr(settings, field):
+            source, _, read_only = mount_of(path)
+            assert (source, read_only) == ("artifacts", True), \
+                f"{name}: {field} {path} must be the read-only artifacts volume"
+
+
+def test_review_api_is_published_and_health_checked(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"]["review-notifier"]
+    settings = load_settings(compose, "review-notifier", monkeypatch)
+    assert settings.http_host == "0.0.0.0", "the API must listen beyond the container's loopback"
+    assert any(str(p).rsplit(":", 1)[-1] == str(settings.http_port) for p in service["ports"])
+    assert f"http://127.0.0.1:{settings.http_port}/healthz" in " ".join(service["healthcheck"]["test"])
+
+
+def test_kafka_keeps_its_data_and_serves_the_host(compose: dict) -> None:
+    kafka = compose["services"]["kafka"]
+    env = env_of(kafka)
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_LOG_DIRS"] in {target for source, target, _ in mounts(kafka)
+                                     if source in (compose.get("volumes") or {})}
+    published = {str(p).rsplit(":", 1)[-1] for p in kafka["ports"]}
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert any(address == f"localhost:{port}" for address in advertised.values() for port in published)
+    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_no_secret_is_written_in_the_file(compose: dict) -> None:
+    token = env_of(compose["services"]["review-notifier"]).get("REVIEW_NOTIFIER_API_TOKEN")
+    assert token is not None, "the review API would refuse every decision without a token"
+    literal = [f"{name}.{key}" for name, service in compose["services"].items()
+               for key, value in env_of(service).items()
+               if SECRET_NAME.search(key) and not FROM_ENVIRONMENT.fullmatch(value)]
+    assert not literal, f"secrets must come from ${{VAR}} / ${{VAR:?...}} interpolation: {literal}"
