@@ -62,10 +62,12 @@ async def test_bad_events_are_dead_lettered_and_the_stream_flows_on(
     assert end.topic == topics.DEPLOYMENT_SUCCEEDED
 
 
-@pytest.mark.parametrize("service", ["validator", "deployer"])
-async def test_service_killed_mid_stream_loses_nothing(
-        e2e: Env, events: EventLog, unique: str, service: str) -> None:
-    model = f"kill-{service}-{unique}"
+@pytest.mark.parametrize(("service", "how"), [("validator", "kill"), ("deployer", "kill"),
+                                              ("policy", "terminate")])
+async def test_service_stopped_mid_stream_loses_nothing(
+        e2e: Env, events: EventLog, unique: str, service: str, how: str) -> None:
+    """kill -9 (no shutdown at all) or SIGTERM (graceful: the in-flight event is finished)."""
+    model = f"{how}-{service}-{unique}"
     batch = [good_submission(e2e, model, str(i)) for i in range(40)]
     publishing = asyncio.create_task(client.publish(e2e.bootstrap, batch[:20]))
     # Kill -9 once the service is demonstrably in the middle of the stream, and publish the
@@ -74,7 +76,10 @@ async def test_service_killed_mid_stream_loses_nothing(
     await events.wait_for(
         lambda log: sum(1 for s in log.records if s.topic == topics.DEPLOYMENT_SUCCEEDED and s.subject in ids) >= 3,
         what="the first deployments")
-    e2e.stack.kill(service)
+    if how == "kill":
+        e2e.stack.kill(service)
+    else:
+        assert e2e.stack.stop(service) == 0  # a clean exit, within the grace period
     await publishing
     await client.publish(e2e.bootstrap, batch[20:])
     e2e.stack.start(service)
