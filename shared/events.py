@@ -142,6 +142,22 @@ class ModelSubmitted(Event):
         return self.submission.candidate.model
 
 
+class PolicyRef(Frozen):
+    """Which workflow produced a decision, for the audit trail (like OPA's policy revision)."""
+
+    name: NonEmpty = Field(description="Workflow name")
+    rule: NonEmpty = Field(description="Step or rule of the workflow that decided")
+    digest: Sha256 = Field(description="sha256 of the workflow file")
+
+
+class Production(Frozen):
+    """The model in production for a name when a decision was made: evidence for reviewers."""
+
+    candidate: Candidate
+    metrics: Metrics
+    submission_id: uuid.UUID
+
+
 class CheckResult(Frozen):
     name: NonEmpty
     passed: bool
@@ -154,6 +170,7 @@ class CheckResult(Frozen):
 class ChecksCompleted(Event):
     submission: Submission
     results: tuple[CheckResult, ...]
+    workflow: PolicyRef | None = Field(default=None, description="Workflow whose checks step ran")
 
     @property
     def key(self) -> str:
@@ -170,24 +187,19 @@ class ChecksFailed(ChecksCompleted):
     type = "signoff.checks.failed"
 
 
-class PolicyRef(Frozen):
-    """Which policy produced a decision, for the audit trail."""
-
-    name: NonEmpty
-    rule: NonEmpty
-    digest: Sha256 | None = Field(default=None, description="sha256 of the policy definition")
-
-
 class ReviewRequested(Event):
     topic = topics.REVIEW_REQUESTED
     type = "signoff.review.requested"
 
     submission: Submission
     results: tuple[CheckResult, ...]
-    approvers: tuple[NonEmpty, ...] = Field(min_length=1)
+    approvers: tuple[NonEmpty, ...] = Field(min_length=1, description="Who may vote (groups expanded)")
     quorum: int = Field(default=1, ge=1)
+    deadline: UtcDatetime = Field(description="When the review times out")
+    on_timeout: Literal["reject"] = "reject"
     policy: PolicyRef
     reason: str
+    production: Production | None = Field(default=None, description="The model it would replace")
 
     @property
     def key(self) -> str:
@@ -204,6 +216,8 @@ class ReviewDecided(Event):
     decided_by: NonEmpty = Field(description="The approver, or policy:<name>/<rule> when automatic")
     reason: str
     policy: PolicyRef
+    cites: uuid.UUID | None = Field(
+        default=None, description="event_id of an earlier decision this one follows (a repeated rejection)")
 
 
 class DeploymentSucceeded(Event):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,10 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = Field(
         default=3, ge=1, validation_alias=AliasChoices("SIGNOFF_TOPIC_PARTITIONS"),
         description="Partitions of each topic when Signoff creates it",
+    )
+    workflows: Path = Field(
+        default=Path("workflows"), validation_alias=AliasChoices("SIGNOFF_WORKFLOWS"),
+        description="Folder of approval workflow files (*.yaml) and groups.yaml",
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SIGNOFF_LOG_LEVEL"))
     max_attempts: int = Field(

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from shared.admin import ensure_topics
+from shared.workflows import load_files
 from signoff import client, manifest
 from signoff.settings import ClientSettings
 from signoff.timeline import line, outcome
@@ -19,6 +20,8 @@ app = typer.Typer(help="Signoff: approve trained models for production, and put 
                   no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True)
+app.add_typer(workflow_app, name="workflow")
 
 EXIT_CODES = {"deployed": 0, "rejected": 3, "deployment failed": 4, "pending": 2}
 
@@ -106,6 +109,20 @@ def review(
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{decision} recorded; review is {result['outcome']}")
+
+
+@workflow_app.command("validate")
+def workflow_validate(
+    files: Annotated[list[Path], typer.Argument(help="Workflow files; groups.yaml is read beside each")],
+) -> None:
+    """Check workflow files exactly as the services do at start-up; exit 1 on any problem."""
+    loaded, problems = load_files(files)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    for workflow in loaded:
+        typer.echo(f"ok: {workflow.source}: workflow {workflow.workflow.name!r} (sha256 {workflow.digest})")
+    if problems:
+        raise typer.Exit(1)
 
 
 @topics_app.command("create")

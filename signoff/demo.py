@@ -1,4 +1,4 @@
-"""`make demo`: the four services as processes, four sample models, every path, four timelines.
+"""`make demo`: the four services as processes, sample models through every path, their timelines.
 
 Run as `python -m signoff.demo WORKDIR` with KAFKA_BOOTSTRAP_SERVERS pointing at a running broker
 (the Makefile starts a throw-away one). Exits non-zero if any path ends other than expected.
@@ -25,6 +25,7 @@ from signoff.devstack import Stack
 from signoff.settings import ClientSettings
 
 PORT = 8191
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,25 @@ class Sample:
     title: str
     model: str
     version: str
-    accuracy: float
+    metrics: tuple[str, ...]  # --metric values
     review: tuple[str, str, str] | None  # (decision, approver, reason)
     expected: str  # what `signoff watch` ends with
+    group_metrics: tuple[str, ...] = ()
+    same_artifact_as: str | None = None  # reuse an earlier sample's bytes (same digest)
 
 
 SAMPLES = (
-    Sample("auto-approved and deployed", "fraud-detector", "1.4.0", 0.95, None, "deployed"),
-    Sample("checks failed, stopped", "churn-model", "0.9.0", 0.71, None, "rejected"),
-    Sample("reviewed, approved, deployed", "credit-scorer", "2.1.0", 0.86,
+    Sample("auto-approved and deployed (workflow fraud-models)", "fraud-detector", "1.4.0",
+           ("accuracy=0.96", "recall=0.81"), None, "deployed",
+           ("group_a:selection_rate=0.30", "group_b:selection_rate=0.27")),
+    Sample("checks failed, stopped (workflow default)", "churn-model", "0.9.0", ("accuracy=0.71",),
+           None, "rejected"),
+    Sample("reviewed, approved, deployed", "credit-scorer", "2.1.0", ("accuracy=0.86",),
            ("approve", "alice", "0.86 is within the agreed band for credit-scorer"), "deployed"),
-    Sample("reviewed, rejected, not deployed", "credit-scorer", "2.2.0", 0.84,
+    Sample("reviewed, rejected, not deployed", "credit-scorer", "2.2.0", ("accuracy=0.84",),
            ("reject", "bob", "recall on the thin-file segment dropped"), "rejected"),
+    Sample("the rejected artifact resubmitted: rejected at once, citing the first decision",
+           "credit-scorer", "2.2.1", ("accuracy=0.84",), None, "rejected", same_artifact_as="2.2.0"),
 )
 
 
@@ -57,15 +65,14 @@ def main() -> int:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
-        "VALIDATOR_MIN_METRICS": json.dumps({"accuracy": 0.8}),
         "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
         "DEPLOYER_MODEL_STORE": str(workdir / "model-store"),
         "DEPLOYER_STATE_DB": str(workdir / "state" / "deployer.db"),
         "REVIEW_NOTIFIER_STATE_DB": str(workdir / "state" / "reviews.db"),
         "REVIEW_NOTIFIER_HTTP_PORT": str(PORT),
         "REVIEW_NOTIFIER_API_TOKEN": token,
-        "POLICY_AUTO_APPROVE_MIN": json.dumps({"accuracy": 0.9}),
-        "POLICY_APPROVERS": json.dumps(["alice", "bob"]),
+        "POLICY_STATE_DB": str(workdir / "state" / "policy.db"),
+        "SIGNOFF_WORKFLOWS": str(WORKFLOWS),
         "SIGNOFF_REVIEW_URL": f"http://127.0.0.1:{PORT}",
         "SIGNOFF_API_TOKEN": token,
     }
@@ -85,18 +92,23 @@ def main() -> int:
     if failures:
         print("\nDEMO FAILED:\n  " + "\n  ".join(failures))
         return 1
-    print("\nall four paths ended as expected")
+    print(f"\nall {len(SAMPLES)} submissions ended as expected")
     return 0
 
 
 def run_sample(sample: Sample, artifacts: Path, env: dict[str, str]) -> str:
     print(f"\n=== {sample.title}: {sample.model} {sample.version} ===")
     artifact = artifacts / f"{sample.model}-{sample.version}.onnx"
-    artifact.write_bytes(os.urandom(64 * 1024))
+    if sample.same_artifact_as:
+        artifact.write_bytes((artifacts / f"{sample.model}-{sample.same_artifact_as}.onnx").read_bytes())
+    else:
+        artifact.write_bytes(os.urandom(64 * 1024))
+    flags = [f for m in sample.metrics for f in ("--metric", m)]
+    flags += [f for g in sample.group_metrics for f in ("--group-metric", g)]
     sid = signoff(env, "submit", "--model", sample.model, "--version", sample.version,
-                  "--artifact", str(artifact), "--metric", f"accuracy={sample.accuracy}",
-                  "--data-version", "2026-11-01", "--code-commit", "3f2c9ab",
-                  "--submitter", "carol", "--training-run-id", f"run-{sample.version}").stdout.strip()
+                  "--artifact", str(artifact), *flags, "--data-version", "2026-11-01",
+                  "--code-commit", "3f2c9ab", "--submitter", "carol",
+                  "--training-run-id", f"run-{sample.version}").stdout.strip()
     if sample.review:
         decision, approver, reason = sample.review
         wait_for_review(env["SIGNOFF_REVIEW_URL"], sid)

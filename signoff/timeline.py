@@ -37,7 +37,8 @@ def describe(event: Event) -> str:
         case ReviewRequested(approvers=approvers, quorum=quorum, reason=reason):
             return f"asks {', '.join(approvers)} (quorum {quorum}): {reason}"
         case ReviewDecided(outcome=o, mode=mode, decided_by=by, reason=reason, policy=policy):
-            return f"{o} ({mode}) by {by} under {policy.name}/{policy.rule}: {reason}"
+            return (f"{o} ({mode}) by {by}, workflow {policy.name}@{policy.digest[:12]} "
+                    f"rule {policy.rule}: {reason}")
         case DeploymentSucceeded(target=target, location=location):
             return f"{target}: {location}"
         case DeploymentFailed(reason=reason):

@@ -1,37 +1,75 @@
-"""Wiring of the policy service: checks.passed / checks.failed in, review.* out."""
+"""Wiring of the policy service: checks.* in, review.* out; review.decided and
+deployment.succeeded in, to remember rejections and what is in production."""
 
 from __future__ import annotations
 
 from services.policy import SERVICE, rules
 from services.policy import __doc__ as ABOUT
 from services.policy.settings import PolicySettings
+from services.policy.state import PolicyStore
 from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
-from shared.events import ChecksFailed, ChecksPassed, ReviewDecided, ReviewRequested
+from shared.events import (
+    ChecksFailed, ChecksPassed, DeploymentSucceeded, ReviewDecided, ReviewRequested,
+)
 from shared.logging import configure
+from shared.workflows import load_or_exit
 
 settings = PolicySettings()
 log = configure(settings.log_level)
-policy = rules.Policy(settings.name, settings.auto_approve_min, settings.approvers, settings.quorum)
+workflows = load_or_exit(settings.workflows, log)
 broker = make_broker(settings, SERVICE)
 emitter = Emitter(broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewRequested)
+store = PolicyStore(settings.state_db)
+
+
+def _match(model: str) -> rules.Match:
+    workflow, no_match = workflows.match(model)
+    return rules.Match(workflow, no_match, workflows.digest)
 
 
 @subscribe(broker, topics.CHECKS_PASSED, SERVICE)
 async def on_checks_passed(event: ChecksPassed) -> None:
-    decision = rules.on_checks_passed(event, policy)
-    log.info("policy_decided", outcome=decision.type)
-    await emitter.emit(decision)
+    if store.has_decided(event.submission_id):
+        return  # a redelivered checks event: the decision was made and emitted already
+    candidate = event.submission.candidate
+    decision = rules.on_checks_passed(event, _match(candidate.model),
+                                      store.rejection(candidate.artifact_sha256),
+                                      store.production(candidate.model))
+    await _emit(decision)
 
 
 @subscribe(broker, topics.CHECKS_FAILED, SERVICE)
 async def on_checks_failed(event: ChecksFailed) -> None:
-    await emitter.emit(rules.on_checks_failed(event, policy))
+    if not store.has_decided(event.submission_id):
+        await _emit(rules.on_checks_failed(event, _match(event.submission.candidate.model)))
+
+
+@subscribe(broker, topics.REVIEW_DECIDED, SERVICE)
+async def on_review_decided(event: ReviewDecided) -> None:
+    """Every rejection, automatic or human, makes its digest rejected for good."""
+    if event.outcome == "rejected":
+        store.record_rejection(event)
+
+
+@subscribe(broker, topics.DEPLOYMENT_SUCCEEDED, SERVICE)
+async def on_deployment_succeeded(event: DeploymentSucceeded) -> None:
+    store.record_production(event)
+
+
+async def _emit(decision: ReviewDecided | ReviewRequested) -> None:
+    # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
+    await emitter.emit(decision)
+    store.record_decision(decision.submission_id, decision.event_id)
+    if isinstance(decision, ReviewDecided) and decision.outcome == "rejected":
+        store.record_rejection(decision)
+    log.info("policy_decided", outcome=getattr(decision, "outcome", "review_requested"),
+             workflow=decision.policy.name, rule=decision.policy.rule)
 
 
 async def _create_topics() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
 
 
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics], on_shutdown=[store.close])

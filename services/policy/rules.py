@@ -1,76 +1,146 @@
-"""The policy's decisions, as pure functions of the checks outcome and the configured rule."""
+"""The policy's decisions, as pure functions of the checks outcome, the matching workflow and what
+the policy remembers (earlier rejections, the model in production).
+
+    rejected digest before?              -> rejected again at once, citing that decision
+    no workflow for the model            -> rejected, saying so
+    no approval step                     -> approved automatically
+    approval `when` is false             -> approved automatically
+    `carry_forward_when` is true         -> approved automatically (retrained within tolerance)
+    otherwise (or a condition errs)      -> review requested from the approvers
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from shared.events import ChecksFailed, ChecksPassed, PolicyRef, ReviewDecided, ReviewRequested
+from shared.conditions import ConditionError
+from shared.events import (
+    ChecksFailed, ChecksPassed, PolicyRef, Production, ReviewDecided, ReviewRequested, Submission,
+)
+from shared.workflows import Loaded
 
 
 @dataclass(frozen=True)
-class Policy:
-    name: str
-    auto_approve_min: Mapping[str, float]
-    approvers: tuple[str, ...]
-    quorum: int = 1
-    digest: str = field(init=False)
+class Rejection:
+    """An earlier rejection of an artifact digest."""
 
-    def __post_init__(self) -> None:
-        canonical = json.dumps(
-            {"name": self.name, "auto_approve_min": dict(self.auto_approve_min),
-             "approvers": list(self.approvers), "quorum": self.quorum},
-            sort_keys=True,
-        )
-        object.__setattr__(self, "digest", hashlib.sha256(canonical.encode()).hexdigest())
-
-    def ref(self, rule: str) -> PolicyRef:
-        return PolicyRef(name=self.name, rule=rule, digest=self.digest)
+    event_id: uuid.UUID
+    submission_id: uuid.UUID
+    decided_by: str
+    at: datetime
+    reason: str
 
 
-def on_checks_passed(event: ChecksPassed, policy: Policy) -> ReviewDecided | ReviewRequested:
-    """Approve automatically when every configured minimum holds; otherwise ask the approvers."""
-    metrics = event.submission.metrics
-    shortfalls = [
-        f"{name} = {metrics.get(name)} (auto-approve needs >= {bound})"
-        for name, bound in sorted(policy.auto_approve_min.items())
-        if metrics.get(name) is None or metrics[name] < bound
-    ]
-    if not shortfalls:
-        rule = "auto_approve"
-        return ReviewDecided.caused_by(
-            event,
-            candidate=event.submission.candidate,
-            outcome="approved",
-            mode="automatic",
-            decided_by=f"policy:{policy.name}/{rule}",
-            reason="all automated checks passed and "
-            + ", ".join(f"{n} >= {b}" for n, b in sorted(policy.auto_approve_min.items())),
-            policy=policy.ref(rule),
-        )
+@dataclass(frozen=True)
+class Match:
+    """The workflow chosen for a model, or why there is none (with the digest of the whole set)."""
+
+    workflow: Loaded | None
+    no_match: str
+    set_digest: str
+
+
+def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | None,
+                     production: Production | None) -> ReviewDecided | ReviewRequested:
+    workflow = match.workflow
+    if workflow is None:
+        return _unmatched(event, match)
+    if rejection is not None:
+        return _rejected_before(event, workflow, rejection)
+    approval = workflow.workflow.approval
+    if approval is None:
+        return _approve(event, workflow, "no_approval_step", "all automated checks passed; "
+                        "the workflow has no approval step")
+    context = evaluation_context(event, production)
+    try:
+        if approval.when is not None and not workflow.programs[approval.when](context):
+            return _approve(event, workflow, f"{approval.name}.when",
+                            f"all automated checks passed and review is not needed: "
+                            f"`{approval.when}` is false")
+        if (approval.carry_forward_when is not None and production is not None
+                and workflow.programs[approval.carry_forward_when](context)):
+            return _approve(event, workflow, f"{approval.name}.carry_forward_when",
+                            f"carried forward from production version {production.candidate.version}: "
+                            f"`{approval.carry_forward_when}` holds")
+        reason = (f"`{approval.when}` is true" if approval.when else "the workflow requires review")
+    except ConditionError as exc:
+        reason = f"a condition could not be evaluated, so a person decides: {exc}"
     return ReviewRequested.caused_by(
         event,
         submission=event.submission,
         results=event.results,
-        approvers=policy.approvers,
-        quorum=policy.quorum,
-        policy=policy.ref("manual_approval"),
-        reason="; ".join(shortfalls),
+        approvers=workflow.approvers(),
+        quorum=approval.inputs.quorum,
+        deadline=event.occurred_at + approval.inputs.timeout,
+        on_timeout=approval.inputs.on_timeout,
+        policy=_ref(workflow, approval.name),
+        reason=reason,
+        production=production,
     )
 
 
-def on_checks_failed(event: ChecksFailed, policy: Policy) -> ReviewDecided:
+def on_checks_failed(event: ChecksFailed, match: Match) -> ReviewDecided:
     """Failed checks are a rejection: final for this artifact, recorded like any decision."""
+    workflow = match.workflow
+    if workflow is None:
+        return _unmatched(event, match)
     failed = [f"{r.name}: {r.message}" for r in event.results if r.blocking and not r.passed]
-    rule = "checks_failed"
+    checks = workflow.workflow.checks.name
+    return _decide(event, workflow, "rejected", checks, "automated checks failed: " + "; ".join(failed))
+
+
+def evaluation_context(event: ChecksPassed, production: Production | None) -> dict:
+    """What workflow conditions see: the submission, its check results, and `production`."""
+    s: Submission = event.submission
+    return {
+        "model": s.candidate.model, "version": s.candidate.version, "submitter": s.submitter,
+        "data_version": s.candidate.data_version, "code_commit": s.candidate.code_commit,
+        "training_run_id": s.training_run_id or "",
+        "metrics": dict(s.metrics), "group_metrics": {g: dict(m) for g, m in s.group_metrics.items()},
+        "checks": {r.name: {"passed": r.passed, "measured": r.measured, "threshold": r.threshold}
+                   for r in event.results},
+        "production": {} if production is None else {
+            "version": production.candidate.version, "data_version": production.candidate.data_version,
+            "code_commit": production.candidate.code_commit,
+            "artifact_sha256": production.candidate.artifact_sha256, "metrics": dict(production.metrics),
+        },
+    }
+
+
+def _approve(event: ChecksPassed, workflow: Loaded, rule: str, reason: str) -> ReviewDecided:
+    return _decide(event, workflow, "approved", rule, reason)
+
+
+def _rejected_before(event: ChecksPassed, workflow: Loaded, earlier: Rejection) -> ReviewDecided:
+    reason = (f"artifact {event.submission.candidate.artifact_sha256} was rejected before, by "
+              f"{earlier.decided_by} at {earlier.at.isoformat()} (submission {earlier.submission_id}, "
+              f"decision {earlier.event_id}): {earlier.reason}")
+    return _decide(event, workflow, "rejected", "rejected_before", reason, cites=earlier.event_id)
+
+
+def _unmatched(event: ChecksPassed | ChecksFailed, match: Match) -> ReviewDecided:
+    return ReviewDecided.caused_by(
+        event, candidate=event.submission.candidate, outcome="rejected", mode="automatic",
+        decided_by="policy:(no workflow)", reason=match.no_match,
+        policy=PolicyRef(name="(no workflow)", rule="no_workflow", digest=match.set_digest),
+    )
+
+
+def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, rule: str,
+            reason: str, cites: uuid.UUID | None = None) -> ReviewDecided:
     return ReviewDecided.caused_by(
         event,
         candidate=event.submission.candidate,
-        outcome="rejected",
+        outcome=outcome,
         mode="automatic",
-        decided_by=f"policy:{policy.name}/{rule}",
-        reason="automated checks failed: " + "; ".join(failed),
-        policy=policy.ref(rule),
+        decided_by=f"policy:{workflow.workflow.name}/{rule}",
+        reason=reason,
+        policy=_ref(workflow, rule),
+        cites=cites,
     )
+
+
+def _ref(workflow: Loaded, rule: str) -> PolicyRef:
+    return PolicyRef(name=workflow.workflow.name, rule=rule, digest=workflow.digest)

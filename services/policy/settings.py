@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -7,15 +9,10 @@ from shared.settings import ServiceSettings
 
 
 class PolicySettings(ServiceSettings):
+    """The rules themselves are workflow files (SIGNOFF_WORKFLOWS); this is where the policy keeps
+    what it remembers."""
+
     model_config = SettingsConfigDict(env_prefix="POLICY_", extra="ignore", frozen=True)
 
-    name: str = Field(default="default", description="Name of the policy, recorded in every decision")
-    auto_approve_min: dict[str, float] = Field(
-        default_factory=lambda: {"accuracy": 0.9},
-        description='Approve without a human when every metric is at least this, JSON: {"accuracy": 0.9}',
-    )
-    approvers: tuple[str, ...] = Field(
-        default=("alice", "bob"), min_length=1,
-        description='Who may approve when a review is needed, JSON list: ["alice", "bob"]',
-    )
-    quorum: int = Field(default=1, ge=1, description="Approvals needed")
+    state_db: Path = Field(default=Path(".data/policy/state.db"),
+                           description="SQLite file: decisions made, rejected digests, production models")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.events import CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, Submission
+from shared.events import (
+    CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef, Submission,
+)
 
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
 
@@ -62,8 +64,31 @@ def _bound(name: str, value: float | None, bound: float, at_least: bool) -> Chec
                        message=f"{name} = {value} (required {op} {bound})")
 
 
-def verdict(event: ModelSubmitted, results: list[CheckResult]) -> ChecksPassed | ChecksFailed:
+def parity_ratio(group_metrics: Mapping[str, Mapping[str, float]], minimum: float) -> CheckResult:
+    """Demographic parity ratio: lowest selection rate over highest (the four-fifths rule)."""
+    rates = {g: m.get("selection_rate") for g, m in group_metrics.items()}
+    name = "fairness:parity_ratio"
+    if len(rates) < 2 or any(r is None for r in rates.values()):
+        return CheckResult(name=name, passed=False, threshold=minimum,
+                           message="needs selection_rate for at least two groups in group_metrics")
+    if any(r < 0 or r > 1 for r in rates.values()):
+        return CheckResult(name=name, passed=False, threshold=minimum,
+                           message=f"selection rates must be between 0 and 1, got {rates}")
+    highest = max(rates.values())
+    ratio = min(rates.values()) / highest if highest > 0 else 1.0
+    low, high = min(rates, key=rates.get), max(rates, key=rates.get)
+    return CheckResult(name=name, passed=ratio >= minimum, measured=round(ratio, 6), threshold=minimum,
+                       message=f"parity ratio {ratio:.3f} ({low} {rates[low]} / {high} {rates[high]}), "
+                       f"required >= {minimum}")
+
+
+def verdict(event: ModelSubmitted, results: list[CheckResult],
+            workflow: PolicyRef | None) -> ChecksPassed | ChecksFailed:
     """checks.failed if any blocking check failed, else checks.passed; both carry every result."""
     failed = any(r.blocking and not r.passed for r in results)
     cls = ChecksFailed if failed else ChecksPassed
-    return cls.caused_by(event, submission=event.submission, results=tuple(results))
+    return cls.caused_by(event, submission=event.submission, results=tuple(results), workflow=workflow)
+
+
+def no_workflow(reason: str) -> CheckResult:
+    return CheckResult(name="workflow", passed=False, message=reason)

@@ -68,6 +68,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Approve automatically above 90% accuracy, otherwise ask alice or bob.
+WORKFLOW = """
+name: e2e-default
+default: true
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {min: {accuracy: 0.80}}
+  - name: manual_approval
+    type: approval
+    when: "metrics.accuracy <= 0.90"
+    inputs: {approvers: ['alice', 'group:leads'], quorum: 1, timeout: 1h}
+    on_reject: fail_pipeline
+  - name: deploy
+    type: deploy
+    inputs: {target: model-store}
+"""
+
+
+def write_workflows(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "default.yaml").write_text(WORKFLOW)
+    (folder / "groups.yaml").write_text("leads: [bob]\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def e2e(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("stack")
@@ -83,8 +109,8 @@ def e2e(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "REVIEW_NOTIFIER_STATE_DB": str(workdir / "reviews.db"),
         "REVIEW_NOTIFIER_HTTP_PORT": str(port),
         "REVIEW_NOTIFIER_API_TOKEN": token,
-        "POLICY_AUTO_APPROVE_MIN": json.dumps({"accuracy": 0.9}),
-        "POLICY_APPROVERS": json.dumps(["alice", "bob"]),
+        "POLICY_STATE_DB": str(workdir / "policy.db"),
+        "SIGNOFF_WORKFLOWS": str(write_workflows(workdir / "workflows")),
     }
     with Stack(workdir, env) as stack:
         stack.start_all()
