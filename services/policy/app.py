@@ -72,4 +72,8 @@ async def _create_topics() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
 
 
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics], on_shutdown=[store.close])
+async def _close() -> None:
+    store.close()  # after the broker stopped: no handler is using the store any more
+
+
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics], after_shutdown=[_close])

@@ -55,10 +55,13 @@ async def _serve_http() -> None:
 
 
 async def _stop_http() -> None:
-    server.should_exit = True
+    server.should_exit = True  # first: no new decisions while the broker shuts down
     await asyncio.gather(*_serving)
+
+
+async def _close() -> None:
     store.close()
 
 
 app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_startup=[_serve_http],
-               on_shutdown=[_stop_http])
+               on_shutdown=[_stop_http], after_shutdown=[_close])

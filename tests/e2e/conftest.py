@@ -33,6 +33,7 @@ class Env:
     review_url: str
     token: str
     stack: Stack
+    workflow_digest: str
 
     def artifact(self, name: str, content: bytes | None = None) -> tuple[Path, str]:
         """A model file under the allowed root, and its sha256."""
@@ -114,7 +115,8 @@ def e2e(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     }
     with Stack(workdir, env) as stack:
         stack.start_all()
-        yield Env(kafka, workdir, artifacts, store, f"http://127.0.0.1:{port}", token, stack)
+        digest = hashlib.sha256((workdir / "workflows" / "default.yaml").read_bytes()).hexdigest()
+        yield Env(kafka, workdir, artifacts, store, f"http://127.0.0.1:{port}", token, stack, digest)
 
 
 @pytest.fixture(scope="session")

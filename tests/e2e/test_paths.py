@@ -19,10 +19,12 @@ pytestmark = pytest.mark.kafka
 
 def submit(e2e: Env, model: str, version: str, accuracy: float, sha256: str | None = None,
            artifact: str | None = None) -> str:
-    path, digest = e2e.artifact(f"{model}-{version}.bin")
+    if artifact is None:
+        path, digest = e2e.artifact(f"{model}-{version}.bin")
+        artifact, sha256 = str(path), sha256 or digest
     return e2e.cli(
-        "submit", "--model", model, "--version", version, "--artifact", artifact or str(path),
-        "--sha256", sha256 or digest, "--metric", f"accuracy={accuracy}", "--data-version", "2026-11-01",
+        "submit", "--model", model, "--version", version, "--artifact", artifact,
+        *(("--sha256", sha256) if sha256 else ()), "--metric", f"accuracy={accuracy}", "--data-version", "2026-11-01",
         "--code-commit", "3f2c9ab", "--submitter", "carol",
     ).stdout.strip()
 
@@ -41,14 +43,17 @@ async def test_auto_approved_and_deployed(e2e: Env, events: EventLog, unique: st
     assert topics_of(events, sid) == [topics.MODEL_SUBMITTED, topics.CHECKS_PASSED,
                                       topics.REVIEW_DECIDED, topics.DEPLOYMENT_SUCCEEDED]
     decision = events.about(sid, topics.REVIEW_DECIDED)[0].event
-    assert decision.mode == "automatic" and decision.decided_by == "policy:default/auto_approve"
+    assert decision.mode == "automatic"
+    assert decision.decided_by == "policy:e2e-default/manual_approval.when"
+    assert (decision.policy.name, decision.policy.digest) == ("e2e-default", e2e.workflow_digest)
     version_dir = e2e.model_store / model / "1.0.0"
     manifest = json.loads((version_dir / "manifest.json").read_text())
     artifact = e2e.artifacts / f"{model}-1.0.0.bin"
     assert (version_dir / artifact.name).read_bytes() == artifact.read_bytes()
     assert manifest["artifact_sha256"] == decision.candidate.artifact_sha256
     assert manifest["data_version"] == "2026-11-01" and manifest["code_commit"] == "3f2c9ab"
-    assert manifest["approved_by"] == "policy:default/auto_approve"
+    assert manifest["approved_by"] == "policy:e2e-default/manual_approval.when"
+    assert manifest["policy"]["digest"] == e2e.workflow_digest
 
 
 async def test_checks_failed_stops_the_submission(e2e: Env, events: EventLog, unique: str) -> None:
@@ -90,6 +95,10 @@ async def test_reviewed_approved_and_deployed(e2e: Env, events: EventLog, unique
     await events.wait_terminal(sid)
     decision = events.about(sid, topics.REVIEW_DECIDED)[0].event
     assert (decision.mode, decision.decided_by, decision.outcome) == ("human", "alice", "approved")
+    assert (decision.policy.name, decision.policy.rule) == ("e2e-default", "manual_approval")
+    assert decision.policy.digest == e2e.workflow_digest
+    requested = events.about(sid, topics.REVIEW_REQUESTED)[0].event
+    assert requested.approvers == ("alice", "bob")  # group:leads expanded
     assert (e2e.model_store / model / "2.0.0" / "manifest.json").exists()
 
 
@@ -115,6 +124,27 @@ async def test_reviewed_rejected_is_never_deployed(e2e: Env, events: EventLog, u
     assert not (e2e.model_store / model / "1.0.0").exists()
     watched = e2e.cli("watch", sid, "--timeout", "30", check=False)
     assert watched.returncode == 3 and "=> rejected" in watched.stdout
+
+
+async def test_a_rejected_digest_resubmitted_is_rejected_at_once(
+        e2e: Env, events: EventLog, unique: str) -> None:
+    model = f"resubmit-{unique}"
+    first = submit(e2e, model, "1.0.0", accuracy=0.85)
+    await e2e.review_open(first)
+    e2e.cli("review", first, "reject", "--as", "bob", "--reason", "leaks the label")
+    rejection = (await events.wait_terminal(first)).event
+
+    # The same bytes under a new version, even with better metrics: no review, no deployment.
+    again, _ = e2e.artifact(f"{model}-copy.bin", (e2e.artifacts / f"{model}-1.0.0.bin").read_bytes())
+    second = submit(e2e, model, "1.0.1", accuracy=0.99, artifact=str(again))
+    end = await events.wait_terminal(second)
+
+    assert end.topic == topics.REVIEW_DECIDED and end.event.outcome == "rejected"
+    assert end.event.cites == rejection.event_id
+    assert end.event.policy.rule == "rejected_before" and "leaks the label" in end.event.reason
+    assert str(rejection.submission_id) in end.event.reason
+    assert events.about(second, topics.REVIEW_REQUESTED) == []
+    assert not (e2e.model_store / model).exists()
 
 
 async def test_redelivered_approval_deploys_once(e2e: Env, events: EventLog, unique: str) -> None:

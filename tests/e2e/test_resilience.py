@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from shared import topics
 from shared.events import Candidate, ModelSubmitted, Submission
 from signoff import client
+from signoff.devstack import Stack
 from tests.e2e.conftest import Env
 from tests.eventlog import EventLog
 
@@ -91,3 +92,17 @@ async def test_service_stopped_mid_stream_loses_nothing(
     for event in batch:  # redelivery may repeat an event, never with a new id: one deployment each
         ids_seen = {s.headers["ce_id"] for s in events.about(event.submission_id, topics.DEPLOYMENT_SUCCEEDED)}
         assert len(ids_seen) == 1
+
+
+def test_a_service_refuses_to_start_on_an_invalid_workflow(e2e: Env, tmp_path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "bad.yaml").write_text(
+        "name: bad\ndefault: true\nsteps:\n"
+        "  - {name: checks, type: checks}\n"
+        "  - {name: review, type: approval, inputs: {approvers: 'bob'}}\n")
+    stack = Stack(tmp_path, {**e2e.stack.env, "SIGNOFF_WORKFLOWS": str(folder)}, services=("policy",))
+    with pytest.raises(RuntimeError) as failed:
+        stack.start("policy", timeout=30)
+    assert "approvers must be a list, such as ['bob']" in str(failed.value)
+    assert "bad.yaml" in str(failed.value)

@@ -53,6 +53,8 @@ async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
             "DEPLOYER_MODEL_STORE": str(tmp_path / "store"),
             "DEPLOYER_STATE_DB": str(tmp_path / "deployer.db"),
             "REVIEW_NOTIFIER_STATE_DB": str(tmp_path / "reviews.db"),
+            "POLICY_STATE_DB": str(tmp_path / "policy.db"),
+            "SIGNOFF_WORKFLOWS": str(Path(__file__).resolve().parents[2] / "workflows"),
             "REVIEW_NOTIFIER_HTTP_PORT": str(_free_port()),
         }
         with Stack(tmp_path / "run", services) as stack:
