@@ -109,11 +109,14 @@ def _chain(member: Tree) -> tuple[Token, list[str]] | None:
         if base is None:
             return None
         step = str(child.children[1]) if child.data == "member_dot" else _literal(child.children[1])
-        return base[0], [*base[1], step]
+        # An index computed at run time (metrics[m]) names no field we can check: stop the path.
+        return base[0], base[1] if step is None else [*base[1], step]
     return None
 
 
-def _literal(node: Any) -> str:
-    for token in node.scan_values(lambda t: isinstance(t, Token)) if isinstance(node, Tree) else [node]:
-        return str(token).strip("\"'")
-    return ""
+def _literal(node: Any) -> str | None:
+    """The key of an index that is a plain string literal (`metrics["f1"]`), else None."""
+    tokens = list(node.scan_values(lambda t: isinstance(t, Token))) if isinstance(node, Tree) else [node]
+    if len(tokens) == 1 and str(tokens[0])[:1] in ("'", '"'):
+        return str(tokens[0])[1:-1]
+    return None

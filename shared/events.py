@@ -177,6 +177,12 @@ class ChecksCompleted(Event):
         return self.submission.candidate.model
 
 
+    @property
+    def artifact_verified(self) -> bool:
+        """The artifact's bytes were read and have the declared digest."""
+        return any(r.name == "integrity" and r.passed for r in self.results)
+
+
 class ChecksPassed(ChecksCompleted):
     topic = topics.CHECKS_PASSED
     type = "signoff.checks.passed"
@@ -218,6 +224,10 @@ class ReviewDecided(Event):
     policy: PolicyRef
     cites: uuid.UUID | None = Field(
         default=None, description="event_id of an earlier decision this one follows (a repeated rejection)")
+    final_for_artifact: bool = Field(
+        default=True,
+        description="A rejection that holds for the artifact digest for good; false only when the "
+        "artifact's bytes were never verified to have that digest (integrity check failed)")
 
 
 class DeploymentSucceeded(Event):

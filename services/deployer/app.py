@@ -49,7 +49,7 @@ async def _advance(event: ChecksPassed | ChecksFailed | ReviewDecided) -> None:
         # Emit before saving the terminal state: a crash in between redelivers and fails again.
         await emitter.emit(lifecycle.failed_event(action.approval, TARGET, action.reason))
     newly_rejected = state.status == "rejected" and before.status != "rejected"
-    store.save(state, rejected_digest=digest if newly_rejected else None)
+    store.save(state, rejected_digest=digest if newly_rejected and lifecycle.bans_digest(event) else None)
     if state.status != before.status:
         log.info("lifecycle", status=state.status, was=before.status, note=state.note)
     if isinstance(action, lifecycle.Deploy):

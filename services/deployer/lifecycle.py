@@ -84,6 +84,14 @@ def _ready(state: Lifecycle, digest_rejected: bool) -> tuple[Lifecycle, Action]:
     return state.model_copy(update={"status": "deploying"}), Deploy(candidate=state.checked, approval=approval)
 
 
+def bans_digest(event: ChecksPassed | ChecksFailed | ReviewDecided) -> bool:
+    """Whether a rejection by `event` holds for its artifact digest for good: not when the bytes
+    were never verified to have that digest."""
+    if isinstance(event, ReviewDecided):
+        return event.final_for_artifact
+    return event.artifact_verified
+
+
 def deployed(state: Lifecycle, location: str) -> Lifecycle:
     return state.model_copy(update={"status": "deployed", "note": location})
 

@@ -48,8 +48,9 @@ async def on_checks_failed(event: ChecksFailed) -> None:
 
 @subscribe(broker, topics.REVIEW_DECIDED, SERVICE)
 async def on_review_decided(event: ReviewDecided) -> None:
-    """Every rejection, automatic or human, makes its digest rejected for good."""
-    if event.outcome == "rejected":
+    """Every rejection, automatic or human, makes its digest rejected for good (unless the bytes
+    were never verified to have that digest)."""
+    if event.outcome == "rejected" and event.final_for_artifact:
         store.record_rejection(event)
 
 
@@ -62,7 +63,7 @@ async def _emit(decision: ReviewDecided | ReviewRequested) -> None:
     # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
     await emitter.emit(decision)
     store.record_decision(decision.submission_id, decision.event_id)
-    if isinstance(decision, ReviewDecided) and decision.outcome == "rejected":
+    if isinstance(decision, ReviewDecided) and decision.outcome == "rejected" and decision.final_for_artifact:
         store.record_rejection(decision)
     log.info("policy_decided", outcome=getattr(decision, "outcome", "review_requested"),
              workflow=decision.policy.name, rule=decision.policy.rule)

@@ -45,10 +45,10 @@ class Match:
 def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | None,
                      production: Production | None) -> ReviewDecided | ReviewRequested:
     workflow = match.workflow
+    if rejection is not None:
+        return _rejected_before(event, match, rejection)
     if workflow is None:
         return _unmatched(event, match)
-    if rejection is not None:
-        return _rejected_before(event, workflow, rejection)
     approval = workflow.workflow.approval
     if approval is None:
         return _approve(event, workflow, "no_approval_step", "all automated checks passed; "
@@ -88,7 +88,10 @@ def on_checks_failed(event: ChecksFailed, match: Match) -> ReviewDecided:
         return _unmatched(event, match)
     failed = [f"{r.name}: {r.message}" for r in event.results if r.blocking and not r.passed]
     checks = workflow.workflow.checks.name
-    return _decide(event, workflow, "rejected", checks, "automated checks failed: " + "; ".join(failed))
+    # Bytes that did not match (or could not be read) say nothing about the declared digest: the
+    # submission ends, but the digest is not rejected for good.
+    return _decide(event, workflow, "rejected", checks, "automated checks failed: " + "; ".join(failed),
+                   final_for_artifact=event.artifact_verified)
 
 
 def evaluation_context(event: ChecksPassed, production: Production | None) -> dict:
@@ -113,23 +116,29 @@ def _approve(event: ChecksPassed, workflow: Loaded, rule: str, reason: str) -> R
     return _decide(event, workflow, "approved", rule, reason)
 
 
-def _rejected_before(event: ChecksPassed, workflow: Loaded, earlier: Rejection) -> ReviewDecided:
+def _rejected_before(event: ChecksPassed, match: Match, earlier: Rejection) -> ReviewDecided:
     reason = (f"artifact {event.submission.candidate.artifact_sha256} was rejected before, by "
               f"{earlier.decided_by} at {earlier.at.isoformat()} (submission {earlier.submission_id}, "
               f"decision {earlier.event_id}): {earlier.reason}")
-    return _decide(event, workflow, "rejected", "rejected_before", reason, cites=earlier.event_id)
+    if match.workflow is None:
+        return ReviewDecided.caused_by(
+            event, candidate=event.submission.candidate, outcome="rejected", mode="automatic",
+            decided_by="policy:(no workflow)/rejected_before", reason=reason, cites=earlier.event_id,
+            policy=PolicyRef(name="(no workflow)", rule="rejected_before", digest=match.set_digest))
+    return _decide(event, match.workflow, "rejected", "rejected_before", reason, cites=earlier.event_id)
 
 
 def _unmatched(event: ChecksPassed | ChecksFailed, match: Match) -> ReviewDecided:
     return ReviewDecided.caused_by(
         event, candidate=event.submission.candidate, outcome="rejected", mode="automatic",
-        decided_by="policy:(no workflow)", reason=match.no_match,
+        decided_by="policy:(no workflow)", reason=match.no_match, final_for_artifact=False,
         policy=PolicyRef(name="(no workflow)", rule="no_workflow", digest=match.set_digest),
     )
 
 
 def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, rule: str,
-            reason: str, cites: uuid.UUID | None = None) -> ReviewDecided:
+            reason: str, cites: uuid.UUID | None = None, final_for_artifact: bool = True
+            ) -> ReviewDecided:
     return ReviewDecided.caused_by(
         event,
         candidate=event.submission.candidate,
@@ -139,6 +148,7 @@ def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, 
         reason=reason,
         policy=_ref(workflow, rule),
         cites=cites,
+        final_for_artifact=final_for_artifact,
     )
 
 

@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker
 
 from shared import codec, topics
 from shared.events import Event
+from tests.unit.factories import workflow_folder
 
 
 @dataclass
@@ -43,8 +44,36 @@ def artifact(artifact_root) -> Artifact:
     return Artifact(path, hashlib.sha256(b"onnx weights").hexdigest())
 
 
+# Approve automatically at 90% accuracy and above, otherwise ask alice or the leads (bob).
+WORKFLOW = """\
+name: test-policy
+default: true
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {min: {accuracy: 0.8}}
+  - name: manual_approval
+    type: approval
+    when: "metrics.accuracy < 0.9"
+    inputs: {approvers: ['alice', 'group:leads'], quorum: 1, timeout: 24h}
+  - name: deploy
+    type: deploy
+"""
+GROUPS = "leads: [bob]\n"
+
+
+def write_workflows(folder: Path, groups: str = GROUPS, **files: str) -> Path:
+    """A workflow folder: one `<name>.yaml` per keyword argument, and groups.yaml."""
+    return workflow_folder(folder, groups, **files)
+
+
 @pytest.fixture
-def load_app(monkeypatch, tmp_path, artifact_root):
+def workflows(tmp_path) -> Path:
+    return write_workflows(tmp_path / "workflows", default=WORKFLOW)
+
+
+@pytest.fixture
+def load_app(monkeypatch, tmp_path, artifact_root, workflows):
     """Import `services.<name>.app` with env pointing into tmp_path (plus any `env` given)."""
     loaded: list[ModuleType] = []
 
@@ -52,12 +81,9 @@ def load_app(monkeypatch, tmp_path, artifact_root):
         defaults = {
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # never contacted: TestKafkaBroker fakes it
             "SIGNOFF_MAX_ATTEMPTS": "2",
+            "SIGNOFF_WORKFLOWS": str(workflows),
             "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifact_root)]),
-            "VALIDATOR_MIN_METRICS": json.dumps({"accuracy": 0.8}),
-            "POLICY_NAME": "test-policy",
-            "POLICY_AUTO_APPROVE_MIN": json.dumps({"accuracy": 0.9}),
-            "POLICY_APPROVERS": json.dumps(["alice", "bob"]),
-            "POLICY_QUORUM": "1",
+            "POLICY_STATE_DB": str(tmp_path / "policy" / "state.db"),
             "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifact_root)]),
             "DEPLOYER_MODEL_STORE": str(tmp_path / "store"),
             "DEPLOYER_STATE_DB": str(tmp_path / "deployer" / "state.db"),

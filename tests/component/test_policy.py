@@ -1,14 +1,35 @@
-"""The policy service, in memory: checks.* in, review.decided or review.requested out."""
+"""The policy service, in memory: checks.* in, review.decided or review.requested out; review.decided
+and deployment.succeeded in, remembered for later decisions."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 
-from shared import topics
-from shared.events import ReviewDecided, ReviewRequested
-from tests.component.conftest import DLQ, capture, publish, publish_raw, sent
+from shared import codec, topics
+from shared.events import DeploymentSucceeded, Event, ReviewDecided, ReviewRequested
+from tests.component.conftest import DLQ, capture, publish, publish_raw, sent, write_workflows
 from tests.unit import factories as f
+
+# Fraud models retrained from the same code within one point of production skip review.
+CARRY_FORWARD = """\
+name: fraud-models
+match: ["fraud-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {min: {accuracy: 0.8}}
+  - name: risk_approval
+    type: approval
+    carry_forward_when: >-
+      code_commit == production.code_commit
+      && metrics.accuracy >= production.metrics.accuracy - 0.01
+    inputs: {approvers: ['group:risk'], timeout: 4h}
+"""
 
 
 @pytest.fixture
@@ -16,30 +37,50 @@ def policy(load_app):
     return load_app("policy")
 
 
-def passed_with(accuracy: float):
-    return f.checks_passed(f.submitted(f.submission(metrics={"accuracy": accuracy})))
+def passed_with(accuracy: float, **candidate: str):
+    return f.checks_passed(f.submitted(f.submission(f.candidate(**candidate), metrics={"accuracy": accuracy})))
 
 
+def emitted(publisher, topic: str) -> list[Event]:
+    """Every event `publisher` published, decoded as its consumers would (see conftest.sent)."""
+    bodies = [call.args[0] for call in publisher.mock.call_args_list]
+    return [codec.decode(topic, b if isinstance(b, bytes) else json.dumps(b).encode()) for b in bodies]
 
-async def test_auto_approves_above_the_bar(policy):
+
+def decisions(policy) -> list[ReviewDecided]:
+    return emitted(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+
+
+def requests(policy) -> list[ReviewRequested]:
+    return emitted(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+
+
+def file_digest(workflows) -> str:
+    return hashlib.sha256((workflows / "default.yaml").read_bytes()).hexdigest()
+
+
+async def test_auto_approves_above_the_bar(policy, workflows):
     cause = passed_with(0.95)
     async with TestKafkaBroker(policy.broker) as br:
         await publish(br, cause)
         policy.emitter.publishers[ReviewRequested].mock.assert_not_called()
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
-    assert (out.outcome, out.mode, out.decided_by) == ("approved", "automatic", "policy:test-policy/auto_approve")
-    assert out.policy.digest == policy.policy.digest
+    assert (out.outcome, out.mode, out.decided_by) == (
+        "approved", "automatic", "policy:test-policy/manual_approval.when")
+    assert out.policy.digest == file_digest(workflows) == policy.workflows.workflows[0].digest
     assert out.causation_id == cause.event_id
 
 
-async def test_requests_a_review_below_the_bar(policy):
+async def test_requests_a_review_below_the_bar(policy, workflows):
     cause = passed_with(0.85)
     async with TestKafkaBroker(policy.broker) as br:
         await publish(br, cause)
         policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
         out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
-    assert out.approvers == ("alice", "bob") and out.quorum == 1
-    assert out.reason == "accuracy = 0.85 (auto-approve needs >= 0.9)"
+    assert out.approvers == ("alice", "bob") and out.quorum == 1  # bob through group:leads
+    assert out.reason == "`metrics.accuracy < 0.9` is true"
+    assert out.deadline == cause.occurred_at + timedelta(hours=24)
+    assert (out.policy.rule, out.policy.digest) == ("manual_approval", file_digest(workflows))
 
 
 async def test_failed_checks_are_rejected(policy):
@@ -47,7 +88,7 @@ async def test_failed_checks_are_rejected(policy):
     async with TestKafkaBroker(policy.broker) as br:
         await publish(br, cause)
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
-    assert (out.outcome, out.decided_by) == ("rejected", "policy:test-policy/checks_failed")
+    assert (out.outcome, out.decided_by) == ("rejected", "policy:test-policy/automated_checks")
     assert "metric:accuracy" in out.reason
 
 
@@ -60,3 +101,148 @@ async def test_bad_checks_event_is_dead_lettered_then_the_next_is_decided(policy
     [record] = dead.records
     assert record.value == b'{"schema_version": 1}'
     assert "submission: Field required" in dead.headers()["dlq_reason"]
+
+
+@pytest.mark.parametrize(("accuracy", "kind"), [(0.95, ReviewDecided), (0.85, ReviewRequested)])
+async def test_a_redelivered_checks_event_is_decided_once(policy, accuracy, kind):
+    cause = passed_with(accuracy)
+    out = capture(policy.broker, kind.topic)
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, cause)
+        await publish(br, cause)  # the same event again, as after a consumer restart
+        assert policy.on_checks_passed.mock.call_count == 2  # the handler did see it twice
+        assert len(decisions(policy)) + len(requests(policy)) == 1
+    [event] = out.events()
+    assert type(event) is kind and event.causation_id == cause.event_id
+
+
+async def test_a_checks_event_redelivered_after_a_restart_is_not_decided_again(load_app):
+    cause = passed_with(0.95)
+    first = load_app("policy")
+    async with TestKafkaBroker(first.broker) as br:
+        await publish(br, cause)
+        assert len(decisions(first)) == 1
+    first.store.close()  # the process stops; its SQLite file stays
+    restarted = load_app("policy")  # imported afresh: new broker and store, same POLICY_STATE_DB
+    async with TestKafkaBroker(restarted.broker) as br:
+        await publish(br, cause)
+        assert restarted.on_checks_passed.mock.call_count == 1
+        assert decisions(restarted) == [] and requests(restarted) == []
+
+
+async def test_a_redelivered_failed_checks_event_is_rejected_once(policy):
+    cause = f.checks_failed()
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, cause)
+        await publish(br, cause)
+        assert policy.on_checks_failed.mock.call_count == 2
+        assert [d.outcome for d in decisions(policy)] == ["rejected"]
+
+
+async def test_a_human_rejection_rejects_the_same_artifact_resubmitted(policy):
+    first = f.submitted(f.submission(metrics={"accuracy": 0.85}))
+    human = f.decided(first, outcome="rejected", mode="human", decided_by="bob",
+                      reason="recall on the thin-file segment dropped")
+    again = passed_with(0.97, version="1.4.1")  # same bytes (f.SHA), new submission, above the bar
+    assert again.submission_id != first.submission_id
+    assert again.submission.candidate.artifact_sha256 == human.candidate.artifact_sha256
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, human)
+        policy.on_review_decided.mock.assert_called_once()
+        await publish(br, again)
+        policy.emitter.publishers[ReviewRequested].mock.assert_not_called()
+        # the publisher's test mock sees every record on review.decided, the human one included
+        published, out = decisions(policy)
+    assert published == human
+    assert (out.outcome, out.mode, out.policy.rule) == ("rejected", "automatic", "rejected_before")
+    assert out.cites == human.event_id
+    assert out.submission_id == again.submission_id
+    assert f"decision {human.event_id}" in out.reason and "by bob" in out.reason
+    assert out.reason.endswith(": recall on the thin-file segment dropped")
+
+
+async def test_an_approval_does_not_ban_the_digest(policy):
+    approved = f.decided(f.submitted(), outcome="approved")
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, approved)
+        await publish(br, passed_with(0.95, version="1.4.1"))
+        published, out = decisions(policy)
+    assert published == approved
+    assert (out.outcome, out.mode, out.cites) == ("approved", "automatic", None)
+
+
+async def test_its_own_automatic_rejection_rejects_a_resubmission(policy):
+    failed = f.checks_failed()
+    again = passed_with(0.95, version="1.4.1")
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, failed)
+        await publish(br, again)
+        first, second = decisions(policy)
+    assert first.outcome == "rejected" and first.policy.rule == "automated_checks"
+    assert (second.outcome, second.cites, second.submission_id) == ("rejected", first.event_id, again.submission_id)
+
+
+def deployed(accuracy: float, code_commit: str = "3f2c9ab") -> DeploymentSucceeded:
+    cand = f.candidate(version="1.3.0", artifact_sha256=f.OTHER_SHA, code_commit=code_commit)
+    approval = f.decided(f.submitted(f.submission(cand)))
+    return DeploymentSucceeded.caused_by(approval, candidate=cand, target="model-store",
+                                         location="/store/fraud-detector/1.3.0", metrics={"accuracy": accuracy})
+
+
+@pytest.fixture
+def carry_forward(load_app, tmp_path):
+    folder = write_workflows(tmp_path / "carry-forward", groups="risk: [dave, erin]\n", fraud=CARRY_FORWARD)
+    return load_app("policy", SIGNOFF_WORKFLOWS=str(folder))
+
+
+async def test_a_deployment_makes_carry_forward_apply(carry_forward):
+    policy = carry_forward
+    before = passed_with(0.85)
+    production = deployed(accuracy=0.855)
+    after = passed_with(0.85, version="1.4.1")
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, before)  # nothing in production yet: a person decides
+        await publish(br, production)
+        policy.on_deployment_succeeded.mock.assert_called_once()
+        await publish(br, after)
+        [request] = requests(policy)
+        [decision] = decisions(policy)
+    assert request.causation_id == before.event_id and request.production is None
+    assert request.approvers == ("dave", "erin")
+    assert decision.causation_id == after.event_id
+    assert (decision.outcome, decision.mode) == ("approved", "automatic")
+    assert decision.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
+    assert decision.reason.startswith("carried forward from production version 1.3.0: ")
+
+
+async def test_outside_the_tolerance_production_is_evidence_for_the_reviewers(carry_forward):
+    policy = carry_forward
+    production = deployed(accuracy=0.90)
+    cause = passed_with(0.85)
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, production)
+        await publish(br, cause)
+        policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.production is not None
+    assert out.production.candidate == production.candidate
+    assert out.production.metrics == {"accuracy": 0.90}
+    assert out.production.submission_id == production.submission_id
+    assert out.deadline == cause.occurred_at + timedelta(hours=4)
+
+
+async def test_no_workflow_for_the_model_is_rejected(load_app, tmp_path):
+    folder = write_workflows(tmp_path / "fraud-only", groups="risk: [dave, erin]\n", fraud=CARRY_FORWARD)
+    policy = load_app("policy", SIGNOFF_WORKFLOWS=str(folder))
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, passed_with(0.99, model="churn-model"))
+        out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.policy.name, out.policy.rule) == ("rejected", "(no workflow)", "no_workflow")
+    assert out.reason == "no workflow matches model 'churn-model' and no default workflow is configured"
+    assert out.policy.digest == policy.workflows.digest
+
+
+def test_an_invalid_workflow_folder_stops_the_service(load_app, tmp_path):
+    folder = write_workflows(tmp_path / "bad", fraud=CARRY_FORWARD.replace("['group:risk']", "'dave'"))
+    with pytest.raises(SystemExit, match="approvers must be a list"):
+        load_app("policy", SIGNOFF_WORKFLOWS=str(folder))

@@ -9,8 +9,8 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 
 from shared import codec, topics
-from shared.events import ChecksFailed, ChecksPassed
-from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, sent
+from shared.events import ChecksFailed, ChecksPassed, PolicyRef
+from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, sent, write_workflows
 from tests.unit import factories as f
 
 
@@ -120,3 +120,66 @@ async def test_bad_event_is_dead_lettered_and_the_next_one_is_processed(validato
     assert headers["ce_id"] == "raw-1"  # original headers kept
     [out] = passed.events()
     assert out.causation_id == good.event_id
+
+
+FRAUD = """\
+name: fraud-models
+match: ["fraud-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs:
+      min: {accuracy: 0.85, recall: 0.7}
+      max: {latency_ms: 50}
+      fairness: {min_parity_ratio: 0.8}
+      lineage: [data_version, code_commit, training_run_id]
+"""
+
+
+@pytest.fixture
+def fraud_validator(load_app, tmp_path):
+    folder = write_workflows(tmp_path / "fraud", fraud=FRAUD)
+    return load_app("validator", SIGNOFF_WORKFLOWS=str(folder)), folder / "fraud.yaml"
+
+
+async def test_thresholds_lineage_and_fairness_come_from_the_workflow(fraud_validator, artifact):
+    validator, path = fraud_validator
+    cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    event = f.submitted(f.submission(
+        cand, metrics={"accuracy": 0.9, "recall": 0.75, "latency_ms": 20}, training_run_id=None,
+        group_metrics={"group_a": {"selection_rate": 0.30}, "group_b": {"selection_rate": 0.20}}))
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, event)
+        validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
+    [out] = failed.events()
+    by_name = {r.name: r for r in out.results}
+    assert set(by_name) == {"integrity", "lineage", "metric:accuracy", "metric:recall", "metric:latency_ms",
+                            "fairness:parity_ratio"}
+    assert sorted(n for n, r in by_name.items() if not r.passed) == ["fairness:parity_ratio", "lineage"]
+    assert by_name["fairness:parity_ratio"].measured == 0.666667
+    assert by_name["lineage"].message == "missing lineage: training_run_id"
+    assert by_name["metric:accuracy"].threshold == 0.85
+    assert out.workflow == PolicyRef(name="fraud-models", rule="automated_checks",
+                                     digest=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+async def test_a_model_no_workflow_is_for_fails_its_checks(fraud_validator, artifact):
+    validator, _ = fraud_validator
+    cand = f.candidate(model="churn-model", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, f.submitted(f.submission(cand)))
+    [out] = failed.events()
+    assert [(r.name, r.passed) for r in out.results] == [("integrity", True), ("workflow", False)]
+    assert out.results[1].message == ("no workflow matches model 'churn-model' and no default workflow "
+                                      "is configured")
+    assert out.workflow is None
+
+
+async def test_the_default_workflow_ref_is_on_the_outcome(validator, artifact, workflows):
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, submitted_for(artifact))
+        out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
+    assert out.workflow == PolicyRef(name="test-policy", rule="automated_checks",
+                                     digest=hashlib.sha256((workflows / "default.yaml").read_bytes()).hexdigest())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 from shared.events import (
     Candidate, CheckResult, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded,
     ModelSubmitted, PolicyRef, ReviewDecided, ReviewRequested, Submission,
 )
+from shared.workflows import Loaded, load_file
 
 SHA = hashlib.sha256(b"model bytes").hexdigest()
 OTHER_SHA = hashlib.sha256(b"other bytes").hexdigest()
@@ -52,7 +55,8 @@ def checks_failed(cause: ModelSubmitted | None = None) -> ChecksFailed:
 def review_requested(cause: ModelSubmitted | None = None, **over: object) -> ReviewRequested:
     cause = cause or submitted()
     fields = dict(submission=cause.submission, results=results(), approvers=("alice", "bob"),
-                  quorum=1, policy=POLICY.model_copy(update={"rule": "manual_approval"}),
+                  quorum=1, deadline=cause.occurred_at + timedelta(hours=24),
+                  policy=POLICY.model_copy(update={"rule": "manual_approval"}),
                   reason="accuracy = 0.85 (auto-approve needs >= 0.9)")
     return ReviewRequested.caused_by(cause, **{**fields, **over})
 
@@ -81,3 +85,22 @@ def every_event(cause: ModelSubmitted | None = None) -> list:
     cause = cause or submitted()
     return [cause, checks_passed(cause), checks_failed(cause), review_requested(cause),
             decided(cause), deployment_succeeded(cause), deployment_failed(cause)]
+
+
+GROUPS = "leads: [bob, carol]\nrisk: [dave, erin]\n"
+
+
+def workflow_folder(folder: Path, groups: str | None = GROUPS, **files: str) -> Path:
+    """A workflow folder: `<name>.yaml` per keyword argument, and groups.yaml unless groups is None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if groups is not None:
+        (folder / "groups.yaml").write_text(groups)
+    for name, text in files.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return folder
+
+
+def load_workflow(folder: Path, text: str, groups: str | None = GROUPS, name: str = "workflow") -> Loaded:
+    """One workflow file written to `folder` and loaded as the services load it."""
+    workflow_folder(folder, groups, **{name: text})
+    return load_file(folder / f"{name}.yaml")

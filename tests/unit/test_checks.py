@@ -72,20 +72,83 @@ def test_no_bounds_no_results():
 def test_verdict_passed_carries_every_result():
     cause = f.submitted()
     results = [CheckResult(name="a", passed=True), CheckResult(name="b", passed=False, blocking=False)]
-    out = checks.verdict(cause, results)
+    out = checks.verdict(cause, results, f.POLICY)
     assert type(out) is ChecksPassed
     assert out.results == tuple(results)
+    assert out.workflow == f.POLICY  # the workflow whose checks step ran, for the audit trail
     assert out.submission == cause.submission and out.causation_id == cause.event_id
 
 
 def test_verdict_failed_on_any_blocking_failure_carries_every_result():
     cause = f.submitted()
     results = [CheckResult(name="a", passed=True), CheckResult(name="b", passed=False)]
-    out = checks.verdict(cause, results)
+    out = checks.verdict(cause, results, None)
     assert type(out) is ChecksFailed
     assert out.results == tuple(results)
+    assert out.workflow is None
 
 
 def test_verdict_is_idempotent():
     cause = f.submitted()
-    assert checks.verdict(cause, []).event_id == checks.verdict(cause, []).event_id
+    assert checks.verdict(cause, [], f.POLICY).event_id == checks.verdict(cause, [], f.POLICY).event_id
+
+
+def groups(**rates: float | None) -> dict[str, dict[str, float]]:
+    return {g: ({} if r is None else {"selection_rate": r}) for g, r in rates.items()}
+
+
+@pytest.mark.parametrize(("rates", "passed", "ratio"), [
+    (groups(group_a=0.30, group_b=0.27), True, 0.9),
+    (groups(group_a=0.30, group_b=0.20, group_c=0.25), False, 0.666667),  # lowest over highest
+    (groups(group_a=0.40, group_b=0.50), True, 0.8),  # exactly four fifths passes
+    (groups(group_a=0.0, group_b=0.3), False, 0.0),
+])
+def test_parity_ratio_four_fifths_rule(rates, passed, ratio):
+    r = checks.parity_ratio(rates, 0.8)
+    assert (r.name, r.passed, r.measured, r.threshold, r.blocking) == (
+        "fairness:parity_ratio", passed, ratio, 0.8, True)
+    assert r.message.startswith(f"parity ratio {ratio:.3f} (") and r.message.endswith("required >= 0.8")
+
+
+def test_parity_ratio_message_names_the_lowest_and_highest_groups():
+    r = checks.parity_ratio(groups(group_a=0.30, group_b=0.20, group_c=0.25), 0.8)
+    assert r.message == "parity ratio 0.667 (group_b 0.2 / group_a 0.3), required >= 0.8"
+
+
+def test_parity_ratio_uses_the_given_minimum():
+    assert checks.parity_ratio(groups(a=0.30, b=0.20), 0.6).passed
+    assert not checks.parity_ratio(groups(a=0.30, b=0.27), 0.95).passed
+
+
+@pytest.mark.parametrize("rates", [
+    groups(),
+    groups(group_a=0.3),  # one group: nothing to compare
+    groups(group_a=0.3, group_b=None),  # group_b has no selection_rate
+    {"group_a": {"selection_rate": 0.3}, "group_b": {"tpr": 0.7}},
+])
+def test_parity_ratio_needs_two_groups_with_selection_rates(rates):
+    r = checks.parity_ratio(rates, 0.8)
+    assert not r.passed and r.measured is None and r.threshold == 0.8
+    assert r.message == "needs selection_rate for at least two groups in group_metrics"
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.2])
+def test_parity_ratio_refuses_rates_outside_zero_to_one(bad):
+    r = checks.parity_ratio(groups(group_a=0.3, group_b=bad), 0.8)
+    assert not r.passed and r.measured is None
+    assert r.message == f"selection rates must be between 0 and 1, got {{'group_a': 0.3, 'group_b': {bad}}}"
+
+
+def test_parity_ratio_of_exactly_four_fifths_passes_despite_float_error():
+    """0.32 / 0.40 is 0.7999999999999999 in floating point; exactly four fifths must pass, and the
+    ratio compared is the ratio reported."""
+    for low, high in ((0.32, 0.40), (0.04, 0.05), (0.16, 0.20)):
+        r = checks.parity_ratio(groups(group_a=low, group_b=high), 0.8)
+        assert r.measured == 0.8
+        assert r.passed, r
+
+
+def test_no_workflow_is_a_failed_blocking_check_with_the_reason():
+    r = checks.no_workflow("no workflow matches model 'churn-model' and no default workflow is configured")
+    assert (r.name, r.passed, r.blocking) == ("workflow", False, True)
+    assert r.message == "no workflow matches model 'churn-model' and no default workflow is configured"

@@ -175,6 +175,7 @@ def test_settings_load_from_the_compose_environment(
 
 @pytest.mark.parametrize(("name", "writes", "reads"), [
     ("validator", [], ["artifact_roots"]),
+    ("policy", ["state_db"], []),
     ("deployer", ["model_store", "state_db"], ["artifact_roots"]),
     ("review-notifier", ["state_db"], []),
 ])
@@ -199,6 +200,16 @@ def test_data_paths_live_on_named_volumes(
             source, _, read_only = mount_of(path)
             assert (source, read_only) == ("artifacts", True), \
                 f"{name}: {field} {path} must be the read-only artifacts volume"
+
+
+@pytest.mark.parametrize("name", ["validator", "policy"])
+def test_workflows_are_the_repositorys_folder_mounted_read_only(
+    compose: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(compose, name, monkeypatch)
+    sources = [(s, ro) for s, target, ro in mounts(compose["services"][name]) if Path(target) == settings.workflows]
+    assert sources == [("./workflows", True)], f"{name} reads workflows from {settings.workflows}"
+    assert (ROOT / "workflows").is_dir()
 
 
 def test_review_api_is_published_and_health_checked(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.deployer import lifecycle
 from services.deployer.lifecycle import Deploy, Fail, Lifecycle
-from shared.events import ChecksFailed, ChecksPassed, ReviewDecided
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, ReviewDecided
 from tests.unit import factories as f
 
 CAUSE = f.submitted()
@@ -148,3 +148,12 @@ def test_a_mismatched_approval_fails_whatever_the_order():
 
 def test_types_of_the_fixture_events():
     assert isinstance(PASSED, ChecksPassed) and isinstance(FAILED, ChecksFailed)
+
+
+def test_only_verified_bytes_get_their_digest_banned():
+    cause = f.submitted()
+    unread = ChecksFailed.caused_by(cause, submission=cause.submission, results=(
+        CheckResult(name="integrity", passed=False, threshold=f.SHA, message="no such file"),))
+    assert lifecycle.bans_digest(unread) is False
+    assert lifecycle.bans_digest(f.checks_failed(cause)) is True
+    assert lifecycle.bans_digest(f.decided(cause, outcome="rejected")) is True

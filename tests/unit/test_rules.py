@@ -1,65 +1,254 @@
-"""The policy: automatic approval above the bar, a review below it, rejection on failed checks."""
+"""The policy, from the matching workflow: automatic approval when review is not needed, a review
+otherwise (or when a condition cannot be evaluated), carry-forward against production, rejection of
+a digest rejected before, of failed checks and of a model no workflow is for."""
 
 from __future__ import annotations
 
-import re
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from services.policy import rules
-from shared.events import ReviewDecided, ReviewRequested
+from shared.events import CheckResult, ChecksFailed, Production, ReviewDecided, ReviewRequested
+from shared.workflows import WorkflowSet
 from tests.unit import factories as f
 
-POLICY = rules.Policy("strict", {"accuracy": 0.9, "auc": 0.95}, ("alice", "bob"), quorum=2)
+# "Approve automatically above 90% accuracy, otherwise manual approval."
+STRICT = """\
+name: strict
+match: ["fraud-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {min: {accuracy: 0.8, auc: 0.9}}
+  - name: manual_approval
+    type: approval
+    when: "metrics.accuracy < 0.9"
+    inputs: {approvers: ['alice', 'group:leads'], quorum: 2, timeout: 2h}
+  - name: deploy
+    type: deploy
+"""
+
+# Fraud models retrained from the same code within one point of production skip review.
+CARRY_FORWARD = """\
+name: fraud-models
+match: ["fraud-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {min: {accuracy: 0.8}}
+  - name: risk_approval
+    type: approval
+    carry_forward_when: >-
+      code_commit == production.code_commit
+      && metrics.accuracy >= production.metrics.accuracy - 0.01
+    inputs: {approvers: ['group:risk']}
+"""
 
 
-def passed_with(**metrics: float):
-    return f.checks_passed(f.submitted(f.submission(metrics=metrics)))
+@pytest.fixture
+def strict(tmp_path):
+    return f.load_workflow(tmp_path, STRICT)
 
 
-def test_auto_approve_when_every_minimum_holds():
-    cause = passed_with(accuracy=0.9, auc=0.99)
-    out = rules.on_checks_passed(cause, POLICY)
+def match(loaded) -> rules.Match:
+    return rules.Match(loaded, "", WorkflowSet((loaded,)).digest)
+
+
+def decide(loaded, event, rejection=None, production=None):
+    return rules.on_checks_passed(event, match(loaded), rejection, production)
+
+
+def passed_with(cand=None, **metrics: float):
+    return f.checks_passed(f.submitted(f.submission(cand, metrics=metrics)))
+
+
+def production(accuracy: float, code_commit: str = "3f2c9ab") -> Production:
+    cand = f.candidate(version="1.3.0", artifact_sha256=f.OTHER_SHA, code_commit=code_commit)
+    return Production(candidate=cand, metrics={"accuracy": accuracy}, submission_id=uuid.uuid4())
+
+
+def test_auto_approve_above_the_bar_names_the_workflow_and_its_file(strict, tmp_path):
+    cause = passed_with(accuracy=0.95, auc=0.99)
+    out = decide(strict, cause)
     assert type(out) is ReviewDecided
     assert (out.outcome, out.mode) == ("approved", "automatic")
-    assert out.decided_by == "policy:strict/auto_approve"
-    assert out.policy.name == "strict" and out.policy.rule == "auto_approve"
-    assert out.policy.digest == POLICY.digest and re.fullmatch(r"[0-9a-f]{64}", POLICY.digest)
+    assert out.decided_by == "policy:strict/manual_approval.when"
+    assert (out.policy.name, out.policy.rule) == ("strict", "manual_approval.when")
+    assert out.policy.digest == hashlib.sha256((tmp_path / "workflow.yaml").read_bytes()).hexdigest()
+    assert out.reason == ("all automated checks passed and review is not needed: "
+                          "`metrics.accuracy < 0.9` is false")
     assert out.candidate == cause.submission.candidate
-    assert out.causation_id == cause.event_id
+    assert out.causation_id == cause.event_id and out.cites is None
 
 
-def test_policy_digest_is_stable_and_depends_on_the_definition():
-    same = rules.Policy("strict", {"auc": 0.95, "accuracy": 0.9}, ("alice", "bob"), quorum=2)
-    assert same.digest == POLICY.digest  # key order of the minimums does not matter
-    assert rules.Policy("strict", {"accuracy": 0.9, "auc": 0.95}, ("alice", "bob"), 1).digest != POLICY.digest
-    assert rules.Policy("strict", {"accuracy": 0.91, "auc": 0.95}, ("alice", "bob"), 2).digest != POLICY.digest
+def test_exactly_at_the_bar_is_approved(strict):
+    out = decide(strict, passed_with(accuracy=0.9, auc=0.99))
+    assert (type(out), out.outcome) == (ReviewDecided, "approved")
 
 
-def test_review_requested_below_the_bar_names_the_shortfall():
+def test_review_requested_below_the_bar_from_the_expanded_approvers(strict, tmp_path):
     cause = passed_with(accuracy=0.85, auc=0.99)
-    out = rules.on_checks_passed(cause, POLICY)
+    out = decide(strict, cause)
     assert type(out) is ReviewRequested
-    assert out.approvers == ("alice", "bob") and out.quorum == 2
-    assert out.reason == "accuracy = 0.85 (auto-approve needs >= 0.9)"
-    assert out.policy.rule == "manual_approval" and out.policy.digest == POLICY.digest
+    assert out.approvers == ("alice", "bob", "carol") and out.quorum == 2
+    assert out.deadline == cause.occurred_at + timedelta(hours=2)
+    assert out.on_timeout == "reject"
+    assert out.reason == "`metrics.accuracy < 0.9` is true"
+    assert (out.policy.name, out.policy.rule) == ("strict", "manual_approval")
+    assert out.policy.digest == hashlib.sha256((tmp_path / "workflow.yaml").read_bytes()).hexdigest()
     assert out.results == cause.results and out.submission == cause.submission
+    assert out.production is None and out.causation_id == cause.event_id
 
 
-def test_missing_metric_needs_a_review():
-    out = rules.on_checks_passed(passed_with(accuracy=0.99), POLICY)
-    assert type(out) is ReviewRequested
-    assert out.reason == "auc = None (auto-approve needs >= 0.95)"
+def test_decisions_are_idempotent(strict):
+    cause = passed_with(accuracy=0.99, auc=0.99)
+    assert decide(strict, cause).event_id == decide(strict, cause).event_id
+    below = passed_with(accuracy=0.85, auc=0.99)
+    assert decide(strict, below).event_id == decide(strict, below).event_id
 
 
-def test_checks_failed_is_a_rejection_with_the_reasons():
+def test_checks_failed_is_a_rejection_naming_the_failed_checks(strict):
     cause = f.checks_failed()
-    out = rules.on_checks_failed(cause, POLICY)
+    out = rules.on_checks_failed(cause, match(strict))
     assert (out.outcome, out.mode) == ("rejected", "automatic")
-    assert out.decided_by == "policy:strict/checks_failed"
+    assert out.decided_by == "policy:strict/automated_checks"
+    assert out.policy.rule == "automated_checks" and out.policy.digest == strict.digest
     assert out.reason == "automated checks failed: metric:accuracy: accuracy = 0.95 (required >= 0.8)"
     assert "integrity" not in out.reason  # only the failed checks are reasons
     assert out.candidate == cause.submission.candidate
 
 
-def test_decisions_are_idempotent():
-    cause = passed_with(accuracy=0.99, auc=0.99)
-    assert rules.on_checks_passed(cause, POLICY).event_id == rules.on_checks_passed(cause, POLICY).event_id
+def test_rejected_before_cites_the_earlier_decision(strict):
+    earlier = rules.Rejection(event_id=uuid.uuid4(), submission_id=uuid.uuid4(), decided_by="bob",
+                              at=datetime(2026, 11, 1, 9, 30, tzinfo=UTC),
+                              reason="recall on the thin-file segment dropped")
+    cause = passed_with(accuracy=0.99, auc=0.99)  # would otherwise be approved automatically
+    out = decide(strict, cause, rejection=earlier)
+    assert type(out) is ReviewDecided
+    assert (out.outcome, out.mode) == ("rejected", "automatic")
+    assert out.cites == earlier.event_id
+    assert out.decided_by == "policy:strict/rejected_before" and out.policy.rule == "rejected_before"
+    assert out.reason == (
+        f"artifact {f.SHA} was rejected before, by bob at 2026-11-01T09:30:00+00:00 "
+        f"(submission {earlier.submission_id}, decision {earlier.event_id}): "
+        "recall on the thin-file segment dropped")
+
+
+def test_carry_forward_needs_a_model_in_production(tmp_path):
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    cause = passed_with(accuracy=0.85)
+    out = decide(loaded, cause)
+    assert type(out) is ReviewRequested
+    assert out.production is None
+    assert out.approvers == ("dave", "erin") and out.quorum == 1
+    assert out.deadline == cause.occurred_at + timedelta(hours=24)  # the default timeout
+    assert out.reason == "the workflow requires review"
+
+
+def test_carry_forward_approves_when_the_condition_holds_against_production(tmp_path):
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    out = decide(loaded, passed_with(accuracy=0.85), production=production(accuracy=0.855))
+    assert type(out) is ReviewDecided
+    assert (out.outcome, out.mode) == ("approved", "automatic")
+    assert out.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
+    assert out.reason.startswith("carried forward from production version 1.3.0: ")
+    assert "code_commit == production.code_commit" in out.reason
+
+
+@pytest.mark.parametrize(("prod", "why"), [
+    (production(accuracy=0.87), "more than a point below production"),
+    (production(accuracy=0.85, code_commit="0000000"), "trained from other code"),
+])
+def test_no_carry_forward_when_the_condition_fails_and_production_is_evidence(tmp_path, prod, why):
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    out = decide(loaded, passed_with(accuracy=0.85), production=prod)
+    assert type(out) is ReviewRequested, why
+    assert out.production == prod  # reviewers see what it would replace
+
+
+def test_carry_forward_condition_that_errs_asks_a_person(tmp_path):
+    text = CARRY_FORWARD.replace("metrics.accuracy >= production.metrics.accuracy - 0.01",
+                                 "metrics.accuracy >= production.metrics.auc")
+    loaded = f.load_workflow(tmp_path, text)
+    out = decide(loaded, passed_with(accuracy=0.85), production=production(accuracy=0.85))
+    assert type(out) is ReviewRequested
+    assert out.reason.startswith("a condition could not be evaluated, so a person decides: ")
+    assert "production.metrics.auc" in out.reason
+
+
+@pytest.mark.parametrize("when", [
+    "group_metrics.group_a.selection_rate < 0.3",  # the submission has no group_a
+    "int(submitter) > 3",  # 'pipeline' is not a number
+    "metrics.accuracy",  # not true or false
+])
+def test_when_that_errs_at_evaluation_asks_a_person(tmp_path, when):
+    loaded = f.load_workflow(tmp_path, STRICT.replace('"metrics.accuracy < 0.9"', f'"{when}"'))
+    out = decide(loaded, passed_with(accuracy=0.99, auc=0.99))
+    assert type(out) is ReviewRequested  # fail safe: never approve on an error
+    assert out.reason.startswith("a condition could not be evaluated, so a person decides: ")
+    assert when in out.reason
+
+
+def test_no_approval_step_approves_automatically(tmp_path):
+    loaded = f.load_workflow(tmp_path, STRICT.split("  - name: manual_approval")[0])
+    out = decide(loaded, passed_with(accuracy=0.5, auc=0.5))
+    assert (type(out), out.outcome, out.mode) == (ReviewDecided, "approved", "automatic")
+    assert out.decided_by == "policy:strict/no_approval_step"
+
+
+def test_approval_without_when_always_asks(tmp_path):
+    loaded = f.load_workflow(tmp_path, STRICT.replace('    when: "metrics.accuracy < 0.9"\n', ""))
+    out = decide(loaded, passed_with(accuracy=0.99, auc=0.99))
+    assert type(out) is ReviewRequested
+    assert out.reason == "the workflow requires review"
+
+
+def test_no_workflow_is_a_rejection_with_the_reason_and_the_set_digest(tmp_path):
+    workflows = WorkflowSet((f.load_workflow(tmp_path, STRICT),))
+    cause = passed_with(f.candidate(model="churn-model"), accuracy=0.99, auc=0.99)
+    workflow, reason = workflows.match("churn-model")
+    assert workflow is None
+    no_match = rules.Match(None, reason, workflows.digest)
+    for out in (rules.on_checks_passed(cause, no_match, None, None),
+                rules.on_checks_failed(f.checks_failed(f.submitted(cause.submission)), no_match)):
+        assert type(out) is ReviewDecided
+        assert (out.outcome, out.mode) == ("rejected", "automatic")
+        assert out.reason == "no workflow matches model 'churn-model' and no default workflow is configured"
+        assert out.decided_by == "policy:(no workflow)"
+        assert (out.policy.name, out.policy.rule) == ("(no workflow)", "no_workflow")
+        assert out.policy.digest == workflows.digest
+
+
+def test_evaluation_context_has_the_submission_checks_and_production():
+    cause = f.checks_passed()
+    prod = production(accuracy=0.9)
+    context = rules.evaluation_context(cause, prod)
+    assert context["metrics"] == {"accuracy": 0.95, "auc": 0.97}
+    assert context["checks"]["integrity"]["passed"] is True
+    assert context["production"]["metrics"] == {"accuracy": 0.9}
+    assert context["production"]["artifact_sha256"] == f.OTHER_SHA
+    assert rules.evaluation_context(cause, None)["production"] == {}
+
+
+def test_a_metric_failure_rejects_the_digest_for_good(strict):
+    assert rules.on_checks_failed(f.checks_failed(), match(strict)).final_for_artifact is True
+
+
+def test_an_integrity_failure_ends_the_submission_but_not_the_digest(strict):
+    """Bytes that did not match the declared digest (or could not be read) say nothing about it."""
+    cause = f.submitted()
+    failed = ChecksFailed.caused_by(cause, submission=cause.submission, results=(
+        CheckResult(name="integrity", passed=False, threshold=f.SHA, message="no such file"),))
+    out = rules.on_checks_failed(failed, match(strict))
+    assert out.outcome == "rejected" and out.final_for_artifact is False
+
+
+def test_a_rejected_digest_is_cited_even_when_no_workflow_matches_any_more():
+    earlier = rules.Rejection(uuid.uuid4(), uuid.uuid4(), "bob", datetime(2026, 11, 1, tzinfo=UTC), "leaks")
+    event = f.checks_passed()  # model 'fraud-detector' matches no pattern of NARROW
+    out = rules.on_checks_passed(event, rules.Match(None, "no workflow matches", "e" * 64), earlier, None)
+    assert out.outcome == "rejected" and out.cites == earlier.event_id
+    assert out.policy.rule == "rejected_before" and out.policy.digest == "e" * 64

@@ -107,6 +107,7 @@ def test_describe_and_line():
     assert failed.startswith("integrity ok, metric:accuracy FAILED")
     assert "metric:accuracy: accuracy = 0.95" in failed
     assert timeline.describe(f.review_requested(cause)).startswith("asks alice, bob (quorum 1): ")
-    assert timeline.describe(f.decided(cause)) == "approved (human) by alice under default/auto_approve: looks good"
+    assert timeline.describe(f.decided(cause)) == (
+        "approved (human) by alice, workflow default@aaaaaaaaaaaa rule auto_approve: looks good")
     assert timeline.describe(f.deployment_succeeded(cause)) == "model-store: /store/fraud-detector/1.4.0"
     assert timeline.describe(f.deployment_failed(cause)) == "disk full"
