@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -42,3 +43,14 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of `topic`, refreshing the consumer's metadata once if it does not know them."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise RuntimeError(f"topic {topic!r} does not exist: run `signoff topics create` first")
+    return parts

@@ -67,6 +67,19 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
     )
 
 
+def follow(broker: KafkaBroker, topic: str, **options: Any):
+    """A subscriber outside any consumer group: it reads `topic` from the beginning at every start
+    and commits nothing. For state a service rebuilds from a topic (and keeps current)."""
+    return broker.subscriber(
+        topic,
+        group_id=None,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        decoder=_decode_body,
+        **options,
+    )
+
+
 class Emitter:
     """Publishes events with their key and CloudEvents headers; one publisher per topic, so each
     service's AsyncAPI document lists what it emits."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -100,6 +100,11 @@ class Submission(Frozen):
     )
     submitter: NonEmpty = Field(description="Who submitted the model (a person or a pipeline)")
     training_run_id: NonEmpty | None = None
+    model_card_uri: NonEmpty | None = Field(
+        default=None, description="file:// or http(s):// location of the model card (text/Markdown)")
+    evaluation_uri: NonEmpty | None = Field(
+        default=None, description="file:// or http(s):// CSV with columns label, prediction, group: "
+        "fairness is computed from it rather than from reported group metrics")
 
 
 class Event(Frozen):
@@ -193,6 +198,24 @@ class ChecksFailed(ChecksCompleted):
     type = "signoff.checks.failed"
 
 
+class Vote(Frozen):
+    """One reviewer's answer, as recorded in the audit trail."""
+
+    approver: NonEmpty
+    decision: Literal["approve", "reject"]
+    reason: NonEmpty
+    channel: Literal["http", "slack", "email"]
+    at: UtcDatetime
+    break_glass: bool = Field(default=False, description="Approved alone under the break-glass role")
+
+
+class Escalation(Frozen):
+    """Who is asked when the first approvers let the deadline pass."""
+
+    approvers: tuple[NonEmpty, ...] = Field(min_length=1)
+    timeout: timedelta = Field(description="Time the escalation approvers get")
+
+
 class ReviewRequested(Event):
     topic = topics.REVIEW_REQUESTED
     type = "signoff.review.requested"
@@ -202,7 +225,12 @@ class ReviewRequested(Event):
     approvers: tuple[NonEmpty, ...] = Field(min_length=1, description="Who may vote (groups expanded)")
     quorum: int = Field(default=1, ge=1)
     deadline: UtcDatetime = Field(description="When the review times out")
-    on_timeout: Literal["reject"] = "reject"
+    on_timeout: Literal["reject", "escalate"] = "reject"
+    escalation: Escalation | None = Field(default=None, description="With on_timeout: escalate")
+    remind_every: timedelta | None = Field(default=None, description="Remind pending approvers this often")
+    break_glass: tuple[NonEmpty, ...] = Field(
+        default=(), description="Who may approve alone, with a written justification")
+    veto: bool = Field(default=True, description="One rejection rejects; else rejections need the quorum")
     policy: PolicyRef
     reason: str
     production: Production | None = Field(default=None, description="The model it would replace")
@@ -224,6 +252,8 @@ class ReviewDecided(Event):
     policy: PolicyRef
     cites: uuid.UUID | None = Field(
         default=None, description="event_id of an earlier decision this one follows (a repeated rejection)")
+    votes: tuple[Vote, ...] = Field(default=(), description="Every vote of a human review")
+    break_glass: bool = Field(default=False, description="Approved alone under the break-glass role")
     final_for_artifact: bool = Field(
         default=True,
         description="A rejection that holds for the artifact digest for good; false only when the "
@@ -249,9 +279,94 @@ class DeploymentFailed(Event):
     reason: str
 
 
+class ReviewEscalated(Event):
+    """The first approvers let the deadline pass; the review now asks the escalation approvers."""
+
+    topic = topics.REVIEW_ESCALATED
+    type = "signoff.review.escalated"
+
+    candidate: Candidate
+    approvers: tuple[NonEmpty, ...] = Field(min_length=1)
+    deadline: UtcDatetime
+    reason: str
+
+
+class RollbackRequested(Event):
+    """Put an earlier version of `model` back in production. `submission_id` is this operation's
+    id (what `signoff watch` follows), not a model submission."""
+
+    topic = topics.ROLLBACK_REQUESTED
+    type = "signoff.rollback.requested"
+
+    model: ModelName
+    to_version: Version | None = Field(default=None, description="None: the last approved, healthy version")
+    requested_by: NonEmpty
+    reason: NonEmpty
+
+    @property
+    def key(self) -> str:
+        return self.model
+
+
+class RevocationRequested(Event):
+    """Revoke the submission `submission_id`: it is taken out of production if it is there, and can
+    never be deployed again."""
+
+    topic = topics.REVOCATION_REQUESTED
+    type = "signoff.revocation.requested"
+
+    model: ModelName
+    requested_by: NonEmpty
+    reason: NonEmpty
+
+    @property
+    def key(self) -> str:
+        return self.model
+
+
+class DeploymentProgressed(Event):
+    """A stage of a staged (canary) rollout was handed to the target."""
+
+    topic = topics.DEPLOYMENT_PROGRESSED
+    type = "signoff.deployment.progressed"
+
+    candidate: Candidate
+    target: NonEmpty
+    stage: NonEmpty
+    traffic_percent: int = Field(ge=0, le=100)
+
+
+class DeploymentRolledBack(Event):
+    topic = topics.DEPLOYMENT_ROLLED_BACK
+    type = "signoff.deployment.rolled_back"
+
+    model: ModelName
+    from_version: Version | None
+    to_version: Version
+    to_submission_id: uuid.UUID
+    target: NonEmpty
+    requested_by: NonEmpty
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return self.model
+
+
+class DeploymentRevoked(Event):
+    topic = topics.DEPLOYMENT_REVOKED
+    type = "signoff.deployment.revoked"
+
+    candidate: Candidate
+    requested_by: NonEmpty
+    reason: NonEmpty
+    was_in_production: bool
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ModelSubmitted, ChecksPassed, ChecksFailed, ReviewRequested, ReviewDecided,
-    DeploymentSucceeded, DeploymentFailed,
+    DeploymentSucceeded, DeploymentFailed, ReviewEscalated, RollbackRequested, RevocationRequested,
+    DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked,
 )
 BY_TOPIC: dict[str, type[Event]] = {cls.topic: cls for cls in EVENT_TYPES}
 BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_TYPES}

@@ -9,6 +9,12 @@ REVIEW_REQUESTED = "review.requested"
 REVIEW_DECIDED = "review.decided"
 DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
 DEPLOYMENT_FAILED = "deployment.failed"
+REVIEW_ESCALATED = "review.escalated"
+ROLLBACK_REQUESTED = "rollback.requested"
+REVOCATION_REQUESTED = "revocation.requested"
+DEPLOYMENT_PROGRESSED = "deployment.progressed"
+DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
+DEPLOYMENT_REVOKED = "deployment.revoked"
 
 EVENT_TOPICS = (
     MODEL_SUBMITTED,
@@ -18,10 +24,19 @@ EVENT_TOPICS = (
     REVIEW_DECIDED,
     DEPLOYMENT_SUCCEEDED,
     DEPLOYMENT_FAILED,
+    REVIEW_ESCALATED,
+    ROLLBACK_REQUESTED,
+    REVOCATION_REQUESTED,
+    DEPLOYMENT_PROGRESSED,
+    DEPLOYMENT_ROLLED_BACK,
+    DEPLOYMENT_REVOKED,
 )
 
-# Topics whose consumers dead-letter bad events.
-CONSUMED_TOPICS = EVENT_TOPICS[:5]
+# Topics some service consumes: their bad events are dead-lettered.
+CONSUMED_TOPICS = (
+    MODEL_SUBMITTED, CHECKS_PASSED, CHECKS_FAILED, REVIEW_REQUESTED, REVIEW_DECIDED,
+    DEPLOYMENT_SUCCEEDED, ROLLBACK_REQUESTED, REVOCATION_REQUESTED,
+)
 
 
 def dlq(topic: str) -> str:

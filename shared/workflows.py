@@ -17,17 +17,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator,
+)
 
 from shared import conditions
 
 GROUPS_FILE = "groups.yaml"
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
-TARGETS = ("model-store",)
+TARGETS = ("model-store", "webhook")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
+def _parse_duration(value: Any, field: str) -> Any:
+    """'30m', '24h', '7d' -> timedelta; what pydantic already parsed passes through."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and (int(match[1]) > 0 or field == "bake"):
+            return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    raise ValueError(f"{field} {value!r} is not a duration: write a number and a unit, such as 30m, 24h or 7d")
 
 
 class WorkflowError(ValueError):
@@ -47,12 +60,30 @@ class Fairness(Strict):
     max_equalized_odds_difference: float | None = Field(default=None, ge=0, le=1)
 
 
+GlobalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")]
+
+
+class Security(Strict):
+    allowed_globals: tuple[GlobalName, ...] = Field(
+        default=(), description="module.name globals a pickle-based artifact may import; any other blocks")
+
+
+class Regression(Strict):
+    """How much worse than the model in production a candidate may be, per metric."""
+
+    higher_is_better: dict[str, Annotated[float, Field(ge=0)]] = {}
+    lower_is_better: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+
 class ChecksInputs(Strict):
     min: dict[str, float] = {}
     max: dict[str, float] = {}
     fairness: Fairness | None = None
     lineage: tuple[Literal["data_version", "code_commit", "training_run_id"], ...] = (
         "data_version", "code_commit")
+    security: Security = Security()
+    regression: Regression | None = None
+    model_card: bool = Field(default=False, description="Require a model card (model_card_uri)")
 
 
 class ChecksStep(Strict):
@@ -62,32 +93,42 @@ class ChecksStep(Strict):
 
     @property
     def required_metrics(self) -> set[str]:
-        return set(self.inputs.min) | set(self.inputs.max)
+        regression = self.inputs.regression or Regression()
+        return (set(self.inputs.min) | set(self.inputs.max)
+                | set(regression.higher_is_better) | set(regression.lower_is_better))
+
+
+Approvers = tuple[Annotated[str, StringConstraints(min_length=1)], ...]
 
 
 class ApprovalInputs(Strict):
-    approvers: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = Field(min_length=1)
+    approvers: Approvers = Field(min_length=1)
     quorum: int = Field(default=1, ge=1)
     timeout: timedelta = Field(default=timedelta(hours=24))
-    on_timeout: Literal["reject"] = "reject"
+    on_timeout: Literal["reject", "escalate"] = "reject"
+    escalate_to: Approvers = Field(default=(), description="Asked when on_timeout is escalate")
+    escalation_timeout: timedelta = Field(default=timedelta(hours=24))
+    remind_every: timedelta | None = Field(default=None, description="Remind pending approvers this often")
+    break_glass: Approvers = Field(default=(), description="May approve alone with a written justification")
+    veto: bool = Field(default=True, description="One rejection rejects (else rejections need the quorum)")
 
-    @field_validator("approvers", mode="before")
+    @field_validator("approvers", "escalate_to", "break_glass", mode="before")
     @classmethod
-    def _a_list(cls, value: Any) -> Any:
+    def _a_list(cls, value: Any, info: Any) -> Any:
         if isinstance(value, str):  # the classic mistake that silently disables approval elsewhere
-            raise ValueError(f"approvers must be a list, such as ['{value}']")
+            raise ValueError(f"{info.field_name} must be a list, such as ['{value}']")
         return value
 
-    @field_validator("timeout", mode="before")
+    @model_validator(mode="after")
+    def _escalation(self) -> ApprovalInputs:
+        if self.on_timeout == "escalate" and not self.escalate_to:
+            raise ValueError("on_timeout: escalate needs escalate_to, such as ['group:leads']")
+        return self
+
+    @field_validator("timeout", "escalation_timeout", "remind_every", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            match = _DURATION.match(value.strip())
-            if not match or int(match[1]) == 0:
-                raise ValueError(f"timeout {value!r} is not a duration: write a number and a unit, "
-                                 "such as 30m, 24h or 7d")
-            return timedelta(**{_UNITS[match[2]]: int(match[1])})
-        raise ValueError("timeout must be a duration such as 30m, 24h or 7d")
+    def _duration(cls, value: Any, info: Any) -> Any:
+        return _parse_duration(value, info.field_name)
 
 
 class ApprovalStep(Strict):
@@ -100,8 +141,25 @@ class ApprovalStep(Strict):
     on_reject: Literal["fail_pipeline"] = "fail_pipeline"
 
 
+class Stage(Strict):
+    name: Name
+    traffic_percent: int = Field(ge=1, le=100)
+    bake: timedelta = Field(default=timedelta(0), description="Wait before the next stage")
+
+    @field_validator("bake", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return _parse_duration(value, "bake")
+
+
 class DeployInputs(Strict):
     target: str = "model-store"
+    url: str | None = Field(default=None, description="webhook target: where the signed request goes")
+    secret_env: str | None = Field(
+        default=None, pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="webhook target: the environment variable holding the HMAC secret (never the secret)")
+    strategy: Literal["direct", "canary"] = "direct"
+    stages: tuple[Stage, ...] = Field(default=(), description="canary: traffic stages, the last at 100")
 
     @field_validator("target")
     @classmethod
@@ -109,6 +167,22 @@ class DeployInputs(Strict):
         if value not in TARGETS:
             raise ValueError(f"target {value!r} does not exist; use one of: {', '.join(TARGETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeployInputs:
+        if self.target == "webhook" and not (self.url and self.secret_env):
+            raise ValueError("target webhook needs url and secret_env (the name of the variable "
+                             "holding the HMAC secret)")
+        if self.strategy == "canary":
+            if not self.stages or self.stages[-1].traffic_percent != 100:
+                raise ValueError("strategy canary needs stages ending at traffic_percent 100, such as "
+                                 "[{name: canary, traffic_percent: 10, bake: 10m}, {name: full, traffic_percent: 100}]")
+            percents = [st.traffic_percent for st in self.stages]
+            if percents != sorted(set(percents)):
+                raise ValueError(f"stages must increase their traffic_percent, got {percents}")
+        elif self.stages:
+            raise ValueError("stages are only for strategy: canary")
+        return self
 
 
 class DeployStep(Strict):
@@ -162,10 +236,12 @@ class Loaded:
     def approvers(self) -> tuple[str, ...]:
         """The approval step's approvers with each `group:x` replaced by its members."""
         approval = self.workflow.approval
-        if approval is None:
-            return ()
+        return self.expand(approval.inputs.approvers) if approval else ()
+
+    def expand(self, entries: tuple[str, ...]) -> tuple[str, ...]:
+        """Users and `group:x` entries as the users they name, each once, in order."""
         out: list[str] = []
-        for entry in approval.inputs.approvers:
+        for entry in entries:
             members = self.groups[entry[6:]] if entry.startswith("group:") else (entry,)
             out.extend(m for m in members if m not in out)
         return tuple(out)
@@ -305,15 +381,13 @@ def _semantics(path: Path, workflow: Workflow, groups: dict[str, tuple[str, ...]
     approval = workflow.approval
     if approval is not None:
         eligible: set[str] = set()
-        for entry in approval.inputs.approvers:
-            if entry.startswith("group:"):
-                if entry[6:] not in groups:
-                    problems.append(f"{path}: step {approval.name!r}: inputs.approvers: group {entry[6:]!r} "
+        for field_name in ("approvers", "escalate_to", "break_glass"):
+            for entry in getattr(approval.inputs, field_name):
+                if entry.startswith("group:") and entry[6:] not in groups:
+                    problems.append(f"{path}: step {approval.name!r}: inputs.{field_name}: group {entry[6:]!r} "
                                     f"does not exist; define it in {path.parent / GROUPS_FILE}")
-                    continue
-                eligible.update(groups[entry[6:]])
-            else:
-                eligible.add(entry)
+                elif field_name == "approvers":
+                    eligible.update(groups[entry[6:]] if entry.startswith("group:") else (entry,))
         if eligible and approval.inputs.quorum > len(eligible):
             problems.append(f"{path}: step {approval.name!r}: inputs.quorum: {approval.inputs.quorum} "
                             f"approvals needed but only {len(eligible)} approvers can vote; lower the quorum "

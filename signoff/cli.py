@@ -23,7 +23,8 @@ app.add_typer(topics_app, name="topics")
 workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
 
-EXIT_CODES = {"deployed": 0, "rejected": 3, "deployment failed": 4, "pending": 2}
+EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
+              "pending": 2}
 
 
 @app.command()
@@ -38,6 +39,9 @@ def submit(
     code_commit: Annotated[Optional[str], typer.Option(help="Code commit (git sha)")] = None,
     submitter: Annotated[Optional[str], typer.Option(help="Who submits")] = None,
     training_run_id: Annotated[Optional[str], typer.Option(help="Training run id")] = None,
+    model_card: Annotated[Optional[str], typer.Option(help="Model card path or URI")] = None,
+    evaluation: Annotated[Optional[str], typer.Option(
+        help="Evaluation CSV (label, prediction, group) path or URI: fairness is computed from it")] = None,
     manifest_file: Annotated[Optional[Path], typer.Option("--manifest", help="YAML/JSON manifest; flags override it")] = None,
 ) -> None:
     """Submit a trained model for approval; prints the submission id."""
@@ -60,6 +64,10 @@ def submit(
             data["submitter"] = submitter
         if training_run_id is not None:
             data["training_run_id"] = training_run_id
+        if model_card is not None:
+            data["model_card_uri"] = model_card
+        if evaluation is not None:
+            data["evaluation_uri"] = evaluation
         submission = manifest.build(data)
     except manifest.ManifestError as exc:
         typer.echo(f"error: {exc}", err=True)

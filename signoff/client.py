@@ -14,6 +14,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import codec, topics
+from shared.admin import partitions_of
 from shared.events import Event, ModelSubmitted, Submission
 from signoff.timeline import is_terminal
 
@@ -51,7 +52,7 @@ async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics.EVENT_TOPICS
-                      for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))]
+                      for p in await partitions_of(consumer, t)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         wanted = str(submission_id).encode()
@@ -75,14 +76,6 @@ async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
                     return
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-    parts = consumer.partitions_for_topic(topic)
-    if not parts:
-        raise RuntimeError(f"topic {topic!r} does not exist: run `signoff topics create` first")
-    return parts
 
 
 def review(base_url: str, token: str | None, submission_id: uuid.UUID, decision: str,

@@ -51,6 +51,9 @@ def build(data: dict) -> Submission:
                 candidate["artifact_sha256"] = sha256_file(Path(unquote(parsed.path)))
             except OSError as exc:
                 raise ManifestError(f"candidate.artifact_uri: cannot read the artifact: {exc}") from exc
+    for key in ("model_card_uri", "evaluation_uri"):
+        if isinstance(data.get(key), str):
+            data[key] = artifact_uri(data[key])
     try:
         return Submission.model_validate(data)
     except ValidationError as exc:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from shared.events import (
-    ChecksCompleted, DeploymentFailed, DeploymentSucceeded, Event, ModelSubmitted, ReviewDecided,
-    ReviewRequested,
+    ChecksCompleted, DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack,
+    DeploymentSucceeded, Event, ModelSubmitted, ReviewDecided, ReviewEscalated, ReviewRequested,
+    RevocationRequested, RollbackRequested,
 )
 
 
 def is_terminal(event: Event) -> bool:
     """Deployed, failed to deploy, or rejected: nothing more will happen to this submission."""
-    if isinstance(event, (DeploymentSucceeded, DeploymentFailed)):
+    if isinstance(event, (DeploymentSucceeded, DeploymentFailed, DeploymentRolledBack, DeploymentRevoked)):
         return True
     return isinstance(event, ReviewDecided) and event.outcome == "rejected"
 
@@ -22,6 +23,10 @@ def outcome(event: Event) -> str:
         return "deployment failed"
     if isinstance(event, ReviewDecided):
         return event.outcome
+    if isinstance(event, DeploymentRolledBack):
+        return "rolled back"
+    if isinstance(event, DeploymentRevoked):
+        return "revoked"
     return "pending"
 
 
@@ -43,6 +48,18 @@ def describe(event: Event) -> str:
             return f"{target}: {location}"
         case DeploymentFailed(reason=reason):
             return reason
+        case ReviewEscalated(approvers=approvers, deadline=deadline, reason=reason):
+            return f"escalated to {', '.join(approvers)} until {deadline:%Y-%m-%d %H:%M}Z: {reason}"
+        case RollbackRequested(model=model, to_version=to, requested_by=by, reason=reason):
+            return f"{model} back to {to or 'the last healthy version'}, asked by {by}: {reason}"
+        case RevocationRequested(requested_by=by, reason=reason):
+            return f"asked by {by}: {reason}"
+        case DeploymentProgressed(stage=stage, traffic_percent=pct, target=target):
+            return f"{target}: stage {stage} at {pct}% of traffic"
+        case DeploymentRolledBack(model=model, from_version=old, to_version=new, requested_by=by, reason=reason):
+            return f"{model} {old or '(none)'} -> {new}, by {by}: {reason}"
+        case DeploymentRevoked(candidate=c, requested_by=by, reason=reason, was_in_production=live):
+            return f"{c.model} {c.version} revoked by {by}{' (was in production)' if live else ''}: {reason}"
     return ""
 
 

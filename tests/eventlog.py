@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared import codec, topics
+from shared.admin import partitions_of
 from shared.events import Event
 
 WATCHED = topics.EVENT_TOPICS + tuple(topics.dlq(t) for t in topics.CONSUMED_TOPICS)
@@ -38,8 +39,7 @@ class EventLog:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
         await consumer.start()
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        partitions = [TopicPartition(t, p) for t in WATCHED for p in consumer.partitions_for_topic(t) or ()]
+        partitions = [TopicPartition(t, p) for t in WATCHED for p in await partitions_of(consumer, t)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._run(consumer))

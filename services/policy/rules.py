@@ -17,7 +17,8 @@ from datetime import datetime
 
 from shared.conditions import ConditionError
 from shared.events import (
-    ChecksFailed, ChecksPassed, PolicyRef, Production, ReviewDecided, ReviewRequested, Submission,
+    ChecksFailed, ChecksPassed, Escalation, PolicyRef, Production, ReviewDecided, ReviewRequested,
+    Submission,
 )
 from shared.workflows import Loaded
 
@@ -75,6 +76,12 @@ def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | N
         quorum=approval.inputs.quorum,
         deadline=event.occurred_at + approval.inputs.timeout,
         on_timeout=approval.inputs.on_timeout,
+        escalation=Escalation(approvers=workflow.expand(approval.inputs.escalate_to),
+                              timeout=approval.inputs.escalation_timeout)
+        if approval.inputs.on_timeout == "escalate" else None,
+        remind_every=approval.inputs.remind_every,
+        break_glass=workflow.expand(approval.inputs.break_glass),
+        veto=approval.inputs.veto,
         policy=_ref(workflow, approval.name),
         reason=reason,
         production=production,

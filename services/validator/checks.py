@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shared.events import (
-    CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef, Submission,
+    CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef, Production, Submission,
 )
 
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
@@ -82,6 +82,46 @@ def parity_ratio(group_metrics: Mapping[str, Mapping[str, float]], minimum: floa
     return CheckResult(name=name, passed=ratio >= minimum, measured=ratio, threshold=minimum,
                        message=f"parity ratio {ratio:.3f} ({low} {rates[low]} / {high} {rates[high]}), "
                        f"required >= {minimum}")
+
+
+def regression(metrics: Mapping[str, float], production: Production | None,
+               higher_is_better: Mapping[str, float], lower_is_better: Mapping[str, float]
+               ) -> list[CheckResult]:
+    """The candidate against the model in production: worse by more than the tolerance fails."""
+    if production is None:
+        return [CheckResult(name="regression", passed=True,
+                            message="no model in production yet: nothing to compare against")]
+    version = production.candidate.version
+    results = []
+    for name, tolerance, sign in ([(n, t, 1) for n, t in sorted(higher_is_better.items())]
+                                  + [(n, t, -1) for n, t in sorted(lower_is_better.items())]):
+        check, before, now = f"regression:{name}", production.metrics.get(name), metrics.get(name)
+        if now is None:
+            results.append(CheckResult(name=check, passed=False, threshold=tolerance,
+                                       message=f"metric {name!r} is missing, production {version} has {before}"))
+            continue
+        if before is None:
+            results.append(CheckResult(name=check, passed=True, measured=now,
+                                       message=f"production {version} has no {name} to compare with"))
+            continue
+        worse_by = round(sign * (before - now), 6)  # positive: worse than production
+        bound = round(before - sign * tolerance, 6)
+        results.append(CheckResult(
+            name=check, passed=worse_by <= tolerance, measured=now, threshold=bound,
+            message=f"{name} {now} vs production {version} {before}: "
+            + (f"worse by {worse_by}, tolerance {tolerance}" if worse_by > 0 else "not worse"),
+        ))
+    return results
+
+
+def document(name: str, required: bool, found: str | None, error: str | None) -> CheckResult | None:
+    """A model card (or another document) the workflow may require: `found` is its sha256."""
+    if error is not None:
+        return CheckResult(name=name, passed=False, message=error)
+    if found is None:
+        return CheckResult(name=name, passed=False, message=f"the workflow requires a {name.replace('_', ' ')}; "
+                           f"attach one with {name}_uri") if required else None
+    return CheckResult(name=name, passed=True, measured=found, message=f"{name.replace('_', ' ')} attached")
 
 
 def verdict(event: ModelSubmitted, results: list[CheckResult],

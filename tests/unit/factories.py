@@ -8,8 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.events import (
-    Candidate, CheckResult, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded,
-    ModelSubmitted, PolicyRef, ReviewDecided, ReviewRequested, Submission,
+    Candidate, CheckResult, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentProgressed,
+    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, ModelSubmitted, PolicyRef,
+    ReviewDecided, ReviewEscalated, ReviewRequested, RevocationRequested, RollbackRequested, Submission,
 )
 from shared.workflows import Loaded, load_file
 
@@ -83,8 +84,22 @@ def deployment_failed(cause: ModelSubmitted | None = None) -> DeploymentFailed:
 
 def every_event(cause: ModelSubmitted | None = None) -> list:
     cause = cause or submitted()
+    cand = cause.submission.candidate
     return [cause, checks_passed(cause), checks_failed(cause), review_requested(cause),
-            decided(cause), deployment_succeeded(cause), deployment_failed(cause)]
+            decided(cause), deployment_succeeded(cause), deployment_failed(cause),
+            ReviewEscalated.caused_by(cause, candidate=cand, approvers=("dave",),
+                                      deadline=cause.occurred_at + timedelta(hours=1), reason="timed out"),
+            RollbackRequested(submission_id=uuid.uuid4(), model=cand.model, to_version="1.3.0",
+                              requested_by="ops", reason="latency regression"),
+            RevocationRequested(submission_id=cause.submission_id, model=cand.model, requested_by="sec",
+                                reason="training data leak"),
+            DeploymentProgressed.caused_by(cause, candidate=cand, target="model-store", stage="canary",
+                                           traffic_percent=10),
+            DeploymentRolledBack(submission_id=uuid.uuid4(), model=cand.model, from_version="1.4.0",
+                                 to_version="1.3.0", to_submission_id=uuid.uuid4(), target="model-store",
+                                 requested_by="ops", reason="latency regression"),
+            DeploymentRevoked.caused_by(cause, candidate=cand, requested_by="sec", reason="leak",
+                                        was_in_production=True)]
 
 
 GROUPS = "leads: [bob, carol]\nrisk: [dave, erin]\n"

@@ -90,7 +90,10 @@ def test_terminal_and_outcome_of_each_event():
         "ModelSubmitted": (False, "pending"), "ChecksPassed": (False, "pending"),
         "ChecksFailed": (False, "pending"), "ReviewRequested": (False, "pending"),
         "ReviewDecided": (False, "approved"), "DeploymentSucceeded": (True, "deployed"),
-        "DeploymentFailed": (True, "deployment failed"),
+        "DeploymentFailed": (True, "deployment failed"), "ReviewEscalated": (False, "pending"),
+        "RollbackRequested": (False, "pending"), "RevocationRequested": (False, "pending"),
+        "DeploymentProgressed": (False, "pending"), "DeploymentRolledBack": (True, "rolled back"),
+        "DeploymentRevoked": (True, "revoked"),
     }
     for event in f.every_event(cause):
         assert (timeline.is_terminal(event), timeline.outcome(event)) == expected[type(event).__name__]

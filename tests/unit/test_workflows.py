@@ -133,7 +133,7 @@ def test_step_without_a_type(tmp_path):
 
 def test_unknown_target(tmp_path):
     assert only_problem(tmp_path, VALID.replace("target: model-store", "target: s3")).endswith(
-        "step 'deploy' (steps[2]): inputs.target: target 's3' does not exist; use one of: model-store")
+        "step 'deploy' (steps[2]): inputs.target: target 's3' does not exist; use one of: model-store, webhook")
 
 
 def test_unknown_group_names_the_groups_file(tmp_path):
@@ -169,7 +169,7 @@ def test_quorum_equal_to_the_eligible_approvers_is_fine(tmp_path):
     ("24 hours", "timeout '24 hours' is not a duration: write a number and a unit, such as 30m, 24h or 7d"),
     ("1w", "timeout '1w' is not a duration: write a number and a unit, such as 30m, 24h or 7d"),
     ("0h", "timeout '0h' is not a duration: write a number and a unit, such as 30m, 24h or 7d"),
-    ("3600", "timeout must be a duration such as 30m, 24h or 7d"),
+    ("3600", "timeout 3600 is not a duration: write a number and a unit, such as 30m, 24h or 7d"),
 ])
 def test_bad_timeout(tmp_path, timeout, message):
     problem = only_problem(tmp_path, VALID.replace("timeout: 30m", f"timeout: {timeout}"))
