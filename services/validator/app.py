@@ -1,15 +1,19 @@
-"""Wiring of the validator: model.submitted in, checks.passed / checks.failed out."""
+"""Wiring of the validator: model.submitted in, checks.passed / checks.failed out;
+deployment.succeeded followed from the beginning, to know each model in production."""
 
 from __future__ import annotations
 
 from services.validator import SERVICE, checks
 from services.validator import __doc__ as ABOUT
+from services.validator.inspect import Sources, inspect
+from services.validator.production import ProductionBook
 from services.validator.settings import ValidatorSettings
-from shared import artifacts, topics
+from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_app, make_broker, subscribe
-from shared.events import CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef
+from shared.broker import Emitter, follow, make_app, make_broker, subscribe
+from shared.events import ChecksFailed, ChecksPassed, DeploymentSucceeded, ModelSubmitted, PolicyRef
 from shared.logging import configure
+from shared.replay import replay
 from shared.workflows import load_or_exit
 
 settings = ValidatorSettings()
@@ -17,44 +21,37 @@ log = configure(settings.log_level)
 workflows = load_or_exit(settings.workflows, log)
 broker = make_broker(settings, SERVICE)
 emitter = Emitter(broker, f"/signoff/{SERVICE}", ChecksPassed, ChecksFailed)
+production = ProductionBook()
+sources = Sources(settings.artifact_roots, settings.artifact_url_prefixes, settings.max_artifact_bytes,
+                  settings.max_document_bytes, settings.fetch_timeout, settings.download_dir)
 
 
-@subscribe(broker, topics.MODEL_SUBMITTED, SERVICE)
+# One consumer per partition: a large artifact being hashed holds up only its own partition.
+@subscribe(broker, topics.MODEL_SUBMITTED, SERVICE, max_workers=settings.topic_partitions)
 async def on_model_submitted(event: ModelSubmitted) -> None:
-    submission = event.submission
-    loaded, no_match = workflows.match(submission.candidate.model)
-    measured, error = await _digest(submission.candidate.artifact_uri)
-    results = [checks.integrity(submission.candidate.artifact_sha256, measured, error)]
-    ref = None
-    if loaded is None:
-        results.append(checks.no_workflow(no_match))
-    else:
-        step = loaded.workflow.checks
-        ref = PolicyRef(name=loaded.workflow.name, rule=step.name, digest=loaded.digest)
-        results += _workflow_checks(submission, step)
+    model = event.submission.candidate.model
+    loaded, no_match = workflows.match(model)
+    step = loaded.workflow.checks if loaded else None
+    results = await inspect(event.submission, step, no_match, production.get(model), sources)
+    ref = PolicyRef(name=loaded.workflow.name, rule=step.name, digest=loaded.digest) if loaded else None
     outcome = checks.verdict(event, results, ref)
     log.info("checks_completed", outcome=outcome.type, failed=[r.name for r in results if not r.passed])
     await emitter.emit(outcome)
 
 
-def _workflow_checks(submission, step) -> list[CheckResult]:
-    results = [checks.lineage(submission, step.inputs.lineage),
-               *checks.thresholds(submission.metrics, step.inputs.min, step.inputs.max)]
-    if step.inputs.fairness is not None:
-        results.append(checks.parity_ratio(submission.group_metrics, step.inputs.fairness.min_parity_ratio))
-    return results
+@follow(broker, topics.DEPLOYMENT_SUCCEEDED)
+async def on_deployment_succeeded(event: DeploymentSucceeded) -> None:
+    production.record(event)
 
 
-async def _digest(uri: str) -> tuple[str | None, str | None]:
-    try:
-        path = artifacts.resolve(uri, settings.artifact_roots)
-        return await artifacts.sha256_of(path), None
-    except (artifacts.ArtifactError, OSError) as exc:
-        return None, str(exc)
-
-
-async def _create_topics() -> None:
+async def _start() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+    settings.download_dir.mkdir(parents=True, exist_ok=True)
+    # Know what is in production before the first submission is checked; the follower above
+    # then reads the topic again from the start and keeps the book current.
+    async for event in replay(settings.kafka_bootstrap_servers, topics.DEPLOYMENT_SUCCEEDED):
+        production.record(event)
+    log.info("production_rebuilt", models=len(production))
 
 
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_start])

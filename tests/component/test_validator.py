@@ -33,7 +33,8 @@ async def test_good_artifact_passes(validator, artifact):
     assert out.causation_id == event.event_id and out.submission == event.submission
     integrity = next(r for r in out.results if r.name == "integrity")
     assert integrity.passed and integrity.measured == artifact.sha256
-    assert {r.name for r in out.results} == {"integrity", "lineage", "metric:accuracy"}
+    assert {r.name for r in out.results} == {"integrity", "security", "lineage", "metric:accuracy"}
+    assert next(r for r in out.results if r.name == "security").passed
 
 
 async def test_emitted_record_has_key_and_cloudevents_headers(validator, artifact):
@@ -154,8 +155,8 @@ async def test_thresholds_lineage_and_fairness_come_from_the_workflow(fraud_vali
         validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
     [out] = failed.events()
     by_name = {r.name: r for r in out.results}
-    assert set(by_name) == {"integrity", "lineage", "metric:accuracy", "metric:recall", "metric:latency_ms",
-                            "fairness:parity_ratio"}
+    assert set(by_name) == {"integrity", "security", "lineage", "metric:accuracy", "metric:recall",
+                            "metric:latency_ms", "fairness:parity_ratio"}
     assert sorted(n for n, r in by_name.items() if not r.passed) == ["fairness:parity_ratio", "lineage"]
     assert by_name["fairness:parity_ratio"].measured == 0.666667
     assert by_name["lineage"].message == "missing lineage: training_run_id"

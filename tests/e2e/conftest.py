@@ -88,9 +88,29 @@ steps:
 """
 
 
+# Every automated check the validator has, for models named strict-*.
+STRICT = """
+name: e2e-strict
+match: ["strict-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs:
+      min: {accuracy: 0.80}
+      fairness: {min_parity_ratio: 0.8, max_equalized_odds_difference: 0.1}
+      lineage: [data_version, code_commit, training_run_id]
+      security: {allowed_globals: ["collections.OrderedDict"]}
+      regression: {higher_is_better: {accuracy: 0.01}}
+      model_card: true
+  - name: deploy
+    type: deploy
+"""
+
+
 def write_workflows(folder: Path) -> Path:
     folder.mkdir()
     (folder / "default.yaml").write_text(WORKFLOW)
+    (folder / "strict.yaml").write_text(STRICT)
     (folder / "groups.yaml").write_text("leads: [bob]\n")
     return folder
 

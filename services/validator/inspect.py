@@ -1,0 +1,111 @@
+"""The I/O of one submission's checks: fetch the artifact and the documents it points to, scan
+them, and hand the figures to the pure checks in `checks`, `security` and `fairness`.
+
+Nothing here loads or unpickles an artifact; hashing and scanning run in worker threads, so the
+event loop keeps serving other partitions while a large artifact is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.validator import checks, fairness, security
+from shared import artifacts
+from shared.events import CheckResult, Production, Submission
+from shared.workflows import ChecksStep, Fairness
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where artifacts and documents may come from, and how much of them is read."""
+
+    roots: tuple[Path, ...]
+    url_prefixes: tuple[str, ...]
+    max_bytes: int
+    max_document_bytes: int
+    timeout: float
+    workdir: Path
+
+    async def fetch(self, uri: str, max_bytes: int | None = None) -> artifacts.Fetched:
+        return await artifacts.fetch(uri, roots=self.roots, url_prefixes=self.url_prefixes,
+                                     max_bytes=max_bytes or self.max_bytes, timeout=self.timeout,
+                                     workdir=self.workdir)
+
+
+async def inspect(submission: Submission, step: ChecksStep | None, no_match: str,
+                  production: Production | None, sources: Sources) -> list[CheckResult]:
+    candidate = submission.candidate
+    results = await _artifact(candidate.artifact_uri, candidate.artifact_sha256, step, sources)
+    if step is None:
+        return [*results, checks.no_workflow(no_match)]
+    inputs = step.inputs
+    results.append(checks.lineage(submission, inputs.lineage))
+    results += checks.thresholds(submission.metrics, inputs.min, inputs.max)
+    if inputs.fairness is not None:
+        results += await _fairness(submission, inputs.fairness, sources)
+    if inputs.regression is not None:
+        results += checks.regression(submission.metrics, production,
+                                     inputs.regression.higher_is_better, inputs.regression.lower_is_better)
+    card = await _document(submission.model_card_uri, sources)
+    if (result := checks.document("model_card", inputs.model_card, *card)) is not None:
+        results.append(result)
+    return results
+
+
+async def _artifact(uri: str, declared: str, step: ChecksStep | None, sources: Sources) -> list[CheckResult]:
+    """Integrity, and the security scan of the very bytes that were hashed."""
+    try:
+        fetched = await sources.fetch(uri)
+    except (artifacts.ArtifactError, OSError) as exc:
+        return [checks.integrity(declared, None, str(exc))]
+    try:
+        integrity = checks.integrity(declared, fetched.sha256)
+        if not integrity.passed or step is None:
+            return [integrity]  # nothing to scan against: the checks fail anyway
+        allowed = step.inputs.security.allowed_globals
+        return [integrity, await asyncio.to_thread(security.scan, fetched.path, allowed)]
+    finally:
+        fetched.cleanup()
+
+
+async def _fairness(submission: Submission, spec: Fairness, sources: Sources) -> list[CheckResult]:
+    results = []
+    if submission.group_metrics or submission.evaluation_uri is None:
+        results.append(checks.parity_ratio(submission.group_metrics, spec.min_parity_ratio))
+        if spec.max_equalized_odds_difference is not None:
+            results.append(fairness.equalized_odds(submission.group_metrics, spec.max_equalized_odds_difference))
+    if submission.evaluation_uri is not None:
+        try:
+            fetched = await sources.fetch(submission.evaluation_uri, sources.max_document_bytes)
+        except (artifacts.ArtifactError, OSError) as exc:
+            return [*results, CheckResult(name="fairness:evaluation", passed=False,
+                                          message=f"evaluation file: {exc}")]
+        try:
+            results += await asyncio.to_thread(fairness.from_evaluation, fetched.path, spec.min_parity_ratio,
+                                               spec.max_equalized_odds_difference)
+        finally:
+            fetched.cleanup()
+    return results
+
+
+async def _document(uri: str | None, sources: Sources) -> tuple[str | None, str | None]:
+    """(sha256, None) for a readable, non-empty text document; (None, error); (None, None) if absent."""
+    if uri is None:
+        return None, None
+    try:
+        fetched = await sources.fetch(uri, sources.max_document_bytes)
+    except (artifacts.ArtifactError, OSError) as exc:
+        return None, f"model card: {exc}"
+    try:
+        text = await asyncio.to_thread(fetched.path.read_bytes)
+        if not text.strip():
+            return None, "model card is empty"
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "model card is not UTF-8 text (Markdown or plain text expected)"
+        return fetched.sha256, None
+    finally:
+        fetched.cleanup()

@@ -1,0 +1,212 @@
+"""Security scan of a model artifact by static analysis: nothing in it is loaded, imported or unpickled.
+
+Pickle streams (raw pickle, joblib, PyTorch zip checkpoints, pickles in any zip, object .npy arrays)
+are disassembled with `pickletools.genops` and picklescan, which only parse opcodes. Every global a
+stream imports must be on the workflow's allowlist; picklescan's "innocuous" rating never makes a
+global acceptable, because blocklists are bypassed by the next gadget nobody listed. A stream that
+cannot be parsed to its end fails closed: unpickling executes opcodes as it reads them, so a stream
+broken after a REDUCE has already run its payload.
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import re
+import struct
+import zipfile
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from picklescan.scanner import SafetyLevel, scan_pickle_bytes
+
+from shared.events import CheckResult
+
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".dat", ".data"})
+PICKLE_MAGIC = tuple(b"\x80" + bytes([p]) for p in range(6))  # PROTO opcode, protocols 0-5
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+NPY_MAGIC = b"\x93NUMPY"
+MAX_SAFETENSORS_HEADER = 100_000_000  # the limit the safetensors reference implementation enforces
+MAX_NPY_HEADER = 1 << 20
+# picklescan keeps every opcode of a stream in memory; larger streams are refused, not half-read.
+MAX_PICKLE_BYTES = 1 << 30
+_IDENTIFIER = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+@dataclass
+class _Stream:
+    """What one pickle stream imports, and why it could not be read to its end, if it could not."""
+
+    where: str
+    imports: set[str] = field(default_factory=set)
+    dangerous: set[str] = field(default_factory=set)
+    error: str | None = None
+    completed: bool = False
+
+    def looks_like_pickle(self) -> bool:
+        return self.completed or any(
+            all(_IDENTIFIER.match(p) and p != "unknown" for p in g.rsplit(".", 1)) for g in self.imports)
+
+
+def scan(path: Path, allowed_globals: Collection[str]) -> CheckResult:
+    allowed = frozenset(allowed_globals)
+    threshold = f"allowlist of {len(allowed)} globals"
+    try:
+        kind, streams, problem = _inspect(Path(path))
+    except (OSError, EOFError, RuntimeError, NotImplementedError, ValueError, struct.error,
+            zipfile.BadZipFile) as exc:
+        return CheckResult(name="security", passed=False, measured="unreadable", threshold=threshold,
+                           message=f"artifact cannot be verified, re-export it: {exc}")
+    if problem is not None:
+        return CheckResult(name="security", passed=False, measured=kind, threshold=threshold, message=problem)
+    if not streams:
+        measured = kind if kind == "safetensors" else f"{kind}: no pickle content"
+        return CheckResult(name="security", passed=True, measured=measured, threshold=threshold,
+                           message="no pickle content" + (", header valid" if kind == "safetensors" else ""))
+    imports = sorted(set().union(*(s.imports for s in streams)))
+    measured = f"{kind}: {len(imports)} globals" + (f" in {len(streams)} pickles" if len(streams) > 1 else "")
+    problems = [p for s in streams for p in _problems(s, allowed)]
+    if problems:
+        return CheckResult(name="security", passed=False, measured=measured, threshold=threshold,
+                           message="; ".join(problems))
+    return CheckResult(name="security", passed=True, measured=measured, threshold=threshold,
+                       message=f"imports only allowed globals: {', '.join(imports) or 'none'}")
+
+
+def _problems(stream: _Stream, allowed: frozenset[str]) -> list[str]:
+    where = f"{stream.where}: " if stream.where else ""
+    found = []
+    for name in sorted(stream.imports):
+        if name not in allowed:
+            rated = " (picklescan rates it dangerous)" if name in stream.dangerous else ""
+            found.append(f"{where}imports {name}, which is not in the allowlist{rated}")
+        elif name in stream.dangerous:
+            found.append(f"{where}imports {name}: allowed by the workflow but picklescan rates it dangerous")
+    if stream.error is not None:
+        hint = ("; joblib writes numpy arrays inline, which no static parser can skip: re-export as "
+                "safetensors, ONNX or skops" if any(i.startswith("joblib.") for i in stream.imports) else "")
+        found.append(f"{where}pickle cannot be verified, re-export it: {stream.error}{hint}")
+    return found
+
+
+def _inspect(path: Path) -> tuple[str, list[_Stream], str | None]:
+    """(format, the pickle streams in it, why it fails regardless of its globals)."""
+    suffix = path.suffix.lower()
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = f.seek(0, 2)
+        f.seek(0)
+        if head.startswith(ZIP_MAGIC):
+            return "zip", _zip_streams(f), None
+        if head.startswith(NPY_MAGIC):
+            return "npy", [s for s in [_npy(f, "", size)] if s], None
+        if head.startswith(PICKLE_MAGIC) or suffix in PICKLE_SUFFIXES:
+            return "pickle", [_pickle(f, "", 0, size)], None
+        header_error = _safetensors_error(f, size)
+        if header_error is None:
+            return "safetensors", [], None
+        stream = _pickle(f, "", 0, size)  # protocol 0 and 1 have no magic: a pickle is what parses as one
+        if stream.looks_like_pickle():
+            return "pickle", [stream], None
+        if suffix == ".safetensors":
+            return "safetensors", [], f"safetensors header is invalid: {header_error}"
+        return suffix.lstrip(".") or "file", [], None
+
+
+def _zip_streams(f: IO[bytes]) -> list[_Stream]:
+    """Members a loader would unpickle: by name (data.pkl) or by content (PROTO opcode, object .npy).
+    Other members (tensor storage) are raw data no loader unpickles, and are not parsed."""
+    streams = []
+    with zipfile.ZipFile(f) as archive:
+        for info in archive.infolist():  # infolist, not namelist: duplicate names are each scanned
+            if info.is_dir():
+                continue
+            with archive.open(info) as member:
+                head = member.read(8)
+                member.seek(0)
+                if head.startswith(NPY_MAGIC):
+                    streams += [s for s in [_npy(member, info.filename, info.file_size)] if s]
+                elif head.startswith(PICKLE_MAGIC) or Path(info.filename).suffix.lower() in PICKLE_SUFFIXES:
+                    streams.append(_pickle(member, info.filename, 0, info.file_size))
+    return streams
+
+
+def _npy(f: IO[bytes], where: str, size: int) -> _Stream | None:
+    """An .npy array holds a pickle only when its dtype holds Python objects ('|O')."""
+    major = f.read(8)[6:7]
+    length_format = "<H" if major == b"\x01" else "<I"
+    (length,) = struct.unpack(length_format, f.read(struct.calcsize(length_format)))
+    if length > MAX_NPY_HEADER:
+        raise ValueError(f"{where or 'npy'}: header of {length} bytes")
+    if b"|O" not in f.read(length):
+        return None
+    return _pickle(f, where, f.tell(), size)
+
+
+def _pickle(f: IO[bytes], where: str, start: int, size: int) -> _Stream:
+    stream = _Stream(where)
+    if size - start > MAX_PICKLE_BYTES:
+        stream.error = f"pickle of {size - start} bytes exceeds the {MAX_PICKLE_BYTES}-byte scan limit"
+        return stream
+    f.seek(start)
+    _walk(f, stream)
+    f.seek(start)
+    try:
+        result = scan_pickle_bytes(f, where or "artifact", multiple_pickles=True)
+    except Exception as exc:  # noqa: BLE001 - whatever picklescan fails on, we could not verify
+        stream.error = stream.error or f"picklescan could not parse it: {exc}"
+        return stream
+    if result.scan_err and stream.error is None:
+        stream.error = "picklescan could not parse it to the end"
+    for g in result.globals:
+        stream.imports.add(f"{g.module}.{g.name}")
+        if g.safety is SafetyLevel.Dangerous:
+            stream.dangerous.add(f"{g.module}.{g.name}")
+    return stream
+
+
+def _walk(f: IO[bytes], stream: _Stream) -> None:
+    """Parse every pickle in `f` to the end of the stream. genops decodes opcodes and runs none.
+    Records literal imports (GLOBAL, INST), copyreg extension codes, and the first parse error."""
+    try:
+        while True:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    stream.imports.add(".".join(arg.split(" ", 1)))
+                elif op.name in ("EXT1", "EXT2", "EXT4"):
+                    stream.imports.add(f"copyreg.extension_{arg}")
+            stream.completed = True
+            if not f.read(1):
+                return
+            f.seek(-1, 1)  # another pickle follows (joblib, legacy torch): it is read too
+    except Exception as exc:  # noqa: BLE001 - genops raises ValueError, UnicodeDecodeError, ...
+        stream.error = f"{exc} (truncated, corrupt, or data after the pickle)"
+
+
+def _safetensors_error(f: IO[bytes], size: int) -> str | None:
+    """None when `f` is safetensors: 8-byte little-endian length N, then N bytes of a JSON object."""
+    f.seek(0)
+    raw = f.read(8)
+    if len(raw) < 8:
+        return f"file of {size} bytes is shorter than the 8-byte header length"
+    (length,) = struct.unpack("<Q", raw)
+    if not 2 <= length <= min(MAX_SAFETENSORS_HEADER, size - 8):
+        return f"header length {length} does not fit a file of {size} bytes"
+    try:
+        header = json.loads(f.read(length))
+    except (ValueError, RecursionError) as exc:
+        return f"header is not JSON: {exc}"
+    if not isinstance(header, dict):
+        return f"header is a JSON {type(header).__name__}, not an object"
+    data_bytes = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
+                and isinstance(entry.get("shape"), list) and isinstance(offsets, list) and len(offsets) == 2
+                and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            return f"tensor {name!r} needs dtype, shape and data_offsets within the {data_bytes} data bytes"
+    return None

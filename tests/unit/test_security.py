@@ -1,0 +1,239 @@
+"""The security scan: static only, an allowlist of globals, and fail closed on what it cannot read."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shlex
+import struct
+import subprocess
+import sys
+import zipfile
+from collections import OrderedDict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from services.validator import security
+
+ORDERED_DICT = "collections.OrderedDict"
+SYSTEM = {"os.system", "posix.system", "nt.system"}
+
+
+class Call:
+    """Pickles as a call of `func(*args)`: what a malicious artifact does on unpickling."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def malicious(marker: Path, protocol: int = pickle.DEFAULT_PROTOCOL) -> bytes:
+    return pickle.dumps(Call(os.system, f"touch {shlex.quote(str(marker))}"), protocol=protocol)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def torch_zip(path: Path, data_pkl: bytes) -> Path:
+    """The layout torch.save writes: archive/data.pkl plus raw storage members."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr("archive/data/0", random.Random(1).randbytes(4096))
+        z.writestr("archive/version", b"3\n")
+    return path
+
+
+def safetensors(header: object, data: bytes = b"\x00" * 8) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def system_in(message: str) -> str:
+    named = [g for g in SYSTEM if g in message]
+    assert named, message
+    return named[0]
+
+
+def test_malicious_pickle_is_blocked_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = malicious(marker)
+    r = security.scan(write(tmp_path / "scan" / "model.pkl", payload), [ORDERED_DICT])
+
+    assert (r.name, r.passed, r.blocking) == ("security", False, True)
+    assert f"imports {system_in(r.message)}, which is not in the allowlist" in r.message
+    assert r.threshold == "allowlist of 1 globals"
+    assert not marker.exists()
+
+    # Control: the very same bytes, unpickled in another process, do run the payload.
+    control = write(tmp_path / "control" / "model.pkl", payload)
+    subprocess.run([sys.executable, "-c", "import pickle,sys; pickle.loads(open(sys.argv[1],'rb').read())",
+                    str(control)], cwd=control.parent, check=True, timeout=60)
+    assert marker.exists()
+
+
+def test_scan_never_calls_the_unpickler(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the scan unpickled the artifact")
+
+    for name in ("load", "loads", "Unpickler", "_load", "_loads", "_Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse, raising=False)
+    assert not security.scan(write(tmp_path / "m.pkl", malicious(tmp_path / "x")), []).passed
+    assert security.scan(write(tmp_path / "ok.pkl", pickle.dumps(OrderedDict(a=1))), [ORDERED_DICT]).passed
+
+
+def test_malicious_pickle_in_a_torch_zip_is_blocked_naming_the_member(tmp_path):
+    r = security.scan(torch_zip(tmp_path / "model.pt", malicious(tmp_path / "pwned")), [ORDERED_DICT])
+    assert not r.passed
+    assert f"archive/data.pkl: imports {system_in(r.message)}" in r.message
+    assert r.measured.startswith("zip:")
+
+
+def test_torch_zip_with_allowed_globals_passes_without_reading_storage_as_pickle(tmp_path):
+    r = security.scan(torch_zip(tmp_path / "model.pt", pickle.dumps(OrderedDict(w=1))), [ORDERED_DICT])
+    assert r.passed, r.message
+    assert r.measured == "zip: 1 globals"
+
+
+def test_malicious_pickle_named_joblib_is_blocked(tmp_path):
+    r = security.scan(write(tmp_path / "model.joblib", malicious(tmp_path / "pwned")), [ORDERED_DICT])
+    assert not r.passed and system_in(r.message)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_allowlist_not_blocklist(tmp_path, protocol):
+    # No suffix: protocols 0 and 1 have no magic bytes and are recognised by parsing.
+    path = write(tmp_path / "artifact", pickle.dumps(OrderedDict(a=1), protocol=protocol))
+    ok = security.scan(path, [ORDERED_DICT])
+    assert ok.passed, ok.message
+    assert ok.measured == "pickle: 1 globals"
+
+    refused = security.scan(path, [])  # picklescan rates OrderedDict safe; our allowlist decides
+    assert not refused.passed
+    assert "imports collections.OrderedDict, which is not in the allowlist" in refused.message
+    assert refused.threshold == "allowlist of 0 globals"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_malicious_pickle_blocked_in_every_protocol_without_suffix(tmp_path, protocol):
+    r = security.scan(write(tmp_path / "artifact", malicious(tmp_path / "pwned", protocol)), [ORDERED_DICT])
+    assert not r.passed and system_in(r.message)
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    (Call(eval, "1+1"), "builtins.eval"),
+    (Call(exec, "pass"), "builtins.exec"),
+    (Call(subprocess.Popen, ["true"]), "subprocess.Popen"),
+    (Call(getattr, Decimal(1), "real"), "builtins.getattr"),
+])
+def test_dangerous_globals_block_whatever_harmless_names_are_allowed(tmp_path, call, name):
+    harmless = [ORDERED_DICT, "numpy.ndarray", "numpy.dtype", "decimal.Decimal"]
+    r = security.scan(write(tmp_path / "model.pkl", pickle.dumps(call)), harmless)
+    assert not r.passed
+    assert f"imports {name}, which is not in the allowlist (picklescan rates it dangerous)" in r.message
+
+
+def test_global_picklescan_finds_unremarkable_still_needs_the_allowlist(tmp_path):
+    path = write(tmp_path / "model.pkl", pickle.dumps(Decimal("1.5")))
+    blocked = security.scan(path, [ORDERED_DICT])
+    assert not blocked.passed and "imports decimal.Decimal, which is not in the allowlist" in blocked.message
+    assert security.scan(path, ["decimal.Decimal"]).passed
+
+
+def test_allowlisting_a_global_picklescan_rates_dangerous_still_blocks(tmp_path):
+    payload = malicious(tmp_path / "pwned")
+    r = security.scan(write(tmp_path / "model.pkl", payload), sorted(SYSTEM))
+    assert not r.passed
+    expected = f"imports {system_in(r.message)}: allowed by the workflow but picklescan rates it dangerous"
+    assert expected in r.message
+
+
+def test_copyreg_extension_codes_are_globals_too(tmp_path):
+    r = security.scan(write(tmp_path / "model.pkl", b"\x80\x02\x82\x01."), [ORDERED_DICT])
+    assert not r.passed and "copyreg.extension_1" in r.message
+
+
+def test_valid_safetensors_passes(tmp_path):
+    header = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"format": "pt"}}
+    r = security.scan(write(tmp_path / "model.safetensors", safetensors(header)), [])
+    assert r.passed, r.message
+    assert r.measured == "safetensors"
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (struct.pack("<Q", 10**12) + b"{}", "header length 1000000000000 does not fit"),
+    (struct.pack("<Q", 4) + b"{{{{", "header is not JSON"),
+    (safetensors([1, 2]), "header is a JSON list, not an object"),
+    (safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}), "tensor 'w' needs"),
+    (b"\x01\x02", "shorter than the 8-byte header length"),
+])
+def test_corrupt_safetensors_fails_with_the_reason(tmp_path, data, reason):
+    r = security.scan(write(tmp_path / "model.safetensors", data), [])
+    assert not r.passed
+    assert r.message.startswith("safetensors header is invalid:") and reason in r.message
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_pickle_named_safetensors_is_scanned_as_pickle(tmp_path, protocol):
+    r = security.scan(write(tmp_path / "model.safetensors", malicious(tmp_path / "pwned", protocol)), [])
+    assert not r.passed and system_in(r.message)
+    assert r.measured.startswith("pickle:")
+
+
+def test_random_bytes_named_onnx_have_no_pickle_content(tmp_path):
+    r = security.scan(write(tmp_path / "model.onnx", random.Random(7).randbytes(64 * 1024)), [])
+    assert r.passed, r.message
+    assert r.measured == "onnx: no pickle content"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+@pytest.mark.parametrize("obj", [OrderedDict(a=1, b=[1, 2, 3]), {"weights": [0.5] * 8}])
+def test_truncated_pickle_fails_closed(tmp_path, cut, obj):
+    # picklescan alone reports nothing wrong with a truncated pickle that imports no global.
+    r = security.scan(write(tmp_path / "model.pkl", pickle.dumps(obj)[:-cut]), [ORDERED_DICT])
+    assert not r.passed
+    assert "cannot be verified, re-export it" in r.message
+
+
+def test_truncated_pickle_in_a_zip_fails_closed_naming_the_member(tmp_path):
+    r = security.scan(torch_zip(tmp_path / "model.pt", pickle.dumps(OrderedDict(a=1))[:-3]), [ORDERED_DICT])
+    assert not r.passed and "archive/data.pkl: pickle cannot be verified" in r.message
+
+
+@pytest.mark.parametrize("obj", [OrderedDict(a=1), {"weights": [0.5]}])
+def test_data_after_the_pickle_fails_closed(tmp_path, obj):
+    # joblib writes numpy arrays as raw bytes inside the stream; they cannot be skipped statically.
+    data = pickle.dumps(obj) + b"\x00\xff\x00\xff"
+    r = security.scan(write(tmp_path / "model.joblib", data), [ORDERED_DICT])
+    assert not r.passed and "cannot be verified" in r.message
+
+
+def test_plain_data_pickle_passes_with_an_empty_allowlist(tmp_path):
+    r = security.scan(write(tmp_path / "model.pkl", pickle.dumps({"weights": [0.5, 1.5], "bias": 0.1})), [])
+    assert r.passed, r.message
+    assert r.measured == "pickle: 0 globals"
+
+
+def test_object_array_in_npz_is_scanned(tmp_path):
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + malicious(tmp_path / "pwned")
+    path = tmp_path / "arrays.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("weights.npy", npy)
+    r = security.scan(path, [])
+    assert not r.passed and "weights.npy: imports" in r.message and system_in(r.message)
+
+
+def test_unreadable_zip_fails_closed(tmp_path):
+    r = security.scan(write(tmp_path / "model.pt", b"PK\x03\x04" + b"\x00" * 40), [])
+    assert not r.passed and r.measured == "unreadable"
