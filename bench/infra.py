@@ -49,7 +49,7 @@ def free_port() -> int:
 def write_artifact(folder: Path, size: int = 64 * 1024) -> Artifact:
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / "model.onnx").resolve()
-    data = os.urandom(size)
+    data = b"weights\n" + os.urandom(size)  # a fixed first byte: never taken for a pickle
     path.write_bytes(data)
     return Artifact(path=path, uri=path.as_uri(), sha256=hashlib.sha256(data).hexdigest())
 

@@ -24,7 +24,9 @@ from picklescan.scanner import SafetyLevel, scan_pickle_bytes
 
 from shared.events import CheckResult
 
-PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".dat", ".data"})
+# Names that only pickles carry. Generic names (.bin, .pt, .ckpt, .dat) hold raw tensors as often
+# as pickles: for them the content decides (pickle magic, a zip, or a stream that parses as a pickle).
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib"})
 PICKLE_MAGIC = tuple(b"\x80" + bytes([p]) for p in range(6))  # PROTO opcode, protocols 0-5
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
 NPY_MAGIC = b"\x93NUMPY"

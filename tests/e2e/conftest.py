@@ -38,7 +38,7 @@ class Env:
     def artifact(self, name: str, content: bytes | None = None) -> tuple[Path, str]:
         """A model file under the allowed root, and its sha256."""
         path = self.artifacts / name
-        path.write_bytes(content if content is not None else os.urandom(4096))
+        path.write_bytes(content if content is not None else b"weights\n" + os.urandom(4096))
         return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
     async def review_open(self, submission_id: str, timeout: float = 30.0) -> dict:

@@ -28,7 +28,7 @@ def kafka(env: dict[str, str], command: str) -> None:
 
 def submission(artifacts: Path, i: int) -> ModelSubmitted:
     path = artifacts / f"m{i}.bin"
-    path.write_bytes(os.urandom(1024))
+    path.write_bytes(b"weights\n" + os.urandom(1024))  # a fixed first byte: never pickle magic
     return ModelSubmitted(submission_id=uuid.uuid4(), submission=Submission(
         candidate=Candidate(model="restart", version=str(i), artifact_uri=path.as_uri(),
                             artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -237,3 +237,19 @@ def test_object_array_in_npz_is_scanned(tmp_path):
 def test_unreadable_zip_fails_closed(tmp_path):
     r = security.scan(write(tmp_path / "model.pt", b"PK\x03\x04" + b"\x00" * 40), [])
     assert not r.passed and r.measured == "unreadable"
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".ckpt"])
+def test_raw_tensor_bytes_under_a_generic_name_are_not_taken_for_a_pickle(tmp_path, suffix):
+    """Generic names hold raw weights as often as pickles: the content decides, not the name."""
+    raw = random.Random(7).randbytes(4096).replace(b"\x80", b"\x00")
+    result = security.scan(write(tmp_path / f"weights{suffix}", raw), [])
+    assert result.passed and "no pickle content" in str(result.measured)
+
+
+@pytest.mark.parametrize(("suffix", "protocol"), [(".bin", 0), (".pt", 2), (".ckpt", 5)])
+def test_a_pickle_under_a_generic_name_is_still_scanned(tmp_path, suffix, protocol):
+    marker = tmp_path / "pwned"
+    result = security.scan(write(tmp_path / f"model{suffix}", malicious(marker, protocol)), [])
+    assert not result.passed and system_in(result.message)
+    assert not marker.exists()
