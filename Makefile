@@ -60,8 +60,9 @@ test: venv ## run the tests (starts a throw-away Kafka broker unless KAFKA_BOOTS
 	$(KAFKA) fetch
 	$(BIN)/pytest
 
-bench: venv ## benchmark the auto-approve path against a bare aiokafka relay
+bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.hashing
 
 asyncapi: venv ## regenerate the AsyncAPI document of each service under docs/asyncapi/
 	@mkdir -p docs/asyncapi

@@ -11,6 +11,7 @@ broken after a REDUCE has already run its payload.
 from __future__ import annotations
 
 import json
+import logging
 import pickletools
 import re
 import struct
@@ -23,6 +24,9 @@ from typing import IO
 from picklescan.scanner import SafetyLevel, scan_pickle_bytes
 
 from shared.events import CheckResult
+
+# picklescan logs a warning for every file that is not a pickle; our result already says what it is.
+logging.getLogger("picklescan").setLevel(logging.ERROR)
 
 # Names that only pickles carry. Generic names (.bin, .pt, .ckpt, .dat) hold raw tensors as often
 # as pickles: for them the content decides (pickle magic, a zip, or a stream that parses as a pickle).
