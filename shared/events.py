@@ -203,7 +203,8 @@ class Vote(Frozen):
 
     approver: NonEmpty
     decision: Literal["approve", "reject"]
-    reason: NonEmpty
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)] = Field(
+        description="Why; a break-glass approval's written justification")
     channel: Literal["http", "slack", "email"]
     at: UtcDatetime
     break_glass: bool = Field(default=False, description="Approved alone under the break-glass role")
@@ -256,8 +257,9 @@ class ReviewDecided(Event):
     break_glass: bool = Field(default=False, description="Approved alone under the break-glass role")
     final_for_artifact: bool = Field(
         default=True,
-        description="A rejection that holds for the artifact digest for good; false only when the "
-        "artifact's bytes were never verified to have that digest (integrity check failed)")
+        description="A rejection that holds for the artifact digest for good; false when the "
+        "artifact's bytes were never verified to have that digest (integrity check failed) or when "
+        "nobody judged the artifact (the review timed out)")
 
 
 class DeploymentSucceeded(Event):

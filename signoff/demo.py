@@ -1,5 +1,9 @@
 """`make demo`: the four services as processes, sample models through every path, their timelines.
 
+Reviewers answer through each channel: the CLI (HTTP API), Slack (a signed interactivity request
+as Slack sends it, to a local stand-in of Slack's Web API) and email (a real local SMTP sink; the
+link's confirmation page, then its form). Under Docker Compose, mailpit is the sink instead.
+
 Run as `python -m signoff.demo WORKDIR` with KAFKA_BOOTSTRAP_SERVERS pointing at a running broker
 (the Makefile starts a throw-away one). Exits non-zero if any path ends other than expected.
 """
@@ -23,6 +27,7 @@ import httpx
 from shared.admin import ensure_topics
 from signoff.devstack import Stack
 from signoff.settings import ClientSettings
+from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request
 
 PORT = 8191
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -38,6 +43,11 @@ class Sample:
     expected: str  # what `signoff watch` ends with
     group_metrics: tuple[str, ...] = ()
     same_artifact_as: str | None = None  # reuse an earlier sample's bytes (same digest)
+    channel: str = "http"  # how the reviewer answers: http (signoff review), slack, email
+
+
+SLACK_USERS = {"U0ALICE": "alice", "U0BOB": "bob"}
+EMAILS = {"alice": "alice@example.com", "bob": "bob@example.com"}
 
 
 SAMPLES = (
@@ -52,6 +62,12 @@ SAMPLES = (
            ("reject", "bob", "recall on the thin-file segment dropped"), "rejected"),
     Sample("the rejected artifact resubmitted: rejected at once, citing the first decision",
            "credit-scorer", "2.2.1", ("accuracy=0.84",), None, "rejected", same_artifact_as="2.2.0"),
+    Sample("reviewed in Slack (signed interactivity request), approved, deployed", "credit-scorer", "2.3.0",
+           ("accuracy=0.87",), ("approve", "alice", "segment recall back within the band"), "deployed",
+           channel="slack"),
+    Sample("reviewed by email (link, confirmation page, form), rejected, not deployed", "credit-scorer",
+           "2.4.0", ("accuracy=0.85",), ("reject", "bob", "calibration drifted on new applicants"), "rejected",
+           channel="email"),
 )
 
 
@@ -77,15 +93,31 @@ def main() -> int:
         "SIGNOFF_API_TOKEN": token,
     }
     asyncio.run(ensure_topics(bootstrap, partitions=3))
-    print(f"starting validator, policy, review-notifier, deployer (logs in {workdir}/logs)")
     failures = []
-    with Stack(workdir, env) as stack:
-        stack.start_all()
-        for sample in SAMPLES:
-            outcome = run_sample(sample, artifacts, stack.env)
-            if outcome != sample.expected:
-                failures.append(f"{sample.title}: ended {outcome}, expected {sample.expected}")
-        print("\nstopping the services")
+    with SlackStandIn() as slack, MailSink() as mail:
+        signing_secret = secrets.token_urlsafe(24)
+        env.update({
+            "REVIEW_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{PORT}",
+            "REVIEW_NOTIFIER_SLACK_SIGNING_SECRET": signing_secret,
+            "REVIEW_NOTIFIER_SLACK_BOT_TOKEN": "xoxb-demo",
+            "REVIEW_NOTIFIER_SLACK_API_URL": slack.api_url,
+            "REVIEW_NOTIFIER_SLACK_CHANNEL": "C0REVIEWS",
+            "REVIEW_NOTIFIER_SLACK_USERS": json.dumps(SLACK_USERS),
+            "REVIEW_NOTIFIER_SMTP_HOST": mail.host,
+            "REVIEW_NOTIFIER_SMTP_PORT": str(mail.port),
+            "REVIEW_NOTIFIER_APPROVER_EMAILS": json.dumps(EMAILS),
+            "REVIEW_NOTIFIER_TOKEN_KEY": secrets.token_urlsafe(32),
+        })
+        channels = Channels(slack, mail, signing_secret, f"http://127.0.0.1:{PORT}")
+        print(f"Slack Web API stand-in on {slack.api_url}; SMTP sink (aiosmtpd) on {mail.host}:{mail.port}")
+        print(f"starting validator, policy, review-notifier, deployer (logs in {workdir}/logs)")
+        with Stack(workdir, env) as stack:
+            stack.start_all()
+            for sample in SAMPLES:
+                outcome = run_sample(sample, artifacts, stack.env, channels)
+                if outcome != sample.expected:
+                    failures.append(f"{sample.title}: ended {outcome}, expected {sample.expected}")
+            print("\nstopping the services")
     print(f"\nmodel store: {workdir / 'model-store'}")
     for path in sorted((workdir / "model-store").glob("*/*/manifest.json")):
         print(f"  {path.parent.relative_to(workdir / 'model-store')}/")
@@ -96,7 +128,15 @@ def main() -> int:
     return 0
 
 
-def run_sample(sample: Sample, artifacts: Path, env: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class Channels:
+    slack: SlackStandIn
+    mail: MailSink
+    signing_secret: str
+    review_url: str
+
+
+def run_sample(sample: Sample, artifacts: Path, env: dict[str, str], channels: Channels) -> str:
     print(f"\n=== {sample.title}: {sample.model} {sample.version} ===")
     artifact = artifacts / f"{sample.model}-{sample.version}.onnx"
     if sample.same_artifact_as:
@@ -112,7 +152,12 @@ def run_sample(sample: Sample, artifacts: Path, env: dict[str, str]) -> str:
     if sample.review:
         decision, approver, reason = sample.review
         wait_for_review(env["SIGNOFF_REVIEW_URL"], sid)
-        signoff(env, "review", sid, decision, "--as", approver, "--reason", reason)
+        if sample.channel == "slack":
+            review_in_slack(channels, sid, decision, approver, reason)
+        elif sample.channel == "email":
+            review_by_email(channels, sid, approver, decision, reason)
+        else:
+            signoff(env, "review", sid, decision, "--as", approver, "--reason", reason)
     watched = signoff(env, "watch", sid, "--timeout", "60", check=False)
     return watched.stdout.strip().rsplit("=> ", 1)[-1] if "=> " in watched.stdout else "pending"
 
@@ -127,6 +172,36 @@ def signoff(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
     if check and result.returncode != 0:
         raise SystemExit(f"signoff {args[0]} failed with exit code {result.returncode}")
     return result
+
+
+def review_in_slack(channels: Channels, sid: str, decision: str, approver: str, reason: str) -> None:
+    """What Slack does when `approver` clicks a button of the posted message: a signed POST."""
+    (post,) = channels.slack.wait_for("chat.postMessage", sid)
+    user = next(uid for uid, name in SLACK_USERS.items() if name == approver)
+    print(f"  Slack: chat.postMessage to {post['body']['channel']}: {post['body']['text']!r}")
+    action = "signoff_approve" if decision == "approve" else "signoff_reject"
+    body, headers = signed_request(channels.signing_secret, block_actions(
+        user, action, sid, reason=reason, response_url=f"{channels.slack.url}/response/{sid}"))
+    response = httpx.post(f"{channels.review_url}/slack/actions", content=body, headers=headers, timeout=10)
+    print(f"  Slack: {user} ({approver}) clicks {decision}: POST /slack/actions signed v0 -> "
+          f"HTTP {response.status_code} {response.json()}")
+    update = channels.slack.wait_for("chat.update", post["answer"]["ts"], where=lambda b: "blocks" in b
+                                     and not any(x["type"] == "actions" for x in b["blocks"]))[-1]
+    print(f"  Slack: chat.update, buttons removed: {update['body']['text']!r}")
+
+
+def review_by_email(channels: Channels, sid: str, approver: str, decision: str, reason: str) -> None:
+    """Open the mailed link (a confirmation page, nothing decided), then confirm with its form."""
+    (mail,) = channels.mail.wait_for(EMAILS[approver], sid)
+    link = links(mail)[decision]
+    print(f"  email to {mail['To']}: {mail['Subject']!r}")
+    page = httpx.get(link, timeout=10)
+    print(f"  GET {link.split('?')[0]}?token=... -> HTTP {page.status_code}, confirmation page, nothing decided")
+    token = httpx.URL(link).params["token"]
+    result = httpx.post(f"{channels.review_url}/email/decide", data={"token": token, "reason": reason}, timeout=10)
+    print(f"  POST /email/decide -> HTTP {result.status_code}: {'recorded' if result.is_success else result.text}")
+    again = httpx.post(f"{channels.review_url}/email/decide", data={"token": token, "reason": reason}, timeout=10)
+    print(f"  the same link again -> HTTP {again.status_code} (each link decides once)")
 
 
 def wait_for_review(base_url: str, sid: str, timeout: float = 30.0) -> None:

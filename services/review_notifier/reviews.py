@@ -1,29 +1,53 @@
-"""Review rules, as pure functions: who may vote, when a review is decided, what it decides.
+"""Review rules, as pure functions of a review's state, a vote and the time.
 
-Only listed approvers vote; the submitter never approves their own model (separation of duties);
-`quorum` distinct approvals approve; one rejection vetoes.
+- Only the listed approvers vote (groups arrive expanded); after an escalation the escalation
+  approvers join them. The submitter never approves their own model (separation of duties).
+- `quorum` distinct approvals approve. With `veto` (the default) one rejection rejects; without it,
+  rejections need the quorum too, or a review rejects once approval can no longer reach it.
+- Break-glass: someone in the request's `break_glass` list approves alone, with a written
+  justification; the decision and the vote carry `break_glass=True`.
+- Time: reminders every `remind_every` until the deadline; at the deadline the declared
+  `on_timeout` happens: reject, or escalate once to the escalation approvers with a new deadline.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
-from shared.events import Frozen, NonEmpty, ReviewDecided, ReviewRequested
+from shared.events import Frozen, ReviewDecided, ReviewEscalated, ReviewRequested, UtcDatetime, Vote
 
-
-class Vote(Frozen):
-    approver: NonEmpty
-    decision: Literal["approve", "reject"]
-    reason: NonEmpty
-    channel: NonEmpty
-    at: datetime
+TIMEOUT_DECIDER = "review-notifier/timeout"
+MIN_JUSTIFICATION = 20  # characters of written justification a break-glass approval needs
 
 
 class Review(Frozen):
     request: ReviewRequested
     votes: tuple[Vote, ...] = ()
     decision: ReviewDecided | None = None
+    escalation: ReviewEscalated | None = None
+    reminded_at: UtcDatetime | None = None
+
+    @property
+    def submission_id(self):
+        return self.request.submission_id
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Who may vote now: the approvers, and after an escalation the escalation approvers."""
+        extra = self.escalation.approvers if self.escalation else ()
+        return tuple(dict.fromkeys((*self.request.approvers, *extra)))
+
+    @property
+    def deadline(self) -> datetime:
+        return self.escalation.deadline if self.escalation else self.request.deadline
+
+    @property
+    def pending_approvers(self) -> tuple[str, ...]:
+        """Those who may still vote: not yet voted, and not the submitter."""
+        voted = {v.approver for v in self.votes}
+        return tuple(a for a in self.approvers
+                     if a not in voted and a != self.request.submission.submitter)
 
 
 class Refused(Exception):
@@ -43,27 +67,115 @@ def cast(review: Review | None, vote: Vote) -> tuple[Review, ReviewDecided | Non
         raise Refused(409, f"the review is already decided: {review.decision.outcome} "
                            f"by {review.decision.decided_by}")
     request = review.request
-    if vote.approver not in request.approvers:
+    if vote.break_glass:
+        return _break_glass(review, vote)
+    if vote.approver not in review.approvers:
         raise Refused(403, f"{vote.approver!r} is not an approver of this review "
-                           f"(approvers: {', '.join(request.approvers)})")
+                           f"(approvers: {', '.join(review.approvers)})")
     if vote.approver == request.submission.submitter and vote.decision == "approve":
         raise Refused(403, "the submitter cannot approve their own model")
     if any(v.approver == vote.approver for v in review.votes):
         raise Refused(409, f"{vote.approver!r} has already voted on this review")
 
     review = review.model_copy(update={"votes": (*review.votes, vote)})
-    approvals = [v for v in review.votes if v.decision == "approve"]
-    if vote.decision == "reject":
-        decision = _decided(request, "rejected", vote.approver, vote.reason)
-    elif len(approvals) >= request.quorum:
-        decision = _decided(request, "approved", ", ".join(v.approver for v in approvals),
-                            "; ".join(f"{v.approver}: {v.reason}" for v in approvals))
-    else:
+    outcome = tally(review)
+    if outcome is None:
         return review, None
+    deciders = [v for v in review.votes if v.decision == ("approve" if outcome == "approved" else "reject")]
+    decision = _decided(review, outcome, ", ".join(v.approver for v in deciders),
+                        "; ".join(f"{v.approver}: {v.reason}" for v in deciders))
     return review.model_copy(update={"decision": decision}), decision
 
 
-def _decided(request: ReviewRequested, outcome: str, by: str, reason: str) -> ReviewDecided:
+def tally(review: Review) -> str | None:
+    """'approved', 'rejected', or None while the votes settle nothing."""
+    request = review.request
+    approvals = sum(v.decision == "approve" for v in review.votes)
+    rejections = sum(v.decision == "reject" for v in review.votes)
+    if rejections and request.veto:
+        return "rejected"
+    if approvals >= request.quorum:
+        return "approved"
+    if rejections >= request.quorum:
+        return "rejected"
+    if rejections and approvals + len(review.pending_approvers) < request.quorum:
+        return "rejected"  # the approvals can no longer reach the quorum
+    return None
+
+
+def _break_glass(review: Review, vote: Vote) -> tuple[Review, ReviewDecided]:
+    request = review.request
+    if vote.approver not in request.break_glass:
+        raise Refused(403, f"{vote.approver!r} may not break glass on this review"
+                           + (f" (break-glass: {', '.join(request.break_glass)})" if request.break_glass
+                              else " (the workflow allows no break-glass approval)"))
+    if vote.decision != "approve":
+        raise Refused(422, "break-glass is for approving alone; reject as a normal approver")
+    if vote.approver == request.submission.submitter:
+        raise Refused(403, "the submitter cannot approve their own model, not even by breaking glass")
+    if len(vote.reason.strip()) < MIN_JUSTIFICATION:
+        raise Refused(422, f"a break-glass approval needs a written justification of at least "
+                           f"{MIN_JUSTIFICATION} characters")
+    review = review.model_copy(update={"votes": (*review.votes, vote)})
+    decision = _decided(review, "approved", vote.approver, f"BREAK-GLASS by {vote.approver}: {vote.reason}",
+                        break_glass=True)
+    return review.model_copy(update={"decision": decision}), decision
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the time brings: the updated review and what to announce (each may be empty)."""
+
+    review: Review
+    decision: ReviewDecided | None = None
+    escalation: ReviewEscalated | None = None
+    remind: tuple[str, ...] = ()
+
+
+def due(review: Review, now: datetime) -> Due:
+    """Apply the deadline and reminders as of `now`. Idempotent: applying it twice at the same
+    time changes nothing the second time."""
+    if review.decision is not None:
+        return Due(review)
+    request = review.request
+    if now >= review.deadline:
+        if request.on_timeout == "escalate" and request.escalation and review.escalation is None:
+            escalation = ReviewEscalated.caused_by(
+                request, candidate=request.submission.candidate,
+                approvers=request.escalation.approvers, deadline=now + request.escalation.timeout,
+                reason=f"no decision by {request.deadline.isoformat()}: escalated to "
+                       f"{', '.join(request.escalation.approvers)} as the workflow declares")
+            return Due(review.model_copy(update={"escalation": escalation, "reminded_at": now}),
+                       escalation=escalation)
+        decision = ReviewDecided.caused_by(
+            request, salt="timeout", candidate=request.submission.candidate, outcome="rejected",
+            mode="automatic", decided_by=TIMEOUT_DECIDER,
+            reason=f"no decision by the deadline {review.deadline.isoformat()}: the workflow's "
+                   f"on_timeout rejects" + (" (after escalation)" if review.escalation else ""),
+            policy=request.policy.model_copy(update={"rule": f"{request.policy.rule}.on_timeout"}),
+            votes=review.votes,
+            # Nobody judged the artifact: it may be submitted again and reviewed again.
+            final_for_artifact=False)
+        return Due(review.model_copy(update={"decision": decision}), decision=decision)
+    every = request.remind_every
+    last = review.reminded_at or request.occurred_at
+    if every is not None and now >= last + every and review.pending_approvers:
+        return Due(review.model_copy(update={"reminded_at": now}), remind=review.pending_approvers)
+    return Due(review)
+
+
+def next_due(review: Review) -> datetime | None:
+    """When `due` next has something to do (None once decided)."""
+    if review.decision is not None:
+        return None
+    times = [review.deadline]
+    if review.request.remind_every is not None:
+        times.append((review.reminded_at or review.request.occurred_at) + review.request.remind_every)
+    return min(times)
+
+
+def _decided(review: Review, outcome: str, by: str, reason: str, break_glass: bool = False) -> ReviewDecided:
+    request = review.request
     return ReviewDecided.caused_by(
         request,
         candidate=request.submission.candidate,
@@ -72,4 +184,6 @@ def _decided(request: ReviewRequested, outcome: str, by: str, reason: str) -> Re
         decided_by=by,
         reason=reason,
         policy=request.policy,
+        votes=review.votes,
+        break_glass=break_glass,
     )

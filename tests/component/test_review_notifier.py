@@ -42,11 +42,13 @@ async def test_approval_emits_review_decided_once(notifier, request_event):
         assert got.status_code == 200 and got.json()["votes"] == []
         r = await http.post(url, json=vote("alice"), headers=AUTH)
         assert r.status_code == 200, r.text
-        assert r.json() == {"submission_id": str(request_event.submission_id), "votes": 1, "outcome": "approved"}
+        assert r.json() == {"submission_id": str(request_event.submission_id), "votes": 1, "outcome": "approved",
+                            "break_glass": False}
         again = await http.post(url, json=vote("bob"), headers=AUTH)
         assert again.status_code == 409
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.mode, out.decided_by) == ("approved", "human", "alice")
+    assert [(v.approver, v.channel) for v in out.votes] == [("alice", "http")]
     assert out.causation_id == request_event.event_id
     assert notifier.store.get(request_event.submission_id).decision == out
 

@@ -122,8 +122,11 @@ def test_kafka_is_the_version_the_local_broker_pins(compose: dict) -> None:
     assert kafka_broker.IMAGE == f"apache/kafka:{version}", "tests/kafka_broker.py IMAGE drifted"
 
 
+THIRD_PARTY = {"kafka", "mailpit"}  # images we pull rather than build
+
+
 def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
-    ours = {n: s for n, s in compose["services"].items() if n != "kafka"}
+    ours = {n: s for n, s in compose["services"].items() if n not in THIRD_PARTY}
     assert set(ours) == {"topics", *SERVICES}
     builds = {json.dumps([s.get("image"), s.get("build")], sort_keys=True) for s in ours.values()}
     assert len(builds) == 1, f"services differ in image/build: {builds}"
@@ -241,3 +244,29 @@ def test_no_secret_is_written_in_the_file(compose: dict) -> None:
                for key, value in env_of(service).items()
                if SECRET_NAME.search(key) and not FROM_ENVIRONMENT.fullmatch(value)]
     assert not literal, f"secrets must come from ${{VAR}} / ${{VAR:?...}} interpolation: {literal}"
+
+
+def test_review_mail_goes_to_the_mailpit_sink_with_its_web_inbox(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailpit = compose["services"]["mailpit"]
+    image, _, tag = mailpit["image"].partition(":")
+    assert image == "axllent/mailpit" and tag not in ("", "latest"), "pin mailpit's version"
+    published = [str(p) for p in mailpit["ports"]]
+    assert published == ["127.0.0.1:8025:8025"], "the web inbox, on the loopback interface only"
+    settings = load_settings(compose, "review-notifier", monkeypatch)
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_starttls) == ("mailpit", 1025, False)
+    assert settings.email_enabled and settings.token_key is not None
+    assert settings.public_url.startswith("http://127.0.0.1:8081")
+    depends = compose["services"]["review-notifier"]["depends_on"]
+    assert depends["mailpit"]["condition"] == "service_started"
+    assert depends["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_slack_is_off_unless_configured_and_its_secrets_come_from_the_environment(compose: dict) -> None:
+    env = env_of(compose["services"]["review-notifier"])
+    for key in ("REVIEW_NOTIFIER_SLACK_SIGNING_SECRET", "REVIEW_NOTIFIER_SLACK_BOT_TOKEN",
+                "REVIEW_NOTIFIER_SLACK_WEBHOOK_URL", "REVIEW_NOTIFIER_TOKEN_KEY"):
+        assert FROM_ENVIRONMENT.fullmatch(env[key]), f"{key} must come from the environment"
+    assert json.loads(interpolated(env["REVIEW_NOTIFIER_SLACK_USERS"])) == {}
+    assert json.loads(interpolated(env["REVIEW_NOTIFIER_APPROVER_EMAILS"])) == {}

@@ -1,24 +1,33 @@
-"""Review rules: only approvers vote, never on their own model, once each; quorum approves, one 'no' vetoes."""
+"""Review rules: only approvers vote, never on their own model, once each; quorum approves, one 'no'
+vetoes (unless the workflow says otherwise); break-glass approves alone with a justification; the
+deadline brings the declared outcome, reminders come at their interval."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.review_notifier import reviews
-from services.review_notifier.reviews import Refused, Review, Vote
+from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.state import ReviewStore
+from shared.events import Escalation, Vote
 from tests.unit import factories as f
 
-
-def vote(approver: str, decision: str = "approve", reason: str = "fine") -> Vote:
-    return Vote(approver=approver, decision=decision, reason=reason, channel="test", at=datetime.now(UTC))
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def review(quorum: int = 1, approvers=("alice", "bob", "carol"), submitter: str = "pipeline") -> Review:
-    cause = f.submitted(f.submission(submitter=submitter))
-    return Review(request=f.review_requested(cause, approvers=approvers, quorum=quorum))
+def vote(approver: str, decision: str = "approve", reason: str = "fine", channel: str = "http",
+         break_glass: bool = False) -> Vote:
+    return Vote(approver=approver, decision=decision, reason=reason, channel=channel, at=T0,
+                break_glass=break_glass)
+
+
+def review(quorum: int = 1, approvers=("alice", "bob", "carol"), submitter: str = "pipeline", **over) -> Review:
+    cause = f.submitted(f.submission(submitter=submitter), occurred_at=T0)
+    return Review(request=f.review_requested(cause, approvers=approvers, quorum=quorum, occurred_at=T0, **over))
 
 
 def refused(rev, v) -> Refused:
@@ -48,13 +57,15 @@ def test_submitter_may_reject_own_model():
 
 def test_one_approval_meets_quorum_one():
     rev = review()
-    updated, decision = reviews.cast(rev, vote("alice", reason="ship it"))
+    updated, decision = reviews.cast(rev, vote("alice", reason="ship it", channel="slack"))
     assert decision is not None
     assert (decision.outcome, decision.mode, decision.decided_by) == ("approved", "human", "alice")
     assert decision.reason == "alice: ship it"
     assert decision.candidate == rev.request.submission.candidate
     assert decision.policy == rev.request.policy
     assert decision.causation_id == rev.request.event_id
+    assert decision.votes == updated.votes and decision.votes[0].channel == "slack"
+    assert decision.votes[0].at == T0 and not decision.break_glass
     assert updated.decision == decision and len(updated.votes) == 1
 
 
@@ -62,9 +73,10 @@ def test_quorum_two_needs_two_distinct_approvers():
     rev, decision = reviews.cast(review(quorum=2), vote("alice"))
     assert decision is None and rev.decision is None
     assert refused(rev, vote("alice")).status == 409  # the same approver twice does not count twice
-    rev, decision = reviews.cast(rev, vote("bob"))
+    rev, decision = reviews.cast(rev, vote("bob", channel="email"))
     assert decision is not None and decision.outcome == "approved"
     assert decision.decided_by == "alice, bob"
+    assert [(v.approver, v.channel) for v in decision.votes] == [("alice", "http"), ("bob", "email")]
 
 
 def test_double_vote_is_409():
@@ -77,7 +89,24 @@ def test_one_rejection_vetoes():
     rev, _ = reviews.cast(review(quorum=2), vote("alice"))
     rev, decision = reviews.cast(rev, vote("bob", "reject", "bias on group_b"))
     assert decision is not None
-    assert (decision.outcome, decision.decided_by, decision.reason) == ("rejected", "bob", "bias on group_b")
+    assert (decision.outcome, decision.decided_by, decision.reason) == ("rejected", "bob", "bob: bias on group_b")
+    assert len(decision.votes) == 2
+
+
+def test_without_veto_rejections_need_the_quorum():
+    rev = review(quorum=2, approvers=("alice", "bob", "carol", "dave"), veto=False)
+    rev, decision = reviews.cast(rev, vote("alice", "reject", "no"))
+    assert decision is None
+    rev, decision = reviews.cast(rev, vote("bob", "approve"))
+    assert decision is None
+    rev, decision = reviews.cast(rev, vote("carol", "reject", "no either"))
+    assert decision is not None and (decision.outcome, decision.decided_by) == ("rejected", "alice, carol")
+
+
+def test_without_veto_a_quorum_out_of_reach_rejects():
+    rev = review(quorum=2, approvers=("alice", "bob"), veto=False)
+    rev, decision = reviews.cast(rev, vote("alice", "reject", "no"))
+    assert decision is not None and decision.outcome == "rejected"  # bob alone can never make two
 
 
 def test_decided_review_is_409():
@@ -93,17 +122,140 @@ def test_the_decision_is_idempotent_for_the_same_request():
     assert a.event_id == b.event_id
 
 
-def test_store_opens_once_and_saves_votes(tmp_path):
-    store = ReviewStore(tmp_path / "r" / "reviews.db")
+JUSTIFICATION = "fraud spike in production, the old model is leaking money"
+
+
+def test_break_glass_approves_alone_and_is_flagged():
+    rev = review(quorum=2, break_glass=("oncall",))
+    rev, decision = reviews.cast(rev, vote("oncall", reason=JUSTIFICATION, break_glass=True))
+    assert decision is not None and decision.outcome == "approved" and decision.break_glass
+    assert decision.votes[0].break_glass and decision.decided_by == "oncall"
+    assert decision.reason.startswith("BREAK-GLASS by oncall: ")
+
+
+@pytest.mark.parametrize(("who", "decision", "reason", "status", "says"), [
+    ("alice", "approve", JUSTIFICATION, 403, "may not break glass"),
+    ("oncall", "approve", "urgent", 422, "justification"),
+    ("oncall", "reject", JUSTIFICATION, 422, "approving alone"),
+    ("pipeline", "approve", JUSTIFICATION, 403, "submitter"),
+])
+def test_break_glass_refusals(who, decision, reason, status, says):
+    rev = review(break_glass=("oncall", "pipeline"))
+    r = refused(rev, vote(who, decision, reason, break_glass=True))
+    assert r.status == status and says in r.message
+
+
+def test_break_glass_without_a_role_in_the_workflow():
+    assert "allows no break-glass" in refused(review(), vote("alice", reason=JUSTIFICATION, break_glass=True)).message
+
+
+def test_deadline_rejects_when_the_workflow_says_reject():
+    rev, _ = reviews.cast(review(quorum=2), vote("alice"))
+    assert reviews.due(rev, rev.deadline - timedelta(seconds=1)).decision is None
+    step = reviews.due(rev, rev.deadline)
+    d = step.decision
+    assert d is not None and (d.outcome, d.mode, d.decided_by) == ("rejected", "automatic", reviews.TIMEOUT_DECIDER)
+    assert d.policy.rule == "manual_approval.on_timeout" and d.votes == rev.votes
+    assert not d.final_for_artifact  # nobody judged the artifact
+    assert step.review.decision == d
+    assert reviews.due(step.review, rev.deadline + timedelta(hours=1)) == reviews.Due(step.review)
+
+
+def test_deadline_escalates_once_then_rejects():
+    rev = review(on_timeout="escalate", escalation=Escalation(approvers=("dave", "erin"), timeout=timedelta(hours=2)))
+    now = rev.deadline + timedelta(seconds=3)
+    step = reviews.due(rev, now)
+    assert step.decision is None and step.escalation is not None
+    assert step.escalation.approvers == ("dave", "erin") and step.escalation.deadline == now + timedelta(hours=2)
+    escalated = step.review
+    assert escalated.approvers == ("alice", "bob", "carol", "dave", "erin")
+    assert escalated.deadline == now + timedelta(hours=2)
+    assert reviews.due(escalated, now + timedelta(minutes=1)).escalation is None  # only once
+    _, decision = reviews.cast(escalated, vote("dave"))  # the escalation approvers may now decide
+    assert decision is not None and decision.outcome == "approved"
+    final = reviews.due(escalated, escalated.deadline).decision
+    assert final is not None and final.outcome == "rejected" and "after escalation" in final.reason
+
+
+def test_reminders_at_the_interval_to_those_who_have_not_voted():
+    rev = review(quorum=2, remind_every=timedelta(hours=1), submitter="carol")
+    rev, _ = reviews.cast(rev, vote("alice"))
+    assert reviews.due(rev, T0 + timedelta(minutes=59)).remind == ()
+    step = reviews.due(rev, T0 + timedelta(hours=1))
+    assert step.remind == ("bob",)  # not alice (voted), not carol (the submitter)
+    assert reviews.due(step.review, T0 + timedelta(hours=1, minutes=30)).remind == ()
+    assert reviews.due(step.review, T0 + timedelta(hours=2)).remind == ("bob",)
+    assert reviews.next_due(step.review) == T0 + timedelta(hours=2)
+
+
+def test_no_reminder_without_an_interval():
+    rev = review()
+    assert reviews.due(rev, T0 + timedelta(hours=23)).remind == ()
+    assert reviews.next_due(rev) == rev.deadline
+
+
+names = st.sampled_from(["alice", "bob", "carol", "dave", "erin", "mallory"])
+
+
+@settings(max_examples=200)
+@given(votes=st.lists(st.tuples(names, st.sampled_from(["approve", "reject"])), max_size=8),
+       quorum=st.integers(1, 3), veto=st.booleans())
+def test_properties_of_any_sequence_of_votes(votes, quorum, veto):
+    """Whatever arrives: only eligible, distinct approvers count; an approval has `quorum` distinct
+    approvers, none the submitter; with veto, any counted rejection means rejected."""
+    rev = review(quorum=quorum, approvers=("alice", "bob", "carol", "dave"), submitter="carol", veto=veto)
+    decision = None
+    for who, what in votes:
+        try:
+            rev, decision = reviews.cast(rev, vote(who, what))
+        except Refused:
+            continue
+    counted = [v.approver for v in rev.votes]
+    assert len(counted) == len(set(counted)) and set(counted) <= {"alice", "bob", "carol", "dave"}
+    if decision is not None and decision.outcome == "approved":
+        approvers = {v.approver for v in rev.votes if v.decision == "approve"}
+        assert len(approvers) >= quorum and "carol" not in approvers
+        assert not (veto and any(v.decision == "reject" for v in rev.votes))
+    if veto and any(v.decision == "reject" for v in rev.votes):
+        assert rev.decision is not None and rev.decision.outcome == "rejected"
+
+
+def test_store_keeps_reviews_votes_tokens_and_slack_requests_across_a_reopen(tmp_path):
+    path = tmp_path / "r" / "reviews.db"
+    store = ReviewStore(path)
+    rev = review(quorum=2)
+    assert store.open(rev.request) is True
+    assert store.open(rev.request) is False  # a redelivered request
+    assert store.get(rev.request.submission_id) == rev
+    updated, _ = reviews.cast(rev, vote("alice"))
+    store.save(updated, slack_signature="v0=abc", at=T0)
+    store.record_notice(rev.submission_id, "slack", {"channel": "C1", "ts": "1.2"})
+    store.close()
+
+    store = ReviewStore(path)
     try:
-        rev = review(quorum=2)
-        assert store.open(rev.request) is True
-        assert store.open(rev.request) is False  # a redelivered request
-        assert store.get(rev.request.submission_id) == rev
-        updated, _ = reviews.cast(rev, vote("alice"))
-        store.save(updated)
         assert store.get(rev.request.submission_id) == updated
         assert store.open(rev.request) is False
         assert store.get(rev.request.submission_id) == updated  # not reset by a redelivery
+        assert store.slack_request_seen("v0=abc") and not store.slack_request_seen("v0=abd")
+        assert store.notice(rev.submission_id, "slack") == {"channel": "C1", "ts": "1.2"}
+        assert store.pending() == [updated]
+        done, _ = reviews.cast(updated, vote("bob"))
+        store.save(done, token_id="t1", at=T0)
+        assert store.pending() == [] and store.token_used("t1") and not store.token_used("t2")
+    finally:
+        store.close()
+
+
+def test_a_failed_save_records_neither_the_vote_nor_the_token(tmp_path):
+    store = ReviewStore(tmp_path / "reviews.db")
+    try:
+        rev = review(quorum=2)
+        store.open(rev.request)
+        store.save(rev, token_id="t1", at=T0)
+        updated, _ = reviews.cast(rev, vote("alice"))
+        with pytest.raises(Exception):
+            store.save(updated, token_id="t1", at=T0)  # the token is used: the whole save fails
+        assert store.get(rev.submission_id) == rev
     finally:
         store.close()

@@ -1,0 +1,69 @@
+"""What a reviewer sees, in one place for Slack and email: pure functions of a review."""
+
+from __future__ import annotations
+
+from services.review_notifier.reviews import Review
+
+
+def title(review: Review) -> str:
+    c = review.request.submission.candidate
+    return f"Review requested: {c.model} {c.version}"
+
+
+def facts(review: Review) -> list[tuple[str, str]]:
+    request = review.request
+    s, c = request.submission, request.submission.candidate
+    rows = [("Model", f"{c.model} {c.version}"), ("Submitter", s.submitter),
+            ("Submission", str(review.submission_id)),
+            ("Artifact sha256", c.artifact_sha256), ("Data / code", f"{c.data_version} / {c.code_commit}"),
+            ("Why review", request.reason),
+            ("Workflow", f"{request.policy.name} ({request.policy.rule})"),
+            ("Approvers", f"{', '.join(review.approvers)}; {request.quorum} approval(s) needed"
+                          + ("" if request.veto else "; no single veto")),
+            ("Deadline", f"{review.deadline.isoformat()} (then: {request.on_timeout})")]
+    if request.break_glass:
+        rows.append(("Break-glass", ", ".join(request.break_glass)))
+    return rows
+
+
+def metrics(review: Review) -> list[tuple[str, str, str]]:
+    """(metric, candidate, production) for each metric of the candidate."""
+    production = review.request.production
+    prod = production.metrics if production else {}
+    return [(name, _num(value), _num(prod[name]) if name in prod else "-")
+            for name, value in sorted(review.request.submission.metrics.items())]
+
+
+def production_label(review: Review) -> str:
+    production = review.request.production
+    return f"production {production.candidate.version}" if production else "no model in production"
+
+
+def checks(review: Review) -> list[tuple[bool, str]]:
+    out = []
+    for r in review.request.results:
+        detail = r.message or (f"{r.measured} (threshold {r.threshold})" if r.measured is not None else "")
+        out.append((r.passed, f"{r.name}: {detail}" if detail else r.name))
+    return out
+
+
+def status(review: Review) -> str:
+    """One line: pending with the votes so far, escalated, or how it was decided."""
+    votes = "; ".join(f"{v.approver} {v.decision}d via {v.channel}"
+                      + (" (BREAK-GLASS)" if v.break_glass else "") for v in review.votes)
+    d = review.decision
+    if d is None:
+        head = "Escalated" if review.escalation else "Pending"
+        if review.escalation:
+            head += (f" to {', '.join(review.escalation.approvers)}, new deadline "
+                     f"{review.escalation.deadline.isoformat()}")
+        return f"{head}. Votes: {votes or 'none yet'}"
+    if d.break_glass:
+        return f"APPROVED BY BREAK-GLASS by {d.decided_by}: {d.reason}"
+    if d.mode == "automatic":
+        return f"{d.outcome.capitalize()} automatically ({d.decided_by}): {d.reason}"
+    return f"{d.outcome.capitalize()} by {d.decided_by}. Votes: {votes}"
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"

@@ -1,0 +1,112 @@
+"""The review-notifier's use cases: open a review, take a vote from any channel, let time pass.
+
+Each reads state, asks `reviews` (pure) what follows, emits the resulting event, then saves. The
+event goes out before the state is saved: if publishing fails, nothing changed and the vote can
+be retried; if saving fails after publishing, a retry emits the same event id, which readers drop.
+Notifications (Slack, email) run after the answer, in the background, and never undo a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import structlog
+
+from services.review_notifier import reviews
+from services.review_notifier.notify import Notifier
+from services.review_notifier.reviews import Refused, Review
+from services.review_notifier.state import ReviewStore
+from shared.events import Event, ReviewDecided, ReviewRequested, Vote, utcnow
+
+log = structlog.get_logger()
+
+
+class Reviewer:
+    def __init__(self, store: ReviewStore, emit: Callable[[Event], Awaitable[None]], notifier: Notifier,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store, self.emit, self.notifier, self.clock = store, emit, notifier, clock
+        self.lock = asyncio.Lock()  # one change at a time: read, decide, emit, save
+        self.wake = asyncio.Event()
+
+    async def open(self, request: ReviewRequested) -> bool:
+        async with self.lock:
+            opened = self.store.open(request)
+        if opened:
+            log.info("review_opened", submission_id=str(request.submission_id), approvers=list(request.approvers),
+                     quorum=request.quorum, deadline=request.deadline.isoformat())
+        self.wake.set()  # its deadline may be the nearest
+        review = self.store.get(request.submission_id)
+        if review is not None and review.decision is None:
+            await self.notifier.announce(review)
+        return opened
+
+    async def vote(self, submission_id: uuid.UUID, vote: Vote, *, token_id: str | None = None,
+                   slack_signature: str | None = None, response_url: str | None = None
+                   ) -> tuple[Review, ReviewDecided | None]:
+        """Count one vote; Refused when it may not count (and then nothing changed)."""
+        async with self.lock:
+            if token_id is not None and self.store.token_used(token_id):
+                raise Refused(409, "this link was already used: each link decides once")
+            if slack_signature is not None and self.store.slack_request_seen(slack_signature):
+                raise Refused(409, "this Slack request was already counted (a replay or a retry)")
+            review, decision = reviews.cast(self.store.get(submission_id), vote)
+            if decision is not None:
+                await self.emit(decision)
+            self.store.save(review, token_id=token_id, slack_signature=slack_signature, at=vote.at)
+        log.info("vote_recorded", submission_id=str(submission_id), approver=vote.approver,
+                 decision=vote.decision, channel=vote.channel, break_glass=vote.break_glass,
+                 outcome=decision.outcome if decision else "pending")
+        self.notifier.later(self.notifier.refresh(review, response_url))
+        return review, decision
+
+    async def tick(self) -> datetime | None:
+        """Apply every deadline and reminder that is due; returns when the next one is."""
+        nearest: datetime | None = None
+        for review in self.store.pending():
+            await self.notifier.announce(review)  # retries a notification that failed earlier
+            async with self.lock:
+                current = self.store.get(review.submission_id)
+                if current is None:
+                    continue
+                step = reviews.due(current, self.clock())
+                for event in (step.escalation, step.decision):
+                    if event is not None:
+                        await self.emit(event)
+                if step.review != current:
+                    self.store.save(step.review)
+            if step.decision is not None:
+                log.info("review_timed_out", submission_id=str(review.submission_id),
+                         outcome=step.decision.outcome, decided_by=step.decision.decided_by)
+                self.notifier.later(self.notifier.refresh(step.review))
+            if step.escalation is not None:
+                log.info("review_escalated", submission_id=str(review.submission_id),
+                         approvers=list(step.escalation.approvers), deadline=step.escalation.deadline.isoformat())
+                self.notifier.later(self.notifier.escalated(step.review))
+            if step.remind:
+                log.info("review_reminder", submission_id=str(review.submission_id), pending=list(step.remind))
+                self.notifier.later(self.notifier.remind(step.review, step.remind))
+            upcoming = reviews.next_due(step.review)
+            if upcoming is not None and (nearest is None or upcoming < nearest):
+                nearest = upcoming
+        return nearest
+
+    async def run(self, tick_seconds: float) -> None:
+        """The deadline loop: applies what is due at start (a restart after a deadline applies the
+        timeout), then sleeps until the next due time, at most `tick_seconds`, or a new review."""
+        while True:
+            self.wake.clear()
+            try:
+                nearest = await self.tick()
+            except Exception as exc:  # noqa: BLE001 - a bad moment (Kafka away) must not end the loop
+                log.warning("deadline_tick_failed", error=repr(exc))
+                nearest = None
+            wait = tick_seconds
+            if nearest is not None:
+                wait = min(wait, max((nearest - self.clock()).total_seconds(), 0.05))
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                pass

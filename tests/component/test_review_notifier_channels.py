@@ -1,0 +1,415 @@
+"""The review-notifier's Slack and email channels, in memory for Kafka (TestKafkaBroker) but with a
+real SMTP server (aiosmtpd) and a local HTTP stand-in for Slack's Web API. Interactivity requests
+are built and signed the way Slack builds them."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from faststream.kafka import TestKafkaBroker
+
+from services.review_notifier import slack_blocks as sb
+from services.review_notifier import tokens
+from shared import topics
+from shared.events import Escalation, ReviewDecided, ReviewEscalated, utcnow
+from signoff.standins import MailSink, SlackStandIn, block_actions, body_of, links, signed_request
+from tests.component.conftest import publish, sent
+from tests.unit import factories as f
+
+SECRET = "slack-signing-secret-for-tests"
+TOKEN_KEY = "token-key-for-tests-0123456789"
+USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0MALLORY": "mallory", "U0ONCALL": "oncall"}
+EMAILS = {"alice": "alice@example.com", "bob": "bob@example.com", "carol": "carol@example.com",
+          "dave": "dave@example.com", "mallory": "mallory@example.com"}
+JUSTIFICATION = "card fraud spike tonight; the current model misses the new pattern"
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def mail():
+    with MailSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def env(slack, mail):
+    return dict(REVIEW_NOTIFIER_SLACK_SIGNING_SECRET=SECRET, REVIEW_NOTIFIER_SLACK_BOT_TOKEN="xoxb-test-token",
+                REVIEW_NOTIFIER_SLACK_API_URL=slack.api_url, REVIEW_NOTIFIER_SLACK_CHANNEL="C0REVIEWS",
+                REVIEW_NOTIFIER_SLACK_USERS=json.dumps(USERS), REVIEW_NOTIFIER_SMTP_HOST=mail.host,
+                REVIEW_NOTIFIER_SMTP_PORT=str(mail.port), REVIEW_NOTIFIER_TOKEN_KEY=TOKEN_KEY,
+                REVIEW_NOTIFIER_APPROVER_EMAILS=json.dumps(EMAILS),
+                REVIEW_NOTIFIER_PUBLIC_URL="http://review.test", REVIEW_NOTIFIER_MAIL_FROM="signoff@example.com")
+
+
+@pytest.fixture
+def logs(notifier, monkeypatch):
+    """Every log entry of the test. The modules' loggers are fresh, since the app's reload
+    configured structlog anew and loggers cache the configuration they first saw."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from services.review_notifier import http, notify, service
+    with capture_logs() as captured:
+        for module in (http, notify, service):
+            monkeypatch.setattr(module, "log", structlog.get_logger())
+        yield captured
+
+
+@pytest.fixture
+def notifier(load_app, env):
+    return load_app("review_notifier", **env)
+
+
+def request_event(quorum: int = 1, submitter: str = "carol", **over):
+    cause = f.submitted(f.submission(submitter=submitter))
+    production = f.deployment_succeeded()  # a model in production to compare against
+    from shared.events import Production
+    prod = Production(candidate=production.candidate.model_copy(update={"version": "1.3.0"}),
+                      metrics={"accuracy": 0.93, "auc": 0.96}, submission_id=production.submission_id)
+    fields = dict(approvers=("alice", "bob", "carol"), quorum=quorum, production=prod)
+    return f.review_requested(cause, **{**fields, **over})
+
+
+def client(module) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=module.api), base_url="http://review.test")
+
+
+async def click(http, user: str, action: str, sid, secret: str = SECRET, timestamp: int | None = None,
+                reason: str = "", response_url: str | None = None, tamper=None) -> httpx.Response:
+    body, headers = signed_request(secret, block_actions(user, action, str(sid), reason=reason,
+                                                         response_url=response_url), timestamp)
+    if tamper:
+        body, headers = tamper(body, headers)
+    return await http.post("/slack/actions", content=body, headers=headers)
+
+
+def decided_mock(module):
+    return module.emitter.publishers[ReviewDecided].mock
+
+
+async def settle(module) -> None:
+    await module.notifier.drain()
+
+
+def buttons(message: dict) -> list[str]:
+    return [e["action_id"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+async def test_slack_message_carries_the_evidence_and_a_click_decides(notifier, slack):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        await publish(br, event)  # redelivered: not posted twice
+        (post,) = slack.requests("chat.postMessage")
+        assert post["headers"]["Authorization"] == "Bearer xoxb-test-token"
+        text = json.dumps(post["body"])
+        for evidence in ("fraud-detector 1.4.0", "carol", "accuracy", "0.95", "vs 0.93", "production 1.3.0",
+                         "integrity", "alice, bob, carol"):
+            assert evidence in text, evidence
+        assert buttons(post["body"]) == [sb.APPROVE, sb.REJECT]
+
+        started = time.monotonic()
+        r = await click(http, "U0ALICE", sb.APPROVE, event.submission_id, reason="matches the offline eval")
+        assert time.monotonic() - started < 3.0
+        assert r.status_code == 200 and r.json()["outcome"] == "approved"
+        await settle(notifier)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.mode, out.decided_by) == ("approved", "human", "alice")
+    assert [(v.approver, v.channel, v.reason) for v in out.votes] == [("alice", "slack", "matches the offline eval")]
+    (update,) = slack.requests("chat.update")
+    assert (update["body"]["channel"], update["body"]["ts"]) == ("C0REVIEWS", "1700000001.000100")
+    assert buttons(update["body"]) == [] and "Approved by alice" in json.dumps(update["body"])
+
+
+async def test_the_answer_does_not_wait_for_slack(notifier, slack):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        slack.delay = 4.0  # Slack's API is slow from now on
+        started = time.monotonic()
+        r = await click(http, "U0ALICE", sb.REJECT, event.submission_id, reason="bias")
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200 and elapsed < 3.0, elapsed
+        await settle(notifier)
+    assert slack.requests("chat.update")  # done afterwards
+
+
+def _alter(body: bytes, headers: dict) -> tuple[bytes, dict]:
+    return body.replace(b"U0ALICE", b"U0ALICF"), headers
+
+
+def _no_payload(body: bytes, headers: dict) -> tuple[bytes, dict]:
+    from services.review_notifier.slack_signing import sign
+    new = b"nothing=here"
+    return new, {**headers, "x-slack-signature": sign(SECRET, headers["x-slack-request-timestamp"], new)}
+
+
+def _bad_json(body: bytes, headers: dict) -> tuple[bytes, dict]:
+    from services.review_notifier.slack_signing import sign
+    new = b"payload=%7Bnot-json"
+    return new, {**headers, "x-slack-signature": sign(SECRET, headers["x-slack-request-timestamp"], new)}
+
+
+def _no_headers(body: bytes, headers: dict) -> tuple[bytes, dict]:
+    return body, {"content-type": headers["content-type"]}
+
+
+@pytest.mark.parametrize(("kwargs", "status", "says"), [
+    (dict(secret="forged-secret"), 401, "does not match"),
+    (dict(timestamp=int(time.time()) - 6 * 60), 401, "more than 5 minutes"),
+    (dict(tamper=_alter), 401, "does not match"),
+    (dict(tamper=_no_headers), 401, "missing"),
+    (dict(tamper=_no_payload), 400, "payload"),
+    (dict(tamper=_bad_json), 400, "not a Signoff review button click"),
+    (dict(user="U0NOBODY"), 403, "not mapped"),
+    (dict(user="U0MALLORY"), 403, "not an approver"),
+    (dict(user="U0CAROL"), 403, "submitter cannot approve"),
+    (dict(user="U0ALICE", action=sb.BREAK_GLASS), 403, "may not break glass"),
+])
+async def test_bad_slack_requests_are_refused_and_change_nothing(notifier, slack, logs, kwargs, status, says):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        args = {"user": "U0ALICE", "action": sb.APPROVE, **kwargs}
+        r = await click(http, args.pop("user"), args.pop("action"), event.submission_id, **args)
+        assert r.status_code == status and says in r.json()["detail"], r.text
+        await settle(notifier)
+        decided_mock(notifier).assert_not_called()
+    assert notifier.store.get(event.submission_id).votes == ()
+    assert slack.requests("chat.update") == []
+    assert [e["status"] for e in logs if e["event"] == "vote_refused"] == [status]
+    logged = repr(logs)
+    assert SECRET not in logged
+    assert "v0=" not in logged  # no signature
+    assert "U0ALICF" not in logged and "response_url" not in logged  # nor the body
+
+
+async def test_unknown_and_finished_reviews_are_refused(notifier):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        r = await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())
+        assert r.status_code == 404 and "no review" in r.json()["detail"]
+        await publish(br, event)
+        assert (await click(http, "U0ALICE", sb.REJECT, event.submission_id)).status_code == 200
+        r = await click(http, "U0BOB", sb.APPROVE, event.submission_id)
+        assert r.status_code == 409 and "already decided: rejected by alice" in r.json()["detail"]
+        decided_mock(notifier).assert_called_once()
+
+
+async def test_a_replayed_click_counts_once(notifier, slack):
+    event = request_event(quorum=2)
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        body, headers = signed_request(SECRET, block_actions("U0ALICE", sb.APPROVE, str(event.submission_id)))
+        first = await http.post("/slack/actions", content=body, headers=headers)
+        again = await http.post("/slack/actions", content=body, headers=headers)
+        assert first.status_code == 200 and first.json()["outcome"] == "pending"
+        assert again.status_code == 409 and "already counted" in again.json()["detail"]
+        # The same person clicking again (a new request) is not a second approval either.
+        later = await click(http, "U0ALICE", sb.APPROVE, event.submission_id)
+        assert later.status_code == 409 and "already voted" in later.json()["detail"]
+        decided_mock(notifier).assert_not_called()
+    assert len(notifier.store.get(event.submission_id).votes) == 1
+
+
+async def test_slack_without_a_signing_secret_is_503(load_app, env):
+    notifier = load_app("review_notifier", **{**env, "REVIEW_NOTIFIER_SLACK_SIGNING_SECRET": ""})
+    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+        assert (await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())).status_code == 503
+
+
+async def test_break_glass_from_slack_is_flagged_everywhere(notifier, slack):
+    event = request_event(quorum=2, break_glass=("oncall",))
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        assert buttons(slack.requests("chat.postMessage")[0]["body"]) == [sb.APPROVE, sb.REJECT, sb.BREAK_GLASS]
+        short = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id)
+        assert short.status_code == 422 and "justification" in short.json()["detail"]
+        r = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id, reason=JUSTIFICATION)
+        assert r.status_code == 200 and r.json()["outcome"] == "approved"
+        await settle(notifier)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+        shown = (await http.get(f"/reviews/{event.submission_id}")).json()
+    assert out.break_glass and out.votes[0].break_glass and JUSTIFICATION in out.reason
+    assert shown["decision"]["break_glass"] and shown["votes"][0]["break_glass"]
+    assert "BREAK-GLASS" in json.dumps(slack.requests("chat.update")[-1]["body"])
+
+
+async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, mail):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        await publish(br, event)
+        (msg,) = mail.to("bob@example.com")
+        assert not mail.to("carol@example.com")  # the submitter gets no approve link
+        assert msg["From"] == "signoff@example.com" and "fraud-detector 1.4.0" in msg["Subject"]
+        html, text = body_of(msg, "html"), body_of(msg, "plain")
+        for evidence in ("fraud-detector 1.4.0", "carol", "accuracy", "0.95", "0.93", "integrity"):
+            assert evidence in text and evidence in html, evidence
+        link = links(msg)
+        assert set(link) == {"approve", "reject"} and link["reject"] in html.replace("&amp;", "&")
+        path = urlsplit(link["reject"])
+        url = f"{path.path}?{path.query}"
+
+        page = await http.get(url)  # what a mail scanner does too
+        assert page.status_code == 200 and "<form" in page.text and "Nothing has been decided" in page.text
+        assert (await http.get(url)).status_code == 200
+        decided_mock(notifier).assert_not_called()
+        assert notifier.store.get(event.submission_id).votes == ()
+
+        token = dict(p.split("=", 1) for p in path.query.split("&"))["token"]
+        from urllib.parse import unquote
+        form = {"token": unquote(token), "reason": "recall on thin files dropped"}
+        r = await http.post("/email/decide", data=form)
+        assert r.status_code == 200 and "rejected" in r.text
+        again = await http.post("/email/decide", data=form)
+        assert again.status_code == 409 and "already used" in again.text
+        assert (await http.get(url)).status_code == 409
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.decided_by) == ("rejected", "bob")
+    assert [(v.channel, v.reason) for v in out.votes] == [("email", "recall on thin files dropped")]
+
+
+def token_for(sid, approver="bob", action="approve", expires_in=timedelta(hours=1)) -> str:
+    return tokens.issue(TOKEN_KEY.encode(), sid, approver, action, utcnow() + expires_in)
+
+
+@pytest.mark.parametrize(("make", "status", "says"), [
+    (lambda sid: token_for(sid, expires_in=timedelta(seconds=-1)), 410, "expired"),
+    (lambda sid: token_for(sid)[:-3] + "AAA", 403, "does not match"),
+    (lambda sid: tokens.issue(b"another key", sid, "bob", "approve", utcnow() + timedelta(hours=1)), 403, "does not match"),
+    (lambda sid: "garbage", 400, "malformed"),
+    (lambda sid: token_for(uuid.uuid4()), 404, "no review"),
+    (lambda sid: token_for(sid, approver="mallory"), 403, "not an approver"),
+    (lambda sid: token_for(sid, approver="carol"), 403, "submitter cannot approve"),
+])
+async def test_bad_email_tokens_are_refused_and_change_nothing(notifier, logs, make, status, says):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        token = make(event.submission_id)
+        r = await http.post("/email/decide", data={"token": token, "reason": "x"})
+        assert r.status_code == status and says in r.text, r.text
+        if status != 403 or "mallory" not in says:
+            assert (await http.get("/email/confirm", params={"token": token})).status_code in (status, 200)
+        decided_mock(notifier).assert_not_called()
+    assert notifier.store.get(event.submission_id).votes == ()
+    assert any(e["event"] in ("email_vote_refused", "vote_refused") for e in logs)
+    assert token not in repr(logs) and TOKEN_KEY not in repr(logs)
+
+
+async def test_quorum_two_across_slack_and_email(notifier, mail, slack):
+    event = request_event(quorum=2)
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        assert (await click(http, "U0ALICE", sb.APPROVE, event.submission_id)).json()["outcome"] == "pending"
+        decided_mock(notifier).assert_not_called()
+        link = urlsplit(links(mail.to("bob@example.com")[0])["approve"])
+        from urllib.parse import parse_qs
+        r = await http.post("/email/decide", data={"token": parse_qs(link.query)["token"][0], "reason": "ok"})
+        assert r.status_code == 200 and "approved" in r.text
+        await settle(notifier)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert out.decided_by == "alice, bob" and [v.channel for v in out.votes] == ["slack", "email"]
+    assert "Approved by alice, bob" in json.dumps(slack.requests("chat.update")[-1]["body"])
+
+
+async def test_timeout_rejects_and_the_slack_message_says_so(notifier, slack):
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br:
+        await publish(br, event)
+        notifier.reviewer.clock = lambda: event.deadline - timedelta(seconds=1)
+        assert await notifier.reviewer.tick() == event.deadline
+        decided_mock(notifier).assert_not_called()
+        notifier.reviewer.clock = lambda: event.deadline
+        assert await notifier.reviewer.tick() is None
+        await settle(notifier)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.mode, out.decided_by) == ("rejected", "automatic", "review-notifier/timeout")
+    update = slack.requests("chat.update")[-1]["body"]
+    assert buttons(update) == [] and "Rejected automatically" in json.dumps(update)
+
+
+async def test_timeout_escalates_to_the_declared_group(notifier, slack, mail):
+    event = request_event(on_timeout="escalate",
+                          escalation=Escalation(approvers=("dave",), timeout=timedelta(hours=4)))
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        assert not mail.to("dave@example.com")
+        notifier.reviewer.clock = lambda: event.deadline + timedelta(seconds=1)
+        await notifier.reviewer.tick()
+        await settle(notifier)
+        escalated = sent(notifier.emitter.publishers[ReviewEscalated], topics.REVIEW_ESCALATED)
+        decided_mock(notifier).assert_not_called()
+        assert escalated.approvers == ("dave",)
+        assert escalated.deadline == event.deadline + timedelta(seconds=1, hours=4)
+        assert "Escalated to dave" in json.dumps(slack.requests("chat.update")[-1]["body"])
+        assert len(slack.requests("chat.postMessage")) == 2  # the escalation is announced anew
+        (msg,) = mail.to("dave@example.com")
+        link = urlsplit(links(msg)["approve"])
+        from urllib.parse import parse_qs
+        r = await http.post("/email/decide", data={"token": parse_qs(link.query)["token"][0], "reason": "fine"})
+        assert r.status_code == 200
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.decided_by) == ("approved", "dave")
+
+
+async def test_reminders_go_to_those_who_have_not_voted(notifier, slack, mail):
+    event = request_event(quorum=2, remind_every=timedelta(hours=1))
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        await click(http, "U0ALICE", sb.APPROVE, event.submission_id)
+        notifier.reviewer.clock = lambda: event.occurred_at + timedelta(hours=1, seconds=1)
+        await notifier.reviewer.tick()
+        await settle(notifier)
+    reminders = [p for p in slack.requests("chat.postMessage") if "Reminder" in p["body"]["text"]]
+    assert len(reminders) == 1 and "<@U0BOB>" in reminders[0]["body"]["text"]
+    assert "<@U0ALICE>" not in reminders[0]["body"]["text"]
+    assert reminders[0]["body"]["thread_ts"] == "1700000001.000100"
+    assert [m["Subject"].startswith("Reminder") for m in mail.to("bob@example.com")] == [False, True]
+    assert not [m for m in mail.to("alice@example.com") if m["Subject"].startswith("Reminder")]
+
+
+async def test_webhook_mode_posts_and_updates_through_the_response_url(load_app, env, slack):
+    notifier = load_app("review_notifier", **{**env, "REVIEW_NOTIFIER_SLACK_BOT_TOKEN": "",
+                                              "REVIEW_NOTIFIER_SLACK_WEBHOOK_URL": slack.webhook_url})
+    event = request_event()
+    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        (hook,) = slack.requests("webhook")
+        assert buttons(hook["body"]) == [sb.APPROVE, sb.REJECT]
+        r = await click(http, "U0ALICE", sb.APPROVE, event.submission_id, response_url=f"{slack.url}/response/1")
+        assert r.status_code == 200
+        await settle(notifier)
+    (response,) = slack.requests("response")
+    assert response["body"]["replace_original"] is True and buttons(response["body"]) == []
+    assert slack.requests("chat.") == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # a local test server
+async def test_smtp_credentials_are_used(load_app, env):
+    with MailSink(auth=("signoff", "smtp-pass")) as sink:
+        notifier = load_app("review_notifier", **{
+            **env, "REVIEW_NOTIFIER_SMTP_HOST": sink.host, "REVIEW_NOTIFIER_SMTP_PORT": str(sink.port),
+            "REVIEW_NOTIFIER_SMTP_USERNAME": "signoff", "REVIEW_NOTIFIER_SMTP_PASSWORD": "smtp-pass"})
+        async with TestKafkaBroker(notifier.broker) as br:
+            await publish(br, request_event())
+        assert sink.logins and len(sink.to("bob@example.com")) == 1
+
+
+def test_secrets_never_show_in_the_settings_repr(load_app, env):
+    notifier = load_app("review_notifier", **env, REVIEW_NOTIFIER_SMTP_PASSWORD="smtp-pass")
+    shown = repr(notifier.settings) + str(notifier.settings.model_dump())
+    for secret in (SECRET, TOKEN_KEY, "xoxb-test-token", "smtp-pass"):
+        assert secret not in shown
