@@ -10,11 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from pydantic import ValidationError
+
+from shared import codec, topics
 from shared.admin import ensure_topics
 from shared.workflows import load_files
 from signoff import client, manifest
 from signoff.settings import ClientSettings
-from signoff.timeline import line, outcome
+from signoff.timeline import history_line, line, outcome
 
 app = typer.Typer(help="Signoff: approve trained models for production, and put them there.",
                   no_args_is_help=True, add_completion=False)
@@ -117,6 +120,82 @@ def review(
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{decision} recorded; review is {result['outcome']}")
+
+
+def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
+    """Print an operation's timeline until its outcome; exit with its code."""
+    async def run() -> str:
+        last = "pending"
+        async for event in client.follow(ClientSettings().kafka_bootstrap_servers, operation_id, timeout):
+            typer.echo(line(event))
+            last = outcome(event)
+        return last
+
+    result = asyncio.run(run())
+    typer.echo(f"=> {result}")
+    raise typer.Exit(EXIT_CODES.get(result, 2))
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="Model name")],
+    requested_by: Annotated[str, typer.Option("--as", help="Who asks; recorded in the history")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history")],
+    to: Annotated[Optional[str], typer.Option("--to", help="Version to restore (default: the last "
+                                              "approved, healthy one before the current)")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the operation to its outcome")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
+) -> None:
+    """Put an earlier version of MODEL back in production; prints the operation id
+    (`signoff watch` it). With --wait, exit 0 rolled back, 4 refused or failed, 2 timeout."""
+    try:
+        event = asyncio.run(client.request_rollback(ClientSettings().kafka_bootstrap_servers, model, to,
+                                                    requested_by, reason))
+    except ValidationError as exc:
+        typer.echo(f"error: {codec.describe(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(event.submission_id))
+    if wait:
+        _follow_to_end(event.submission_id, timeout)
+
+
+@app.command()
+def revoke(
+    submission_id: uuid.UUID,
+    requested_by: Annotated[str, typer.Option("--as", help="Who revokes; recorded in the history")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history")],
+    wait: Annotated[bool, typer.Option(help="Follow the submission to the revocation's outcome")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
+) -> None:
+    """Revoke a submission: out of production if it is there, and never deployed again.
+    Prints the submission id (`signoff watch` shows the revocation)."""
+    servers = ClientSettings().kafka_bootstrap_servers
+    submitted = asyncio.run(client.find_submission(servers, submission_id))
+    if submitted is None:
+        typer.echo(f"error: no submission {submission_id} on {topics.MODEL_SUBMITTED}", err=True)
+        raise typer.Exit(1)
+    try:
+        asyncio.run(client.request_revocation(servers, submitted, requested_by, reason))
+    except ValidationError as exc:
+        typer.echo(f"error: {codec.describe(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(submission_id))
+    if wait:
+        _follow_to_end(submission_id, timeout)
+
+
+@app.command()
+def history(
+    model: Annotated[str, typer.Argument(help="Model name")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
+) -> None:
+    """Who decided, deployed, rolled back and revoked MODEL's versions, and why."""
+    events = asyncio.run(client.history(ClientSettings().kafka_bootstrap_servers, model))
+    for event in events:
+        typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
+                   if as_json else history_line(event))
+    if not events and not as_json:
+        typer.echo(f"no history for {model}")
 
 
 @workflow_app.command("validate")

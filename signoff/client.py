@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import codec, topics
 from shared.admin import partitions_of
-from shared.events import Event, ModelSubmitted, Submission
-from signoff.timeline import is_terminal
+from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
+from signoff.timeline import Ending
 
 SOURCE = "/signoff/cli"
 
@@ -46,8 +47,11 @@ async def publish(bootstrap_servers: str, events: list[Event], source: str = SOU
 
 async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
                  timeout: float) -> AsyncIterator[Event]:
-    """Yield the submission's events (each once) until it is deployed, rejected or failed, or
-    until `timeout` seconds pass. Reads every event topic from the beginning, without a group."""
+    """Yield the submission's events (each once) until it is deployed, rejected or failed (and
+    any rollback or revocation asked for since has its outcome), or until `timeout` seconds pass.
+    Reads every event topic from the beginning, without a group; it never stops before it has read
+    what the topics held when it started, so a timeline that goes on after a deployment (a
+    revocation) is shown whole."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -57,6 +61,8 @@ async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
         await consumer.seek_to_beginning(*partitions)
         wanted = str(submission_id).encode()
         seen: set[uuid.UUID] = set()
+        ending = Ending()
+        end_offsets = await consumer.end_offsets(partitions)
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             batches = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
@@ -71,11 +77,89 @@ async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
                 if event.event_id in seen:
                     continue  # a redelivered duplicate
                 seen.add(event.event_id)
-                yield event
-                if is_terminal(event):
-                    return
+                if ending.see(event):
+                    yield event
+            if ending.done and await _caught_up(consumer, end_offsets):
+                return
     finally:
         await consumer.stop()
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, end_offsets: dict) -> bool:
+    for tp, end in end_offsets.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def read_to_end(bootstrap_servers: str, topic_names: tuple[str, ...],
+                      keep: Callable[[Any], bool]) -> list[Event]:
+    """The valid events of `topic_names`, from their beginning to where they end now, whose
+    record `keep` accepts; each once, in the order they happened."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topic_names for p in await partitions_of(consumer, t)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        events: dict[uuid.UUID, Event] = {}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if not keep(record):
+                        continue
+                    try:
+                        event = codec.decode(record.topic, record.value)
+                    except codec.BadEvent:
+                        continue
+                    events.setdefault(event.event_id, event)
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return sorted(events.values(), key=lambda e: e.occurred_at)
+    finally:
+        await consumer.stop()
+
+
+HISTORY_TOPICS = (
+    topics.REVIEW_DECIDED, topics.DEPLOYMENT_PROGRESSED, topics.DEPLOYMENT_SUCCEEDED,
+    topics.DEPLOYMENT_FAILED, topics.ROLLBACK_REQUESTED, topics.REVOCATION_REQUESTED,
+    topics.DEPLOYMENT_ROLLED_BACK, topics.DEPLOYMENT_REVOKED,
+)
+
+
+async def history(bootstrap_servers: str, model: str) -> list[Event]:
+    """Every decision, deployment, rollback and revocation of `model` (records keyed by it)."""
+    key = model.encode()
+    return await read_to_end(bootstrap_servers, HISTORY_TOPICS, lambda r: r.key == key)
+
+
+async def find_submission(bootstrap_servers: str, submission_id: uuid.UUID) -> ModelSubmitted | None:
+    subject = str(submission_id).encode()
+    found = await read_to_end(bootstrap_servers, (topics.MODEL_SUBMITTED,),
+                              lambda r: dict(r.headers).get("ce_subject") == subject)
+    return next((e for e in found if isinstance(e, ModelSubmitted)), None)
+
+
+async def request_rollback(bootstrap_servers: str, model: str, to_version: str | None,
+                           requested_by: str, reason: str) -> RollbackRequested:
+    """Publish rollback.requested; its submission_id is the new operation's id."""
+    event = RollbackRequested(submission_id=uuid.uuid4(), model=model, to_version=to_version,
+                              requested_by=requested_by, reason=reason)
+    await publish(bootstrap_servers, [event])
+    return event
+
+
+async def request_revocation(bootstrap_servers: str, submission: ModelSubmitted, requested_by: str,
+                             reason: str) -> RevocationRequested:
+    """Publish revocation.requested about `submission` (found with `find_submission`)."""
+    event = RevocationRequested(submission_id=submission.submission_id,
+                                model=submission.submission.candidate.model,
+                                requested_by=requested_by, reason=reason)
+    await publish(bootstrap_servers, [event])
+    return event
 
 
 def review(base_url: str, token: str | None, submission_id: uuid.UUID, decision: str,

@@ -16,6 +16,36 @@ def is_terminal(event: Event) -> bool:
     return isinstance(event, ReviewDecided) and event.outcome == "rejected"
 
 
+class Ending:
+    """Whether a followed timeline has ended: a terminal event was seen and no rollback or
+    revocation asked for since is still waiting for its outcome (a deployed submission that is
+    then revoked goes on until it is revoked)."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.pending: set[str] = set()
+
+    def see(self, event: Event) -> bool:
+        """Take `event` into account; False when it is noise after the end (a redelivered or
+        forged decision after the final one), which a timeline does not show."""
+        if self.done and not isinstance(event, (RevocationRequested, RollbackRequested)):
+            return False
+        if isinstance(event, RevocationRequested):
+            self.pending.add("revocation")
+        elif isinstance(event, RollbackRequested):
+            self.pending.add("rollback")
+        elif isinstance(event, DeploymentRevoked):
+            self.pending.discard("revocation")
+        elif isinstance(event, (DeploymentRolledBack, DeploymentFailed)):
+            self.pending.discard("rollback")
+        self.ended = self.ended or is_terminal(event)
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.ended and not self.pending
+
+
 def outcome(event: Event) -> str:
     if isinstance(event, DeploymentSucceeded):
         return "deployed"
@@ -66,3 +96,11 @@ def describe(event: Event) -> str:
 def line(event: Event) -> str:
     when = event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
     return f"{when}  {event.topic:<20}  {describe(event)}"
+
+
+def history_line(event: Event) -> str:
+    """A line of a model's history: like `line`, with the version (or operation) it is about."""
+    when = event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    candidate = getattr(event, "candidate", None)
+    about = candidate.version if candidate is not None else f"op {str(event.submission_id)[:8]}"
+    return f"{when}  {event.topic:<22}  {about:<12}  {describe(event)}"

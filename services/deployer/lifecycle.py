@@ -2,11 +2,14 @@
 
     open --checks failed / rejected--> rejected            (terminal)
     open --checks passed + approved (same digest)--> deploying --> deployed   (terminal)
+    deploying --first canary stage handed to the target--> rolling_out --last stage--> deployed
     open --approval for another digest, or the deploy fails--> failed         (terminal)
+    any --revocation--> revoked                                               (terminal)
 
 Checks and decisions arrive on different topics, so in either order: an approval that arrives
 before checks.passed waits for it. A rejected digest is rejected for good, whatever submission
-carries it later.
+carries it later; so is a revoked one. While `rolling_out`, the scheduler owns the submission:
+a redelivered approval starts nothing.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Literal
 
 from shared.events import (
     Candidate, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded, Frozen, Metrics,
-    ReviewDecided,
+    ReviewDecided, RevocationRequested,
 )
+from shared.workflows import DeployInputs
+from services.deployer.rollout import StoredInputs
 
-Status = Literal["open", "deploying", "deployed", "rejected", "failed"]
-TERMINAL = ("deployed", "rejected", "failed")
+Status = Literal["open", "deploying", "rolling_out", "deployed", "rejected", "failed", "revoked"]
+TERMINAL = ("deployed", "rejected", "failed", "revoked")
 
 
 class Lifecycle(Frozen):
@@ -30,6 +35,16 @@ class Lifecycle(Frozen):
     metrics: Metrics = {}
     approval: ReviewDecided | None = None
     note: str = ""
+    # Set when the deployment starts: how (the workflow's deploy step) and what it replaces.
+    deploy: StoredInputs | None = None
+    previous: uuid.UUID | None = None  # submission in production when the rollout started
+    stage: int = -1  # index of the last stage handed to the target
+    revocation: RevocationRequested | None = None
+    announced: bool = True  # False: revoked before its candidate was known, DeploymentRevoked pending
+
+    @property
+    def candidate(self) -> Candidate | None:
+        return self.checked or (self.approval.candidate if self.approval else None)
 
 
 class Deploy(Frozen):
@@ -46,11 +61,13 @@ Action = Deploy | Fail | None
 
 
 def advance(
-    state: Lifecycle, event: ChecksPassed | ChecksFailed | ReviewDecided, digest_rejected: bool
+    state: Lifecycle, event: ChecksPassed | ChecksFailed | ReviewDecided, digest_rejected: bool,
+    revoked: str | None = None,
 ) -> tuple[Lifecycle, Action]:
     """The next state, and what to do now. `digest_rejected` says whether the artifact digest
-    in the event was rejected before (by any submission)."""
-    if state.status in TERMINAL:
+    in the event was rejected before (by any submission); `revoked`, why the artifact (digest or
+    model version) was revoked, if it was."""
+    if state.status in TERMINAL or state.status == "rolling_out":
         return state, None
     if isinstance(event, ChecksFailed):
         return state.model_copy(update={"status": "rejected", "note": "checks failed"}), None
@@ -65,10 +82,10 @@ def advance(
         return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=event, reason=reason)
     else:
         state = state.model_copy(update={"approval": event})
-    return _ready(state, digest_rejected)
+    return _ready(state, digest_rejected, revoked)
 
 
-def _ready(state: Lifecycle, digest_rejected: bool) -> tuple[Lifecycle, Action]:
+def _ready(state: Lifecycle, digest_rejected: bool, revoked: str | None) -> tuple[Lifecycle, Action]:
     if state.checked is None or state.approval is None:
         return state, None  # wait for the other half
     approval = state.approval
@@ -80,6 +97,9 @@ def _ready(state: Lifecycle, digest_rejected: bool) -> tuple[Lifecycle, Action]:
         return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
     if digest_rejected:
         reason = f"artifact {approval.candidate.artifact_sha256} was rejected before; a rejection is final"
+        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
+    if revoked:
+        reason = f"{revoked}; a revoked artifact is never deployed again"
         return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
     return state.model_copy(update={"status": "deploying"}), Deploy(candidate=state.checked, approval=approval)
 
@@ -98,6 +118,23 @@ def deployed(state: Lifecycle, location: str) -> Lifecycle:
 
 def failed(state: Lifecycle, reason: str) -> Lifecycle:
     return state.model_copy(update={"status": "failed", "note": reason})
+
+
+def started(state: Lifecycle, deploy: DeployInputs, previous: uuid.UUID | None) -> Lifecycle:
+    return state.model_copy(update={"deploy": deploy, "previous": previous, "stage": -1})
+
+
+def staged(state: Lifecycle, index: int) -> Lifecycle:
+    """Stage `index` was handed to the target; the scheduler moves it on after the bake."""
+    return state.model_copy(update={"status": "rolling_out", "stage": index})
+
+
+def revoke(state: Lifecycle, request: RevocationRequested) -> Lifecycle:
+    """Terminal whatever the state. Without a known candidate, DeploymentRevoked is announced
+    when one of the submission's events brings it."""
+    return state.model_copy(update={
+        "status": "revoked", "note": f"revoked by {request.requested_by}: {request.reason}",
+        "revocation": request, "announced": state.candidate is not None})
 
 
 def succeeded_event(state: Lifecycle, target: str, location: str) -> DeploymentSucceeded:

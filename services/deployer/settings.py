@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
@@ -19,3 +19,29 @@ class DeployerSettings(ServiceSettings):
     )
     state_db: Path = Field(default=Path(".data/deployer/state.db"),
                            description="SQLite file holding each submission's lifecycle")
+    webhook_secret_envs: tuple[str, ...] = Field(
+        default=(),
+        description="Names of the environment variables a workflow's webhook `secret_env` may name "
+        "(JSON list); any other name is refused, so a workflow file cannot sign with an arbitrary "
+        "variable of the deployer's environment",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Per webhook request")
+    retry_attempts: int = Field(default=5, ge=1, description="Tries of a target operation that fails transiently")
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First wait between tries; doubles")
+    retry_max_backoff_seconds: float = Field(default=8.0, ge=0, description="Cap of the wait between tries")
+    schedule_poll_seconds: float = Field(default=0.5, gt=0,
+                                         description="How often the canary scheduler looks for due stages")
+
+    def secret(self, name: str) -> bytes:
+        """The HMAC secret held by the environment variable `name`, read now (so a rotated secret
+        is used without a restart). Raises KeyError with the reason when it is not allowed or unset."""
+        if name not in self.webhook_secret_envs:
+            raise KeyError(f"secret_env {name} is not listed in DEPLOYER_WEBHOOK_SECRET_ENVS")
+        reader = create_model(  # a one-field settings class: pydantic-settings reads the variable
+            "WebhookSecret", __base__=BaseSettings,
+            value=(SecretStr | None, Field(default=None, validation_alias=AliasChoices(name))),
+        )
+        value = reader().value  # type: ignore[attr-defined]
+        if value is None or not value.get_secret_value():
+            raise KeyError(f"secret_env {name} is not set in the deployer's environment")
+        return value.get_secret_value().encode()

@@ -1,16 +1,26 @@
-"""Durable lifecycle state in SQLite: survives restarts, written before the offset is committed.
+"""Durable deployer state in SQLite: survives restarts, written before the offset is committed.
+
+- lifecycle: each submission's state machine (lifecycle.py)
+- rejected_digest, revoked: what may never be deployed again
+- release, production: what was prepared on a target, and what is in production per model
+- schedule: canary stages waiting for their bake time, picked up by the scheduler (also after a restart)
+- operation: rollback and revocation requests already carried out (redeliveries do nothing)
+- delivery: webhook requests a receiver acknowledged (a restart does not send them again)
 
 Writes happen without an `await` between read and write, so handlers on the one event loop never
-interleave inside an update.
+interleave inside an update; `atomic()` groups the writes of one step in one transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.deployer.lifecycle import Lifecycle
+from services.deployer.rollout import Health, Release
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lifecycle (
@@ -22,6 +32,31 @@ CREATE TABLE IF NOT EXISTS rejected_digest (
     submission_id TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS release (
+    submission_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS release_model ON release (model);
+CREATE TABLE IF NOT EXISTS production (
+    model TEXT PRIMARY KEY,
+    submission_id TEXT
+);
+CREATE TABLE IF NOT EXISTS schedule (
+    submission_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    due REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked (
+    what TEXT PRIMARY KEY,          -- 'submission:<id>', 'sha256:<hex>', 'version:<model>/<version>'
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operation (
+    event_id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS delivery (
+    idempotency_key TEXT PRIMARY KEY
+);
 """
 
 
@@ -32,6 +67,31 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._depth = 0
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction for everything written inside (nested calls join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
 
     def load(self, submission_id: uuid.UUID) -> Lifecycle:
         row = self.db.execute(
@@ -40,8 +100,7 @@ class StateStore:
         return Lifecycle.model_validate_json(row[0]) if row else Lifecycle(submission_id=submission_id)
 
     def save(self, state: Lifecycle, rejected_digest: str | None = None) -> None:
-        with self.db:  # one transaction: state and rejected digest together
-            self.db.execute("BEGIN")
+        with self.atomic():  # state and rejected digest together
             self.db.execute(
                 "INSERT INTO lifecycle (submission_id, state) VALUES (?, ?) "
                 "ON CONFLICT(submission_id) DO UPDATE SET state = excluded.state",
@@ -57,6 +116,95 @@ class StateStore:
         return self.db.execute(
             "SELECT 1 FROM rejected_digest WHERE sha256 = ?", (sha256,)
         ).fetchone() is not None
+
+    # --- releases and production ----------------------------------------------------------------
+
+    def save_release(self, release: Release) -> None:
+        self.db.execute(
+            "INSERT INTO release VALUES (?, ?, ?) ON CONFLICT(submission_id) DO UPDATE SET record = excluded.record",
+            (str(release.submission_id), release.candidate.model, release.model_dump_json()))
+
+    def release(self, submission_id: uuid.UUID | None) -> Release | None:
+        if submission_id is None:
+            return None
+        row = self.db.execute("SELECT record FROM release WHERE submission_id = ?", (str(submission_id),)).fetchone()
+        return Release.model_validate_json(row[0]) if row else None
+
+    def releases(self, model: str) -> list[Release]:
+        rows = self.db.execute("SELECT record FROM release WHERE model = ?", (model,)).fetchall()
+        return [Release.model_validate_json(r[0]) for r in rows]
+
+    def set_health(self, submission_id: uuid.UUID, health: Health) -> None:
+        release = self.release(submission_id)
+        if release is not None:
+            self.save_release(release.model_copy(update={"health": health}))
+
+    def production(self, model: str) -> Release | None:
+        row = self.db.execute("SELECT submission_id FROM production WHERE model = ?", (model,)).fetchone()
+        return self.release(uuid.UUID(row[0])) if row and row[0] else None
+
+    def promote(self, model: str, submission_id: uuid.UUID | None) -> None:
+        """`submission_id` is now in production for `model` (None: nothing is)."""
+        with self.atomic():
+            if submission_id is not None:
+                release = self.release(submission_id)
+                assert release is not None, "only a prepared release can be promoted"
+                top = max((r.promoted for r in self.releases(model)), default=0)
+                self.save_release(release.model_copy(update={"promoted": top + 1}))
+            self.db.execute(
+                "INSERT INTO production VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET submission_id = excluded.submission_id",
+                (model, str(submission_id) if submission_id else None))
+
+    # --- canary schedule --------------------------------------------------------------------------
+
+    def schedule(self, submission_id: uuid.UUID, model: str, due: float) -> None:
+        self.db.execute(
+            "INSERT INTO schedule VALUES (?, ?, ?) ON CONFLICT(submission_id) DO UPDATE SET due = excluded.due",
+            (str(submission_id), model, due))
+
+    def unschedule(self, submission_id: uuid.UUID) -> None:
+        self.db.execute("DELETE FROM schedule WHERE submission_id = ?", (str(submission_id),))
+
+    def due(self, now: float) -> list[tuple[uuid.UUID, str]]:
+        rows = self.db.execute("SELECT submission_id, model FROM schedule WHERE due <= ? ORDER BY due", (now,))
+        return [(uuid.UUID(sid), model) for sid, model in rows.fetchall()]
+
+    def scheduled(self, model: str) -> list[uuid.UUID]:
+        rows = self.db.execute("SELECT submission_id FROM schedule WHERE model = ?", (model,)).fetchall()
+        return [uuid.UUID(r[0]) for r in rows]
+
+    # --- revocations, operations, deliveries ------------------------------------------------------
+
+    def revoke(self, reason: str, submission_id: uuid.UUID, sha256: str | None = None,
+               model: str | None = None, version: str | None = None) -> None:
+        keys = [f"submission:{submission_id}"]
+        keys += [f"sha256:{sha256}"] if sha256 else []
+        keys += [f"version:{model}/{version}"] if model and version else []
+        with self.atomic():
+            for key in keys:
+                self.db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (key, reason))
+
+    def revocation(self, submission_id: uuid.UUID, sha256: str, model: str, version: str) -> str | None:
+        """Why this submission, its artifact digest or its model version was revoked, if it was."""
+        for key, what in ((f"submission:{submission_id}", f"submission {submission_id}"),
+                          (f"sha256:{sha256}", f"artifact {sha256}"),
+                          (f"version:{model}/{version}", f"{model} {version}")):
+            row = self.db.execute("SELECT reason FROM revoked WHERE what = ?", (key,)).fetchone()
+            if row:
+                return f"{what} was revoked ({row[0]})"
+        return None
+
+    def operation_done(self, event_id: uuid.UUID) -> bool:
+        return self.db.execute("SELECT 1 FROM operation WHERE event_id = ?", (str(event_id),)).fetchone() is not None
+
+    def finish_operation(self, event_id: uuid.UUID) -> None:
+        self.db.execute("INSERT OR IGNORE INTO operation VALUES (?)", (str(event_id),))
+
+    def delivered(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM delivery WHERE idempotency_key = ?", (key,)).fetchone() is not None
+
+    def record_delivery(self, key: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO delivery VALUES (?)", (key,))
 
     def close(self) -> None:
         self.db.close()

@@ -3,6 +3,11 @@
 A version is written into a staging folder, fsynced, and renamed into place in one step, so a
 reader never sees a half-copied model and a crash leaves at most a staging folder, which is
 removed at the next start.
+
+Beside the versions, per model: `PRODUCTION` (one line: the version in production) and
+`traffic.json` (the split between versions while a canary bakes), each replaced atomically
+(temporary file, fsync, rename, fsync of the folder). A revoked version is moved out of the
+serving tree into `<root>/.revoked/<model>/`, so no serving policy can pick it up again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from shared.artifacts import ArtifactError, copy_verified
 from shared.events import Candidate
 
 STAGING = ".staging"
+REVOKED = ".revoked"
 MANIFEST = "manifest.json"
+POINTER = "PRODUCTION"
+TRAFFIC = "traffic.json"
 
 
 def version_dir(root: Path, candidate: Candidate) -> Path:
@@ -54,9 +62,75 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict) -> P
     return dest
 
 
+def model_dir(root: Path, model: str) -> Path:
+    dest = (root / model).resolve()
+    if dest.parent != root.resolve() or model.startswith("."):
+        raise ArtifactError(f"model {model!r} escapes the store root")
+    return dest
+
+
+def production(root: Path, model: str) -> str | None:
+    """The version `PRODUCTION` names, or None."""
+    try:
+        return (model_dir(root, model) / POINTER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def set_production(root: Path, model: str, version: str | None) -> None:
+    """Point `PRODUCTION` at `version` (which must be installed), or remove it (None)."""
+    folder = model_dir(root, model)
+    if version is None:
+        if folder.exists():
+            (folder / POINTER).unlink(missing_ok=True)
+            _fsync_dir(folder)
+        return
+    if (folder / version).resolve().parent != folder or not (folder / version / MANIFEST).is_file():
+        raise ArtifactError(f"{model} {version} is not installed in the model store")
+    _replace(folder / POINTER, version + "\n")
+
+
+def set_traffic(root: Path, model: str, split: dict[str, int], stage: str) -> None:
+    """Record the traffic split (version -> percent) for the serving layer, or remove it (empty)."""
+    folder = model_dir(root, model)
+    if not split:
+        (folder / TRAFFIC).unlink(missing_ok=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    _replace(folder / TRAFFIC, json.dumps({"stage": stage, "split": split}, indent=2, sort_keys=True))
+
+
+def retire(root: Path, model: str, version: str) -> Path | None:
+    """Move a revoked version out of the serving tree (kept as evidence under .revoked/)."""
+    source = model_dir(root, model) / version
+    if source.resolve().parent != model_dir(root, model):
+        raise ArtifactError(f"model {model!r} version {version!r} escapes the store root")
+    if not source.exists():
+        return None  # never installed here, or already retired by an earlier delivery
+    dest = root / REVOKED / model / f"{version}-{uuid.uuid4().hex[:8]}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, dest)
+    _fsync_dir(source.parent)
+    return dest
+
+
 def clean_staging(root: Path) -> None:
-    """Remove what a crash mid-copy left behind."""
+    """Remove what a crash mid-copy (or mid pointer update) left behind."""
     shutil.rmtree(root / STAGING, ignore_errors=True)
+    for leftover in root.glob("*/.*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Replace `path` atomically: a reader sees the old content or the new, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_synced(tmp, text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -165,7 +165,8 @@ async def test_redelivered_approval_deploys_once(e2e: Env, events: EventLog, uni
     await _barrier(e2e, events, model)
 
     assert len(events.about(sid, topics.DEPLOYMENT_SUCCEEDED)) == 1
-    versions = [p.name for p in (e2e.model_store / model).iterdir() if not p.name.startswith("barrier-")]
+    versions = [p.name for p in (e2e.model_store / model).iterdir()
+                if p.is_dir() and not p.name.startswith("barrier-")]  # beside them: PRODUCTION, traffic.json
     assert versions == ["1.0.0"]
 
 

@@ -1,0 +1,116 @@
+"""Pure decisions about releases: how a deployment is staged, which version a rollback puts back,
+what a revocation leaves in production. No I/O: state comes in, a decision goes out.
+
+A *release* is a submission the deployer prepared on a target. Its `promoted` number orders the
+times releases became production (0: never did); `health` says whether an automatic rollback may
+choose it: a release rolled back from, or revoked, is not healthy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import PlainSerializer
+
+from shared.events import Candidate, Frozen, Metrics, ReviewDecided
+from shared.workflows import DeployInputs, Loaded
+
+Health = Literal["healthy", "failed", "rolled_back", "revoked"]
+
+
+def _dump_inputs(inputs: DeployInputs) -> dict:
+    """As the workflow file would say it: pydantic writes a timedelta as 'PT1S', which the
+    workflow loader (rightly strict) does not read back; bakes are whole seconds."""
+    data = inputs.model_dump(mode="json")
+    data["stages"] = [{**st, "bake": f"{int(s.bake.total_seconds())}s"} for st, s in zip(data["stages"], inputs.stages)]
+    return data
+
+
+# The deploy step as stored in the deployer's state (it must read back what it wrote).
+StoredInputs = Annotated[DeployInputs, PlainSerializer(_dump_inputs, return_type=dict)]
+
+
+class Release(Frozen):
+    submission_id: uuid.UUID
+    candidate: Candidate
+    approval: ReviewDecided
+    metrics: Metrics = {}
+    deploy: StoredInputs
+    location: str = ""
+    health: Health = "healthy"
+    promoted: int = 0
+
+    @property
+    def target(self) -> str:
+        return self.deploy.target
+
+    @property
+    def version(self) -> str:
+        return self.candidate.version
+
+
+class Stage(Frozen):
+    name: str
+    traffic_percent: int
+    bake_seconds: float = 0.0
+
+
+FULL = Stage(name="full", traffic_percent=100)
+
+
+def deploy_inputs(loaded: Loaded | None, no_match: str) -> tuple[DeployInputs | None, str]:
+    """The deploy step of the model's workflow, or None and why nothing is deployed. A workflow
+    without a deploy step deploys nothing: approval alone is not a request to deploy."""
+    if loaded is None:
+        return None, f"{no_match}; nothing deployed"
+    step = loaded.workflow.deploy
+    if step is None:
+        return None, f"workflow {loaded.workflow.name!r} has no deploy step; nothing deployed"
+    return step.inputs, ""
+
+
+def stages(inputs: DeployInputs) -> tuple[Stage, ...]:
+    """direct: one stage at 100%; canary: the declared stages, the last at 100%."""
+    if inputs.strategy == "direct":
+        return (FULL,)
+    return tuple(Stage(name=s.name, traffic_percent=s.traffic_percent, bake_seconds=s.bake.total_seconds())
+                 for s in inputs.stages)
+
+
+def choose_rollback(model: str, releases: list[Release], current: Release | None,
+                    to_version: str | None) -> Release | str:
+    """The release to put back in production, or why there is none.
+
+    Named version: the newest release of it, unless revoked or already in production.
+    Otherwise: the healthy release that was most recently in production before the current one.
+    """
+    others = [r for r in releases if current is None or r.submission_id != current.submission_id]
+    if to_version is not None:
+        named = [r for r in releases if r.version == to_version]
+        if not named:
+            known = ", ".join(sorted({r.version for r in releases if r.promoted})) or "none"
+            return f"{model} {to_version} was never deployed (deployed versions: {known})"
+        release = max(named, key=lambda r: r.promoted)
+        if release.health == "revoked":
+            return f"{model} {to_version} was revoked; a revoked version is never redeployed"
+        if current is not None and release.submission_id == current.submission_id:
+            return f"{model} {to_version} is already in production"
+        if not release.promoted:
+            return f"{model} {to_version} never reached production; only a version that did can be restored"
+        return release
+    healthy = [r for r in others if r.health == "healthy" and r.promoted]
+    if not healthy:
+        now = f" (in production: {current.version})" if current else " (nothing in production)"
+        return f"nothing to roll back to: {model} has no earlier approved, healthy version{now}"
+    return max(healthy, key=lambda r: r.promoted)
+
+
+def after_revocation(model: str, releases: list[Release], current: Release | None,
+                     revoked: uuid.UUID) -> tuple[bool, Release | None]:
+    """Whether the revoked submission is in production, and if so what replaces it (None:
+    nothing; a revoked model is taken out even when no other version can serve)."""
+    if current is None or current.submission_id != revoked:
+        return False, None
+    choice = choose_rollback(model, [r for r in releases if r.submission_id != revoked], current, None)
+    return True, choice if isinstance(choice, Release) else None

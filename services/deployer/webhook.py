@@ -1,0 +1,136 @@
+"""The webhook target: an external deployment system (CI job, KServe operator, internal platform)
+is told, by a signed HTTP POST, what to deploy, at which traffic share, or what to take back.
+
+Each request: a JSON body; `X-Signoff-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the
+secret from the environment variable the workflow names (`secret_env`); `X-Signoff-Timestamp`
+(also in the body, so it is signed); `Idempotency-Key`, stable per deployment step (the event_id
+of the event that records it), so a receiver drops a repeated request. A request the receiver
+acknowledged (2xx) is recorded and never sent again; connection errors, 5xx and 429 are retried
+with capped exponential backoff; any other answer fails the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlparse
+
+import httpx
+
+from services.deployer.rollout import Release, Stage
+from services.deployer.targets import RetryPolicy, TargetError, retrying
+from shared.artifacts import ArtifactError, resolve, sha256_file
+from shared.events import utcnow
+from shared.workflows import DeployInputs
+
+SIGNATURE = "X-Signoff-Signature"
+TIMESTAMP = "X-Signoff-Timestamp"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+class Deliveries(Protocol):
+    def delivered(self, key: str) -> bool: ...
+    def record_delivery(self, key: str) -> None: ...
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, signature: str) -> bool:
+    """What a receiver does (constant-time compare); used by the tests' receiver too."""
+    return hmac.compare_digest(sign(secret, body), signature)
+
+
+def summary(release: Release | None) -> dict | None:
+    if release is None:
+        return None
+    c, a = release.candidate, release.approval
+    return {
+        "model": c.model, "version": c.version, "submission_id": str(release.submission_id),
+        "artifact_uri": c.artifact_uri, "artifact_sha256": c.artifact_sha256,
+        "data_version": c.data_version, "code_commit": c.code_commit,
+        "approval": {"event_id": str(a.event_id), "decided_by": a.decided_by, "mode": a.mode,
+                     "reason": a.reason, "policy": a.policy.model_dump(mode="json"),
+                     "votes": [v.model_dump(mode="json") for v in a.votes]},
+    }
+
+
+class Webhook:
+    name = "webhook"
+
+    def __init__(self, inputs: DeployInputs, secret: Callable[[str], bytes], deliveries: Deliveries,
+                 artifact_roots: tuple, policy: RetryPolicy, timeout: float) -> None:
+        assert inputs.url and inputs.secret_env, "validated by the workflow loader"
+        self.url, self.secret_env = inputs.url, inputs.secret_env
+        self.secret, self.deliveries = secret, deliveries
+        self.artifact_roots, self.policy, self.timeout = artifact_roots, policy, timeout
+
+    async def prepare(self, release: Release, manifest: dict) -> str:
+        """The receiver fetches the artifact; a local one is verified first, so a digest that
+        changed since approval is refused here and nothing is sent."""
+        uri = release.candidate.artifact_uri
+        if urlparse(uri).scheme == "file":
+            try:
+                digest = await asyncio.to_thread(sha256_file, resolve(uri, self.artifact_roots))
+            except ArtifactError as exc:
+                raise TargetError(str(exc)) from exc
+            if digest != release.candidate.artifact_sha256:
+                raise TargetError(f"artifact digest is {digest}, approved digest is "
+                                  f"{release.candidate.artifact_sha256}: the artifact changed since it was checked")
+        self._secret()  # refuse before anything starts when the secret is missing
+        return self.url
+
+    async def shift(self, release: Release, stage: Stage, previous: Release | None, key: str) -> None:
+        await self.send({"action": "deploy", **(summary(release) or {}), "stage": stage.name,
+                         "traffic_percent": stage.traffic_percent, "previous": summary(previous)}, key)
+
+    async def restore(self, model: str, release: Release | None, key: str, why: dict) -> None:
+        await self.send({**why, "action": "restore", "model": model, "to": summary(release)}, key)
+
+    async def retire(self, release: Release, key: str, why: dict) -> None:
+        await self.send({**why, "action": "revoke", **(summary(release) or {})}, key)
+
+    def _secret(self) -> bytes:
+        try:
+            return self.secret(self.secret_env)
+        except KeyError as exc:
+            raise TargetError(f"webhook {self.url}: {exc.args[0]}") from None
+
+    async def send(self, body: dict, key: str) -> None:
+        if self.deliveries.delivered(key):
+            return  # acknowledged before a restart or redelivery: never sent twice
+        secret = self._secret()
+
+        async def once() -> None:
+            stamp = utcnow().isoformat()
+            raw = json.dumps({**body, "idempotency_key": key, "timestamp": stamp},
+                             sort_keys=True, separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json", SIGNATURE: sign(secret, raw),
+                       TIMESTAMP: stamp, IDEMPOTENCY_KEY: key}
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as http:
+                    response = await http.post(self.url, content=raw, headers=headers)
+            except httpx.TransportError as exc:
+                raise TargetError(f"webhook {self.url}: {type(exc).__name__}: {exc}", transient=True) from exc
+            if response.is_success:
+                return
+            status = response.status_code
+            message = f"webhook {self.url} answered HTTP {status}: {response.text[:200]}"
+            if status == 429 or status >= 500:
+                raise TargetError(message, transient=True, retry_after=_retry_after(response))
+            raise TargetError(message)
+
+        await retrying(once, self.policy, f"webhook {body['action']}")
+        self.deliveries.record_delivery(key)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None

@@ -1,0 +1,114 @@
+"""The model store's production pointer and traffic file, the webhook signature, and where the
+deployer's webhook secrets come from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from services.deployer import target
+from services.deployer.settings import DeployerSettings
+from services.deployer.webhook import sign, verify
+from shared.artifacts import ArtifactError
+from tests.unit import factories as f
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    root = tmp_path / "store"
+    for version in ("1", "2"):
+        src = tmp_path / f"m-{version}.bin"
+        src.write_bytes(version.encode())
+        cand = f.candidate(version=version, artifact_sha256=hashlib.sha256(version.encode()).hexdigest())
+        target.install(root, cand, src, {"artifact_sha256": cand.artifact_sha256})
+    return root
+
+
+def test_production_pointer_is_replaced_atomically(root, monkeypatch):
+    replaced = []
+    real = os.replace
+
+    def spy(a, b):
+        replaced.append((Path(a).name, Path(b).name))
+        assert Path(a).read_text() == "2\n"  # complete before it becomes visible
+        real(a, b)
+
+    target.set_production(root, "fraud-detector", "1")
+    monkeypatch.setattr(target.os, "replace", spy)
+    target.set_production(root, "fraud-detector", "2")
+    [(tmp, final)] = replaced
+    assert tmp.startswith(".PRODUCTION.tmp-") and final == "PRODUCTION"
+    assert target.production(root, "fraud-detector") == "2"
+    assert not list((root / "fraud-detector").glob(".*tmp*"))
+
+
+def test_pointer_refuses_a_version_not_installed_and_can_be_removed(root):
+    with pytest.raises(ArtifactError, match="not installed"):
+        target.set_production(root, "fraud-detector", "9")
+    with pytest.raises(ArtifactError, match="not installed"):
+        target.set_production(root, "fraud-detector", "..")
+    target.set_production(root, "fraud-detector", "1")
+    target.set_production(root, "fraud-detector", None)
+    assert target.production(root, "fraud-detector") is None
+    assert target.production(root, "never-deployed") is None
+
+
+@pytest.mark.parametrize("model", ["..", ".staging", ".revoked", "a/../.."])
+def test_pointer_and_traffic_refuse_names_outside_the_models(root, model):
+    with pytest.raises(ArtifactError, match="escapes the store root"):
+        target.set_production(root, model, "1")
+    with pytest.raises(ArtifactError, match="escapes the store root"):
+        target.set_traffic(root, model, {"1": 100}, "full")
+
+
+def test_traffic_records_the_split_and_is_removed_when_empty(root):
+    target.set_traffic(root, "fraud-detector", {"2": 10, "1": 90}, "canary")
+    assert json.loads((root / "fraud-detector" / target.TRAFFIC).read_text()) == {
+        "stage": "canary", "split": {"1": 90, "2": 10}}
+    target.set_traffic(root, "fraud-detector", {}, "none")
+    assert not (root / "fraud-detector" / target.TRAFFIC).exists()
+
+
+def test_retire_moves_a_version_out_of_the_serving_tree(root):
+    moved = target.retire(root, "fraud-detector", "2")
+    assert moved is not None and moved.parent == root / target.REVOKED / "fraud-detector"
+    assert (moved / target.MANIFEST).exists() and not (root / "fraud-detector" / "2").exists()
+    assert target.retire(root, "fraud-detector", "2") is None  # again: nothing to do
+    with pytest.raises(ArtifactError, match="escapes"):
+        target.retire(root, "fraud-detector", "..")
+
+
+def test_clean_staging_also_removes_half_written_pointers(root):
+    leftover = root / "fraud-detector" / ".PRODUCTION.tmp-deadbeef"
+    leftover.write_text("1")
+    target.clean_staging(root)
+    assert not leftover.exists() and (root / "fraud-detector" / "1").is_dir()
+
+
+def test_signature_is_hmac_sha256_of_the_raw_body():
+    body = b'{"a":1}'
+    import hmac as _hmac
+    expected = "sha256=" + _hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert sign(b"k", body) == expected
+    assert verify(b"k", body, expected)
+    assert not verify(b"k", body + b" ", expected) and not verify(b"other", body, expected)
+
+
+def test_webhook_secrets_only_from_allowed_variables_read_when_used(monkeypatch):
+    monkeypatch.setenv("DEPLOYER_WEBHOOK_SECRET_ENVS", '["HOOK_SECRET"]')
+    monkeypatch.setenv("HOOK_SECRET", "one")
+    monkeypatch.setenv("OTHER", "x")
+    settings = DeployerSettings()
+    assert settings.secret("HOOK_SECRET") == b"one"
+    monkeypatch.setenv("HOOK_SECRET", "two")  # rotated: no restart needed
+    assert settings.secret("HOOK_SECRET") == b"two"
+    with pytest.raises(KeyError, match="not listed in DEPLOYER_WEBHOOK_SECRET_ENVS"):
+        settings.secret("OTHER")
+    monkeypatch.delenv("HOOK_SECRET")
+    with pytest.raises(KeyError, match="not set"):
+        settings.secret("HOOK_SECRET")
+    assert "two" not in repr(settings)
