@@ -78,6 +78,6 @@ async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
             finally:
                 await log.stop()
         versions = sorted(int(p.name) for p in (tmp_path / "store" / "restart").iterdir() if p.is_dir())
-    assert versions == list(range(30))
+        assert versions == list(range(30))
     finally:
         kafka(broker, "down")
