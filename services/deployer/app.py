@@ -11,7 +11,7 @@ from services.deployer import __doc__ as ABOUT
 from services.deployer.service import Deployer, webhook_problems
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
-from services.deployer.targets import ModelStore, RetryPolicy, Targets
+from services.deployer.targets import ArtifactSource, ModelStore, RetryPolicy, Targets
 from services.deployer.webhook import Webhook
 from shared import topics
 from shared.admin import ensure_topics
@@ -31,10 +31,11 @@ emitter = Emitter(broker, f"/signoff/{SERVICE}", DeploymentSucceeded, Deployment
                   DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked)
 store = StateStore(settings.state_db)
 retry = RetryPolicy(settings.retry_attempts, settings.retry_backoff_seconds, settings.retry_max_backoff_seconds)
+source = ArtifactSource(settings.artifact_roots, settings.artifact_url_prefixes, settings.max_artifact_bytes,
+                        settings.fetch_timeout, settings.download_dir, retry)
 targets = Targets(
-    ModelStore(settings.model_store, settings.artifact_roots, retry),
-    lambda inputs: Webhook(inputs, settings.secret, store, settings.artifact_roots, retry,
-                           settings.webhook_timeout_seconds),
+    ModelStore(settings.model_store, source, retry),
+    lambda inputs: Webhook(inputs, settings.secret, store, source, retry, settings.webhook_timeout_seconds),
 )
 service = Deployer(store, workflows, targets, emitter.emit)
 
@@ -69,6 +70,7 @@ scheduler: list[asyncio.Task] = []
 
 async def _start() -> None:
     target.clean_staging(settings.model_store)
+    settings.download_dir.mkdir(parents=True, exist_ok=True)
     for problem in webhook_problems(workflows, settings.secret):
         log.warning("webhook_not_ready", problem=problem)  # its deployments will fail, saying so
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)

@@ -15,8 +15,17 @@ class DeployerSettings(ServiceSettings):
                               description="Root of the model store: <root>/<model>/<version>/")
     artifact_roots: tuple[Path, ...] = Field(
         default=(Path(".data/artifacts"),),
-        description="Folders artifacts may be read from (JSON list); anything else is refused",
+        description="Folders file:// artifacts may be read from (JSON list); anything else is refused",
     )
+    artifact_url_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description='http(s) URL prefixes artifacts may be fetched from (JSON list), '
+        'e.g. ["https://models.internal/registry/"]; none by default',
+    )
+    max_artifact_bytes: int = Field(default=20 * 2**30, gt=0, description="Largest artifact read (bytes)")
+    fetch_timeout: float = Field(default=600.0, gt=0, description="Seconds allowed for one download")
+    download_dir: Path = Field(default=Path(".data/deployer/downloads"),
+                               description="Where http(s) artifacts are downloaded while installed or verified")
     state_db: Path = Field(default=Path(".data/deployer/state.db"),
                            description="SQLite file holding each submission's lifecycle")
     webhook_secret_envs: tuple[str, ...] = Field(

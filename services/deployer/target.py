@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from shared.artifacts import ArtifactError, copy_verified
 from shared.events import Candidate
@@ -37,8 +39,33 @@ def version_dir(root: Path, candidate: Candidate) -> Path:
     return dest
 
 
-def install(root: Path, candidate: Candidate, source: Path, manifest: dict) -> Path:
-    """Install the artifact as `<root>/<model>/<version>/`; idempotent for the same digest."""
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9_-]{1,16}")
+FALLBACK_NAME = "model"
+
+
+def artifact_name(uri: str, local: Path) -> str:
+    """The artifact's file name in the version folder. A `file://` artifact keeps its own name (as
+    read, `local`); a downloaded one takes the last segment of its URL path, decoded, when that is
+    a safe single name (letters, digits, `._+-`, not hidden, at most 128 characters), else `model`
+    plus the segment's suffix when that is safe (`model.onnx`), else `model`. Either way it never
+    takes the manifest's name."""
+    if urlsplit(uri).scheme.lower() == "file":
+        name = local.name
+    else:
+        name = unquote(urlsplit(uri).path.rpartition("/")[2])
+        if not _SAFE_NAME.fullmatch(name):
+            suffix = PurePosixPath(name).suffix
+            name = FALLBACK_NAME + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
+    return FALLBACK_NAME + ".json" if name == MANIFEST else name
+
+
+def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name: str | None = None) -> Path:
+    """Install the artifact as `<root>/<model>/<version>/<name>` (`name`: the source's by default)
+    beside its manifest; idempotent for the same digest."""
+    name = name or source.name
+    if Path(name).name != name or name in ("", ".", "..", MANIFEST):
+        raise ArtifactError(f"artifact file name {name!r} is not a single safe file name")
     dest = version_dir(root, candidate)
     if dest.exists():
         existing = json.loads((dest / MANIFEST).read_text())
@@ -51,7 +78,7 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict) -> P
     staging = root / STAGING / f"{candidate.model}-{candidate.version}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        copy_verified(source, staging / source.name, candidate.artifact_sha256)
+        copy_verified(source, staging / name, candidate.artifact_sha256)
         _write_synced(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, dest)  # atomic: the version appears complete or not at all

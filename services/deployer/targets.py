@@ -4,6 +4,8 @@ Every target does four things, each idempotent (a redelivery or a restart may re
 `prepare` the release (copy and verify the bytes), `shift` traffic to it for a stage (100%:
 production), `restore` production to another release (abort, rollback), `retire` a revoked one.
 Transient failures are retried with capped exponential backoff; `TargetError` reports the rest.
+Both read the approved bytes through `ArtifactSource`: `file://` under the allowed roots,
+`http(s)://` under the allowed URL prefixes, checked against the approved digest.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import httpx
 import structlog
 
 from services.deployer import target as store
 from services.deployer.rollout import Release, Stage
-from shared.artifacts import ArtifactError, resolve
+from shared.artifacts import ArtifactError, Fetched, fetch
+from shared.events import Candidate
 from shared.workflows import DeployInputs
 
 log = structlog.get_logger()
@@ -61,6 +66,46 @@ async def retrying(operation: Any, policy: RetryPolicy, what: str) -> Any:
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class ArtifactSource:
+    """Where approved artifacts may be read from, as the validator reads them (same rules, the
+    deployer's own settings): `file://` in place under `roots`, `http(s)://` under `url_prefixes`,
+    downloaded into `workdir`."""
+
+    roots: tuple[Path, ...]
+    url_prefixes: tuple[str, ...] = ()
+    max_bytes: int = 20 * 2**30
+    timeout: float = 600.0
+    workdir: Path = Path(".data/deployer/downloads")
+    policy: RetryPolicy = RetryPolicy()
+
+    async def verified(self, candidate: Candidate) -> Fetched:
+        """The artifact's bytes in a local file, whose sha256 is the approved one. The caller
+        owns the result: `cleanup()` it when done. A network failure is retried; a refused URI,
+        an answer other than 200, or changed bytes are not."""
+        uri = candidate.artifact_uri
+
+        async def once() -> Fetched:
+            try:
+                if urlsplit(uri).scheme.lower() in ("http", "https"):
+                    await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
+                return await fetch(uri, roots=self.roots, url_prefixes=self.url_prefixes,
+                                   max_bytes=self.max_bytes, timeout=self.timeout, workdir=self.workdir)
+            except ArtifactError as exc:
+                # fetch raises ArtifactError for every cause; the httpx error it replaced, if any,
+                # is its __context__: connection refused or reset, a read timeout.
+                raise TargetError(str(exc), transient=isinstance(exc.__context__, httpx.TransportError)) from exc
+            except OSError as exc:  # the download folder cannot be created (no URI: it may hold user info)
+                raise TargetError(f"cannot create the download folder {self.workdir}: {exc}", transient=True) from exc
+
+        fetched: Fetched = await retrying(once, self.policy, "fetch artifact")
+        if fetched.sha256 != candidate.artifact_sha256:
+            fetched.cleanup()
+            raise TargetError(f"artifact digest is {fetched.sha256}, approved digest is "
+                              f"{candidate.artifact_sha256}: the artifact changed since it was checked")
+        return fetched
+
+
 class Target(Protocol):
     name: str
 
@@ -75,8 +120,8 @@ class ModelStore:
 
     name = "model-store"
 
-    def __init__(self, root: Path, artifact_roots: tuple[Path, ...], policy: RetryPolicy) -> None:
-        self.root, self.artifact_roots, self.policy = root, artifact_roots, policy
+    def __init__(self, root: Path, source: ArtifactSource, policy: RetryPolicy) -> None:
+        self.root, self.source, self.policy = root, source, policy
 
     async def _run(self, what: str, fn: Any, *args: Any) -> Any:
         async def once() -> Any:
@@ -89,12 +134,15 @@ class ModelStore:
         return await retrying(once, self.policy, what)
 
     async def prepare(self, release: Release, manifest: dict) -> str:
+        """Fetch and verify the approved bytes, then install them (copied and verified again,
+        into staging, renamed into place); a download is deleted whatever happens."""
         candidate = release.candidate
+        fetched = await self.source.verified(candidate)
         try:
-            source = resolve(candidate.artifact_uri, self.artifact_roots)
-        except ArtifactError as exc:
-            raise TargetError(str(exc)) from exc
-        path = await self._run("install", store.install, self.root, candidate, source, manifest)
+            name = store.artifact_name(candidate.artifact_uri, fetched.path)
+            path = await self._run("install", store.install, self.root, candidate, fetched.path, manifest, name)
+        finally:
+            fetched.cleanup()
         return str(path)
 
     async def shift(self, release: Release, stage: Stage, previous: Release | None, key: str) -> None:

@@ -11,7 +11,6 @@ with capped exponential backoff; any other answer fails the step.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -22,14 +21,14 @@ from urllib.parse import urlparse
 import httpx
 
 from services.deployer.rollout import Release, Stage
-from services.deployer.targets import RetryPolicy, TargetError, retrying
-from shared.artifacts import ArtifactError, resolve, sha256_file
+from services.deployer.targets import ArtifactSource, RetryPolicy, TargetError, retrying
 from shared.events import utcnow
 from shared.workflows import DeployInputs
 
 SIGNATURE = "X-Signoff-Signature"
 TIMESTAMP = "X-Signoff-Timestamp"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+VERIFIED_SCHEMES = ("file", "http", "https")  # any other scheme is passed on for the receiver to verify
 
 
 class Deliveries(Protocol):
@@ -64,25 +63,19 @@ class Webhook:
     name = "webhook"
 
     def __init__(self, inputs: DeployInputs, secret: Callable[[str], bytes], deliveries: Deliveries,
-                 artifact_roots: tuple, policy: RetryPolicy, timeout: float) -> None:
+                 source: ArtifactSource, policy: RetryPolicy, timeout: float) -> None:
         assert inputs.url and inputs.secret_env, "validated by the workflow loader"
         self.url, self.secret_env = inputs.url, inputs.secret_env
         self.secret, self.deliveries = secret, deliveries
-        self.artifact_roots, self.policy, self.timeout = artifact_roots, policy, timeout
+        self.source, self.policy, self.timeout = source, policy, timeout
 
     async def prepare(self, release: Release, manifest: dict) -> str:
-        """The receiver fetches the artifact; a local one is verified first, so a digest that
-        changed since approval is refused here and nothing is sent."""
-        uri = release.candidate.artifact_uri
-        if urlparse(uri).scheme == "file":
-            try:
-                digest = await asyncio.to_thread(sha256_file, resolve(uri, self.artifact_roots))
-            except ArtifactError as exc:
-                raise TargetError(str(exc)) from exc
-            if digest != release.candidate.artifact_sha256:
-                raise TargetError(f"artifact digest is {digest}, approved digest is "
-                                  f"{release.candidate.artifact_sha256}: the artifact changed since it was checked")
-        self._secret()  # refuse before anything starts when the secret is missing
+        """The receiver fetches the artifact itself; the deployer reads it first (a `file://` one
+        in place, an `http(s)://` one downloaded under the allowed prefixes, then deleted), so a
+        digest that changed since approval is refused here and nothing is signed or sent."""
+        self._secret()  # refuse before anything starts (or is downloaded) when the secret is missing
+        if urlparse(release.candidate.artifact_uri).scheme.lower() in VERIFIED_SCHEMES:
+            (await self.source.verified(release.candidate)).cleanup()
         return self.url
 
     async def shift(self, release: Release, stage: Stage, previous: Release | None, key: str) -> None:
