@@ -1,5 +1,6 @@
-"""Wiring of the policy service: checks.* in, review.* out; review.decided and
-deployment.succeeded in, to remember rejections and what is in production."""
+"""Wiring of the policy service: checks.* in, review.* out; review.decided in, to remember
+rejections; deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know
+each model in production."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from services.policy.state import PolicyStore
 from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
-from shared.events import (
-    ChecksFailed, ChecksPassed, DeploymentSucceeded, ReviewDecided, ReviewRequested,
-)
+from shared.events import ChecksFailed, ChecksPassed, ReviewDecided, ReviewRequested
 from shared.logging import configure
+from shared.production import EVENTS, ProductionBook
+from shared.replay import follow_into, rebuild
 from shared.workflows import load_or_exit
 
 settings = PolicySettings()
@@ -22,6 +23,8 @@ workflows = load_or_exit(settings.workflows, log)
 broker = make_broker(settings, SERVICE)
 emitter = Emitter(broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewRequested)
 store = PolicyStore(settings.state_db)
+production = ProductionBook()
+followers = follow_into(broker, production.apply, *EVENTS)
 
 
 def _match(model: str) -> rules.Match:
@@ -36,7 +39,7 @@ async def on_checks_passed(event: ChecksPassed) -> None:
     candidate = event.submission.candidate
     decision = rules.on_checks_passed(event, _match(candidate.model),
                                       store.rejection(candidate.artifact_sha256),
-                                      store.production(candidate.model))
+                                      production.get(candidate.model))
     await _emit(decision)
 
 
@@ -54,11 +57,6 @@ async def on_review_decided(event: ReviewDecided) -> None:
         store.record_rejection(event)
 
 
-@subscribe(broker, topics.DEPLOYMENT_SUCCEEDED, SERVICE)
-async def on_deployment_succeeded(event: DeploymentSucceeded) -> None:
-    store.record_production(event)
-
-
 async def _emit(decision: ReviewDecided | ReviewRequested) -> None:
     # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
     await emitter.emit(decision)
@@ -69,12 +67,16 @@ async def _emit(decision: ReviewDecided | ReviewRequested) -> None:
              workflow=decision.policy.name, rule=decision.policy.rule)
 
 
-async def _create_topics() -> None:
+async def _start() -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+    # Know what is in production before the first checks event is decided; the followers then
+    # read the topics again from the start (applying an event twice changes nothing).
+    events = await rebuild(settings.kafka_bootstrap_servers, production.apply, *EVENTS)
+    log.info("production_rebuilt", events=events, models=len(production))
 
 
 async def _close() -> None:
     store.close()  # after the broker stopped: no handler is using the store any more
 
 
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_create_topics], after_shutdown=[_close])
+app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_shutdown=[_close])

@@ -1,5 +1,6 @@
 """What the policy remembers, in SQLite: decisions made (so a redelivered checks event decides
-nothing twice), rejected digests (a rejection is final), and the model in production per name."""
+nothing twice) and rejected digests (a rejection is final). The model in production is not kept
+here: the deployment topics are its record (`shared.production`, rebuilt at every start)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from services.policy.rules import Rejection
-from shared.events import DeploymentSucceeded, Production, ReviewDecided
+from shared.events import ReviewDecided
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decided (submission_id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
@@ -17,7 +18,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     sha256 TEXT PRIMARY KEY, event_id TEXT NOT NULL, submission_id TEXT NOT NULL,
     decided_by TEXT NOT NULL, at TEXT NOT NULL, reason TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS production (model TEXT PRIMARY KEY, production TEXT NOT NULL, at TEXT NOT NULL);
+DROP TABLE IF EXISTS production; -- kept here before; it went stale after a rollback or revocation
 """
 
 
@@ -50,20 +51,6 @@ class PolicyStore:
         if row is None:
             return None
         return Rejection(uuid.UUID(row[0]), uuid.UUID(row[1]), row[2], datetime.fromisoformat(row[3]), row[4])
-
-    def record_production(self, event: DeploymentSucceeded) -> None:
-        """Latest deployment wins; an older one redelivered late does not overwrite a newer one."""
-        production = Production(candidate=event.candidate, metrics=event.metrics,
-                                submission_id=event.submission_id)
-        self.db.execute(
-            "INSERT INTO production VALUES (?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
-            "production = excluded.production, at = excluded.at WHERE excluded.at >= production.at",
-            (event.candidate.model, production.model_dump_json(), event.occurred_at.isoformat()),
-        )
-
-    def production(self, model: str) -> Production | None:
-        row = self.db.execute("SELECT production FROM production WHERE model = ?", (model,)).fetchone()
-        return Production.model_validate_json(row[0]) if row else None
 
     def close(self) -> None:
         self.db.close()

@@ -1,17 +1,20 @@
 """The policy service, in memory: checks.* in, review.decided or review.requested out; review.decided
-and deployment.succeeded in, remembered for later decisions."""
+and deployment.succeeded / .rolled_back / .revoked in, remembered for later decisions."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 
 from shared import codec, topics
-from shared.events import DeploymentSucceeded, Event, ReviewDecided, ReviewRequested
+from shared.events import (
+    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, ReviewDecided, ReviewRequested,
+)
 from tests.component.conftest import DLQ, capture, publish, publish_raw, sent, write_workflows
 from tests.unit import factories as f
 
@@ -182,11 +185,25 @@ async def test_its_own_automatic_rejection_rejects_a_resubmission(policy):
     assert (second.outcome, second.cites, second.submission_id) == ("rejected", first.event_id, again.submission_id)
 
 
-def deployed(accuracy: float, code_commit: str = "3f2c9ab") -> DeploymentSucceeded:
-    cand = f.candidate(version="1.3.0", artifact_sha256=f.OTHER_SHA, code_commit=code_commit)
+def deployed(accuracy: float, code_commit: str = "3f2c9ab", version: str = "1.3.0") -> DeploymentSucceeded:
+    cand = f.candidate(version=version, artifact_sha256=f.OTHER_SHA, code_commit=code_commit)
     approval = f.decided(f.submitted(f.submission(cand)))
     return DeploymentSucceeded.caused_by(approval, candidate=cand, target="model-store",
-                                         location="/store/fraud-detector/1.3.0", metrics={"accuracy": accuracy})
+                                         location=f"/store/fraud-detector/{version}",
+                                         metrics={"accuracy": accuracy})
+
+
+def rolled_back(current: DeploymentSucceeded, to: DeploymentSucceeded) -> DeploymentRolledBack:
+    """What the deployer emits for `signoff rollback fraud-detector --to <to's version>`."""
+    return DeploymentRolledBack(submission_id=uuid.uuid4(), model="fraud-detector",
+                                from_version=current.candidate.version, to_version=to.candidate.version,
+                                to_submission_id=to.submission_id, target="model-store",
+                                requested_by="oncall", reason="p99 latency doubled")
+
+
+def revoked(release: DeploymentSucceeded) -> DeploymentRevoked:
+    return DeploymentRevoked(submission_id=release.submission_id, candidate=release.candidate,
+                             requested_by="security", reason="trained on PII", was_in_production=True)
 
 
 @pytest.fixture
@@ -203,7 +220,7 @@ async def test_a_deployment_makes_carry_forward_apply(carry_forward):
     async with TestKafkaBroker(policy.broker) as br:
         await publish(br, before)  # nothing in production yet: a person decides
         await publish(br, production)
-        policy.on_deployment_succeeded.mock.assert_called_once()
+        policy.followers[DeploymentSucceeded].mock.assert_called_once()
         await publish(br, after)
         [request] = requests(policy)
         [decision] = decisions(policy)
@@ -229,6 +246,48 @@ async def test_outside_the_tolerance_production_is_evidence_for_the_reviewers(ca
     assert out.production.metrics == {"accuracy": 0.90}
     assert out.production.submission_id == production.submission_id
     assert out.deadline == cause.occurred_at + timedelta(hours=4)
+
+
+async def test_after_a_rollback_carry_forward_compares_with_the_release_rolled_back_to(carry_forward):
+    policy = carry_forward
+    v1, v2 = deployed(accuracy=0.85, version="1.2.0"), deployed(accuracy=0.90, version="1.3.0")
+    back = rolled_back(current=v2, to=v1)
+    cause = passed_with(0.845, version="1.4.1")  # within 0.01 of 1.2.0 (0.85), not of 1.3.0 (0.90)
+    async with TestKafkaBroker(policy.broker) as br:
+        for event in (v1, v2, back):
+            await publish(br, event)
+        policy.followers[DeploymentRolledBack].mock.assert_called_once()
+        await publish(br, cause)
+        policy.emitter.publishers[ReviewRequested].mock.assert_not_called()
+        [decision] = decisions(policy)
+    assert (decision.outcome, decision.causation_id) == ("approved", cause.event_id)
+    assert decision.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
+    assert decision.reason.startswith("carried forward from production version 1.2.0: ")
+
+
+async def test_without_a_rollback_the_same_candidate_is_reviewed_against_the_newer_release(carry_forward):
+    """The control for the test above: against 1.3.0 the candidate is outside the tolerance."""
+    policy = carry_forward
+    v1, v2 = deployed(accuracy=0.85, version="1.2.0"), deployed(accuracy=0.90, version="1.3.0")
+    async with TestKafkaBroker(policy.broker) as br:
+        for event in (v1, v2, passed_with(0.845, version="1.4.1")):
+            await publish(br, event)
+        policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.production.candidate == v2.candidate
+
+
+async def test_a_revoked_release_is_neither_carried_forward_from_nor_shown_as_production(carry_forward):
+    policy = carry_forward
+    live = deployed(accuracy=0.85)
+    async with TestKafkaBroker(policy.broker) as br:
+        await publish(br, live)
+        await publish(br, revoked(live))  # nothing earlier to restore: the model is out of production
+        policy.followers[DeploymentRevoked].mock.assert_called_once()
+        await publish(br, passed_with(0.85, version="1.4.1"))
+        policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.production is None
 
 
 async def test_no_workflow_for_the_model_is_rejected(load_app, tmp_path):

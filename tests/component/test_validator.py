@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 
 from shared import codec, topics
-from shared.events import ChecksFailed, ChecksPassed, PolicyRef
+from shared.events import ChecksFailed, ChecksPassed, DeploymentRolledBack, DeploymentSucceeded, PolicyRef
 from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, sent, write_workflows
 from tests.unit import factories as f
 
@@ -184,3 +185,40 @@ async def test_the_default_workflow_ref_is_on_the_outcome(validator, artifact, w
         out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
     assert out.workflow == PolicyRef(name="test-policy", rule="automated_checks",
                                      digest=hashlib.sha256((workflows / "default.yaml").read_bytes()).hexdigest())
+
+
+REGRESSION = """\
+name: fraud-models
+match: ["fraud-*"]
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {regression: {higher_is_better: {accuracy: 0.01}}}
+"""
+
+
+def deployed(version: str, accuracy: float) -> DeploymentSucceeded:
+    approval = f.decided(f.submitted(f.submission(f.candidate(version=version))))
+    return DeploymentSucceeded.caused_by(approval, candidate=approval.candidate, target="model-store",
+                                         location=f"/store/fraud-detector/{version}",
+                                         metrics={"accuracy": accuracy})
+
+
+@pytest.mark.parametrize(("rollback", "passed", "threshold"), [(True, True, 0.94), (False, False, 0.96)])
+async def test_the_regression_check_compares_with_the_release_rolled_back_to(
+        load_app, tmp_path, artifact, rollback, passed, threshold):
+    validator = load_app("validator", SIGNOFF_WORKFLOWS=str(write_workflows(tmp_path / "r", fraud=REGRESSION)))
+    v1, v2 = deployed("1", 0.95), deployed("2", 0.97)
+    back = DeploymentRolledBack(submission_id=uuid.uuid4(), model="fraud-detector", from_version="2",
+                                to_version="1", to_submission_id=v1.submission_id, target="model-store",
+                                requested_by="oncall", reason="p99 latency doubled")
+    cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    outcome = capture(validator.broker, topics.CHECKS_PASSED if passed else topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        for event in (v1, v2, back) if rollback else (v1, v2):
+            await publish(br, event)
+        await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.955})))
+    [out] = outcome.events()
+    [check] = [r for r in out.results if r.name == "regression:accuracy"]
+    assert (check.passed, check.threshold) == (passed, threshold)
+    assert f"production {'1' if rollback else '2'} " in check.message

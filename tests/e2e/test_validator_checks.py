@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import uuid
@@ -99,3 +100,67 @@ async def test_a_regression_against_production_fails_with_the_figures(
     regression = results["regression:accuracy"]
     assert not regression.passed and regression.measured == 0.92 and regression.threshold == 0.94
     assert "worse by 0.03, tolerance 0.01" in regression.message
+
+
+async def deploy(e2e: Env, events: EventLog, model: str, version: str, accuracy: float) -> ModelSubmitted:
+    event = strict_submission(e2e, model, version, pickle.dumps([version]), accuracy=accuracy)
+    await client.publish(e2e.bootstrap, [event])
+    assert (await events.wait_terminal(event.submission_id)).topic == topics.DEPLOYMENT_SUCCEEDED
+    return event
+
+
+async def applied_by_validator(e2e: Env, event_id: uuid.UUID, timeout: float = 30.0) -> None:
+    """Wait until the validator's follower has applied the event and it changed production: no API
+    says so, but the follower logs `state_changed` with the event's id (polling the log file, bounded
+    by a deadline, as signoff.devstack waits for a service to be ready)."""
+    path, needle = e2e.stack.log_path("validator"), f'"event_id": "{event_id}"'
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if any('"state_changed"' in line and needle in line
+               for line in path.read_text(errors="replace").splitlines()):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the validator did not apply {event_id} within {timeout}s")
+
+
+async def test_after_a_rollback_the_regression_check_compares_with_the_release_rolled_back_to(
+        e2e: Env, events: EventLog, unique: str) -> None:
+    model = f"strict-rollback-{unique}"
+    await deploy(e2e, events, model, "1", accuracy=0.95)
+    await deploy(e2e, events, model, "2", accuracy=0.97)
+
+    op = e2e.cli("rollback", model, "--to", "1", "--as", "ops", "--reason", "2 misbehaves").stdout.strip()
+    [rolled] = await events.wait_for(lambda log: log.about(op, topics.DEPLOYMENT_ROLLED_BACK),
+                                     what="deployment.rolled_back")
+    assert (rolled.event.from_version, rolled.event.to_version) == ("2", "1")
+    await applied_by_validator(e2e, rolled.event.event_id)  # the live follower, not a restart
+
+    # 0.955 is within 0.01 of 1 (0.95) but not of 2 (0.97 - 0.01 = 0.96).
+    results = await run(e2e, events, strict_submission(e2e, model, "3", pickle.dumps([3]), accuracy=0.955))
+
+    regression = results["regression:accuracy"]
+    assert regression.passed and regression.measured == 0.955 and regression.threshold == 0.94
+    assert "vs production 1 0.95" in regression.message
+
+
+async def test_a_restarted_validator_rebuilds_production_from_a_revocation(
+        e2e: Env, events: EventLog, unique: str) -> None:
+    """Revoking the live release restores the previous one (deployment.rolled_back, then
+    deployment.revoked); a validator started afterwards rebuilds that from the three topics."""
+    model = f"strict-revoke-{unique}"
+    await deploy(e2e, events, model, "1", accuracy=0.95)
+    live = await deploy(e2e, events, model, "2", accuracy=0.97)
+
+    revoked = e2e.cli("revoke", str(live.submission_id), "--as", "security", "--reason", "trained on PII",
+                      "--wait", "--timeout", "60")
+    assert "=> revoked" in revoked.stdout
+    # The events are on their topics; a validator starting now reads them all before it is ready
+    # (the replay runs in on_startup, before FastStream logs that it started): no race to wait out.
+    e2e.stack.stop("validator")
+    e2e.stack.start("validator")
+
+    results = await run(e2e, events, strict_submission(e2e, model, "3", pickle.dumps([3]), accuracy=0.955))
+
+    regression = results["regression:accuracy"]
+    assert regression.passed and regression.threshold == 0.94
+    assert "vs production 1 0.95" in regression.message

@@ -1,0 +1,99 @@
+"""The model in production for each name, as the deployer's events tell it: what the validator's
+regression check and the policy's `carry_forward_when` (and reviewers' evidence) compare against.
+
+Pure: it applies events and answers `get(model)`; reading the topics is the services' business
+(`shared.replay`).
+
+- `deployment.succeeded` records a release (candidate and metrics, by submission id) and puts it
+  in production.
+- `deployment.rolled_back` puts the release `to_submission_id` back in production. If no
+  `deployment.succeeded` of that release was seen (the topic's retention dropped it), the book
+  knows production changed but not to what: `get` answers None rather than the release that
+  was rolled back from.
+- `deployment.revoked` takes the model out of production if the revoked release is the one in
+  production and no later event replaced it. When the revoked release was live and the deployer
+  restored an earlier one, it emitted that `deployment.rolled_back` first, so the revocation
+  finds the restored release in production and changes nothing.
+
+Order assumptions. Only `occurred_at` orders events; arrival order does not matter. The three
+topics are read by separate consumers, events are redelivered, and a late older event arrives
+after a newer one; the answer is a function of the *set* of events applied, so any arrival order
+(and any repetition) gives the same book. That relies on `occurred_at` following the order in
+which the deployer changed production for a model, which holds because it changes one model at a
+time (a per-model lock) and stamps each event as it emits it: one deployer process, or deployers
+whose clocks agree. Two events that set production at the same instant are ordered by event_id,
+so the tie is broken the same way everywhere; a revocation at the same instant as the event that
+put its release in production wins (a revocation is final).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.events import (
+    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, Production,
+)
+
+# What the book reads: the events, and so the topics, a service replays and follows to keep it.
+EVENTS: tuple[type[Event], ...] = (DeploymentSucceeded, DeploymentRolledBack, DeploymentRevoked)
+
+
+@dataclass(frozen=True, order=True)
+class _Set:
+    """The newest event that set a model's production: when, and to which release."""
+
+    at: datetime
+    event_id: str
+    submission_id: uuid.UUID
+
+
+class ProductionBook:
+    def __init__(self) -> None:
+        self._releases: dict[uuid.UUID, Production] = {}  # every release seen deployed
+        self._set: dict[str, _Set] = {}                    # per model
+        self._revoked: dict[uuid.UUID, datetime] = {}     # release -> its newest revocation
+
+    def apply(self, event: Event) -> bool:
+        """Take `event` into account (other event types change nothing); True if the model's
+        production changed."""
+        match event:
+            case DeploymentSucceeded():
+                model = event.candidate.model
+                before = self.get(model)
+                self._releases[event.submission_id] = Production(
+                    candidate=event.candidate, metrics=event.metrics, submission_id=event.submission_id)
+                self._point(model, event, event.submission_id)
+            case DeploymentRolledBack():
+                model = event.model
+                before = self.get(model)
+                self._point(model, event, event.to_submission_id)
+            case DeploymentRevoked():
+                model, revoked = event.candidate.model, event.submission_id
+                before = self.get(model)
+                self._revoked[revoked] = max(event.occurred_at, self._revoked.get(revoked, event.occurred_at))
+            case _:
+                return False
+        return self.get(model) != before
+
+    def get(self, model: str) -> Production | None:
+        """The release in production for `model`, or None: never deployed, taken out by a
+        revocation, or rolled back to a release this book never saw deployed."""
+        current = self._set.get(model)
+        if current is None:
+            return None
+        revoked_at = self._revoked.get(current.submission_id)
+        if revoked_at is not None and revoked_at >= current.at:
+            return None
+        return self._releases.get(current.submission_id)
+
+    def __len__(self) -> int:
+        """How many models have a release in production."""
+        return sum(1 for model in self._set if self.get(model) is not None)
+
+    def _point(self, model: str, event: Event, submission_id: uuid.UUID) -> None:
+        candidate = _Set(event.occurred_at, str(event.event_id), submission_id)
+        current = self._set.get(model)
+        if current is None or candidate > current:
+            self._set[model] = candidate
