@@ -156,6 +156,12 @@ class _DeadLetterScope(BaseMiddleware):
         if exc_val is None or isinstance(exc_val, (HandlerException, asyncio.CancelledError)):
             self.owner.attempts.pop(where, None)
             return False
+        if getattr(self.context.get_local("handler_"), "group_id", "") is None:
+            # A follower (see `follow`) re-reads its topic at every start: dead-lettering would
+            # repeat each time, and a retry changes nothing. The topic's own consumers judge it.
+            reason = codec.describe(exc_val) if isinstance(exc_val, ValidationError) else str(exc_val)
+            log.warning("follower_skipped_event", reason=reason)
+            return True
         if isinstance(exc_val, codec.BadEvent):
             await self.owner.send(self.msg, f"invalid event: {exc_val}")
             return True  # handled: the offset is committed and the consumer moves on

@@ -222,3 +222,19 @@ async def test_the_regression_check_compares_with_the_release_rolled_back_to(
     [check] = [r for r in out.results if r.name == "regression:accuracy"]
     assert (check.passed, check.threshold) == (passed, threshold)
     assert f"production {'1' if rollback else '2'} " in check.message
+
+
+async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(load_app, tmp_path, artifact):
+    """Followers re-read their topics at every start: a bad record is logged and skipped, never
+    dead-lettered again and again, and the next good record still counts."""
+    validator = load_app("validator", SIGNOFF_WORKFLOWS=str(write_workflows(tmp_path / "r", fraud=REGRESSION)))
+    letters = capture(validator.broker, topics.dlq(topics.DEPLOYMENT_SUCCEEDED))
+    cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    failed = capture(validator.broker, topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish_raw(br, topics.DEPLOYMENT_SUCCEEDED, b"{not json")
+        await publish(br, deployed("2", 0.97))
+        await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.955})))
+    assert letters.values == []
+    [out] = failed.events()
+    assert "production 2 " in next(r for r in out.results if r.name == "regression:accuracy").message
