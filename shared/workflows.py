@@ -36,6 +36,8 @@ def _parse_duration(value: Any, field: str) -> Any:
     """'30m', '24h', '7d' -> timedelta; what pydantic already parsed passes through."""
     if value is None or isinstance(value, timedelta):
         return value
+    if isinstance(value, str) and value.startswith("P"):
+        return value  # ISO 8601 (PT10M), as a dumped workflow writes it: pydantic parses it
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match and (int(match[1]) > 0 or field == "bake"):
@@ -104,10 +106,10 @@ Approvers = tuple[Annotated[str, StringConstraints(min_length=1)], ...]
 class ApprovalInputs(Strict):
     approvers: Approvers = Field(min_length=1)
     quorum: int = Field(default=1, ge=1)
-    timeout: timedelta = Field(default=timedelta(hours=24))
+    timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
     on_timeout: Literal["reject", "escalate"] = "reject"
     escalate_to: Approvers = Field(default=(), description="Asked when on_timeout is escalate")
-    escalation_timeout: timedelta = Field(default=timedelta(hours=24))
+    escalation_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
     remind_every: timedelta | None = Field(default=None, description="Remind pending approvers this often")
     break_glass: Approvers = Field(default=(), description="May approve alone with a written justification")
     veto: bool = Field(default=True, description="One rejection rejects (else rejections need the quorum)")

@@ -396,3 +396,10 @@ def test_group_expansion_keeps_order_and_lists_each_person_once(tmp_path):
 def test_no_approval_step_has_no_approvers(tmp_path):
     loaded = f.load_workflow(tmp_path, workflow("checks-only", '["a-*"]'))
     assert loaded.workflow.approval is None and loaded.approvers() == ()
+
+
+def test_iso_8601_durations_are_accepted_as_a_dumped_workflow_writes_them(tmp_path):
+    loaded = f.load_workflow(tmp_path, VALID.replace("timeout: 30m", "timeout: PT30M"))
+    assert loaded.workflow.approval.inputs.timeout.total_seconds() == 1800
+    problem = only_problem(tmp_path, VALID.replace("timeout: 30m", "timeout: PT0S"))
+    assert "inputs.timeout" in problem
