@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS production (
     model TEXT PRIMARY KEY,
     submission_id TEXT
 );
+CREATE TABLE IF NOT EXISTS promotion (
+    model TEXT PRIMARY KEY,
+    last INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedule (
     submission_id TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -149,11 +153,19 @@ class StateStore:
             if submission_id is not None:
                 release = self.release(submission_id)
                 assert release is not None, "only a prepared release can be promoted"
-                top = max((r.promoted for r in self.releases(model)), default=0)
-                self.save_release(release.model_copy(update={"promoted": top + 1}))
+                self.save_release(release.model_copy(update={"promoted": self._next_promotion(model)}))
             self.db.execute(
                 "INSERT INTO production VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET submission_id = excluded.submission_id",
                 (model, str(submission_id) if submission_id else None))
+
+    def _next_promotion(self, model: str) -> int:
+        """The order number of the next promotion of `model`: one row read, not every release
+        (a state file from before this counter existed is counted once)."""
+        row = self.db.execute("SELECT last FROM promotion WHERE model = ?", (model,)).fetchone()
+        last = row[0] if row else max((r.promoted for r in self.releases(model)), default=0)
+        self.db.execute("INSERT INTO promotion VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET last = excluded.last",
+                        (model, last + 1))
+        return last + 1
 
     # --- canary schedule --------------------------------------------------------------------------
 
