@@ -31,3 +31,20 @@ class ServiceSettings(BaseSettings):
         default=5, ge=1, validation_alias=AliasChoices("SIGNOFF_MAX_ATTEMPTS"),
         description="Tries of one event that fails on an unexpected error before it is dead-lettered",
     )
+
+
+class ArtifactSourceSettings(ServiceSettings):
+    """Where a service may read artifacts from, and how much of them (`shared.artifacts.fetch`).
+    The validator and the deployer each read these under their own prefix."""
+
+    artifact_roots: tuple[Path, ...] = Field(
+        default=(Path(".data/artifacts"),),
+        description="Folders file:// artifacts may be read from (JSON list); anything else is refused",
+    )
+    artifact_url_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description='http(s) URL prefixes artifacts may be fetched from (JSON list), '
+        'e.g. ["https://models.internal/registry/"]; none by default',
+    )
+    max_artifact_bytes: int = Field(default=20 * 2**30, gt=0, description="Largest artifact read (bytes)")
+    fetch_timeout: float = Field(default=600.0, gt=0, description="Seconds allowed for one download")

@@ -5,25 +5,14 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import ArtifactSourceSettings
 
 
-class DeployerSettings(ServiceSettings):
+class DeployerSettings(ArtifactSourceSettings):
     model_config = SettingsConfigDict(env_prefix="DEPLOYER_", extra="ignore", frozen=True)
 
     model_store: Path = Field(default=Path(".data/model-store"),
                               description="Root of the model store: <root>/<model>/<version>/")
-    artifact_roots: tuple[Path, ...] = Field(
-        default=(Path(".data/artifacts"),),
-        description="Folders file:// artifacts may be read from (JSON list); anything else is refused",
-    )
-    artifact_url_prefixes: tuple[str, ...] = Field(
-        default=(),
-        description='http(s) URL prefixes artifacts may be fetched from (JSON list), '
-        'e.g. ["https://models.internal/registry/"]; none by default',
-    )
-    max_artifact_bytes: int = Field(default=20 * 2**30, gt=0, description="Largest artifact read (bytes)")
-    fetch_timeout: float = Field(default=600.0, gt=0, description="Seconds allowed for one download")
     download_dir: Path = Field(default=Path(".data/deployer/downloads"),
                                description="Where http(s) artifacts are downloaded while installed or verified")
     state_db: Path = Field(default=Path(".data/deployer/state.db"),
