@@ -24,7 +24,7 @@ async def replay_many(bootstrap_servers: str, topics: Iterable[str]) -> list[Eve
     partition was read first. Bad records are skipped (consumers dead-letter them). Duplicates are
     kept: a step the deployer repeated after a crash has the same event_id and a later occurred_at,
     and the followers see both copies too."""
-    events = [event async for event in _read(bootstrap_servers, tuple(topics))]
+    events = [event async for event in read_to_end(bootstrap_servers, tuple(topics))]
     return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))
 
 
@@ -57,7 +57,11 @@ def _handler(cls: type[Event], apply: Callable[[Event], object]) -> Callable[...
     return handle
 
 
-async def _read(bootstrap_servers: str, topics: tuple[str, ...]) -> AsyncIterator[Event]:
+async def read_to_end(bootstrap_servers: str, topics: tuple[str, ...],
+                      keep: Callable[[Any], bool] | None = None) -> AsyncIterator[Event]:
+    """The valid events of `topics` from their beginning up to their end offsets at the time of
+    the call, without a consumer group; `keep` filters on the raw record before it is decoded.
+    Bad records are skipped: the topics' consumers dead-letter them."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -70,6 +74,8 @@ async def _read(bootstrap_servers: str, topics: tuple[str, ...]) -> AsyncIterato
             batches = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, records in batches.items():
                 for record in records:
+                    if keep is not None and not keep(record):
+                        continue
                     try:
                         yield codec.decode(record.topic, record.value)
                     except codec.BadEvent:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared import codec, topics
+from shared import codec, replay, topics
 from shared.admin import partitions_of
 from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
 from signoff.timeline import Ending
@@ -96,31 +96,10 @@ async def read_to_end(bootstrap_servers: str, topic_names: tuple[str, ...],
                       keep: Callable[[Any], bool]) -> list[Event]:
     """The valid events of `topic_names`, from their beginning to where they end now, whose
     record `keep` accepts; each once, in the order they happened."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t, p) for t in topic_names for p in await partitions_of(consumer, t)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if end[tp] > 0}
-        events: dict[uuid.UUID, Event] = {}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    if not keep(record):
-                        continue
-                    try:
-                        event = codec.decode(record.topic, record.value)
-                    except codec.BadEvent:
-                        continue
-                    events.setdefault(event.event_id, event)
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return sorted(events.values(), key=lambda e: e.occurred_at)
-    finally:
-        await consumer.stop()
+    events: dict[uuid.UUID, Event] = {}
+    async for event in replay.read_to_end(bootstrap_servers, topic_names, keep):
+        events.setdefault(event.event_id, event)
+    return sorted(events.values(), key=lambda e: e.occurred_at)
 
 
 HISTORY_TOPICS = (

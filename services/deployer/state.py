@@ -13,7 +13,6 @@ interleave inside an update; `atomic()` groups the writes of one step in one tra
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from services.deployer.lifecycle import Lifecycle
 from services.deployer.rollout import Health, Release
+from shared.sqlite import open_durable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lifecycle (
@@ -66,11 +66,7 @@ CREATE TABLE IF NOT EXISTS delivery (
 
 class StateStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)  # autocommit; WAL for durability
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_durable(path, SCHEMA)
         self._depth = 0
 
     @contextmanager

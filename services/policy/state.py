@@ -4,13 +4,13 @@ here: the deployment topics are its record (`shared.production`, rebuilt at ever
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 from services.policy.rules import Rejection
 from shared.events import ReviewDecided
+from shared.sqlite import open_durable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decided (submission_id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
@@ -24,11 +24,7 @@ DROP TABLE IF EXISTS production; -- kept here before; it went stale after a roll
 
 class PolicyStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_durable(path, SCHEMA)
 
     def has_decided(self, submission_id: uuid.UUID) -> bool:
         return self.db.execute("SELECT 1 FROM decided WHERE submission_id = ?",

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from services.review_notifier.reviews import Review
 from shared.events import ReviewRequested
+from shared.sqlite import open_durable
 
 log = structlog.get_logger()
 
@@ -33,11 +34,7 @@ CREATE TABLE IF NOT EXISTS notice (submission_id TEXT NOT NULL, kind TEXT NOT NU
 
 class ReviewStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_durable(path, _SCHEMA, check_same_thread=False)
         # Reviews stored before the `pending` table existed: undecided ones are pending.
         for sid, text in self.db.execute(
                 "SELECT submission_id, review FROM review WHERE submission_id NOT IN (SELECT submission_id FROM pending)"
