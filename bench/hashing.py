@@ -27,11 +27,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.infra import ROOT, free_port, kafka_broker, service_env
+from bench.infra import ROOT, kafka_broker, service_env
 from shared import artifacts, codec, topics
 from shared.admin import ensure_topics, partitions_of
 from shared.events import Candidate, ModelSubmitted, Submission
-from signoff.devstack import Stack
+from signoff.devstack import Stack, free_port
 
 GiB = 2**30
 PARTITIONS = 3

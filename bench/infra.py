@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from bench import RELAY_HOPS
 from bench.load import Artifact, BenchFailed
 from bench.relay import READY_LINE
+from signoff.devstack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -39,11 +39,6 @@ def kafka_broker(port: int, controller_port: int, data_dir: Path) -> Iterator[st
     finally:
         subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=False)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_artifact(folder: Path, size: int = 64 * 1024) -> Artifact:

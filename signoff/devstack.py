@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,13 @@ from pathlib import Path
 
 SERVICES = ("validator", "policy", "review_notifier", "deployer")
 READY_LINE = "started successfully"  # FastStream logs it once the broker and subscribers run
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a service, a broker, a stand-in)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Stack:

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from services.review_notifier import slack_blocks
 from services.review_notifier.slack_signing import sign
+from signoff.devstack import free_port
 
 
 class SlackStandIn:
@@ -119,7 +120,7 @@ class MailSink:
             return AuthResult(success=ok)
 
         options = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False) if auth else {}
-        port = port or _free_port()
+        port = port or free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, **options)
         self.host, self.port = "127.0.0.1", port
 
@@ -185,9 +186,3 @@ def signed_request(secret: str, payload: dict, timestamp: int | None = None) -> 
     return body, {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": ts,
                   "x-slack-signature": sign(secret, ts, body)}
 
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from signoff.devstack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -39,15 +40,10 @@ def _docker_answers() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextmanager
 def _local_jars() -> Iterator[str]:
-    port, controller = _free_port(), _free_port()
+    port, controller = free_port(), free_port()
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
            "KAFKA_DATA_DIR": str(ROOT / ".data" / "kafka-test")}
     subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=True)
@@ -63,7 +59,7 @@ def _container() -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    port = _free_port()  # fixed host port, so the broker can advertise it
+    port = free_port()  # fixed host port, so the broker can advertise it
     container = (
         DockerContainer(IMAGE)
         .with_bind_ports(9092, port)

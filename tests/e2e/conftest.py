@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from signoff.devstack import Stack
+from signoff.devstack import Stack, free_port
 from tests.eventlog import EventLog
 
 pytestmark = pytest.mark.kafka
@@ -62,11 +61,6 @@ class Env:
                                  f"{result.stdout}\n{result.stderr}")
         return result
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Approve automatically above 90% accuracy, otherwise ask alice or bob.
@@ -120,7 +114,7 @@ def e2e(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("stack")
     artifacts, store = workdir / "artifacts", workdir / "model-store"
     artifacts.mkdir()
-    port, token = _free_port(), secrets.token_urlsafe(24)
+    port, token = free_port(), secrets.token_urlsafe(24)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),

@@ -22,9 +22,9 @@ import pytest
 
 from services.review_notifier import slack_blocks as sb
 from shared import topics
-from signoff.devstack import Stack
+from signoff.devstack import Stack, free_port
 from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request
-from tests.e2e.conftest import Env, _free_port
+from tests.e2e.conftest import Env
 from tests.eventlog import EventLog
 
 pytestmark = pytest.mark.kafka
@@ -100,7 +100,7 @@ def review(e2e: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revie
     for name, text in WORKFLOWS.items():
         (folder / f"{name}.yaml").write_text(text)
     (folder / "groups.yaml").write_text("leads: [dave]\n")
-    port = _free_port()
+    port = free_port()
     with SlackStandIn() as slack, MailSink() as mail:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": e2e.bootstrap,

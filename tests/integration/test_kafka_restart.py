@@ -15,9 +15,9 @@ import pytest
 from shared.admin import ensure_topics
 from shared.events import Candidate, ModelSubmitted, Submission
 from signoff import client
-from signoff.devstack import Stack
+from signoff.devstack import Stack, free_port
 from tests.eventlog import EventLog
-from tests.kafka_broker import KAFKA_SH, _free_port
+from tests.kafka_broker import KAFKA_SH
 
 pytestmark = pytest.mark.kafka
 
@@ -37,8 +37,8 @@ def submission(artifacts: Path, i: int) -> ModelSubmitted:
 
 
 async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
-    port = _free_port()
-    broker = {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(_free_port()),
+    port = free_port()
+    broker = {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
               "KAFKA_DATA_DIR": str(tmp_path / "kafka")}
     bootstrap = f"127.0.0.1:{port}"
     artifacts = tmp_path / "artifacts"
@@ -55,7 +55,7 @@ async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
             "REVIEW_NOTIFIER_STATE_DB": str(tmp_path / "reviews.db"),
             "POLICY_STATE_DB": str(tmp_path / "policy.db"),
             "SIGNOFF_WORKFLOWS": str(Path(__file__).resolve().parents[2] / "workflows"),
-            "REVIEW_NOTIFIER_HTTP_PORT": str(_free_port()),
+            "REVIEW_NOTIFIER_HTTP_PORT": str(free_port()),
         }
         with Stack(tmp_path / "run", services) as stack:
             stack.start_all()
