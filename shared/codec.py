@@ -65,7 +65,7 @@ def load(topic: str, value: bytes, ce_type: str | None = None) -> dict:
     if not isinstance(data, dict):
         raise BadEvent(f"expected a JSON object, got {type(data).__name__}")
     try:
-        return upcast(cls.type, data)
+        return upcast(cls.type, cls.class_version, data)
     except UnknownSchemaVersion as exc:
         raise BadEvent(str(exc)) from exc
 

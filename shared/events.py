@@ -5,8 +5,9 @@ Each event is one JSON object on its topic. The envelope fields (`event_id`, `su
 name, so every event about one model stays in order on one partition. CloudEvents headers are
 added on the wire by `shared.codec`.
 
-Names are past tense; a change that is not backwards compatible bumps `schema_version` and adds
-an upcaster in `shared.upcasting`.
+Names are past tense. Each event type has its own version (`class_version`): a change that is not
+backwards compatible bumps that one class's version and adds one upcaster in `shared.upcasting`.
+Events are upcast wherever they are validated, on the wire and inside stored state alike.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared import topics
-
-SCHEMA_VERSION = 1
+from shared.upcasting import upcast
 
 # Names and versions become folder names in the model store: one safe path segment each.
 ModelName = Annotated[
@@ -112,12 +112,24 @@ class Event(Frozen):
 
     topic: ClassVar[str]
     type: ClassVar[str]
+    class_version: ClassVar[int] = 1  # bump per type, with an upcaster (shared.upcasting)
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique id; duplicates share it")
     submission_id: uuid.UUID = Field(description="The submission this event is about")
     occurred_at: UtcDatetime = Field(default_factory=utcnow, description="When it happened, UTC")
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this event's schema")
+    schema_version: int = Field(default=1, ge=1, description="Version of this event type's schema")
     causation_id: uuid.UUID | None = Field(default=None, description="event_id of the event that caused this one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_version(cls, data: object) -> object:
+        """Bring JSON written under an older version of this type up to date (raises for a newer
+        one); an event built in code is at the current version."""
+        if isinstance(data, dict) and hasattr(cls, "type"):
+            if "schema_version" not in data:
+                return {**data, "schema_version": cls.class_version}
+            return upcast(cls.type, cls.class_version, data)
+        return data
 
     @classmethod
     def caused_by(cls, cause: Event, *, salt: str = "", **fields: object) -> Self:
@@ -205,7 +217,8 @@ class Vote(Frozen):
     decision: Literal["approve", "reject"]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)] = Field(
         description="Why; a break-glass approval's written justification")
-    channel: Literal["http", "slack", "email"]
+    channel: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")] = Field(
+        description="How the vote arrived: a channel of the review-notifier (http, slack, email, ...)")
     at: UtcDatetime
     break_glass: bool = Field(default=False, description="Approved alone under the break-glass role")
 
