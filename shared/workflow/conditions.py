@@ -15,6 +15,8 @@ import celpy.celparser
 import celpy.evaluation
 from lark import Token, Tree
 
+from shared.workflow.matching import ConditionError
+
 SUBMISSION_ROOTS = frozenset({
     "model", "version", "submitter", "data_version", "code_commit", "training_run_id",
     "metrics", "group_metrics", "checks",
@@ -24,10 +26,6 @@ PRODUCTION_FIELDS = frozenset({"version", "data_version", "code_commit", "artifa
 MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 
 _env = celpy.Environment()
-
-
-class ConditionError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
