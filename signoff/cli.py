@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-
 from pydantic import ValidationError
 
 from shared import codec, topics
 from shared.admin import ensure_topics
-from shared.workflows import load_files
+from shared.workflow.loading import load_files
 from signoff import client, manifest
 from signoff.settings import ClientSettings
 from signoff.timeline import history_line, line, outcome
@@ -95,7 +95,7 @@ def watch(
             last = outcome(event)
         return last
 
-    result = asyncio.run(run())
+    result = _run_or_exit(run())
     if not as_json:
         typer.echo(f"=> {result}")
     raise typer.Exit(EXIT_CODES.get(result, 2))
@@ -122,6 +122,15 @@ def review(
     typer.echo(f"{decision} recorded; review is {result['outcome']}")
 
 
+def _run_or_exit(follow: Coroutine[Any, Any, str]) -> str:
+    """Run a follow; an id that was never published exits 1 at once, saying so."""
+    try:
+        return asyncio.run(follow)
+    except client.NotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
     """Print an operation's timeline until its outcome; exit with its code."""
     async def run() -> str:
@@ -131,7 +140,7 @@ def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
             last = outcome(event)
         return last
 
-    result = asyncio.run(run())
+    result = _run_or_exit(run())
     typer.echo(f"=> {result}")
     raise typer.Exit(EXIT_CODES.get(result, 2))
 

@@ -6,16 +6,15 @@ a JSON `model.submitted` event keyed by the model name, with CloudEvents headers
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from shared import codec, replay, topics
-from shared.admin import partitions_of
+from shared import codec, reader, topics
 from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
 from signoff.timeline import Ending
 
@@ -45,61 +44,60 @@ async def publish(bootstrap_servers: str, events: list[Event], source: str = SOU
         await producer.stop()
 
 
+class NotFound(LookupError):
+    """No submission or operation has this id."""
+
+
+# Where an id first appears: a submission on model.submitted, a rollback on rollback.requested.
+STARTS = (topics.MODEL_SUBMITTED, topics.ROLLBACK_REQUESTED)
+# Producers' clocks may disagree a little: read from this much before the start of what is watched.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+async def started_at(bootstrap_servers: str, submission_id: uuid.UUID) -> datetime:
+    """When the submission (or rollback operation) `submission_id` was published; NotFound when
+    it never was. Reads its topics from the end backwards: a recent id is found at once."""
+    subject = str(submission_id).encode()
+    record = await reader.find_newest(bootstrap_servers, STARTS,
+                                      lambda r: dict(r.headers).get("ce_subject") == subject)
+    if record is None:
+        raise NotFound(f"no submission or rollback {submission_id} on {' or '.join(STARTS)}; "
+                       "check the id that `signoff submit` (or `signoff rollback`) printed")
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
 async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
                  timeout: float) -> AsyncIterator[Event]:
     """Yield the submission's events (each once) until it is deployed, rejected or failed (and
     any rollback or revocation asked for since has its outcome), or until `timeout` seconds pass.
-    Reads every event topic from the beginning, without a group; it never stops before it has read
-    what the topics held when it started, so a timeline that goes on after a deployment (a
-    revocation) is shown whole."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t, p) for t in topics.EVENT_TOPICS
-                      for p in await partitions_of(consumer, t)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        wanted = str(submission_id).encode()
-        seen: set[uuid.UUID] = set()
-        ending = Ending()
-        end_offsets = await consumer.end_offsets(partitions)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
-            batches = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
-            records = sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp)
-            for record in records:
-                if dict(record.headers).get("ce_subject") != wanted:
-                    continue
-                try:
-                    event = codec.decode(record.topic, record.value)
-                except codec.BadEvent:
-                    continue  # not ours to judge: the services dead-letter it
-                if event.event_id in seen:
-                    continue  # a redelivered duplicate
-                seen.add(event.event_id)
-                if ending.see(event):
-                    yield event
-            if ending.done and await _caught_up(consumer, end_offsets):
-                return
-    finally:
-        await consumer.stop()
+    Reads the event topics from the submission's own time (less the clock skew), not from their
+    beginning; it never stops before it has read what the topics held when it started, so a
+    timeline that goes on after a deployment (a revocation) is shown whole. NotFound, at once,
+    for an id that was never published."""
+    since = await started_at(bootstrap_servers, submission_id) - CLOCK_SKEW
+    wanted = str(submission_id).encode()
+    seen: set[uuid.UUID] = set()
+    ending = Ending()
+    async for record in reader.read(bootstrap_servers, topics.EVENT_TOPICS, since=since,
+                                    until=lambda: ending.done, timeout=timeout):
+        if dict(record.headers).get("ce_subject") != wanted:
+            continue
+        event = reader.decode(record)
+        if event is None or event.event_id in seen:
+            continue  # not ours to judge (the services dead-letter it), or a redelivered duplicate
+        seen.add(event.event_id)
+        if ending.see(event):
+            yield event
 
 
-async def _caught_up(consumer: AIOKafkaConsumer, end_offsets: dict) -> bool:
-    for tp, end in end_offsets.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
-async def read_to_end(bootstrap_servers: str, topic_names: tuple[str, ...],
+async def read_events(bootstrap_servers: str, topic_names: tuple[str, ...],
                       keep: Callable[[Any], bool]) -> list[Event]:
     """The valid events of `topic_names`, from their beginning to where they end now, whose
     record `keep` accepts; each once, in the order they happened."""
     events: dict[uuid.UUID, Event] = {}
-    async for event in replay.read_to_end(bootstrap_servers, topic_names, keep):
+    for event in await reader.read_events(bootstrap_servers, topic_names, keep=keep):
         events.setdefault(event.event_id, event)
-    return sorted(events.values(), key=lambda e: e.occurred_at)
+    return list(events.values())
 
 
 HISTORY_TOPICS = (
@@ -112,14 +110,15 @@ HISTORY_TOPICS = (
 async def history(bootstrap_servers: str, model: str) -> list[Event]:
     """Every decision, deployment, rollback and revocation of `model` (records keyed by it)."""
     key = model.encode()
-    return await read_to_end(bootstrap_servers, HISTORY_TOPICS, lambda r: r.key == key)
+    return await read_events(bootstrap_servers, HISTORY_TOPICS, lambda r: r.key == key)
 
 
 async def find_submission(bootstrap_servers: str, submission_id: uuid.UUID) -> ModelSubmitted | None:
     subject = str(submission_id).encode()
-    found = await read_to_end(bootstrap_servers, (topics.MODEL_SUBMITTED,),
-                              lambda r: dict(r.headers).get("ce_subject") == subject)
-    return next((e for e in found if isinstance(e, ModelSubmitted)), None)
+    record = await reader.find_newest(bootstrap_servers, (topics.MODEL_SUBMITTED,),
+                                      lambda r: dict(r.headers).get("ce_subject") == subject)
+    event = reader.decode(record) if record is not None else None
+    return event if isinstance(event, ModelSubmitted) else None
 
 
 async def request_rollback(bootstrap_servers: str, model: str, to_version: str | None,

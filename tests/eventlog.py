@@ -7,10 +7,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from shared import codec, topics
-from shared.admin import partitions_of
+from shared import reader, topics
 from shared.events import Event
 
 WATCHED = topics.EVENT_TOPICS + tuple(topics.dlq(t) for t in topics.CONSUMED_TOPICS)
@@ -37,31 +34,15 @@ class EventLog:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
-        await consumer.start()
-        partitions = [TopicPartition(t, p) for t in WATCHED for p in await partitions_of(consumer, t)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._run(consumer))
+        self._task = asyncio.create_task(self._run())
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=200)
-                if not batches:
-                    continue
-                for records in batches.values():
-                    for r in records:
-                        headers = {k: v.decode(errors="replace") for k, v in r.headers}
-                        try:
-                            event = codec.decode(r.topic, r.value) if r.topic in topics.EVENT_TOPICS else None
-                        except codec.BadEvent:
-                            event = None
-                        self.records.append(Seen(r.topic, r.key, r.value, headers, event))
-                async with self._changed:
-                    self._changed.notify_all()
-        finally:
-            await consumer.stop()
+    async def _run(self) -> None:
+        async for r in reader.read(self.bootstrap_servers, WATCHED, until=reader.FOREVER):
+            headers = {k: v.decode(errors="replace") for k, v in r.headers}
+            event = reader.decode(r) if r.topic in topics.EVENT_TOPICS else None
+            self.records.append(Seen(r.topic, r.key, r.value, headers, event))
+            async with self._changed:
+                self._changed.notify_all()
 
     async def stop(self) -> None:
         if self._task:

@@ -1,0 +1,151 @@
+"""The one way Signoff reads topics outside a consumer group: services rebuilding state at start,
+the CLI (watch, history), and the tests' event log.
+
+    read(servers, topics)                          from the beginning until the end (as of now)
+    read(servers, topics, since=t)                 from the first record at or after time t
+    read(servers, topics, until=pred, timeout=s)   on past the end, until pred() holds (and the
+                                                   end as of the start was reached) or s seconds
+    read(servers, topics, until=FOREVER)           until cancelled (a live tail)
+    find_newest(servers, topics, match)            the newest record `match` accepts, read from
+                                                   the end backwards, so a recent one costs little
+
+Records come as aiokafka `ConsumerRecord`s; `decode` turns one into its event (None when it does
+not decode: the topic's consumers dead-letter it, a reader skips it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import codec
+from shared.admin import partitions_of
+from shared.events import Event
+
+Record = Any  # aiokafka.structs.ConsumerRecord
+FOREVER: Final = "forever"
+POLL_MS = 500
+_WINDOW = 500  # records per partition read at a time by find_newest, doubling as it goes back
+
+
+def decode(record: Record) -> Event | None:
+    """The event in a record of one of Signoff's event topics, or None if it does not decode."""
+    try:
+        return codec.decode(record.topic, record.value)
+    except codec.BadEvent:
+        return None
+
+
+async def read(bootstrap_servers: str, topics: Sequence[str], *, since: datetime | None = None,
+               until: Callable[[], object] | str | None = None,
+               timeout: float | None = None) -> AsyncIterator[Record]:
+    """The records of `topics` (see the module's table). With `until`, a `timeout` ends the read
+    quietly: the caller tells a timeout from the predicate by asking the predicate."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    async with _consumer(bootstrap_servers) as consumer:
+        partitions = await _assign(consumer, topics)
+        end = await consumer.end_offsets(partitions)
+        await _seek(consumer, partitions, since, end)
+        behind = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+        while True:
+            if until is None and not behind:
+                return
+            if callable(until) and not behind and until():
+                return
+            wait = POLL_MS if deadline is None else int(min(POLL_MS, max(deadline - loop.time(), 0) * 1000))
+            if deadline is not None and wait <= 0:
+                return
+            batches = await consumer.getmany(*partitions, timeout_ms=wait)
+            # Each poll's records in the order they were written, across topics and partitions.
+            for record in sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp):
+                yield record
+            for tp in list(behind):
+                if await consumer.position(tp) >= end[tp]:
+                    behind.discard(tp)
+
+
+async def read_events(bootstrap_servers: str, topics: Sequence[str], *, since: datetime | None = None,
+                      keep: Callable[[Record], bool] | None = None) -> list[Event]:
+    """Every valid event of `topics` up to their end now (from `since`), whose record `keep`
+    accepts, in the order they happened (`occurred_at`, ties by event_id): what is built from
+    them does not depend on which topic or partition was read first. Duplicates are kept: a step
+    the deployer repeated after a crash has the same event_id and a later occurred_at, and a
+    service's followers see both copies too."""
+    events = []
+    async for record in read(bootstrap_servers, topics, since=since):
+        if (keep is None or keep(record)) and (event := decode(record)) is not None:
+            events.append(event)
+    return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))
+
+
+async def find_newest(bootstrap_servers: str, topics: Sequence[str],
+                      match: Callable[[Record], bool]) -> Record | None:
+    """The newest record of `topics` that `match` accepts, or None; reads backwards from the end
+    in growing windows, so finding something recent does not read the whole history."""
+    async with _consumer(bootstrap_servers) as consumer:
+        partitions = await _assign(consumer, topics)
+        start = await consumer.beginning_offsets(partitions)
+        end = await consumer.end_offsets(partitions)
+        upper, window, found = dict(end), _WINDOW, None
+        while any(upper[tp] > start[tp] for tp in partitions):
+            for tp in partitions:
+                lower = max(start[tp], upper[tp] - window)
+                if lower < upper[tp]:
+                    for record in await _slice(consumer, tp, lower, upper[tp]):
+                        if match(record) and (found is None or record.timestamp > found.timestamp):
+                            found = record
+                upper[tp] = lower
+            if found is not None:
+                return found
+            window *= 2
+        return None
+
+
+async def _slice(consumer: AIOKafkaConsumer, tp: TopicPartition, lower: int, upper: int) -> list[Record]:
+    """The records of one partition at offsets [lower, upper)."""
+    consumer.seek(tp, lower)
+    out: list[Record] = []
+    while await consumer.position(tp) < upper:
+        batch = await consumer.getmany(tp, timeout_ms=POLL_MS)
+        out += [r for r in batch.get(tp, []) if r.offset < upper]
+    return out
+
+
+class _consumer:
+    """A group-less consumer that commits nothing, stopped whatever happens."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                         auto_offset_reset="earliest")
+
+    async def __aenter__(self) -> AIOKafkaConsumer:
+        await self.consumer.start()
+        return self.consumer
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+
+async def _assign(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(await partitions_of(consumer, t))]
+    consumer.assign(partitions)
+    return partitions
+
+
+async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None,
+                end: dict[TopicPartition, int]) -> None:
+    """Explicit offsets for every partition: `seek_to_beginning` races the consumer's own reset
+    to the end after `assign` (seen here: one read in three started at the end)."""
+    if since is None:
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        return
+    found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+    for tp in partitions:
+        at = found.get(tp)
+        consumer.seek(tp, at.offset if at is not None else end[tp])  # none that late: from the end
