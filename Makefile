@@ -67,7 +67,7 @@ bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; 
 asyncapi: venv ## regenerate the AsyncAPI document of each service under docs/asyncapi/
 	@mkdir -p docs/asyncapi
 	for svc in validator policy review_notifier deployer; do \
-	  $(BIN)/faststream docs gen services.$$svc.app:app --yaml --out docs/asyncapi/$$svc.yaml >/dev/null; \
+	  $(BIN)/faststream docs gen --factory services.$$svc.app:create_app --yaml --out docs/asyncapi/$$svc.yaml >/dev/null; \
 	  echo "docs/asyncapi/$$svc.yaml"; done
 
 clean: down ## stop everything and delete local data (Kafka logs, model store, state)

@@ -32,6 +32,12 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger()
 
 
+class Refused(Exception):
+    """A valid event the service will not act on, for a reason of its domain (a rollback of a
+    model it never deployed): dead-lettered at once with that reason, never retried. Raise it
+    from a handler; a wire problem is `codec.BadEvent`."""
+
+
 def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     dead_letters = DeadLetters(max_attempts=settings.max_attempts)
     broker = KafkaBroker(
@@ -165,6 +171,9 @@ class _DeadLetterScope(BaseMiddleware):
         if isinstance(exc_val, codec.BadEvent):
             await self.owner.send(self.msg, f"invalid event: {exc_val}")
             return True  # handled: the offset is committed and the consumer moves on
+        if isinstance(exc_val, Refused):
+            await self.owner.send(self.msg, f"refused: {exc_val}")
+            return True
         if isinstance(exc_val, ValidationError):
             await self.owner.send(self.msg, f"invalid event: {codec.describe(exc_val)}")
             return True

@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Base of each service's settings class; subclasses set their own `env_prefix`."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # populate_by_name: tests and embedders build settings from field names, not variable names.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
@@ -34,7 +35,7 @@ class ServiceSettings(BaseSettings):
 
 
 class ArtifactSourceSettings(ServiceSettings):
-    """Where a service may read artifacts from, and how much of them (`shared.artifacts.fetch`).
+    """Where a service may read artifacts from, and how much of them (`shared.sources.ArtifactSource`).
     The validator and the deployer each read these under their own prefix."""
 
     artifact_roots: tuple[Path, ...] = Field(

@@ -1,6 +1,6 @@
 """The four services as separate local processes: for `make up`, `make demo` and the end-to-end tests.
 
-Each service runs as `faststream run services.<name>.app:app`, logs to `<workdir>/logs/<name>.log`,
+Each service runs as `faststream run --factory services.<name>.app:create_app`, logs to `<workdir>/logs/<name>.log`,
 and is stopped with SIGTERM (graceful: the in-flight event finishes and is committed).
 """
 
@@ -41,7 +41,7 @@ class Stack:
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log:
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", "faststream", "run", f"services.{service}.app:app"],
+                [sys.executable, "-m", "faststream", "run", f"services.{service}.app:create_app"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._wait_ready(service, offset, timeout)

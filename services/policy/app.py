@@ -1,8 +1,15 @@
 """Wiring of the policy service: checks.* in, review.* out; review.decided in, to remember
 rejections; deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know
-each model in production."""
+each model in production.
+
+`build(settings)` wires everything and opens nothing; the app's start-up hook loads the workflows,
+opens the state, creates the topics and rebuilds production. Run it with
+`faststream run --factory services.policy.app:create_app`.
+"""
 
 from __future__ import annotations
+
+from faststream import FastStream
 
 from services.policy import SERVICE, rules
 from services.policy import __doc__ as ABOUT
@@ -15,68 +22,86 @@ from shared.events import ChecksFailed, ChecksPassed, ReviewDecided, ReviewReque
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
-from shared.workflows import load_or_exit
-
-settings = PolicySettings()
-log = configure(settings.log_level)
-workflows = load_or_exit(settings.workflows, log)
-broker = make_broker(settings, SERVICE)
-emitter = Emitter(broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewRequested)
-store = PolicyStore(settings.state_db)
-production = ProductionBook()
-followers = follow_into(broker, production.apply, *EVENTS)
+from shared.workflow.loading import load_or_exit
+from shared.workflow.matching import WorkflowSet
 
 
-def _match(model: str) -> rules.Match:
-    workflow, no_match = workflows.match(model)
-    return rules.Match(workflow, no_match, workflows.digest)
+class Policy:
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+        self.log = configure(settings.log_level)
+        self.broker = make_broker(settings, SERVICE)
+        self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewRequested)
+        self.production = ProductionBook()
+        self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
+        self.workflows = WorkflowSet(())
+        self._store: PolicyStore | None = None
+
+        @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
+        async def on_checks_passed(event: ChecksPassed) -> None:
+            if self.store.has_decided(event.submission_id):
+                return  # a redelivered checks event: the decision was made and emitted already
+            candidate = event.submission.candidate
+            await self._emit(rules.on_checks_passed(event, self._match(candidate.model),
+                                                    self.store.rejection(candidate.artifact_sha256),
+                                                    self.production.get(candidate.model)))
+
+        @subscribe(self.broker, topics.CHECKS_FAILED, SERVICE)
+        async def on_checks_failed(event: ChecksFailed) -> None:
+            if not self.store.has_decided(event.submission_id):
+                await self._emit(rules.on_checks_failed(event, self._match(event.submission.candidate.model)))
+
+        @subscribe(self.broker, topics.REVIEW_DECIDED, SERVICE)
+        async def on_review_decided(event: ReviewDecided) -> None:
+            """Every rejection, automatic or human, makes its digest rejected for good (unless the
+            bytes were never verified to have that digest)."""
+            if event.outcome == "rejected" and event.final_for_artifact:
+                self.store.record_rejection(event)
+
+        self.on_checks_passed, self.on_checks_failed = on_checks_passed, on_checks_failed
+        self.on_review_decided = on_review_decided
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
+
+    @property
+    def store(self) -> PolicyStore:
+        assert self._store is not None, "opened by open(), at start-up"
+        return self._store
+
+    def open(self) -> None:
+        self.workflows = load_or_exit(self.settings.workflows, self.log)
+        self._store = PolicyStore(self.settings.state_db)
+
+    async def start(self) -> None:
+        self.open()
+        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        # Know what is in production before the first checks event is decided; the followers then
+        # read the topics again from the start (applying an event twice changes nothing).
+        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        self.log.info("production_rebuilt", events=events, models=len(self.production))
+
+    async def close(self) -> None:
+        if self._store is not None:  # after the broker stopped: no handler is using the store any more
+            self._store.close()
+            self._store = None
+
+    def _match(self, model: str) -> rules.Match:
+        workflow, no_match = self.workflows.match(model)
+        return rules.Match(workflow, no_match, self.workflows.digest)
+
+    async def _emit(self, decision: ReviewDecided | ReviewRequested) -> None:
+        # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
+        await self.emitter.emit(decision)
+        self.store.record_decision(decision.submission_id, decision.event_id)
+        if isinstance(decision, ReviewDecided) and decision.outcome == "rejected" and decision.final_for_artifact:
+            self.store.record_rejection(decision)
+        self.log.info("policy_decided", outcome=getattr(decision, "outcome", "review_requested"),
+                      workflow=decision.policy.name, rule=decision.policy.rule)
 
 
-@subscribe(broker, topics.CHECKS_PASSED, SERVICE)
-async def on_checks_passed(event: ChecksPassed) -> None:
-    if store.has_decided(event.submission_id):
-        return  # a redelivered checks event: the decision was made and emitted already
-    candidate = event.submission.candidate
-    decision = rules.on_checks_passed(event, _match(candidate.model),
-                                      store.rejection(candidate.artifact_sha256),
-                                      production.get(candidate.model))
-    await _emit(decision)
+def build(settings: PolicySettings) -> Policy:
+    return Policy(settings)
 
 
-@subscribe(broker, topics.CHECKS_FAILED, SERVICE)
-async def on_checks_failed(event: ChecksFailed) -> None:
-    if not store.has_decided(event.submission_id):
-        await _emit(rules.on_checks_failed(event, _match(event.submission.candidate.model)))
-
-
-@subscribe(broker, topics.REVIEW_DECIDED, SERVICE)
-async def on_review_decided(event: ReviewDecided) -> None:
-    """Every rejection, automatic or human, makes its digest rejected for good (unless the bytes
-    were never verified to have that digest)."""
-    if event.outcome == "rejected" and event.final_for_artifact:
-        store.record_rejection(event)
-
-
-async def _emit(decision: ReviewDecided | ReviewRequested) -> None:
-    # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
-    await emitter.emit(decision)
-    store.record_decision(decision.submission_id, decision.event_id)
-    if isinstance(decision, ReviewDecided) and decision.outcome == "rejected" and decision.final_for_artifact:
-        store.record_rejection(decision)
-    log.info("policy_decided", outcome=getattr(decision, "outcome", "review_requested"),
-             workflow=decision.policy.name, rule=decision.policy.rule)
-
-
-async def _start() -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    # Know what is in production before the first checks event is decided; the followers then
-    # read the topics again from the start (applying an event twice changes nothing).
-    events = await rebuild(settings.kafka_bootstrap_servers, production.apply, *EVENTS)
-    log.info("production_rebuilt", events=events, models=len(production))
-
-
-async def _close() -> None:
-    store.close()  # after the broker stopped: no handler is using the store any more
-
-
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_shutdown=[_close])
+def create_app(settings: PolicySettings | None = None) -> FastStream:
+    """The app factory: `faststream run --factory services.policy.app:create_app`."""
+    return build(settings or PolicySettings()).app

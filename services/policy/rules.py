@@ -15,12 +15,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.conditions import ConditionError
+from shared.workflow.matching import ConditionError
 from shared.events import (
     ChecksFailed, ChecksPassed, Escalation, PolicyRef, Production, ReviewDecided, ReviewRequested,
     Submission,
 )
-from shared.workflows import Loaded
+from shared.workflow.matching import Loaded
 
 
 @dataclass(frozen=True)

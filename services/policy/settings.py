@@ -12,7 +12,7 @@ class PolicySettings(ServiceSettings):
     """The rules themselves are workflow files (SIGNOFF_WORKFLOWS); this is where the policy keeps
     what it remembers."""
 
-    model_config = SettingsConfigDict(env_prefix="POLICY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="POLICY_", extra="ignore", frozen=True, populate_by_name=True)
 
     state_db: Path = Field(default=Path(".data/policy/state.db"),
                            description="SQLite file: decisions made, rejected digests, production models")

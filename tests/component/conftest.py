@@ -1,7 +1,8 @@
-"""Each service's app module, imported afresh with its settings pointing into tmp_path.
+"""Each service built by its app factory from a settings object pointing into tmp_path.
 
-Settings are read when an app module is imported, so the fixture sets the environment first and
-then (re)imports the module: every test gets its own broker, emitter, state files and folders.
+`build_app("policy", workflows=folder)` returns the service's wiring (broker, emitter, stores,
+handlers) with its resources opened, as the app's start-up hook would open them; nothing reads
+the environment and no module is reloaded. The fixture closes what it opened.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -72,36 +71,40 @@ def workflows(tmp_path) -> Path:
     return write_workflows(tmp_path / "workflows", default=WORKFLOW)
 
 
+SETTINGS = {
+    "validator": "ValidatorSettings", "policy": "PolicySettings",
+    "deployer": "DeployerSettings", "review_notifier": "ReviewNotifierSettings",
+}
+
+
 @pytest.fixture
-def load_app(monkeypatch, tmp_path, artifact_root, workflows):
-    """Import `services.<name>.app` with env pointing into tmp_path (plus any `env` given)."""
-    loaded: list[ModuleType] = []
+async def build_app(tmp_path, artifact_root, workflows):
+    """Build `services.<name>` from its settings (defaults into tmp_path, plus `fields`) and open it."""
+    built: list[Any] = []
 
-    def load(name: str, **env: str) -> ModuleType:
-        defaults = {
-            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # never contacted: TestKafkaBroker fakes it
-            "SIGNOFF_MAX_ATTEMPTS": "2",
-            "SIGNOFF_WORKFLOWS": str(workflows),
-            "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifact_root)]),
-            "POLICY_STATE_DB": str(tmp_path / "policy" / "state.db"),
-            "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifact_root)]),
-            "DEPLOYER_MODEL_STORE": str(tmp_path / "store"),
-            "DEPLOYER_STATE_DB": str(tmp_path / "deployer" / "state.db"),
-            "REVIEW_NOTIFIER_STATE_DB": str(tmp_path / "review" / "reviews.db"),
-            "REVIEW_NOTIFIER_API_TOKEN": "s3cret",
+    def build(name: str, **fields: Any) -> Any:
+        defaults: dict[str, Any] = {
+            "kafka_bootstrap_servers": "127.0.0.1:1",  # never contacted: TestKafkaBroker fakes it
+            "max_attempts": 2,
+            "workflows": workflows,
+            "artifact_roots": (artifact_root,),
+            "download_dir": tmp_path / name / "downloads",
+            "state_db": tmp_path / name / "state.db",
+            "model_store": tmp_path / "store",
+            "api_token": "s3cret",
         }
-        for key, value in {**defaults, **env}.items():
-            monkeypatch.setenv(key, value)
-        module_name = f"services.{name}.app"
-        module = importlib.reload(sys.modules[module_name]) if module_name in sys.modules \
-            else importlib.import_module(module_name)
-        loaded.append(module)
-        return module
+        settings_module = importlib.import_module(f"services.{name}.settings")
+        settings_cls = getattr(settings_module, SETTINGS[name])
+        known = settings_cls.model_fields
+        settings = settings_cls(**{k: v for k, v in {**defaults, **fields}.items() if k in known})
+        wiring = importlib.import_module(f"services.{name}.app").build(settings)
+        wiring.open()
+        built.append(wiring)
+        return wiring
 
-    yield load
-    for module in loaded:
-        if store := getattr(module, "store", None):
-            store.close()
+    yield build
+    for wiring in built:
+        await wiring.close()
 
 
 async def _raw(msg: Any, original_decoder: Any = None) -> bytes:

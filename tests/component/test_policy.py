@@ -36,8 +36,8 @@ steps:
 
 
 @pytest.fixture
-def policy(load_app):
-    return load_app("policy")
+def policy(build_app):
+    return build_app("policy")
 
 
 def passed_with(accuracy: float, **candidate: str):
@@ -119,14 +119,14 @@ async def test_a_redelivered_checks_event_is_decided_once(policy, accuracy, kind
     assert type(event) is kind and event.causation_id == cause.event_id
 
 
-async def test_a_checks_event_redelivered_after_a_restart_is_not_decided_again(load_app):
+async def test_a_checks_event_redelivered_after_a_restart_is_not_decided_again(build_app):
     cause = passed_with(0.95)
-    first = load_app("policy")
+    first = build_app("policy")
     async with TestKafkaBroker(first.broker) as br:
         await publish(br, cause)
         assert len(decisions(first)) == 1
-    first.store.close()  # the process stops; its SQLite file stays
-    restarted = load_app("policy")  # imported afresh: new broker and store, same POLICY_STATE_DB
+    await first.close()  # the process stops; its SQLite file stays
+    restarted = build_app("policy")  # built afresh: new broker and store, same state_db
     async with TestKafkaBroker(restarted.broker) as br:
         await publish(br, cause)
         assert restarted.on_checks_passed.mock.call_count == 1
@@ -207,9 +207,9 @@ def revoked(release: DeploymentSucceeded) -> DeploymentRevoked:
 
 
 @pytest.fixture
-def carry_forward(load_app, tmp_path):
+def carry_forward(build_app, tmp_path):
     folder = write_workflows(tmp_path / "carry-forward", groups="risk: [dave, erin]\n", fraud=CARRY_FORWARD)
-    return load_app("policy", SIGNOFF_WORKFLOWS=str(folder))
+    return build_app("policy", workflows=folder)
 
 
 async def test_a_deployment_makes_carry_forward_apply(carry_forward):
@@ -290,9 +290,9 @@ async def test_a_revoked_release_is_neither_carried_forward_from_nor_shown_as_pr
     assert out.production is None
 
 
-async def test_no_workflow_for_the_model_is_rejected(load_app, tmp_path):
+async def test_no_workflow_for_the_model_is_rejected(build_app, tmp_path):
     folder = write_workflows(tmp_path / "fraud-only", groups="risk: [dave, erin]\n", fraud=CARRY_FORWARD)
-    policy = load_app("policy", SIGNOFF_WORKFLOWS=str(folder))
+    policy = build_app("policy", workflows=folder)
     async with TestKafkaBroker(policy.broker) as br:
         await publish(br, passed_with(0.99, model="churn-model"))
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
@@ -301,7 +301,7 @@ async def test_no_workflow_for_the_model_is_rejected(load_app, tmp_path):
     assert out.policy.digest == policy.workflows.digest
 
 
-def test_an_invalid_workflow_folder_stops_the_service(load_app, tmp_path):
+def test_an_invalid_workflow_folder_stops_the_service(build_app, tmp_path):
     folder = write_workflows(tmp_path / "bad", fraud=CARRY_FORWARD.replace("['group:risk']", "'dave'"))
     with pytest.raises(SystemExit, match="approvers must be a list"):
-        load_app("policy", SIGNOFF_WORKFLOWS=str(folder))
+        build_app("policy", workflows=folder)

@@ -142,7 +142,7 @@ def test_compose_runs_every_service_under_services(compose: dict) -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_each_service_runs_its_faststream_app(compose: dict, name: str) -> None:
     package, _ = SERVICES[name]
-    assert command_of(compose["services"][name]) == ["faststream", "run", f"services.{package}.app:app"]
+    assert command_of(compose["services"][name]) == ["faststream", "run", f"services.{package}.app:create_app"]
     assert (ROOT / "services" / package / "app.py").is_file()
 
 
