@@ -14,7 +14,7 @@ RUN := .data/run
 # The demo runs its own throw-away broker, so it never mixes with a stack left running by `make up`.
 DEMO_KAFKA := KAFKA_PORT=9192 KAFKA_CONTROLLER_PORT=9193 KAFKA_DATA_DIR=$(CURDIR)/.data/kafka-demo
 
-.PHONY: help venv kafka-up kafka-down topics up down demo test bench asyncapi clean
+.PHONY: help venv kafka-up kafka-down topics up down demo lint test bench asyncapi clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -56,9 +56,14 @@ demo: venv ## run every path end to end on a fresh broker and print the timeline
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192 $(BIN)/python -m signoff.demo .data/demo; \
 	  status=$$?; $(DEMO_KAFKA) $(KAFKA) down; exit $$status
 
-test: venv ## run the tests (starts a throw-away Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+lint: venv ## ruff (style, imports, pyflakes, bugbear) and mypy on shared/, services/, signoff/
+	$(BIN)/ruff check shared services signoff tests bench
+	$(BIN)/mypy
+
+test: venv ## run the tests, then the component tests again on the real broker (throw-away brokers unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(KAFKA) fetch
 	$(BIN)/pytest
+	$(BIN)/pytest tests/component --broker=kafka
 
 bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing
 	$(BIN)/python -m bench.run

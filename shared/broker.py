@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import weakref
 from typing import Any
 
 import structlog
@@ -38,6 +39,10 @@ class Refused(Exception):
     from a handler; a wire problem is `codec.BadEvent`."""
 
 
+# Each broker's consumer group prefix (settings.consumer_group_prefix), read by `subscribe`.
+_GROUP_PREFIX: weakref.WeakKeyDictionary[KafkaBroker, str] = weakref.WeakKeyDictionary()
+
+
 def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     dead_letters = DeadLetters(max_attempts=settings.max_attempts)
     broker = KafkaBroker(
@@ -50,6 +55,7 @@ def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
         graceful_timeout=30.0,
     )
     dead_letters.broker = broker
+    _GROUP_PREFIX[broker] = settings.consumer_group_prefix
     return broker
 
 
@@ -65,7 +71,7 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
     another."""
     return broker.subscriber(
         topic,
-        group_id=f"signoff-{service}.{topic}",
+        group_id=f"{_GROUP_PREFIX.get(broker, 'signoff')}-{service}.{topic}",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         decoder=_decode_body,

@@ -27,6 +27,12 @@ class ServiceSettings(BaseSettings):
         default=Path("workflows"), validation_alias=AliasChoices("SIGNOFF_WORKFLOWS"),
         description="Folder of approval workflow files (*.yaml) and groups.yaml",
     )
+    consumer_group_prefix: str = Field(
+        default="signoff", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        validation_alias=AliasChoices("SIGNOFF_CONSUMER_GROUP_PREFIX"),
+        description="Consumer groups are named <prefix>-<service>.<topic>; a test run sharing a "
+        "cluster uses its own prefix",
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SIGNOFF_LOG_LEVEL"))
     max_attempts: int = Field(
         default=5, ge=1, validation_alias=AliasChoices("SIGNOFF_MAX_ATTEMPTS"),

@@ -9,6 +9,11 @@ from shared.admin import ensure_topics
 from tests.kafka_broker import kafka_broker
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--broker", choices=("memory", "kafka"), default="memory",
+                     help="where the component tests run: FastStream's in-memory broker, or the real one")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Kafka broker with Signoff's topics created (see tests/kafka_broker.py)."""

@@ -45,13 +45,15 @@ def _docker_answers() -> bool:
 def _local_jars() -> Iterator[str]:
     port, controller = free_port(), free_port()
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
-           "KAFKA_DATA_DIR": str(ROOT / ".data" / "kafka-test")}
+           # A folder per broker: test sessions running side by side never share a log.
+           "KAFKA_DATA_DIR": str(ROOT / ".data" / "kafka-test" / str(port))}
     subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=True)
     subprocess.run(["bash", str(KAFKA_SH), "up"], env=env, check=True)
     try:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run(["bash", str(KAFKA_SH), "down"], env=env, check=False)
+        subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=False)
 
 
 @contextmanager

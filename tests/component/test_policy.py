@@ -9,13 +9,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from faststream.kafka import TestKafkaBroker
 
 from shared import codec, topics
 from shared.events import (
     DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, ReviewDecided, ReviewRequested,
 )
-from tests.component.conftest import DLQ, capture, publish, publish_raw, sent, write_workflows
+from tests.component.conftest import DLQ, capture, publish, publish_raw, running, sent, write_workflows
 from tests.unit import factories as f
 
 # Fraud models retrained from the same code within one point of production skip review.
@@ -64,7 +63,7 @@ def file_digest(workflows) -> str:
 
 async def test_auto_approves_above_the_bar(policy, workflows):
     cause = passed_with(0.95)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, cause)
         policy.emitter.publishers[ReviewRequested].mock.assert_not_called()
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
@@ -76,7 +75,7 @@ async def test_auto_approves_above_the_bar(policy, workflows):
 
 async def test_requests_a_review_below_the_bar(policy, workflows):
     cause = passed_with(0.85)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, cause)
         policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
         out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
@@ -88,7 +87,7 @@ async def test_requests_a_review_below_the_bar(policy, workflows):
 
 async def test_failed_checks_are_rejected(policy):
     cause = f.checks_failed()
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, cause)
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.decided_by) == ("rejected", "policy:test-policy/automated_checks")
@@ -97,7 +96,7 @@ async def test_failed_checks_are_rejected(policy):
 
 async def test_bad_checks_event_is_dead_lettered_then_the_next_is_decided(policy):
     dead = capture(policy.broker, DLQ(topics.CHECKS_PASSED))
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish_raw(br, topics.CHECKS_PASSED, b'{"schema_version": 1}')
         await publish(br, passed_with(0.95))
         policy.emitter.publishers[ReviewDecided].mock.assert_called_once()
@@ -110,7 +109,7 @@ async def test_bad_checks_event_is_dead_lettered_then_the_next_is_decided(policy
 async def test_a_redelivered_checks_event_is_decided_once(policy, accuracy, kind):
     cause = passed_with(accuracy)
     out = capture(policy.broker, kind.topic)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, cause)
         await publish(br, cause)  # the same event again, as after a consumer restart
         assert policy.on_checks_passed.mock.call_count == 2  # the handler did see it twice
@@ -122,12 +121,12 @@ async def test_a_redelivered_checks_event_is_decided_once(policy, accuracy, kind
 async def test_a_checks_event_redelivered_after_a_restart_is_not_decided_again(build_app):
     cause = passed_with(0.95)
     first = build_app("policy")
-    async with TestKafkaBroker(first.broker) as br:
+    async with running(first.broker) as br:
         await publish(br, cause)
         assert len(decisions(first)) == 1
     await first.close()  # the process stops; its SQLite file stays
     restarted = build_app("policy")  # built afresh: new broker and store, same state_db
-    async with TestKafkaBroker(restarted.broker) as br:
+    async with running(restarted.broker) as br:
         await publish(br, cause)
         assert restarted.on_checks_passed.mock.call_count == 1
         assert decisions(restarted) == [] and requests(restarted) == []
@@ -135,7 +134,7 @@ async def test_a_checks_event_redelivered_after_a_restart_is_not_decided_again(b
 
 async def test_a_redelivered_failed_checks_event_is_rejected_once(policy):
     cause = f.checks_failed()
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, cause)
         await publish(br, cause)
         assert policy.on_checks_failed.mock.call_count == 2
@@ -149,7 +148,7 @@ async def test_a_human_rejection_rejects_the_same_artifact_resubmitted(policy):
     again = passed_with(0.97, version="1.4.1")  # same bytes (f.SHA), new submission, above the bar
     assert again.submission_id != first.submission_id
     assert again.submission.candidate.artifact_sha256 == human.candidate.artifact_sha256
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, human)
         policy.on_review_decided.mock.assert_called_once()
         await publish(br, again)
@@ -166,7 +165,7 @@ async def test_a_human_rejection_rejects_the_same_artifact_resubmitted(policy):
 
 async def test_an_approval_does_not_ban_the_digest(policy):
     approved = f.decided(f.submitted(), outcome="approved")
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, approved)
         await publish(br, passed_with(0.95, version="1.4.1"))
         published, out = decisions(policy)
@@ -177,7 +176,7 @@ async def test_an_approval_does_not_ban_the_digest(policy):
 async def test_its_own_automatic_rejection_rejects_a_resubmission(policy):
     failed = f.checks_failed()
     again = passed_with(0.95, version="1.4.1")
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, failed)
         await publish(br, again)
         first, second = decisions(policy)
@@ -217,7 +216,7 @@ async def test_a_deployment_makes_carry_forward_apply(carry_forward):
     before = passed_with(0.85)
     production = deployed(accuracy=0.855)
     after = passed_with(0.85, version="1.4.1")
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, before)  # nothing in production yet: a person decides
         await publish(br, production)
         policy.followers[DeploymentSucceeded].mock.assert_called_once()
@@ -236,7 +235,7 @@ async def test_outside_the_tolerance_production_is_evidence_for_the_reviewers(ca
     policy = carry_forward
     production = deployed(accuracy=0.90)
     cause = passed_with(0.85)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, production)
         await publish(br, cause)
         policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
@@ -253,7 +252,7 @@ async def test_after_a_rollback_carry_forward_compares_with_the_release_rolled_b
     v1, v2 = deployed(accuracy=0.85, version="1.2.0"), deployed(accuracy=0.90, version="1.3.0")
     back = rolled_back(current=v2, to=v1)
     cause = passed_with(0.845, version="1.4.1")  # within 0.01 of 1.2.0 (0.85), not of 1.3.0 (0.90)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         for event in (v1, v2, back):
             await publish(br, event)
         policy.followers[DeploymentRolledBack].mock.assert_called_once()
@@ -269,7 +268,7 @@ async def test_without_a_rollback_the_same_candidate_is_reviewed_against_the_new
     """The control for the test above: against 1.3.0 the candidate is outside the tolerance."""
     policy = carry_forward
     v1, v2 = deployed(accuracy=0.85, version="1.2.0"), deployed(accuracy=0.90, version="1.3.0")
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         for event in (v1, v2, passed_with(0.845, version="1.4.1")):
             await publish(br, event)
         policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
@@ -280,7 +279,7 @@ async def test_without_a_rollback_the_same_candidate_is_reviewed_against_the_new
 async def test_a_revoked_release_is_neither_carried_forward_from_nor_shown_as_production(carry_forward):
     policy = carry_forward
     live = deployed(accuracy=0.85)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, live)
         await publish(br, revoked(live))  # nothing earlier to restore: the model is out of production
         policy.followers[DeploymentRevoked].mock.assert_called_once()
@@ -293,7 +292,7 @@ async def test_a_revoked_release_is_neither_carried_forward_from_nor_shown_as_pr
 async def test_no_workflow_for_the_model_is_rejected(build_app, tmp_path):
     folder = write_workflows(tmp_path / "fraud-only", groups="risk: [dave, erin]\n", fraud=CARRY_FORWARD)
     policy = build_app("policy", workflows=folder)
-    async with TestKafkaBroker(policy.broker) as br:
+    async with running(policy.broker) as br:
         await publish(br, passed_with(0.99, model="churn-model"))
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.policy.name, out.policy.rule) == ("rejected", "(no workflow)", "no_workflow")
