@@ -1,6 +1,6 @@
 """`python -m bench.hashing`: the validator's artifact digest, and what a large artifact costs others.
 
-1. Digest of a 1 GiB artifact: `shared.artifacts.fetch` (what the validator runs: streamed,
+1. Digest of a 1 GiB artifact: `shared.sources.ArtifactSource.fetch` (what the validator runs: streamed,
    hashed in a worker thread, size-capped) beside `sha256sum` on the same file, alternating,
    in the same run. Reported as a throughput ratio (goal: at least 0.9).
 2. Latency of small submissions (submitted -> checks.*) through a real validator process, first
@@ -28,9 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench.infra import ROOT, kafka_broker, service_env
-from shared import artifacts, codec, topics
+from shared import codec, topics
 from shared.admin import ensure_topics, partitions_of
 from shared.events import Candidate, ModelSubmitted, Submission
+from shared.sources import ArtifactSource
+from shared.sources.local import sha256_file
 from signoff.devstack import Stack, free_port
 
 GiB = 2**30
@@ -46,6 +48,11 @@ def make_file(path: Path, size: int) -> Path:
     return path
 
 
+def local_source(root: Path) -> ArtifactSource:
+    """The validator's source, reading `file://` artifacts up to 2 GiB under `root`."""
+    return ArtifactSource(roots=(root,), max_bytes=2 * GiB, timeout=600, workdir=root)
+
+
 async def digest_ratio(path: Path, rounds: int) -> dict:
     ours, theirs = [], []
     for _ in range(rounds):
@@ -53,8 +60,7 @@ async def digest_ratio(path: Path, rounds: int) -> dict:
         out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
         theirs.append(time.perf_counter() - start)
         start = time.perf_counter()
-        fetched = await artifacts.fetch(path.as_uri(), roots=(path.parent,), url_prefixes=(),
-                                        max_bytes=2 * GiB, timeout=600, workdir=path.parent)
+        fetched = await local_source(path.parent).fetch(path.as_uri())
         ours.append(time.perf_counter() - start)
         if fetched.sha256 != out.stdout.split()[0]:
             raise SystemExit("digest differs from sha256sum: not a benchmark, a bug")
@@ -142,10 +148,9 @@ async def main(args: argparse.Namespace) -> dict:
     large = make_file(roots / "large.onnx", args.size_mib * 2**20)
     print(f"digest of {large.stat().st_size / GiB:.2f} GiB, {args.rounds} rounds each ...", flush=True)
     result = {"digest": await digest_ratio(large, args.rounds)}
-    large_sha = (await artifacts.fetch(large.as_uri(), roots=(roots,), url_prefixes=(), max_bytes=2 * GiB,
-                                       timeout=600, workdir=roots)).sha256
+    large_sha = (await local_source(roots).fetch(large.as_uri())).sha256
     small = make_file(roots / "small.onnx", 2**20)
-    small_sha = artifacts.sha256_file(small)
+    small_sha = sha256_file(small)
 
     with kafka_broker(9392, 9393, ROOT / ".data" / "kafka-bench-hashing") as bootstrap:
         await ensure_topics(bootstrap, PARTITIONS)

@@ -41,7 +41,7 @@ class Stack:
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log:
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", "faststream", "run", f"services.{service}.app:create_app"],
+                [sys.executable, "-m", "faststream", "run", "--factory", f"services.{service}.app:create_app"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._wait_ready(service, offset, timeout)

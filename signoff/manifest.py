@@ -8,9 +8,9 @@ from urllib.parse import unquote, urlparse
 import yaml
 from pydantic import ValidationError
 
-from shared.artifacts import sha256_file
 from shared.codec import describe
 from shared.events import Submission
+from shared.sources.local import sha256_file
 
 
 class ManifestError(ValueError):

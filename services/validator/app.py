@@ -1,12 +1,19 @@
 """Wiring of the validator: model.submitted in, checks.passed / checks.failed out;
 deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
-production."""
+production.
+
+`build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
+download folder), creates the topics and rebuilds production. Run it with
+`faststream run --factory services.validator.app:create_app`.
+"""
 
 from __future__ import annotations
 
+from faststream import FastStream
+
 from services.validator import SERVICE, checks
 from services.validator import __doc__ as ABOUT
-from services.validator.inspect import Sources, inspect
+from services.validator.run_checks import run_checks
 from services.validator.settings import ValidatorSettings
 from shared import topics
 from shared.admin import ensure_topics
@@ -15,39 +22,62 @@ from shared.events import ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
-from shared.workflows import load_or_exit
-
-settings = ValidatorSettings()
-log = configure(settings.log_level)
-workflows = load_or_exit(settings.workflows, log)
-broker = make_broker(settings, SERVICE)
-emitter = Emitter(broker, f"/signoff/{SERVICE}", ChecksPassed, ChecksFailed)
-production = ProductionBook()
-followers = follow_into(broker, production.apply, *EVENTS)
-sources = Sources(settings.artifact_roots, settings.artifact_url_prefixes, settings.max_artifact_bytes,
-                  settings.max_document_bytes, settings.fetch_timeout, settings.download_dir)
+from shared.sources import ArtifactSource
+from shared.workflow.loading import load_or_exit
+from shared.workflow.matching import WorkflowSet
 
 
-# One consumer per partition: a large artifact being hashed holds up only its own partition.
-@subscribe(broker, topics.MODEL_SUBMITTED, SERVICE, max_workers=settings.topic_partitions)
-async def on_model_submitted(event: ModelSubmitted) -> None:
-    model = event.submission.candidate.model
-    loaded, no_match = workflows.match(model)
-    step = loaded.workflow.checks if loaded else None
-    results = await inspect(event.submission, step, no_match, production.get(model), sources)
-    ref = PolicyRef(name=loaded.workflow.name, rule=step.name, digest=loaded.digest) if loaded else None
-    outcome = checks.verdict(event, results, ref)
-    log.info("checks_completed", outcome=outcome.type, failed=[r.name for r in results if not r.passed])
-    await emitter.emit(outcome)
+class Validator:
+    def __init__(self, settings: ValidatorSettings) -> None:
+        self.settings = settings
+        self.log = configure(settings.log_level)
+        self.broker = make_broker(settings, SERVICE)
+        self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ChecksPassed, ChecksFailed)
+        self.production = ProductionBook()
+        self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
+        self.sources = ArtifactSource.from_settings(settings, settings.download_dir)
+        self.workflows = WorkflowSet(())
+
+        # One consumer per partition: a large artifact being hashed holds up only its own partition.
+        @subscribe(self.broker, topics.MODEL_SUBMITTED, SERVICE, max_workers=settings.topic_partitions)
+        async def on_model_submitted(event: ModelSubmitted) -> None:
+            await self.check(event)
+
+        self.on_model_submitted = on_model_submitted
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
+
+    def open(self) -> None:
+        self.workflows = load_or_exit(self.settings.workflows, self.log)
+        self.settings.download_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        self.open()
+        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        # Know what is in production before the first submission is checked; the followers then
+        # read the topics again from the start (applying an event twice changes nothing).
+        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        self.log.info("production_rebuilt", events=events, models=len(self.production))
+
+    async def close(self) -> None:
+        pass  # nothing held open: artifacts are read and released per submission
+
+    async def check(self, event: ModelSubmitted) -> None:
+        model = event.submission.candidate.model
+        loaded, no_match = self.workflows.match(model)
+        step = loaded.workflow.checks if loaded else None
+        results = await run_checks(event.submission, step, no_match, self.production.get(model), self.sources,
+                                   self.settings.max_document_bytes)
+        ref = PolicyRef(name=loaded.workflow.name, rule=loaded.workflow.checks.name,
+                        digest=loaded.digest) if loaded else None
+        outcome = checks.verdict(event, results, ref)
+        self.log.info("checks_completed", outcome=outcome.type, failed=[r.name for r in results if not r.passed])
+        await self.emitter.emit(outcome)
 
 
-async def _start() -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    settings.download_dir.mkdir(parents=True, exist_ok=True)
-    # Know what is in production before the first submission is checked; the followers then read
-    # the topics again from the start (applying an event twice changes nothing) and keep it current.
-    events = await rebuild(settings.kafka_bootstrap_servers, production.apply, *EVENTS)
-    log.info("production_rebuilt", events=events, models=len(production))
+def build(settings: ValidatorSettings) -> Validator:
+    return Validator(settings)
 
 
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_start])
+def create_app(settings: ValidatorSettings | None = None) -> FastStream:
+    """The app factory: `faststream run --factory services.validator.app:create_app`."""
+    return build(settings or ValidatorSettings()).app

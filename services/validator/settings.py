@@ -11,7 +11,7 @@ from shared.settings import ArtifactSourceSettings
 class ValidatorSettings(ArtifactSourceSettings):
     """Thresholds come from the `checks` step of the matching workflow (SIGNOFF_WORKFLOWS)."""
 
-    model_config = SettingsConfigDict(env_prefix="VALIDATOR_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VALIDATOR_", extra="ignore", frozen=True, populate_by_name=True)
 
     max_document_bytes: int = Field(default=256 * 2**20, gt=0,
                                     description="Largest model card or evaluation file read (bytes)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,11 @@ from faststream.kafka import KafkaBroker
 
 from shared import codec, topics
 from shared.events import Event
+from tests.component import modes
+from tests.component.modes import running, settle
 from tests.unit.factories import workflow_folder
+
+__all__ = ["running", "settle"]
 
 
 @dataclass
@@ -77,14 +82,29 @@ SETTINGS = {
 }
 
 
+@pytest.fixture(scope="session")
+def broker_mode(request: pytest.FixtureRequest) -> str:
+    """`--broker`: memory (default), or kafka, which starts the real broker for the session."""
+    modes.MODE = request.config.getoption("--broker")
+    if modes.MODE == "kafka":
+        modes.SERVERS = request.getfixturevalue("kafka")
+    return modes.MODE
+
+
 @pytest.fixture
-async def build_app(tmp_path, artifact_root, workflows):
-    """Build `services.<name>` from its settings (defaults into tmp_path, plus `fields`) and open it."""
+async def build_app(tmp_path, artifact_root, workflows, broker_mode):
+    """Build `services.<name>` from its settings (defaults into tmp_path, plus `fields`) and open it.
+    On the real broker, the test starts on empty topics with consumer groups of its own."""
     built: list[Any] = []
+    group_prefix = f"test-{uuid.uuid4().hex[:12]}"
 
     def build(name: str, **fields: Any) -> Any:
+        if broker_mode == "kafka" and not built:
+            modes.truncate_now()
         defaults: dict[str, Any] = {
-            "kafka_bootstrap_servers": "127.0.0.1:1",  # never contacted: TestKafkaBroker fakes it
+            # In memory the address is never contacted: TestKafkaBroker fakes it.
+            "kafka_bootstrap_servers": modes.SERVERS or "127.0.0.1:1",
+            "consumer_group_prefix": group_prefix,
             "max_attempts": 2,
             "workflows": workflows,
             "artifact_roots": (artifact_root,),
@@ -132,7 +152,7 @@ def capture(broker: KafkaBroker, topic: str) -> Captured:
     """Subscribe to `topic` (before TestKafkaBroker starts) and keep every raw record."""
     captured = Captured()
 
-    @broker.subscriber(topic, group_id=f"test-capture.{topic}", decoder=_raw)
+    @broker.subscriber(topic, group_id=f"test-capture-{uuid.uuid4().hex[:12]}.{topic}", decoder=_raw)
     async def _keep(body: bytes, message=Context("message")) -> None:
         captured.records.append(message.raw_message)
 
@@ -140,13 +160,16 @@ def capture(broker: KafkaBroker, topic: str) -> Captured:
 
 
 async def publish(broker: KafkaBroker, event: Event, source: str = "/test") -> None:
+    """Publish as a producer would; returns once the app has handled it (and what followed)."""
     record = codec.encode(event, source)
     await broker.publish(record.value, topic=record.topic, key=record.key, headers=record.headers)
+    await settle(broker)
 
 
 async def publish_raw(broker: KafkaBroker, topic: str, value: bytes, key: bytes = b"fraud-detector") -> None:
     await broker.publish(value, topic=topic, key=key,
                          headers={"ce_id": "raw-1", "content-type": "application/json"})
+    await settle(broker)
 
 
 DLQ = topics.dlq

@@ -16,8 +16,8 @@ from tests.unit import factories as f
 
 
 @pytest.fixture
-def validator(load_app):
-    return load_app("validator")
+def validator(build_app):
+    return build_app("validator")
 
 
 def submitted_for(artifact, **candidate):
@@ -139,9 +139,9 @@ steps:
 
 
 @pytest.fixture
-def fraud_validator(load_app, tmp_path):
+def fraud_validator(build_app, tmp_path):
     folder = write_workflows(tmp_path / "fraud", fraud=FRAUD)
-    return load_app("validator", SIGNOFF_WORKFLOWS=str(folder)), folder / "fraud.yaml"
+    return build_app("validator", workflows=folder), folder / "fraud.yaml"
 
 
 async def test_thresholds_lineage_and_fairness_come_from_the_workflow(fraud_validator, artifact):
@@ -206,8 +206,8 @@ def deployed(version: str, accuracy: float) -> DeploymentSucceeded:
 
 @pytest.mark.parametrize(("rollback", "passed", "threshold"), [(True, True, 0.94), (False, False, 0.96)])
 async def test_the_regression_check_compares_with_the_release_rolled_back_to(
-        load_app, tmp_path, artifact, rollback, passed, threshold):
-    validator = load_app("validator", SIGNOFF_WORKFLOWS=str(write_workflows(tmp_path / "r", fraud=REGRESSION)))
+        build_app, tmp_path, artifact, rollback, passed, threshold):
+    validator = build_app("validator", workflows=write_workflows(tmp_path / "r", fraud=REGRESSION))
     v1, v2 = deployed("1", 0.95), deployed("2", 0.97)
     back = DeploymentRolledBack(submission_id=uuid.uuid4(), model="fraud-detector", from_version="2",
                                 to_version="1", to_submission_id=v1.submission_id, target="model-store",
@@ -224,10 +224,10 @@ async def test_the_regression_check_compares_with_the_release_rolled_back_to(
     assert f"production {'1' if rollback else '2'} " in check.message
 
 
-async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(load_app, tmp_path, artifact):
+async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(build_app, tmp_path, artifact):
     """Followers re-read their topics at every start: a bad record is logged and skipped, never
     dead-lettered again and again, and the next good record still counts."""
-    validator = load_app("validator", SIGNOFF_WORKFLOWS=str(write_workflows(tmp_path / "r", fraud=REGRESSION)))
+    validator = build_app("validator", workflows=write_workflows(tmp_path / "r", fraud=REGRESSION))
     letters = capture(validator.broker, topics.dlq(topics.DEPLOYMENT_SUCCEEDED))
     cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     failed = capture(validator.broker, topics.CHECKS_FAILED)
@@ -238,3 +238,31 @@ async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(loa
     assert letters.values == []
     [out] = failed.events()
     assert "production 2 " in next(r for r in out.results if r.name == "regression:accuracy").message
+
+
+CARD = """\
+name: carded-models
+default: true
+steps:
+  - name: automated_checks
+    type: checks
+    inputs: {model_card: true}
+"""
+
+
+@pytest.mark.parametrize(("card_bytes", "passed"), [(16, True), (17, False)])
+async def test_documents_are_capped_at_max_document_bytes_and_the_artifact_is_not(
+        build_app, tmp_path, artifact_root, card_bytes, passed):
+    validator = build_app("validator", workflows=write_workflows(tmp_path / "c", default=CARD), max_document_bytes=16)
+    weights, card = artifact_root / "m.onnx", artifact_root / "m.md"
+    weights.write_bytes(b"w" * 64)  # four times the document cap: the artifact has its own
+    card.write_bytes(b"#" * card_bytes)
+    cand = f.candidate(artifact_uri=weights.as_uri(), artifact_sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    outcome = capture(validator.broker, topics.CHECKS_PASSED if passed else topics.CHECKS_FAILED)
+    async with TestKafkaBroker(validator.broker) as br:
+        await publish(br, f.submitted(f.submission(cand, model_card_uri=card.as_uri())))
+    [out] = outcome.events()
+    by_name = {r.name: r for r in out.results}
+    assert by_name["integrity"].passed and by_name["model_card"].passed is passed
+    if not passed:
+        assert f"is {card_bytes} bytes, over the limit of 16 bytes" in by_name["model_card"].message

@@ -12,7 +12,8 @@ from shared.events import (
     DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, ModelSubmitted, PolicyRef,
     ReviewDecided, ReviewEscalated, ReviewRequested, RevocationRequested, RollbackRequested, Submission,
 )
-from shared.workflows import Loaded, load_file
+from shared.workflow.loading import load_file
+from shared.workflow.matching import Loaded
 
 SHA = hashlib.sha256(b"model bytes").hexdigest()
 OTHER_SHA = hashlib.sha256(b"other bytes").hexdigest()

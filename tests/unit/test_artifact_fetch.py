@@ -1,5 +1,6 @@
-"""`fetch` reads only from allowed places, caps the size, leaves nothing behind when it refuses,
-and hashes in worker threads while the event loop keeps serving."""
+"""`ArtifactSource.fetch` reads only from allowed places, caps the size, leaves nothing behind when it
+refuses, says whether trying again could help, and hashes in worker threads while the event loop
+keeps serving."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import gzip
 import hashlib
 import os
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,8 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import artifacts
-from shared.artifacts import ArtifactError, fetch
+from shared.sources import SCHEMES, ArtifactError, ArtifactSource, Fetched, Scheme, http, local, policy
 
 MiB = 1024 * 1024
 CAP = 4 * MiB
@@ -161,11 +163,12 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def get(roots: tuple[Path, ...], base: str, workdir: Path):
-    """`fetch` with this module's roots, prefix, cap, timeout and workdir unless told otherwise."""
+    """`ArtifactSource.fetch` with this module's roots, prefix, cap, timeout and workdir unless told
+    otherwise."""
 
-    async def get(uri: str, **overrides) -> artifacts.Fetched:
+    async def get(uri: str, **overrides) -> Fetched:
         options = dict(roots=roots, url_prefixes=(base,), max_bytes=CAP, timeout=5.0, workdir=workdir)
-        return await fetch(uri, **{**options, **overrides})
+        return await ArtifactSource(**{**options, **overrides}).fetch(uri)
 
     return get
 
@@ -189,7 +192,8 @@ class _RecordingSha256:
 @pytest.fixture
 def hashing_threads(monkeypatch) -> set[int]:
     _RecordingSha256.threads = set()
-    monkeypatch.setattr(artifacts, "hashlib", SimpleNamespace(sha256=_RecordingSha256))
+    for module in (local, http):
+        monkeypatch.setattr(module, "hashlib", SimpleNamespace(sha256=_RecordingSha256))
     return _RecordingSha256.threads
 
 
@@ -203,7 +207,7 @@ def sha(data: bytes) -> str:
 async def test_a_local_file_is_hashed_in_place(get, roots, hashing_threads):
     path = roots[0] / "model.onnx"
     fetched = await get(path.as_uri())
-    assert fetched == artifacts.Fetched(path.resolve(), sha(MODEL), len(MODEL), temporary=False)
+    assert fetched == Fetched(path.resolve(), sha(MODEL), len(MODEL), temporary=False)
     assert hashing_threads and threading.get_ident() not in hashing_threads
     fetched.cleanup()
     assert path.read_bytes() == MODEL  # cleanup never deletes the artifact itself
@@ -244,6 +248,27 @@ async def test_other_schemes_are_refused(get, uri, server):
     assert server.requests == []
 
 
+async def test_an_unsupported_scheme_is_refused_naming_the_supported_ones(get):
+    with pytest.raises(ArtifactError, match=r"scheme 's3' is not supported; use file://, http:// or https://$"):
+        await get("s3://bucket/m.onnx")
+
+
+async def test_a_scheme_added_to_the_registry_is_used_with_the_source_and_its_cap(get, monkeypatch, tmp_path):
+    calls = []
+
+    async def fetch_memory(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
+        calls.append((uri, source.workdir.is_dir(), max_bytes))
+        return Fetched(source.workdir / "m", sha(b""), 0, temporary=True)
+
+    monkeypatch.setitem(sys.modules, "tests_memory_source", SimpleNamespace(fetch=fetch_memory))
+    monkeypatch.setitem(SCHEMES, "mem", Scheme("tests_memory_source", downloads=True))
+    workdir = tmp_path / "mem-downloads"
+    fetched = await get("MEM://bucket/m.onnx", workdir=workdir)
+    assert calls == [("MEM://bucket/m.onnx", True, CAP)] and fetched.path == workdir / "m"
+    with pytest.raises(ArtifactError, match=r"use file://, http://, https:// or mem://$"):
+        await get("s3://bucket/m.onnx")
+
+
 # --- http(s):// -----------------------------------------------------------------------------------
 
 
@@ -270,22 +295,24 @@ async def test_a_redirect_within_the_prefix_is_followed(get, base, server):
     fetched.cleanup()
 
 
-@pytest.mark.parametrize("name, message", [
-    ("big.bin", rf"is {CAP + 1} bytes, over the limit of {CAP} bytes"),
-    ("endless.bin", rf"is more than {CAP} bytes, over the limit of {CAP} bytes"),
-    ("missing.bin", "answered 404 Not Found"),
-    ("short.bin", "the download failed .*RemoteProtocolError"),
-    ("stall.bin", r"within 0\.5 s"),
-    ("drip.bin", r"did not finish within 0.5 s"),
-    ("gzip.bin", "Content-Encoding 'gzip'"),
-    ("redirect-out", r"redirected to 'http://localhost:\d+/allowed/model.bin' is not under an allowed URL prefix"),
-    ("redirect-up", r"redirected to 'http://127.0.0.1:\d+/secret.bin' is not under an allowed URL prefix"),
-    ("redirect-loop", "more than 5 redirects"),
+@pytest.mark.parametrize("name, message, transient", [
+    ("big.bin", rf"is {CAP + 1} bytes, over the limit of {CAP} bytes", False),
+    ("endless.bin", rf"is more than {CAP} bytes, over the limit of {CAP} bytes", False),
+    ("missing.bin", "answered 404 Not Found", False),
+    ("short.bin", "the download failed .*RemoteProtocolError", True),
+    ("stall.bin", r"within 0\.5 s", True),
+    ("drip.bin", r"did not finish within 0.5 s", True),
+    ("gzip.bin", "Content-Encoding 'gzip'", False),
+    ("redirect-out", r"redirected to 'http://localhost:\d+/allowed/model.bin' is not under an allowed URL prefix",
+     False),
+    ("redirect-up", r"redirected to 'http://127.0.0.1:\d+/secret.bin' is not under an allowed URL prefix", False),
+    ("redirect-loop", "more than 5 redirects", False),
 ])
-async def test_a_refused_download_leaves_nothing_in_the_workdir(get, base, server, workdir, name, message):
+async def test_a_refused_download_leaves_nothing_in_the_workdir(get, base, server, workdir, name, message, transient):
     with pytest.raises(ArtifactError, match=message) as refused:
         await get(base + name, timeout=0.5)
     assert base + name in str(refused.value)  # the message names the URI
+    assert refused.value.transient is transient  # only a network failure or a timeout is worth a retry
     assert list(workdir.iterdir()) == []
     assert ("/allowed/model.bin" not in [path for _, path in server.requests]
             and "/secret.bin" not in [path for _, path in server.requests])  # redirects not followed
@@ -303,16 +330,48 @@ async def test_a_failing_write_is_named_and_leaves_nothing_in_the_workdir(get, b
         def update(self, data: bytes) -> None:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "hashlib", SimpleNamespace(sha256=DiskFull))
+    monkeypatch.setattr(http, "hashlib", SimpleNamespace(sha256=DiskFull))
     with pytest.raises(ArtifactError, match=r"cannot write the download .*\(No space left on device\)"):
         await get(base + "model.bin")
     assert list(workdir.iterdir()) == []
 
 
-async def test_a_workdir_that_does_not_exist_is_named(get, base, tmp_path, server):
+async def test_a_workdir_that_does_not_exist_is_created_for_a_download_only(get, base, roots, tmp_path):
+    workdir = tmp_path / "new" / "downloads"
+    (await get((roots[0] / "model.onnx").as_uri(), workdir=workdir)).cleanup()
+    assert not workdir.exists()  # read in place: nothing to download
+    fetched = await get(base + "model.bin", workdir=workdir)
+    assert fetched.path.parent == workdir and fetched.sha256 == sha(MODEL)
+    fetched.cleanup()
+
+
+async def test_a_workdir_that_cannot_be_created_is_named(get, base, tmp_path, server):
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="workdir .*absent.* is not writable") as refused:
+        await get(base + "model.bin", workdir=tmp_path / "a-file" / "absent")
+    assert server.requests == [] and not refused.value.transient
+
+
+async def test_the_http_source_names_a_workdir_that_does_not_exist(base, roots, tmp_path, server):
+    source = ArtifactSource(roots=roots, url_prefixes=(base,), workdir=tmp_path / "absent")
     with pytest.raises(ArtifactError, match="workdir .*absent.* is not writable"):
-        await get(base + "model.bin", workdir=tmp_path / "absent")
+        await http.fetch(base + "model.bin", source, CAP)  # called directly: nothing created it
     assert server.requests == []
+
+
+async def test_a_registry_refusing_connections_is_worth_a_retry(get):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        prefix = f"http://127.0.0.1:{probe.getsockname()[1]}/allowed/"
+    with pytest.raises(ArtifactError, match="the download failed .*ConnectError") as refused:
+        await get(prefix + "model.bin", url_prefixes=(prefix,))
+    assert refused.value.transient
+
+
+async def test_a_refused_local_file_is_not_worth_a_retry(get, tmp_path):
+    with pytest.raises(ArtifactError, match="outside the allowed roots") as refused:
+        await get((tmp_path / "secret.txt").as_uri())
+    assert not refused.value.transient
 
 
 async def test_a_cancelled_download_leaves_nothing_in_the_workdir(get, base, workdir):
@@ -363,7 +422,7 @@ async def test_urls_escaping_the_prefix_are_refused_before_any_request(get, base
     "https://models.internal/../registry/m.onnx",
 ])
 async def test_prefix_confusion_is_refused_without_touching_the_network(get, monkeypatch, uri):
-    monkeypatch.setattr(artifacts.httpx, "AsyncClient", None)  # any request would fail differently
+    monkeypatch.setattr(http.httpx, "AsyncClient", None)  # any request would fail differently
     with pytest.raises(ArtifactError, match="is refused|is not under an allowed URL prefix"):
         await get(uri, url_prefixes=("https://models.internal/registry/",))
 
@@ -372,12 +431,12 @@ async def test_prefix_confusion_is_refused_without_touching_the_network(get, mon
 def test_a_url_under_the_prefix_passes_the_check(prefix):
     for uri in ["https://models.internal/registry/m.onnx", "HTTPS://Models.Internal:443/registry/a/../m.onnx",
                 "https://models.internal/registry/%6D%2Eonnx"]:
-        assert artifacts._checked(uri, uri, (prefix,)).text() == "https://models.internal/registry/m.onnx"
+        assert policy.checked_url(uri, uri, (prefix,)).text() == "https://models.internal/registry/m.onnx"
 
 
 def test_no_prefixes_configured_refuses_every_url():
     with pytest.raises(ArtifactError, match=r"\(none configured\)"):
-        artifacts._checked("https://models.internal/m", "https://models.internal/m", ())
+        policy.checked_url("https://models.internal/m", "https://models.internal/m", ())
 
 
 # --- the event loop keeps serving ------------------------------------------------------------------

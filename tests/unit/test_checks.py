@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from services.validator import checks
@@ -152,3 +156,12 @@ def test_no_workflow_is_a_failed_blocking_check_with_the_reason():
     r = checks.no_workflow("no workflow matches model 'churn-model' and no default workflow is configured")
     assert (r.name, r.passed, r.blocking) == ("workflow", False, True)
     assert r.message == "no workflow matches model 'churn-model' and no default workflow is configured"
+
+
+def test_the_checks_import_no_io_framework_or_settings():
+    """Decisions are pure: importing them pulls in no parser, broker, HTTP client, database or settings."""
+    code = "import sys, services.validator.checks; print('\\n'.join(sys.modules))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).parents[2]).stdout.split())
+    forbidden = {"yaml", "celpy", "httpx", "aiokafka", "faststream", "sqlite3", "pydantic_settings"}
+    assert {m for m in loaded if m.split(".")[0] in forbidden or m.rpartition(".")[2] == "settings"} == set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.conditions import (
+from shared.workflow.conditions import (
     CARRY_FORWARD_ROOTS, SUBMISSION_ROOTS, Condition, ConditionError, compile_condition,
 )
 

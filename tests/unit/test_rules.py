@@ -12,7 +12,7 @@ import pytest
 
 from services.policy import rules
 from shared.events import CheckResult, ChecksFailed, Production, ReviewDecided, ReviewRequested
-from shared.workflows import WorkflowSet
+from shared.workflow.matching import WorkflowSet
 from tests.unit import factories as f
 
 # "Approve automatically above 90% accuracy, otherwise manual approval."

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.workflows import (
-    ApprovalStep, ChecksStep, WorkflowError, WorkflowSet, load_file, load_folder, load_or_exit,
-)
+from shared.workflow.loading import load_file, load_folder, load_or_exit
+from shared.workflow.matching import WorkflowSet
+from shared.workflow.schema import ApprovalStep, ChecksStep, WorkflowError
 from tests.unit import factories as f
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,34 +8,19 @@ event loop keeps serving other partitions while a large artifact is read.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from pathlib import Path
 
 from services.validator import checks, fairness, security
-from shared import artifacts
 from shared.events import CheckResult, Production, Submission
-from shared.workflows import ChecksStep, Fairness
+from shared.sources import ArtifactError, ArtifactSource
+from shared.workflow.schema import ChecksStep, Fairness
 
 
-@dataclass(frozen=True)
-class Sources:
-    """Where artifacts and documents may come from, and how much of them is read."""
-
-    roots: tuple[Path, ...]
-    url_prefixes: tuple[str, ...]
-    max_bytes: int
-    max_document_bytes: int
-    timeout: float
-    workdir: Path
-
-    async def fetch(self, uri: str, max_bytes: int | None = None) -> artifacts.Fetched:
-        return await artifacts.fetch(uri, roots=self.roots, url_prefixes=self.url_prefixes,
-                                     max_bytes=max_bytes or self.max_bytes, timeout=self.timeout,
-                                     workdir=self.workdir)
-
-
-async def inspect(submission: Submission, step: ChecksStep | None, no_match: str,
-                  production: Production | None, sources: Sources) -> list[CheckResult]:
+async def run_checks(submission: Submission, step: ChecksStep | None, no_match: str,
+                     production: Production | None, sources: ArtifactSource,
+                     max_document_bytes: int) -> list[CheckResult]:
+    """Every check `step` asks for, in order; without a workflow, integrity and why none matched.
+    Model cards and evaluation files are read up to `max_document_bytes`, artifacts up to the
+    sources' own limit."""
     candidate = submission.candidate
     results = await _artifact(candidate.artifact_uri, candidate.artifact_sha256, step, sources)
     if step is None:
@@ -44,21 +29,22 @@ async def inspect(submission: Submission, step: ChecksStep | None, no_match: str
     results.append(checks.lineage(submission, inputs.lineage))
     results += checks.thresholds(submission.metrics, inputs.min, inputs.max)
     if inputs.fairness is not None:
-        results += await _fairness(submission, inputs.fairness, sources)
+        results += await _fairness(submission, inputs.fairness, sources, max_document_bytes)
     if inputs.regression is not None:
         results += checks.regression(submission.metrics, production,
                                      inputs.regression.higher_is_better, inputs.regression.lower_is_better)
-    card = await _document(submission.model_card_uri, sources)
+    card = await _document(submission.model_card_uri, sources, max_document_bytes)
     if (result := checks.document("model_card", inputs.model_card, *card)) is not None:
         results.append(result)
     return results
 
 
-async def _artifact(uri: str, declared: str, step: ChecksStep | None, sources: Sources) -> list[CheckResult]:
+async def _artifact(uri: str, declared: str, step: ChecksStep | None,
+                    sources: ArtifactSource) -> list[CheckResult]:
     """Integrity, and the security scan of the very bytes that were hashed."""
     try:
         fetched = await sources.fetch(uri)
-    except (artifacts.ArtifactError, OSError) as exc:
+    except (ArtifactError, OSError) as exc:
         return [checks.integrity(declared, None, str(exc))]
     try:
         integrity = checks.integrity(declared, fetched.sha256)
@@ -70,7 +56,8 @@ async def _artifact(uri: str, declared: str, step: ChecksStep | None, sources: S
         fetched.cleanup()
 
 
-async def _fairness(submission: Submission, spec: Fairness, sources: Sources) -> list[CheckResult]:
+async def _fairness(submission: Submission, spec: Fairness, sources: ArtifactSource,
+                    max_bytes: int) -> list[CheckResult]:
     results = []
     if submission.group_metrics or submission.evaluation_uri is None:
         results.append(checks.parity_ratio(submission.group_metrics, spec.min_parity_ratio))
@@ -78,8 +65,8 @@ async def _fairness(submission: Submission, spec: Fairness, sources: Sources) ->
             results.append(fairness.equalized_odds(submission.group_metrics, spec.max_equalized_odds_difference))
     if submission.evaluation_uri is not None:
         try:
-            fetched = await sources.fetch(submission.evaluation_uri, sources.max_document_bytes)
-        except (artifacts.ArtifactError, OSError) as exc:
+            fetched = await sources.fetch(submission.evaluation_uri, max_bytes)
+        except (ArtifactError, OSError) as exc:
             return [*results, CheckResult(name="fairness:evaluation", passed=False,
                                           message=f"evaluation file: {exc}")]
         try:
@@ -90,13 +77,13 @@ async def _fairness(submission: Submission, spec: Fairness, sources: Sources) ->
     return results
 
 
-async def _document(uri: str | None, sources: Sources) -> tuple[str | None, str | None]:
+async def _document(uri: str | None, sources: ArtifactSource, max_bytes: int) -> tuple[str | None, str | None]:
     """(sha256, None) for a readable, non-empty text document; (None, error); (None, None) if absent."""
     if uri is None:
         return None, None
     try:
-        fetched = await sources.fetch(uri, sources.max_document_bytes)
-    except (artifacts.ArtifactError, OSError) as exc:
+        fetched = await sources.fetch(uri, max_bytes)
+    except (ArtifactError, OSError) as exc:
         return None, f"model card: {exc}"
     try:
         text = await asyncio.to_thread(fetched.path.read_bytes)

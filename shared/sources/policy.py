@@ -1,0 +1,154 @@
+"""Where artifacts may come from, and how big they may be: the allow-lists, with no I/O but looking
+at the local filesystem (to resolve `..` and symbolic links).
+
+`file://` URIs must resolve under an allowed root; `http(s)://` URLs are normalised the way a
+server routes them and must lie under an allowed URL prefix, by whole path segments. Every message
+shows a URI without its user info, so a password never lands in an event or a log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse, urlsplit
+
+from shared.sources.base import ArtifactError
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar, left as is when a path is re-encoded
+
+
+def scheme_of(uri: str) -> str:
+    """The URI's scheme, lower-cased ('' for a bare path)."""
+    try:
+        return urlsplit(uri).scheme.lower()
+    except ValueError as exc:
+        raise ArtifactError(f"artifact_uri {uri!r} is not a valid URI ({exc}); fix the URI") from None
+
+
+# --- file:// ----------------------------------------------------------------------------------
+
+
+def resolve(uri: str, allowed_roots: tuple[Path, ...]) -> Path:
+    """The local path of a `file://` artifact, refusing anything outside the allowed roots
+    (after resolving `..` and symbolic links)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ArtifactError(f"artifact_uri {uri!r}: only file:// URIs are supported here")
+    if parsed.netloc not in ("", "localhost"):
+        raise ArtifactError(f"artifact_uri {uri!r}: file URIs must be local (file:///path)")
+    path = Path(unquote(parsed.path))
+    if not path.is_absolute():
+        raise ArtifactError(f"artifact_uri {uri!r}: the path must be absolute")
+    real = Path(os.path.realpath(path))
+    for root in allowed_roots:
+        if real.is_relative_to(Path(os.path.realpath(root))):
+            break
+    else:
+        roots = ", ".join(str(r) for r in allowed_roots) or "(none configured)"
+        raise ArtifactError(f"artifact_uri {uri!r} is outside the allowed roots: {roots}")
+    if not real.is_file():
+        raise ArtifactError(f"artifact_uri {uri!r}: no such file")
+    return real
+
+
+# --- http(s):// -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Url:
+    """An http(s) URL reduced to what a server routes on: `..` resolved, segments decoded once."""
+
+    scheme: str
+    host: str
+    port: int
+    segments: tuple[str, ...]
+    query: str
+
+    def is_under(self, prefix: Url) -> bool:
+        """Whole path segments: the prefix `/registry` (or `/registry/`) covers `/registry/m.onnx`
+        but not `/registry-evil/m.onnx`."""
+        base = prefix.segments[:-1] if prefix.segments[-1:] == ("",) else prefix.segments
+        return ((self.scheme, self.host, self.port) == (prefix.scheme, prefix.host, prefix.port)
+                and self.segments[:len(base)] == base and len(self.segments) > len(base))
+
+    def text(self) -> str:
+        """The URL actually requested: exactly the one that was checked."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.port == DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        path = "/".join(quote(s, safe=_SEGMENT_SAFE) for s in self.segments)
+        return f"{self.scheme}://{host}{port}/{path}" + (f"?{self.query}" if self.query else "")
+
+
+def parse_url(url: str) -> Url:
+    """Raises ValueError saying what is wrong with the URL."""
+    if any(not " " < c < "\x7f" or c == "\\" for c in url):
+        raise ValueError("it contains spaces, control characters, backslashes or non-ASCII characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError("only http:// and https:// can be downloaded")
+    if "@" in parts.netloc:
+        raise ValueError("user info (user@host) in URLs is not accepted")
+    host = parts.hostname or ""
+    if not host or "%" in host:
+        raise ValueError("it has no valid host")
+    port = DEFAULT_PORTS[scheme] if parts.port is None else parts.port
+    segments: list[str] = []
+    for raw in parts.path.split("/")[1:] or [""]:
+        segment = unquote(raw, errors="strict")
+        if any(c in "/\\%\x7f" or c < " " for c in segment):
+            raise ValueError("its path encodes '/', '\\', '%' or control characters")
+        if segment == "..":
+            if not segments:
+                raise ValueError("its path climbs above the root with '..'")
+            segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    return Url(scheme, host, port, tuple(segments) or ("",), parts.query)
+
+
+def checked_url(uri: str, url: str, prefixes: tuple[str, ...]) -> Url:
+    """The parsed `url` (the artifact URI, or where it redirected) if it is under an allowed prefix."""
+    what = "artifact_uri" if url == uri else f"artifact_uri {shown(uri)!r} redirected to"
+    try:
+        parsed = parse_url(url)
+    except ValueError as exc:
+        raise ArtifactError(f"{what} {shown(url)!r} is refused: {exc}; "
+                            "use a plain URL under an allowed prefix") from None
+    if not any(parsed.is_under(_prefix(p)) for p in prefixes):
+        allowed = ", ".join(prefixes) or "(none configured)"
+        raise ArtifactError(f"{what} {shown(url)!r} is not under an allowed URL prefix ({allowed}); "
+                            "publish the artifact there or add its location to the allowed prefixes")
+    return parsed
+
+
+def _prefix(prefix: str) -> Url:
+    try:
+        parsed = parse_url(prefix)
+    except ValueError as exc:
+        raise ArtifactError(f"allowed URL prefix {shown(prefix)!r} is invalid: {exc}; fix the configuration") from None
+    if parsed.query:
+        raise ArtifactError(f"allowed URL prefix {prefix!r} has a query; fix the configuration")
+    return parsed
+
+
+# --- what every source says -------------------------------------------------------------------
+
+
+def shown(uri: str) -> str:
+    """The URI without user info, so a password never lands in an event or a log."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def too_big(uri: str, size: str, max_bytes: int) -> ArtifactError:
+    """The refusal of an artifact over the size limit; `size` is what is known of its size."""
+    return ArtifactError(f"artifact_uri {shown(uri)!r} is {size}, over the limit of {max_bytes} bytes; "
+                         "publish a smaller artifact or raise the configured size limit")
