@@ -7,11 +7,10 @@ import json
 import uuid
 
 import pytest
-from faststream.kafka import TestKafkaBroker
 
 from shared import codec, topics
 from shared.events import ChecksFailed, ChecksPassed, DeploymentRolledBack, DeploymentSucceeded, PolicyRef
-from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, sent, write_workflows
+from tests.component.conftest import Artifact, DLQ, capture, publish, publish_raw, running, sent, write_workflows
 from tests.unit import factories as f
 
 
@@ -27,7 +26,7 @@ def submitted_for(artifact, **candidate):
 
 async def test_good_artifact_passes(validator, artifact):
     event = submitted_for(artifact)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
         validator.emitter.publishers[ChecksFailed].mock.assert_not_called()
         out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
@@ -41,7 +40,7 @@ async def test_good_artifact_passes(validator, artifact):
 async def test_emitted_record_has_key_and_cloudevents_headers(validator, artifact):
     event = submitted_for(artifact)
     passed = capture(validator.broker, topics.CHECKS_PASSED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
     [record] = passed.records
     assert record.key == b"fraud-detector"
@@ -56,7 +55,7 @@ async def test_emitted_record_has_key_and_cloudevents_headers(validator, artifac
 async def test_digest_mismatch_fails(validator, artifact):
     event = f.submitted(f.submission(f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=f.OTHER_SHA)))
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
         validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
     [out] = failed.events()
@@ -70,7 +69,7 @@ async def test_artifact_outside_the_roots_fails(validator, tmp_path):
     outside.write_bytes(b"onnx weights")
     event = submitted_for(Artifact(outside, hashlib.sha256(b"onnx weights").hexdigest()))
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
         validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
     [out] = failed.events()
@@ -82,7 +81,7 @@ async def test_low_metric_fails(validator, artifact):
     cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     event = f.submitted(f.submission(cand, metrics={"accuracy": 0.5}))
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
     [out] = failed.events()
     assert [r.name for r in out.results if not r.passed] == ["metric:accuracy"]
@@ -110,7 +109,7 @@ async def test_bad_event_is_dead_lettered_and_the_next_one_is_processed(validato
     value, reason = _bad_bodies(good)[case]
     dead = capture(validator.broker, DLQ(topics.MODEL_SUBMITTED))
     passed = capture(validator.broker, topics.CHECKS_PASSED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish_raw(br, topics.MODEL_SUBMITTED, value)
         await publish(br, good)
     [record] = dead.records
@@ -151,7 +150,7 @@ async def test_thresholds_lineage_and_fairness_come_from_the_workflow(fraud_vali
         cand, metrics={"accuracy": 0.9, "recall": 0.75, "latency_ms": 20}, training_run_id=None,
         group_metrics={"group_a": {"selection_rate": 0.30}, "group_b": {"selection_rate": 0.20}}))
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, event)
         validator.emitter.publishers[ChecksPassed].mock.assert_not_called()
     [out] = failed.events()
@@ -170,7 +169,7 @@ async def test_a_model_no_workflow_is_for_fails_its_checks(fraud_validator, arti
     validator, _ = fraud_validator
     cand = f.candidate(model="churn-model", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, f.submitted(f.submission(cand)))
     [out] = failed.events()
     assert [(r.name, r.passed) for r in out.results] == [("integrity", True), ("workflow", False)]
@@ -180,7 +179,7 @@ async def test_a_model_no_workflow_is_for_fails_its_checks(fraud_validator, arti
 
 
 async def test_the_default_workflow_ref_is_on_the_outcome(validator, artifact, workflows):
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, submitted_for(artifact))
         out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
     assert out.workflow == PolicyRef(name="test-policy", rule="automated_checks",
@@ -214,7 +213,7 @@ async def test_the_regression_check_compares_with_the_release_rolled_back_to(
                                 requested_by="oncall", reason="p99 latency doubled")
     cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     outcome = capture(validator.broker, topics.CHECKS_PASSED if passed else topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         for event in (v1, v2, back) if rollback else (v1, v2):
             await publish(br, event)
         await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.955})))
@@ -231,7 +230,7 @@ async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(bui
     letters = capture(validator.broker, topics.dlq(topics.DEPLOYMENT_SUCCEEDED))
     cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     failed = capture(validator.broker, topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish_raw(br, topics.DEPLOYMENT_SUCCEEDED, b"{not json")
         await publish(br, deployed("2", 0.97))
         await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.955})))
@@ -259,7 +258,7 @@ async def test_documents_are_capped_at_max_document_bytes_and_the_artifact_is_no
     card.write_bytes(b"#" * card_bytes)
     cand = f.candidate(artifact_uri=weights.as_uri(), artifact_sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
     outcome = capture(validator.broker, topics.CHECKS_PASSED if passed else topics.CHECKS_FAILED)
-    async with TestKafkaBroker(validator.broker) as br:
+    async with running(validator.broker) as br:
         await publish(br, f.submitted(f.submission(cand, model_card_uri=card.as_uri())))
     [out] = outcome.events()
     by_name = {r.name: r for r in out.results}
