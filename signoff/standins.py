@@ -17,8 +17,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
-from services.review_notifier import slack_blocks
-from services.review_notifier.slack_signing import sign
+from services.review_notifier.channels.slack import blocks as slack_blocks
+from services.review_notifier.channels.slack.signing import sign
 from signoff.devstack import free_port
 
 

@@ -1,5 +1,11 @@
 """Wiring of the review-notifier: review.requested in; review.decided and review.escalated out;
-the HTTP API (decision API, Slack interactivity, email links) and the deadline loop beside."""
+the HTTP API (decision API and each channel's routes) and the deadline loop beside.
+
+`build(settings)` wires everything and opens nothing (no SQLite, no HTTP client, no socket). The
+app's hooks open the store and clients and create the topics (on start-up), serve HTTP and run the
+deadline loop (after start-up), stop them (on shutdown) and close (after shutdown). Run it with
+`faststream run --factory services.review_notifier.app:create_app`.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +14,22 @@ import contextlib
 
 import httpx
 import uvicorn
+from faststream import FastStream
 
-from services.review_notifier import SERVICE, __doc__ as ABOUT
+from services.review_notifier import SERVICE
+from services.review_notifier import __doc__ as ABOUT
+from services.review_notifier.channels import CHANNELS, Notices
+from services.review_notifier.channels.base import secret
 from services.review_notifier.http import make_api
-from services.review_notifier.mail import Mailer
 from services.review_notifier.notify import Notifier
 from services.review_notifier.service import Reviewer
 from services.review_notifier.settings import ReviewNotifierSettings
-from services.review_notifier.slack import SlackClient
 from services.review_notifier.state import ReviewStore
 from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested
 from shared.logging import configure
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
-settings = ReviewNotifierSettings()
-log = configure(settings.log_level)
-broker = make_broker(settings, SERVICE)
-emitter = Emitter(broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewEscalated)
-store = ReviewStore(settings.state_db)
-http_client = httpx.AsyncClient(timeout=10.0)
-slack = SlackClient(http_client, settings.slack_api_url, _secret(settings.slack_bot_token), settings.slack_channel,
-                    _secret(settings.slack_webhook_url)) if settings.slack_enabled else None
-mailer = Mailer(settings.smtp_host, settings.smtp_port, settings.smtp_starttls, settings.smtp_username,
-                _secret(settings.smtp_password)) if settings.email_enabled else None
-token_key = _secret(settings.token_key).encode() if settings.token_key else None
-notifier = Notifier(store, slack, mailer, token_key=token_key, public_url=settings.public_url,
-                    mail_from=settings.mail_from, approver_emails=settings.approver_emails,
-                    slack_users=settings.slack_users)
-reviewer = Reviewer(store, emitter.emit, notifier)
-token = _secret(settings.api_token)
-api = make_api(reviewer, token, slack_signing_secret=_secret(settings.slack_signing_secret),
-               slack_users=settings.slack_users, token_key=token_key)
-
-
-@subscribe(broker, topics.REVIEW_REQUESTED, SERVICE)
-async def on_review_requested(event: ReviewRequested) -> None:
-    await reviewer.open(event)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -61,36 +40,77 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-server = _EmbeddedServer(uvicorn.Config(api, host=settings.http_host, port=settings.http_port,
-                                        log_config=None, access_log=False))
-_running: list[asyncio.Task] = []
+class ReviewNotifier:
+    def __init__(self, settings: ReviewNotifierSettings) -> None:
+        self.settings = settings
+        self.log = configure(settings.log_level)
+        self.broker = make_broker(settings, SERVICE)
+        self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewEscalated)
+        self.channels = [channel.from_settings(settings) for channel in CHANNELS]
+        self.api = make_api(self.channels, secret(settings.api_token))
+        self.server = _EmbeddedServer(uvicorn.Config(self.api, host=settings.http_host, port=settings.http_port,
+                                                     log_config=None, access_log=False))
+        # Set by open():
+        self.store: ReviewStore | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.notifier: Notifier | None = None
+        self.reviewer: Reviewer | None = None
+        self._running: list[asyncio.Task] = []
+
+        @subscribe(self.broker, topics.REVIEW_REQUESTED, SERVICE)
+        async def on_review_requested(event: ReviewRequested) -> None:
+            await self.reviewer.open(event)
+
+        self.on_review_requested = on_review_requested
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_startup=[self.serve],
+                            on_shutdown=[self.stop], after_shutdown=[self.close])
+
+    def open(self) -> None:
+        """Open the store, the HTTP client and each channel's clients; the API reaches them now."""
+        self.store = ReviewStore(self.settings.state_db)
+        self.http = httpx.AsyncClient(timeout=10.0)
+        for channel in self.channels:
+            channel.open(self.http, Notices(self.store, channel.name))
+        self.notifier = Notifier(self.store, self.channels)
+        self.reviewer = Reviewer(self.store, self.emitter.emit, self.notifier)
+        self.api.state.reviewer = self.reviewer
+
+    async def start(self) -> None:
+        self.open()
+        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+
+    async def serve(self) -> None:
+        """Serve HTTP and run the deadline loop beside the broker."""
+        self._running = [asyncio.create_task(self.server.serve()),
+                         asyncio.create_task(self.reviewer.run(self.settings.tick_seconds))]
+        self.log.info("http_listening", host=self.settings.http_host, port=self.settings.http_port,
+                      decisions_enabled=self.settings.api_token is not None,
+                      channels=[c.name for c in self.notifier.channels])
+
+    async def stop(self) -> None:
+        self.server.should_exit = True  # first: no new decisions while the broker shuts down
+        for task in self._running[1:]:
+            task.cancel()  # the deadline loop: cancelled between steps, each step saved whole
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._running = []
+        if self.notifier is not None:
+            await self.notifier.drain()
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.drain()  # what is still being sent reads the store
+        if self.http is not None:
+            await self.http.aclose()
+        if self.store is not None:
+            self.store.close()
+        self.api.state.reviewer = None
+        self.store = self.http = self.notifier = self.reviewer = None
 
 
-async def _start() -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+def build(settings: ReviewNotifierSettings) -> ReviewNotifier:
+    return ReviewNotifier(settings)
 
 
-async def _serve() -> None:
-    _running.append(asyncio.create_task(server.serve()))
-    _running.append(asyncio.create_task(reviewer.run(settings.tick_seconds)))
-    log.info("http_listening", host=settings.http_host, port=settings.http_port,
-             decisions_enabled=token is not None, slack=settings.slack_enabled,
-             slack_actions=settings.slack_signing_secret is not None, email=settings.email_enabled)
-    if settings.slack_bot_token and not settings.slack_channel:
-        log.warning("slack_disabled", why="REVIEW_NOTIFIER_SLACK_BOT_TOKEN is set without REVIEW_NOTIFIER_SLACK_CHANNEL")
-
-
-async def _stop() -> None:
-    server.should_exit = True  # first: no new decisions while the broker shuts down
-    _running[1].cancel()  # the deadline loop: cancelled between steps, each step saved whole
-    await asyncio.gather(*_running, return_exceptions=True)
-    await notifier.drain()
-
-
-async def _close() -> None:
-    await http_client.aclose()
-    store.close()
-
-
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_startup=[_serve],
-               on_shutdown=[_stop], after_shutdown=[_close])
+def create_app(settings: ReviewNotifierSettings | None = None) -> FastStream:
+    """The app factory: `faststream run --factory services.review_notifier.app:create_app`."""
+    return build(settings or ReviewNotifierSettings()).app

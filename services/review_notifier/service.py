@@ -3,7 +3,7 @@
 Each reads state, asks `reviews` (pure) what follows, emits the resulting event, then saves. The
 event goes out before the state is saved: if publishing fails, nothing changed and the vote can
 be retried; if saving fails after publishing, a retry emits the same event id, which readers drop.
-Notifications (Slack, email) run after the answer, in the background, and never undo a decision.
+Notifications (every channel's) run after the answer, in the background, and never undo a decision.
 """
 
 from __future__ import annotations
@@ -12,14 +12,18 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
 from services.review_notifier import reviews
-from services.review_notifier.notify import Notifier
 from services.review_notifier.reviews import Refused, Review
-from services.review_notifier.state import ReviewStore
 from shared.events import Event, ReviewDecided, ReviewRequested, Vote, utcnow
+
+if TYPE_CHECKING:
+    from services.review_notifier.channels import Receipt
+    from services.review_notifier.notify import Notifier
+    from services.review_notifier.state import ReviewStore
 
 log = structlog.get_logger()
 
@@ -43,23 +47,22 @@ class Reviewer:
             await self.notifier.announce(review)
         return opened
 
-    async def vote(self, submission_id: uuid.UUID, vote: Vote, *, token_id: str | None = None,
-                   slack_signature: str | None = None, response_url: str | None = None
-                   ) -> tuple[Review, ReviewDecided | None]:
-        """Count one vote; Refused when it may not count (and then nothing changed)."""
+    async def vote(self, submission_id: uuid.UUID, vote: Vote, *, receipt: Receipt | None = None,
+                   reply_to: str | None = None) -> tuple[Review, ReviewDecided | None]:
+        """Count one vote; Refused when it may not count (and then nothing changed). `receipt`:
+        what carried the vote, saved with it, refused when seen before (409). `reply_to`: where
+        the vote's channel may answer the voter (Slack's response_url)."""
         async with self.lock:
-            if token_id is not None and self.store.token_used(token_id):
-                raise Refused(409, "this link was already used: each link decides once")
-            if slack_signature is not None and self.store.slack_request_seen(slack_signature):
-                raise Refused(409, "this Slack request was already counted (a replay or a retry)")
+            if receipt is not None and self.store.receipt_seen(receipt):
+                raise Refused(409, receipt.replayed)
             review, decision = reviews.cast(self.store.get(submission_id), vote)
             if decision is not None:
                 await self.emit(decision)
-            self.store.save(review, token_id=token_id, slack_signature=slack_signature, at=vote.at)
+            self.store.save(review, receipt=receipt, at=vote.at)
         log.info("vote_recorded", submission_id=str(submission_id), approver=vote.approver,
                  decision=vote.decision, channel=vote.channel, break_glass=vote.break_glass,
                  outcome=decision.outcome if decision else "pending")
-        self.notifier.later(self.notifier.refresh(review, response_url))
+        self.notifier.later(self.notifier.refresh(review, origin=vote.channel, reply_to=reply_to))
         return review, decision
 
     async def tick(self) -> datetime | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from faststream import FastStream
 from faststream.kafka import TestKafkaBroker
 
+from services.review_notifier.app import build, create_app
+from services.review_notifier.settings import ReviewNotifierSettings
 from shared import topics
 from shared.events import ReviewDecided
 from tests.component.conftest import publish, sent
@@ -16,8 +19,8 @@ AUTH = {"Authorization": "Bearer s3cret"}
 
 
 @pytest.fixture
-def notifier(load_app):
-    return load_app("review_notifier")
+def notifier(build_app):
+    return build_app("review_notifier")
 
 
 @pytest.fixture
@@ -25,8 +28,8 @@ def request_event():
     return f.review_requested(f.submitted(f.submission(submitter="carol")), approvers=("alice", "bob", "carol"))
 
 
-def client(module) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=module.api), base_url="http://review")
+def client(wiring) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wiring.api), base_url="http://review")
 
 
 def vote(approver: str, decision: str = "approve") -> dict:
@@ -93,8 +96,8 @@ async def test_rejection_emits_rejected(notifier, request_event):
     assert (out.outcome, out.decided_by) == ("rejected", "bob")
 
 
-async def test_decisions_are_disabled_without_a_configured_token(load_app, request_event):
-    notifier = load_app("review_notifier", REVIEW_NOTIFIER_API_TOKEN="")
+async def test_decisions_are_disabled_without_a_configured_token(build_app, request_event):
+    notifier = build_app("review_notifier", api_token="")
     async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote("alice"), headers=AUTH)
@@ -106,3 +109,22 @@ async def test_invalid_body_is_422(notifier, request_event):
         r = await http.post(f"/reviews/{request_event.submission_id}/decision",
                             json={"decision": "maybe", "approver": "alice", "reason": "x"}, headers=AUTH)
         assert r.status_code == 422
+
+
+async def test_building_the_app_opens_nothing(tmp_path):
+    settings = ReviewNotifierSettings(state_db=tmp_path / "review" / "reviews.db", api_token="s3cret",
+                                      kafka_bootstrap_servers="127.0.0.1:1")
+    wiring = build(settings)
+    assert isinstance(create_app(settings), FastStream)
+    assert not (tmp_path / "review").exists() and wiring.store is None and wiring.http is None
+    async with client(wiring) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        r = await http.get(f"/reviews/{f.submitted().submission_id}")
+        assert r.status_code == 503 and "not open" in r.json()["detail"]
+    wiring.open()
+    try:
+        assert (tmp_path / "review" / "reviews.db").exists()
+        async with client(wiring) as http:
+            assert (await http.get(f"/reviews/{f.submitted().submission_id}")).status_code == 404
+    finally:
+        await wiring.close()

@@ -5,6 +5,7 @@ are built and signed the way Slack builds them."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -12,10 +13,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import structlog
 from faststream.kafka import TestKafkaBroker
+from structlog.testing import capture_logs
 
-from services.review_notifier import slack_blocks as sb
-from services.review_notifier import tokens
+from services.review_notifier.channels.email import tokens
+from services.review_notifier.channels.slack import blocks as sb
+from services.review_notifier.channels.slack.signing import sign
 from shared import topics
 from shared.events import Escalation, ReviewDecided, ReviewEscalated, utcnow
 from signoff.standins import MailSink, SlackStandIn, block_actions, body_of, links, signed_request
@@ -43,32 +47,28 @@ def mail():
 
 
 @pytest.fixture
-def env(slack, mail):
-    return dict(REVIEW_NOTIFIER_SLACK_SIGNING_SECRET=SECRET, REVIEW_NOTIFIER_SLACK_BOT_TOKEN="xoxb-test-token",
-                REVIEW_NOTIFIER_SLACK_API_URL=slack.api_url, REVIEW_NOTIFIER_SLACK_CHANNEL="C0REVIEWS",
-                REVIEW_NOTIFIER_SLACK_USERS=json.dumps(USERS), REVIEW_NOTIFIER_SMTP_HOST=mail.host,
-                REVIEW_NOTIFIER_SMTP_PORT=str(mail.port), REVIEW_NOTIFIER_TOKEN_KEY=TOKEN_KEY,
-                REVIEW_NOTIFIER_APPROVER_EMAILS=json.dumps(EMAILS),
-                REVIEW_NOTIFIER_PUBLIC_URL="http://review.test", REVIEW_NOTIFIER_MAIL_FROM="signoff@example.com")
+def fields(slack, mail) -> dict:
+    """The settings of a review-notifier with both channels on, against the stand-ins."""
+    return dict(slack_signing_secret=SECRET, slack_bot_token="xoxb-test-token", slack_api_url=slack.api_url,
+                slack_channel="C0REVIEWS", slack_users=USERS, smtp_host=mail.host, smtp_port=mail.port,
+                token_key=TOKEN_KEY, approver_emails=EMAILS, public_url="http://review.test",
+                mail_from="signoff@example.com")
 
 
 @pytest.fixture
 def logs(notifier, monkeypatch):
-    """Every log entry of the test. The modules' loggers are fresh, since the app's reload
-    configured structlog anew and loggers cache the configuration they first saw."""
-    import structlog
-    from structlog.testing import capture_logs
-
-    from services.review_notifier import http, notify, service
+    """Every log entry of the test. Each module of the service gets a fresh logger: building the
+    app configured structlog anew, and loggers cache the configuration they first saw."""
     with capture_logs() as captured:
-        for module in (http, notify, service):
-            monkeypatch.setattr(module, "log", structlog.get_logger())
+        for name, module in list(sys.modules.items()):
+            if name.startswith("services.review_notifier") and hasattr(module, "log"):
+                monkeypatch.setattr(module, "log", structlog.get_logger())
         yield captured
 
 
 @pytest.fixture
-def notifier(load_app, env):
-    return load_app("review_notifier", **env)
+def notifier(build_app, fields):
+    return build_app("review_notifier", **fields)
 
 
 def request_event(quorum: int = 1, submitter: str = "carol", **over):
@@ -81,8 +81,8 @@ def request_event(quorum: int = 1, submitter: str = "carol", **over):
     return f.review_requested(cause, **{**fields, **over})
 
 
-def client(module) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=module.api), base_url="http://review.test")
+def client(wiring) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wiring.api), base_url="http://review.test")
 
 
 async def click(http, user: str, action: str, sid, secret: str = SECRET, timestamp: int | None = None,
@@ -94,12 +94,12 @@ async def click(http, user: str, action: str, sid, secret: str = SECRET, timesta
     return await http.post("/slack/actions", content=body, headers=headers)
 
 
-def decided_mock(module):
-    return module.emitter.publishers[ReviewDecided].mock
+def decided_mock(wiring):
+    return wiring.emitter.publishers[ReviewDecided].mock
 
 
-async def settle(module) -> None:
-    await module.notifier.drain()
+async def settle(wiring) -> None:
+    await wiring.notifier.drain()
 
 
 def buttons(message: dict) -> list[str]:
@@ -150,13 +150,11 @@ def _alter(body: bytes, headers: dict) -> tuple[bytes, dict]:
 
 
 def _no_payload(body: bytes, headers: dict) -> tuple[bytes, dict]:
-    from services.review_notifier.slack_signing import sign
     new = b"nothing=here"
     return new, {**headers, "x-slack-signature": sign(SECRET, headers["x-slack-request-timestamp"], new)}
 
 
 def _bad_json(body: bytes, headers: dict) -> tuple[bytes, dict]:
-    from services.review_notifier.slack_signing import sign
     new = b"payload=%7Bnot-json"
     return new, {**headers, "x-slack-signature": sign(SECRET, headers["x-slack-request-timestamp"], new)}
 
@@ -223,8 +221,8 @@ async def test_a_replayed_click_counts_once(notifier, slack):
     assert len(notifier.store.get(event.submission_id).votes) == 1
 
 
-async def test_slack_without_a_signing_secret_is_503(load_app, env):
-    notifier = load_app("review_notifier", **{**env, "REVIEW_NOTIFIER_SLACK_SIGNING_SECRET": ""})
+async def test_slack_without_a_signing_secret_is_503(build_app, fields):
+    notifier = build_app("review_notifier", **{**fields, "slack_signing_secret": ""})
     async with TestKafkaBroker(notifier.broker), client(notifier) as http:
         assert (await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())).status_code == 503
 
@@ -381,9 +379,8 @@ async def test_reminders_go_to_those_who_have_not_voted(notifier, slack, mail):
     assert not [m for m in mail.to("alice@example.com") if m["Subject"].startswith("Reminder")]
 
 
-async def test_webhook_mode_posts_and_updates_through_the_response_url(load_app, env, slack):
-    notifier = load_app("review_notifier", **{**env, "REVIEW_NOTIFIER_SLACK_BOT_TOKEN": "",
-                                              "REVIEW_NOTIFIER_SLACK_WEBHOOK_URL": slack.webhook_url})
+async def test_webhook_mode_posts_and_updates_through_the_response_url(build_app, fields, slack):
+    notifier = build_app("review_notifier", **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
     event = request_event()
     async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
@@ -398,18 +395,17 @@ async def test_webhook_mode_posts_and_updates_through_the_response_url(load_app,
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # a local test server
-async def test_smtp_credentials_are_used(load_app, env):
+async def test_smtp_credentials_are_used(build_app, fields):
     with MailSink(auth=("signoff", "smtp-pass")) as sink:
-        notifier = load_app("review_notifier", **{
-            **env, "REVIEW_NOTIFIER_SMTP_HOST": sink.host, "REVIEW_NOTIFIER_SMTP_PORT": str(sink.port),
-            "REVIEW_NOTIFIER_SMTP_USERNAME": "signoff", "REVIEW_NOTIFIER_SMTP_PASSWORD": "smtp-pass"})
+        notifier = build_app("review_notifier", **{**fields, "smtp_host": sink.host, "smtp_port": sink.port,
+                                                   "smtp_username": "signoff", "smtp_password": "smtp-pass"})
         async with TestKafkaBroker(notifier.broker) as br:
             await publish(br, request_event())
         assert sink.logins and len(sink.to("bob@example.com")) == 1
 
 
-def test_secrets_never_show_in_the_settings_repr(load_app, env):
-    notifier = load_app("review_notifier", **env, REVIEW_NOTIFIER_SMTP_PASSWORD="smtp-pass")
+def test_secrets_never_show_in_the_settings_repr(build_app, fields):
+    notifier = build_app("review_notifier", **fields, smtp_password="smtp-pass")
     shown = repr(notifier.settings) + str(notifier.settings.model_dump())
     for secret in (SECRET, TOKEN_KEY, "xoxb-test-token", "smtp-pass"):
         assert secret not in shown

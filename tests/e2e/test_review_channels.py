@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from services.review_notifier import slack_blocks as sb
+from services.review_notifier.channels.slack import blocks as sb
 from shared import topics
 from signoff.devstack import Stack, free_port
 from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request

@@ -4,16 +4,25 @@ deadline brings the declared outcome, reminders come at their interval."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from services.review_notifier import reviews
+from services.review_notifier import reviews, state
+from services.review_notifier.channels import Receipt
 from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.state import ReviewStore
-from shared.events import Escalation, Vote
+from shared.events import Escalation, ReviewRequested, Vote
+from shared.upcasting import UPCASTERS
 from tests.unit import factories as f
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -220,7 +229,10 @@ def test_properties_of_any_sequence_of_votes(votes, quorum, veto):
         assert rev.decision is not None and rev.decision.outcome == "rejected"
 
 
-def test_store_keeps_reviews_votes_tokens_and_slack_requests_across_a_reopen(tmp_path):
+SLACK_REQUEST, EMAIL_LINK = Receipt("slack", "v0=abc"), Receipt("email", "t1")
+
+
+def test_store_keeps_reviews_votes_receipts_and_notices_across_a_reopen(tmp_path):
     path = tmp_path / "r" / "reviews.db"
     store = ReviewStore(path)
     rev = review(quorum=2)
@@ -228,8 +240,8 @@ def test_store_keeps_reviews_votes_tokens_and_slack_requests_across_a_reopen(tmp
     assert store.open(rev.request) is False  # a redelivered request
     assert store.get(rev.request.submission_id) == rev
     updated, _ = reviews.cast(rev, vote("alice"))
-    store.save(updated, slack_signature="v0=abc", at=T0)
-    store.record_notice(rev.submission_id, "slack", {"channel": "C1", "ts": "1.2"})
+    store.save(updated, receipt=SLACK_REQUEST, at=T0)
+    store.record_notice(rev.submission_id, "slack:requested", {"channel": "C1", "ts": "1.2"})
     store.close()
 
     store = ReviewStore(path)
@@ -237,25 +249,107 @@ def test_store_keeps_reviews_votes_tokens_and_slack_requests_across_a_reopen(tmp
         assert store.get(rev.request.submission_id) == updated
         assert store.open(rev.request) is False
         assert store.get(rev.request.submission_id) == updated  # not reset by a redelivery
-        assert store.slack_request_seen("v0=abc") and not store.slack_request_seen("v0=abd")
-        assert store.notice(rev.submission_id, "slack") == {"channel": "C1", "ts": "1.2"}
+        assert store.receipt_seen(SLACK_REQUEST) and not store.receipt_seen(Receipt("slack", "v0=abd"))
+        assert not store.receipt_seen(Receipt("email", "v0=abc"))  # a receipt belongs to its channel
+        assert store.notice(rev.submission_id, "slack:requested") == {"channel": "C1", "ts": "1.2"}
         assert store.pending() == [updated]
         done, _ = reviews.cast(updated, vote("bob"))
-        store.save(done, token_id="t1", at=T0)
-        assert store.pending() == [] and store.token_used("t1") and not store.token_used("t2")
+        store.save(done, receipt=EMAIL_LINK, at=T0)
+        assert store.pending() == [] and store.receipt_seen(EMAIL_LINK)
+        assert not store.receipt_seen(Receipt("email", "t2"))
     finally:
         store.close()
 
 
-def test_a_failed_save_records_neither_the_vote_nor_the_token(tmp_path):
+def test_a_failed_save_records_neither_the_vote_nor_the_receipt(tmp_path):
     store = ReviewStore(tmp_path / "reviews.db")
     try:
         rev = review(quorum=2)
         store.open(rev.request)
-        store.save(rev, token_id="t1", at=T0)
+        store.save(rev, receipt=EMAIL_LINK, at=T0)
         updated, _ = reviews.cast(rev, vote("alice"))
-        with pytest.raises(Exception):
-            store.save(updated, token_id="t1", at=T0)  # the token is used: the whole save fails
+        with pytest.raises(sqlite3.IntegrityError):
+            store.save(updated, receipt=EMAIL_LINK, at=T0)  # the receipt was seen: the whole save fails
         assert store.get(rev.submission_id) == rev
     finally:
         store.close()
+
+
+_BEFORE_RECEIPTS = """
+CREATE TABLE review (submission_id TEXT PRIMARY KEY, review TEXT NOT NULL);
+CREATE TABLE used_token (token_id TEXT PRIMARY KEY, submission_id TEXT NOT NULL, used_at TEXT NOT NULL);
+CREATE TABLE slack_request (signature TEXT PRIMARY KEY, submission_id TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+
+def test_a_state_file_from_before_receipts_keeps_used_links_and_counted_requests(tmp_path):
+    """Written by the version with per-channel tables (and before `pending`): what was used stays used."""
+    path, rev = tmp_path / "reviews.db", review()
+    old = sqlite3.connect(path)
+    old.executescript(_BEFORE_RECEIPTS)
+    old.execute("INSERT INTO review VALUES (?, ?)", (str(rev.submission_id), rev.model_dump_json()))
+    old.execute("INSERT INTO used_token VALUES ('t-used', ?, ?)", (str(rev.submission_id), T0.isoformat()))
+    old.execute("INSERT INTO slack_request VALUES ('v0=seen', ?, ?)", (str(rev.submission_id), T0.isoformat()))
+    old.commit()
+    old.close()
+    for _ in range(2):  # opening again copies nothing twice
+        store = ReviewStore(path)
+        try:
+            assert store.receipt_seen(Receipt("email", "t-used")) and store.receipt_seen(Receipt("slack", "v0=seen"))
+            assert not store.receipt_seen(Receipt("email", "v0=seen"))
+            assert store.db.execute("SELECT count(*) FROM receipt").fetchone() == (2,)
+            assert store.pending() == [rev]
+        finally:
+            store.close()
+
+
+def test_a_stored_review_written_under_an_older_event_version_is_upcast(tmp_path, monkeypatch):
+    """The nested review.requested of a stored row is brought up to date as it is read."""
+    rev = review(quorum=2)
+    store = ReviewStore(tmp_path / "reviews.db")
+    try:
+        store.open(rev.request)
+        row = json.loads(rev.model_dump_json())
+        row["request"]["min_approvals"] = row["request"].pop("quorum")  # how "version 1" spelled it
+        store.db.execute("UPDATE review SET review = ?", (json.dumps(row),))
+        assert store.get(rev.submission_id) is None  # unreadable without an upcaster
+
+        def v1_to_v2(data: dict) -> dict:
+            data["quorum"] = data.pop("min_approvals")
+            return data
+        monkeypatch.setattr(ReviewRequested, "class_version", 2)
+        monkeypatch.setitem(UPCASTERS, (ReviewRequested.type, 1), v1_to_v2)
+        upcast = store.get(rev.submission_id)
+        assert upcast is not None and upcast.request.quorum == 2 and upcast.request.schema_version == 2
+        assert store.pending() == [upcast]
+    finally:
+        store.close()
+
+
+def test_a_corrupt_stored_review_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    store = ReviewStore(tmp_path / "reviews.db")
+    monkeypatch.setattr(state, "log", structlog.get_logger())  # not one cached under another configuration
+    try:
+        good, bad = review(), review()
+        store.open(good.request)
+        store.open(bad.request)
+        store.db.execute("UPDATE review SET review = '{\"request\": 7}' WHERE submission_id = ?",
+                         (str(bad.submission_id),))
+        with capture_logs() as logs:
+            assert store.get(bad.submission_id) is None
+            assert store.pending() == [good]
+        warned = [(e["event"], e["submission_id"]) for e in logs]
+        assert warned == [("stored_review_unreadable", str(bad.submission_id))] * 2
+    finally:
+        store.close()
+
+
+def test_the_rules_import_no_io_framework_or_settings():
+    """reviews.py is pure: not even transitively does it import I/O, frameworks or settings."""
+    code = ("import sys, services.review_notifier.reviews; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'yaml', 'celpy', 'httpx', 'aiokafka', 'faststream', 'sqlite3', '_sqlite3', 'pydantic_settings', "
+            "'fastapi', 'uvicorn', 'structlog'} or m.split('.')[-1] == 'settings'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"

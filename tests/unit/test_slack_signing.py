@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.review_notifier.slack_signing import SignatureError, sign, verify
+from services.review_notifier.channels.slack.signing import SignatureError, sign, verify
 
 VECTOR = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "slack-signing.json").read_text())
 SECRET, TS, BODY = VECTOR["signing_secret"], VECTOR["timestamp"], VECTOR["raw_body"].encode()

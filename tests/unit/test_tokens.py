@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.review_notifier import tokens
-from services.review_notifier.tokens import TokenError
+from services.review_notifier.channels.email import tokens
+from services.review_notifier.channels.email.tokens import TokenError
 
 KEY = b"k" * 32
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

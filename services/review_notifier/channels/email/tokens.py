@@ -2,8 +2,8 @@
 
     token = base64url(claims JSON) "." base64url(HMAC-SHA256(key, "signoff-email-v1." + claims part))
 
-Pure: no clock, no storage. Single use is the caller's part: it stores `token_id` of every token
-that decided, and refuses one it has seen.
+Pure: no clock, no storage. Single use is the caller's part: `token_id` (a hash) is the receipt
+key of the vote a token carried, and a token whose receipt was seen is refused.
 """
 
 from __future__ import annotations
