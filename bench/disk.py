@@ -14,12 +14,16 @@ import uuid
 from pathlib import Path
 
 from bench.load import Artifact, submissions
-from services.deployer import lifecycle, target
+from services.deployer import lifecycle
+from services.deployer.rollout import Plan
 from services.deployer.state import StateStore
+from services.deployer.targets import _store_files as target
 from shared.events import CheckResult, ChecksPassed, PolicyRef, ReviewDecided
+from shared.workflow.schema import DeployInputs
 
 # Built from the event contract, not by the validator and policy: only the deployer is measured.
 POLICY = PolicyRef(name="bench", rule="auto_approve", digest="0" * 64)
+PLAN = Plan(inputs=DeployInputs(), workflow="bench")
 
 
 def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
@@ -33,8 +37,8 @@ def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
             decided = ReviewDecided.caused_by(
                 passed, candidate=event.submission.candidate, outcome="approved", mode="automatic",
                 decided_by="policy:bench/auto_approve", reason="bench", policy=POLICY)
-            waiting, _ = lifecycle.advance(lifecycle.Lifecycle(submission_id=event.submission_id), passed, False)
-            deploying, action = lifecycle.advance(waiting, decided, False)
+            waiting, _ = lifecycle.advance(lifecycle.Lifecycle(submission_id=event.submission_id), passed, PLAN)
+            deploying, [action] = lifecycle.advance(waiting, decided, PLAN)
             assert isinstance(action, lifecycle.Deploy), "an auto-approved submission deploys"
             t0 = time.perf_counter()
             store.save(waiting)

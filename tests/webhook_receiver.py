@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from services.deployer.webhook import IDEMPOTENCY_KEY, SIGNATURE, TIMESTAMP, verify
+from services.deployer.targets.webhook import IDEMPOTENCY_KEY, SIGNATURE, TIMESTAMP, verify
 
 
 @dataclass
@@ -51,7 +51,8 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                signed = verify(receiver.secret, raw, headers.get(SIGNATURE.lower(), "")) and TIMESTAMP.lower() in headers
+                signature = headers.get(SIGNATURE.lower(), "")
+                signed = verify(receiver.secret, raw, signature) and TIMESTAMP.lower() in headers
                 status = receiver.failures.pop(0) if receiver.failures else (200 if signed else 401)
                 headers["x-test-status"] = str(status)
                 receiver.requests.append(Received(headers, raw, signed))

@@ -1,18 +1,25 @@
 """Wiring of the deployer: checks.*, review.decided, rollback.requested and revocation.requested
-in; deployment.* out; a scheduler task moves canary rollouts on after their bake time."""
+in; deployment.* out; a scheduler task moves canary rollouts on after their bake time.
+
+`build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
+validated by the deploy targets; the SQLite state; the model store's staging; the download folder),
+creates the topics, and once the broker runs starts the scheduler. Run it with
+`faststream run --factory services.deployer.app:create_app`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from services.deployer import SERVICE, target
+from faststream import FastStream
+
+from services.deployer import SERVICE, targets
 from services.deployer import __doc__ as ABOUT
-from services.deployer.service import Deployer, webhook_problems
+from services.deployer.service import Service
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
-from services.deployer.targets import ArtifactSource, ModelStore, RetryPolicy, Targets
-from services.deployer.webhook import Webhook
+from services.deployer.targets import Deps, model_store
 from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
@@ -21,76 +28,90 @@ from shared.events import (
     DeploymentRolledBack, DeploymentSucceeded, ReviewDecided, RevocationRequested, RollbackRequested,
 )
 from shared.logging import configure
-from shared.workflows import load_or_exit
-
-settings = DeployerSettings()
-log = configure(settings.log_level)
-workflows = load_or_exit(settings.workflows, log)
-broker = make_broker(settings, SERVICE)
-emitter = Emitter(broker, f"/signoff/{SERVICE}", DeploymentSucceeded, DeploymentFailed,
-                  DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked)
-store = StateStore(settings.state_db)
-retry = RetryPolicy(settings.retry_attempts, settings.retry_backoff_seconds, settings.retry_max_backoff_seconds)
-source = ArtifactSource(settings.artifact_roots, settings.artifact_url_prefixes, settings.max_artifact_bytes,
-                        settings.fetch_timeout, settings.download_dir, retry)
-targets = Targets(
-    ModelStore(settings.model_store, source, retry),
-    lambda inputs: Webhook(inputs, settings.secret, store, source, retry, settings.webhook_timeout_seconds),
-)
-service = Deployer(store, workflows, targets, emitter.emit)
+from shared.workflow.loading import load_or_exit
 
 
-@subscribe(broker, topics.CHECKS_PASSED, SERVICE)
-async def on_checks_passed(event: ChecksPassed) -> None:
-    await service.on_submission_event(event)
+class Deployer:
+    def __init__(self, settings: DeployerSettings) -> None:
+        self.settings = settings
+        self.log = configure(settings.log_level)
+        self.broker = make_broker(settings, SERVICE)
+        self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", DeploymentSucceeded, DeploymentFailed,
+                               DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked)
+        self._service: Service | None = None
+        self._scheduler: asyncio.Task | None = None
+
+        @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
+        async def on_checks_passed(event: ChecksPassed) -> None:
+            await self.service.on_submission_event(event)
+
+        @subscribe(self.broker, topics.CHECKS_FAILED, SERVICE)
+        async def on_checks_failed(event: ChecksFailed) -> None:
+            await self.service.on_submission_event(event)
+
+        @subscribe(self.broker, topics.REVIEW_DECIDED, SERVICE)
+        async def on_review_decided(event: ReviewDecided) -> None:
+            await self.service.on_submission_event(event)
+
+        @subscribe(self.broker, topics.ROLLBACK_REQUESTED, SERVICE)
+        async def on_rollback_requested(event: RollbackRequested) -> None:
+            await self.service.on_rollback(event)
+
+        @subscribe(self.broker, topics.REVOCATION_REQUESTED, SERVICE)
+        async def on_revocation_requested(event: RevocationRequested) -> None:
+            await self.service.on_revocation(event)
+
+        self.handlers = (on_checks_passed, on_checks_failed, on_review_decided, on_rollback_requested,
+                         on_revocation_requested)
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start],
+                            after_startup=[self.start_scheduler], on_shutdown=[self.stop_scheduler],
+                            after_shutdown=[self.close])
+
+    @property
+    def service(self) -> Service:
+        assert self._service is not None, "opened by open(), at start-up"
+        return self._service
+
+    @property
+    def store(self) -> StateStore:
+        return self.service.store
+
+    def open(self) -> None:
+        settings = self.settings
+        workflows = load_or_exit(settings.workflows, self.log, targets=targets.INPUTS)
+        store = StateStore(settings.state_db)
+        model_store.clean_staging(settings)
+        settings.download_dir.mkdir(parents=True, exist_ok=True)
+        deps = Deps.from_settings(settings, store)
+        self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit)
+        for problem in targets.problems(workflows, settings):
+            self.log.warning("target_not_ready", problem=problem)  # its deployments will fail, saying so
+
+    async def start(self) -> None:
+        self.open()
+        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+
+    async def start_scheduler(self) -> None:
+        self._scheduler = asyncio.create_task(self.service.run_scheduler(self.settings.schedule_poll_seconds))
+
+    async def stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+
+    async def close(self) -> None:
+        await self.stop_scheduler()  # a start-up that failed half-way never reached on_shutdown
+        if self._service is not None:  # after the broker stopped: no handler is using the store any more
+            self._service.store.close()
+            self._service = None
 
 
-@subscribe(broker, topics.CHECKS_FAILED, SERVICE)
-async def on_checks_failed(event: ChecksFailed) -> None:
-    await service.on_submission_event(event)
+def build(settings: DeployerSettings) -> Deployer:
+    return Deployer(settings)
 
 
-@subscribe(broker, topics.REVIEW_DECIDED, SERVICE)
-async def on_review_decided(event: ReviewDecided) -> None:
-    await service.on_submission_event(event)
-
-
-@subscribe(broker, topics.ROLLBACK_REQUESTED, SERVICE)
-async def on_rollback_requested(event: RollbackRequested) -> None:
-    await service.on_rollback(event)
-
-
-@subscribe(broker, topics.REVOCATION_REQUESTED, SERVICE)
-async def on_revocation_requested(event: RevocationRequested) -> None:
-    await service.on_revocation(event)
-
-
-scheduler: list[asyncio.Task] = []
-
-
-async def _start() -> None:
-    target.clean_staging(settings.model_store)
-    settings.download_dir.mkdir(parents=True, exist_ok=True)
-    for problem in webhook_problems(workflows, settings.secret):
-        log.warning("webhook_not_ready", problem=problem)  # its deployments will fail, saying so
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
-
-
-async def _start_scheduler() -> None:
-    scheduler.append(asyncio.create_task(service.run_scheduler(settings.schedule_poll_seconds)))
-
-
-async def _stop_scheduler() -> None:
-    for task in scheduler:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    scheduler.clear()
-
-
-async def _close() -> None:
-    store.close()  # after the broker stopped: no handler is using the store any more
-
-
-app = make_app(broker, SERVICE, ABOUT, on_startup=[_start], after_startup=[_start_scheduler],
-               on_shutdown=[_stop_scheduler], after_shutdown=[_close])
+def create_app(settings: DeployerSettings | None = None) -> FastStream:
+    """The app factory: `faststream run --factory services.deployer.app:create_app`."""
+    return build(settings or DeployerSettings()).app

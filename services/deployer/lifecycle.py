@@ -3,13 +3,16 @@
     open --checks failed / rejected--> rejected            (terminal)
     open --checks passed + approved (same digest)--> deploying --> deployed   (terminal)
     deploying --first canary stage handed to the target--> rolling_out --last stage--> deployed
-    open --approval for another digest, or the deploy fails--> failed         (terminal)
+    open --approval for another digest, no deploy step, or the deploy fails--> failed   (terminal)
     any --revocation--> revoked                                               (terminal)
 
 Checks and decisions arrive on different topics, so in either order: an approval that arrives
 before checks.passed waits for it. A rejected digest is rejected for good, whatever submission
 carries it later; so is a revoked one. While `rolling_out`, the scheduler owns the submission:
 a redelivered approval starts nothing.
+
+`advance` returns the next state and every action to carry out; the service only executes them.
+Pure: the event contract and the workflow schema, no I/O.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
+from services.deployer.rollout import Plan, StoredInputs
 from shared.events import (
-    Candidate, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentSucceeded, Frozen, Metrics,
-    ReviewDecided, RevocationRequested,
+    Candidate, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentRevoked, DeploymentSucceeded,
+    Frozen, Metrics, ReviewDecided, RevocationRequested,
 )
-from shared.workflows import DeployInputs
-from services.deployer.rollout import StoredInputs
+from shared.workflow.schema import DeployInputs
 
 Status = Literal["open", "deploying", "rolling_out", "deployed", "rejected", "failed", "revoked"]
 TERMINAL = ("deployed", "rejected", "failed", "revoked")
+SubmissionEvent = ChecksPassed | ChecksFailed | ReviewDecided
 
 
 class Lifecycle(Frozen):
@@ -47,70 +51,126 @@ class Lifecycle(Frozen):
         return self.checked or (self.approval.candidate if self.approval else None)
 
 
-class Deploy(Frozen):
+# --- actions, in the order the service carries them out: emit, record the state, deploy -----------
+
+class AnnounceRevocation(Frozen):
+    """The submission was revoked before its candidate was known; now it is: ban its digest and
+    version too, and emit deployment.revoked."""
+
+    request: RevocationRequested
     candidate: Candidate
-    approval: ReviewDecided
+
+    @property
+    def why(self) -> str:
+        return f"by {self.request.requested_by}: {self.request.reason}"
+
+    @property
+    def event(self) -> DeploymentRevoked:
+        r = self.request
+        return DeploymentRevoked.caused_by(r, candidate=self.candidate, requested_by=r.requested_by,
+                                           reason=r.reason, was_in_production=False)
 
 
 class Fail(Frozen):
+    """Emit deployment.failed, before the failed state is recorded (a crash in between fails again
+    on redelivery, with the same event id)."""
+
     approval: ReviewDecided
+    target: str
     reason: str
 
+    @property
+    def event(self) -> DeploymentFailed:
+        return failed_event(self.approval, self.target, self.reason)
 
-Action = Deploy | Fail | None
+
+class BanDigest(Frozen):
+    """Record, with the rejected state, that this artifact digest is never deployed."""
+
+    sha256: str
 
 
-def advance(
-    state: Lifecycle, event: ChecksPassed | ChecksFailed | ReviewDecided, digest_rejected: bool,
-    revoked: str | None = None,
-) -> tuple[Lifecycle, Action]:
-    """The next state, and what to do now. `digest_rejected` says whether the artifact digest
-    in the event was rejected before (by any submission); `revoked`, why the artifact (digest or
-    model version) was revoked, if it was."""
+class Deploy(Frozen):
+    """Start the deployment, once the `deploying` state is recorded."""
+
+    candidate: Candidate
+    approval: ReviewDecided
+    plan: Plan
+
+
+Action = AnnounceRevocation | Fail | BanDigest | Deploy
+
+
+def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_rejected: bool = False,
+            revoked: str | None = None) -> tuple[Lifecycle, list[Action]]:
+    """The next state, and what to do now. `plan`: how the model's workflow deploys it;
+    `digest_rejected`: the event's artifact digest was rejected before (by any submission);
+    `revoked`: why its submission, digest or model version was revoked, if it was."""
+    if state.status == "revoked" and not state.announced:
+        assert state.revocation is not None  # set with the status by `revoke`
+        announce = AnnounceRevocation(request=state.revocation, candidate=candidate_of(event))
+        return state.model_copy(update={"announced": True}), [announce]
     if state.status in TERMINAL or state.status == "rolling_out":
-        return state, None
+        return state, []
     if isinstance(event, ChecksFailed):
-        return state.model_copy(update={"status": "rejected", "note": "checks failed"}), None
+        return _rejected(state, event, "checks failed")
     if isinstance(event, ReviewDecided) and event.outcome == "rejected":
-        return state.model_copy(update={"status": "rejected", "note": event.reason}), None
+        return _rejected(state, event, event.reason)
     if isinstance(event, ChecksPassed):
         state = state.model_copy(update={"checked": event.submission.candidate,
                                          "metrics": event.submission.metrics})
     elif state.approval is not None and state.approval.candidate != event.candidate:
         reason = (f"two approvals for different artifacts ({state.approval.candidate.artifact_sha256} "
                   f"and {event.candidate.artifact_sha256}); deploying neither")
-        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=event, reason=reason)
+        return _failed(state, event, plan.target, reason)
     else:
         state = state.model_copy(update={"approval": event})
-    return _ready(state, digest_rejected, revoked)
+    return _ready(state, plan, digest_rejected, revoked)
 
 
-def _ready(state: Lifecycle, digest_rejected: bool, revoked: str | None) -> tuple[Lifecycle, Action]:
+def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | None) -> tuple[Lifecycle, list[Action]]:
     if state.checked is None or state.approval is None:
-        return state, None  # wait for the other half
+        return state, []  # wait for the other half
     approval = state.approval
     if approval.candidate != state.checked:
         reason = (f"approval is for artifact {approval.candidate.artifact_sha256} "
                   f"({approval.candidate.data_version}, {approval.candidate.code_commit}), "
                   f"but the checks passed for {state.checked.artifact_sha256} "
                   f"({state.checked.data_version}, {state.checked.code_commit})")
-        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
+        return _failed(state, approval, plan.target, reason)
     if digest_rejected:
         reason = f"artifact {approval.candidate.artifact_sha256} was rejected before; a rejection is final"
-        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
+        return _failed(state, approval, plan.target, reason)
     if revoked:
-        reason = f"{revoked}; a revoked artifact is never deployed again"
-        return state.model_copy(update={"status": "failed", "note": reason}), Fail(approval=approval, reason=reason)
-    return state.model_copy(update={"status": "deploying"}), Deploy(candidate=state.checked, approval=approval)
+        return _failed(state, approval, plan.target, f"{revoked}; a revoked artifact is never deployed again")
+    if plan.inputs is None:
+        return _failed(state, approval, plan.target, plan.why)
+    return state.model_copy(update={"status": "deploying"}), [Deploy(candidate=state.checked, approval=approval,
+                                                                     plan=plan)]
 
 
-def bans_digest(event: ChecksPassed | ChecksFailed | ReviewDecided) -> bool:
+def _rejected(state: Lifecycle, event: SubmissionEvent, note: str) -> tuple[Lifecycle, list[Action]]:
+    ban: list[Action] = [BanDigest(sha256=candidate_of(event).artifact_sha256)] if bans_digest(event) else []
+    return state.model_copy(update={"status": "rejected", "note": note}), ban
+
+
+def _failed(state: Lifecycle, approval: ReviewDecided, target: str, reason: str) -> tuple[Lifecycle, list[Action]]:
+    return failed(state, reason), [Fail(approval=approval, target=target, reason=reason)]
+
+
+def candidate_of(event: SubmissionEvent) -> Candidate:
+    return event.candidate if isinstance(event, ReviewDecided) else event.submission.candidate
+
+
+def bans_digest(event: SubmissionEvent) -> bool:
     """Whether a rejection by `event` holds for its artifact digest for good: not when the bytes
     were never verified to have that digest."""
     if isinstance(event, ReviewDecided):
         return event.final_for_artifact
     return event.artifact_verified
 
+
+# --- the steps of a deployment, recorded by the service as it carries them out --------------------
 
 def deployed(state: Lifecycle, location: str) -> Lifecycle:
     return state.model_copy(update={"status": "deployed", "note": location})

@@ -14,21 +14,23 @@ from typing import Annotated, Literal
 from pydantic import PlainSerializer
 
 from shared.events import Candidate, Frozen, Metrics, ReviewDecided
-from shared.workflows import DeployInputs, Loaded
+from shared.workflow.matching import Loaded
+from shared.workflow.schema import DeployInputs
 
 Health = Literal["healthy", "failed", "rolled_back", "revoked"]
 
 
-def _dump_inputs(inputs: DeployInputs) -> dict:
+def dump_inputs(inputs: DeployInputs) -> dict:
     """As the workflow file would say it: pydantic writes a timedelta as 'PT1S', which the
     workflow loader (rightly strict) does not read back; bakes are whole seconds."""
     data = inputs.model_dump(mode="json")
-    data["stages"] = [{**st, "bake": f"{int(s.bake.total_seconds())}s"} for st, s in zip(data["stages"], inputs.stages)]
+    data["stages"] = [{**st, "bake": f"{int(s.bake.total_seconds())}s"}
+                      for st, s in zip(data["stages"], inputs.stages, strict=True)]
     return data
 
 
 # The deploy step as stored in the deployer's state (it must read back what it wrote).
-StoredInputs = Annotated[DeployInputs, PlainSerializer(_dump_inputs, return_type=dict)]
+StoredInputs = Annotated[DeployInputs, PlainSerializer(dump_inputs, return_type=dict)]
 
 
 class Release(Frozen):
@@ -59,15 +61,29 @@ class Stage(Frozen):
 FULL = Stage(name="full", traffic_percent=100)
 
 
-def deploy_inputs(loaded: Loaded | None, no_match: str) -> tuple[DeployInputs | None, str]:
-    """The deploy step of the model's workflow, or None and why nothing is deployed. A workflow
-    without a deploy step deploys nothing: approval alone is not a request to deploy."""
+class Plan(Frozen):
+    """How the model's workflow deploys it (its deploy step, and the workflow's name and file
+    digest for the manifest), or, without `inputs`, why nothing is deployed."""
+
+    inputs: DeployInputs | None = None
+    why: str = ""
+    workflow: str = ""
+    digest: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.inputs.target if self.inputs else "none"
+
+
+def deploy_plan(loaded: Loaded | None, no_match: str) -> Plan:
+    """The deploy step of the model's workflow, or why nothing is deployed. A workflow without a
+    deploy step deploys nothing: approval alone is not a request to deploy."""
     if loaded is None:
-        return None, f"{no_match}; nothing deployed"
-    step = loaded.workflow.deploy
+        return Plan(why=f"{no_match}; nothing deployed")
+    name, step = loaded.workflow.name, loaded.workflow.deploy
     if step is None:
-        return None, f"workflow {loaded.workflow.name!r} has no deploy step; nothing deployed"
-    return step.inputs, ""
+        return Plan(why=f"workflow {name!r} has no deploy step; nothing deployed", workflow=name, digest=loaded.digest)
+    return Plan(inputs=step.inputs, workflow=name, digest=loaded.digest)
 
 
 def stages(inputs: DeployInputs) -> tuple[Stage, ...]:

@@ -9,7 +9,7 @@ from shared.settings import ArtifactSourceSettings
 
 
 class DeployerSettings(ArtifactSourceSettings):
-    model_config = SettingsConfigDict(env_prefix="DEPLOYER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="DEPLOYER_", extra="ignore", frozen=True, populate_by_name=True)
 
     model_store: Path = Field(default=Path(".data/model-store"),
                               description="Root of the model store: <root>/<model>/<version>/")

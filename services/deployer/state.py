@@ -151,7 +151,8 @@ class StateStore:
                 assert release is not None, "only a prepared release can be promoted"
                 self.save_release(release.model_copy(update={"promoted": self._next_promotion(model)}))
             self.db.execute(
-                "INSERT INTO production VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET submission_id = excluded.submission_id",
+                "INSERT INTO production VALUES (?, ?) "
+                "ON CONFLICT(model) DO UPDATE SET submission_id = excluded.submission_id",
                 (model, str(submission_id) if submission_id else None))
 
     def _next_promotion(self, model: str) -> int:

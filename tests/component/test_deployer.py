@@ -6,8 +6,11 @@ import hashlib
 import json
 
 import pytest
+from faststream import FastStream
 from faststream.kafka import TestKafkaBroker
 
+from services.deployer import app
+from services.deployer.settings import DeployerSettings
 from shared import topics
 from shared.events import DeploymentFailed, DeploymentSucceeded
 from tests.component.conftest import publish, sent
@@ -15,15 +18,14 @@ from tests.unit import factories as f
 
 
 @pytest.fixture
-def deployer(load_app):
-    return load_app("deployer")
+def deployer(build_app):
+    return build_app("deployer")
 
 
 @pytest.fixture
 def cause(artifact):
     cand = f.candidate(artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     return f.submitted(f.submission(cand))
-
 
 
 async def test_duplicated_approval_deploys_once(deployer, cause, tmp_path):
@@ -63,11 +65,18 @@ async def test_nothing_deploys_after_a_rejection(deployer, cause, tmp_path):
     assert deployer.store.is_rejected(cause.submission.candidate.artifact_sha256)
 
 
-async def test_failed_checks_then_approval_never_deploys(deployer, cause):
+async def test_failed_checks_then_approval_never_deploys(deployer, cause, tmp_path):
     async with TestKafkaBroker(deployer.broker) as br:
         await publish(br, f.checks_failed(cause))
         await publish(br, f.decided(cause))
+        # A checks.passed after the failure (a re-run, a misrouted event) completes the pair: the
+        # failure must already have ended the lifecycle, or this would deploy.
+        await publish(br, f.checks_passed(cause))
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        deployer.emitter.publishers[DeploymentFailed].mock.assert_not_called()
+    state = deployer.store.load(cause.submission_id)
+    assert (state.status, state.note) == ("rejected", "checks failed")
+    assert not (tmp_path / "store" / "fraud-detector").exists()
 
 
 async def test_a_rejected_digest_is_refused_for_a_later_submission(deployer, cause):
@@ -119,3 +128,15 @@ async def test_a_late_event_does_not_blacklist_a_digest_nobody_rejected(deployer
         await publish(br, f.checks_passed(fresh))            # `other`, properly checked and approved
         await publish(br, f.decided(fresh))
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_called_once()
+
+
+def test_building_the_app_opens_nothing(tmp_path):
+    """`build` only wires: no state file, no workflow read (the folder does not even exist), no
+    folder created; the start-up hook opens them."""
+    settings = DeployerSettings(workflows=tmp_path / "missing-workflows", state_db=tmp_path / "state" / "state.db",
+                                model_store=tmp_path / "store", download_dir=tmp_path / "downloads")
+    wiring = app.build(settings)
+    assert isinstance(wiring.app, FastStream) and isinstance(app.create_app(settings), FastStream)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit, match="invalid workflows"):
+        wiring.open()  # opening is what reads them

@@ -42,12 +42,11 @@ def receiver():
 
 
 @pytest.fixture
-def deployer(load_app, workflows, registry, receiver, monkeypatch, tmp_path):
+def deployer(build_app, workflows, registry, receiver, monkeypatch, tmp_path):
     (workflows / "hook.yaml").write_text(HOOK.format(url=receiver.url))
-    monkeypatch.setenv("HOOK_SECRET", SECRET)
-    return load_app("deployer", DEPLOYER_ARTIFACT_URL_PREFIXES=json.dumps([registry.prefix]),
-                    DEPLOYER_DOWNLOAD_DIR=str(tmp_path / "downloads"),
-                    DEPLOYER_WEBHOOK_SECRET_ENVS='["HOOK_SECRET"]', DEPLOYER_RETRY_BACKOFF_SECONDS="0.01")
+    monkeypatch.setenv("HOOK_SECRET", SECRET)  # the secret itself stays in the environment
+    return build_app("deployer", artifact_url_prefixes=(registry.prefix,), download_dir=tmp_path / "downloads",
+                     webhook_secret_envs=("HOOK_SECRET",), retry_backoff_seconds=0.01)
 
 
 def approved(uri: str, sha256: str, model: str = "fraud-detector"):

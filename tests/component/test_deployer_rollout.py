@@ -11,11 +11,11 @@ import uuid
 import pytest
 from faststream.kafka import TestKafkaBroker
 
-from services.deployer import target as store_files
+from services.deployer.targets import _store_files as store_files
 from shared import codec, topics
 from shared.events import (
-    DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded,
-    RevocationRequested, RollbackRequested,
+    DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack,
+    DeploymentSucceeded, RevocationRequested, RollbackRequested,
 )
 from tests.component.conftest import capture, publish
 from tests.unit import factories as f
@@ -61,16 +61,17 @@ def receiver():
 
 
 @pytest.fixture
-def start(load_app, workflows, receiver, monkeypatch):
-    """Load the deployer with the extra workflows; `hook` picks the webhook workflow's strategy."""
-    def load(strategy: str = "direct", env: str = "HOOK_SECRET", **extra: str):
+def start(build_app, workflows, receiver, monkeypatch):
+    """Build the deployer with the extra workflows; `strategy` is the webhook workflow's, `env`
+    the variable its secret_env names."""
+    def load(strategy: str = "direct", env: str = "HOOK_SECRET", **extra: object):
         (workflows / "canary.yaml").write_text(CANARY)
         (workflows / "manual.yaml").write_text(NO_DEPLOY)
         (workflows / "hook.yaml").write_text(HOOK.format(
             url=receiver.url, env=env, strategy=strategy, stages=HOOK_STAGES if strategy == "canary" else ""))
-        monkeypatch.setenv("HOOK_SECRET", SECRET)
-        return load_app("deployer", DEPLOYER_WEBHOOK_SECRET_ENVS='["HOOK_SECRET"]',
-                        DEPLOYER_RETRY_ATTEMPTS="4", DEPLOYER_RETRY_BACKOFF_SECONDS="0.01", **extra)
+        monkeypatch.setenv("HOOK_SECRET", SECRET)  # the secret itself stays in the environment
+        return build_app("deployer", webhook_secret_envs=("HOOK_SECRET",), retry_attempts=4,
+                         retry_backoff_seconds=0.01, **extra)
     return load
 
 
@@ -125,7 +126,8 @@ async def test_canary_moves_through_its_stages_after_the_bake(start, artifact_ro
         later(deployer, 5)
         assert await deployer.service.run_due() == 1
 
-        progressed = [(e.candidate.version, e.stage, e.traffic_percent) for e in emitted(deployer, DeploymentProgressed)]
+        progressed = [(e.candidate.version, e.stage, e.traffic_percent)
+                      for e in emitted(deployer, DeploymentProgressed)]
         succeeded = [e.candidate.version for e in emitted(deployer, DeploymentSucceeded)]
     assert progressed == [("1", "canary", 10), ("1", "full", 100), ("2", "canary", 10), ("2", "full", 100)]
     assert succeeded == ["1", "2"]
@@ -161,7 +163,8 @@ async def test_webhook_gets_one_signed_request_despite_transient_errors_and_rede
     assert all(r.signed for r in receiver.requests)
     assert {r.key for r in receiver.requests} == {str(done.event_id)}  # one idempotency key
     body = receiver.accepted[0].body
-    assert (body["action"], body["model"], body["version"], body["traffic_percent"]) == ("deploy", "hook-a", "1.0.0", 100)
+    assert (body["action"], body["model"], body["version"], body["traffic_percent"]) == (
+        "deploy", "hook-a", "1.0.0", 100)
     assert body["artifact_sha256"] == cause.submission.candidate.artifact_sha256
     assert body["approval"]["decided_by"] == "alice" and body["previous"] is None
     assert SECRET not in json.dumps(done.model_dump(mode="json"))
@@ -293,7 +296,7 @@ async def test_rollback_of_a_model_never_deployed_is_dead_lettered(start):
     async with TestKafkaBroker(deployer.broker) as br:
         await publish(br, rollback("never-deployed"))
     [headers] = [dict((k, v.decode()) for k, v in r.headers) for r in dlq.records]
-    assert "never deployed" in headers["dlq_reason"]
+    assert headers["dlq_reason"].startswith("refused: ") and "never deployed" in headers["dlq_reason"]
 
 
 async def test_rollback_aborts_a_canary_in_progress(start, artifact_root, tmp_path):
@@ -392,3 +395,18 @@ async def test_revoking_a_canary_in_progress_gives_the_traffic_back(start, artif
     assert revoked.was_in_production  # it served canary traffic
     assert store_files.production(root, "canary-d") == "1"
     assert json.loads((root / "canary-d" / "traffic.json").read_text())["split"] == {"1": 100}
+
+
+async def test_a_revocation_naming_another_model_is_refused_and_bans_nothing(start, artifact_root, tmp_path):
+    deployer = start()
+    v1 = Models(artifact_root, "plain-g").cause("1")
+    dlq = capture(deployer.broker, topics.dlq(topics.REVOCATION_REQUESTED))
+    async with TestKafkaBroker(deployer.broker) as br:
+        await approve(br, v1)
+        await publish(br, revocation(v1, "plain-other"))
+        assert emitted(deployer, DeploymentRevoked) == []
+    [headers] = [dict((k, v.decode()) for k, v in r.headers) for r in dlq.records]
+    assert headers["dlq_reason"].startswith("refused: ")
+    assert "is model 'plain-g', not 'plain-other'" in headers["dlq_reason"]
+    assert store_files.production(tmp_path / "store", "plain-g") == "1"
+    assert deployer.store.revocation(v1.submission_id, v1.submission.candidate.artifact_sha256, "plain-g", "1") is None

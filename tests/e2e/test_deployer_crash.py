@@ -4,12 +4,11 @@ exactly one complete version, no staging leftovers, the production pointer intac
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 
 import pytest
 
-from services.deployer import target as store_files
+from services.deployer.targets import _store_files as store_files
 from shared import topics
 from tests.e2e.conftest import Env
 from tests.e2e.test_deployer_rollout import submit

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.deployer import target as store_files
+from services.deployer.targets import _store_files as store_files
 from shared import topics
 from tests.e2e.conftest import Env
 from tests.eventlog import EventLog

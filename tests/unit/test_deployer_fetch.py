@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from services.deployer import target as store_files
 from services.deployer.rollout import FULL, Release
 from services.deployer.settings import DeployerSettings
-from services.deployer.targets import ArtifactSource, ModelStore, RetryPolicy, TargetError
-from services.deployer.webhook import Webhook
-from shared.workflows import DeployInputs
+from services.deployer.targets import Deps, RetryPolicy, TargetError, webhook
+from services.deployer.targets import _store_files as store_files
+from services.deployer.targets.model_store import ModelStore
+from shared.sources import ArtifactSource
+from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
 from tests.webhook_receiver import Receiver
 
@@ -85,16 +86,33 @@ def downloads(tmp_path) -> Path:
     return tmp_path / "downloads"  # not created: the source creates it when it first downloads
 
 
+class Deliveries:
+    """The webhook's record of acknowledged requests, in memory."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def delivered(self, key: str) -> bool:
+        return key in self.keys
+
+    def record_delivery(self, key: str) -> None:
+        self.keys.add(key)
+
+
+def deps(tmp_path: Path, source: ArtifactSource, policy: RetryPolicy, **settings: object) -> Deps:
+    return Deps(DeployerSettings(model_store=tmp_path / "store", **settings), source, Deliveries(), policy)
+
+
 @pytest.fixture
 def source(tmp_path, registry, downloads) -> ArtifactSource:
     (tmp_path / "artifacts").mkdir()
     return ArtifactSource(roots=(tmp_path / "artifacts",), url_prefixes=(registry.prefix,), max_bytes=2**20,
-                          timeout=5.0, workdir=downloads, policy=RetryPolicy(attempts=3, backoff=0.0))
+                          timeout=5.0, workdir=downloads)
 
 
 @pytest.fixture
 def model_store(tmp_path, source) -> ModelStore:
-    return ModelStore(tmp_path / "store", source, RetryPolicy(attempts=2, backoff=0.0))
+    return ModelStore(tmp_path / "store", deps(tmp_path, source, RetryPolicy(attempts=3, backoff=0.0)))
 
 
 def release(uri: str, sha256: str, version: str = "1.4.0", deploy: DeployInputs | None = None) -> Release:
@@ -156,7 +174,7 @@ async def test_http_is_refused_when_no_prefix_is_configured(tmp_path, registry):
     source = ArtifactSource(roots=(tmp_path,), workdir=tmp_path / "downloads")
     uri, sha = registry.publish("m.onnx", WEIGHTS)
     with pytest.raises(TargetError, match=r"\(none configured\)"):
-        await ModelStore(tmp_path / "store", source, RetryPolicy()).prepare(release(uri, sha), {})
+        await ModelStore(tmp_path / "store", deps(tmp_path, source, RetryPolicy())).prepare(release(uri, sha), {})
     assert registry.requests == []
 
 
@@ -171,10 +189,10 @@ async def test_a_registry_that_does_not_answer_is_retried_then_fails(tmp_path, d
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     prefix = f"http://127.0.0.1:{port}/registry/"
-    source = ArtifactSource(roots=(), url_prefixes=(prefix,), timeout=2.0, workdir=downloads,
-                            policy=RetryPolicy(attempts=2, backoff=0.0))
+    source = ArtifactSource(roots=(), url_prefixes=(prefix,), timeout=2.0, workdir=downloads)
+    store = ModelStore(tmp_path / "store", deps(tmp_path, source, RetryPolicy(attempts=2, backoff=0.0)))
     with pytest.raises(TargetError, match="gave up after 2 tries"):
-        await ModelStore(tmp_path / "store", source, RetryPolicy()).prepare(release(prefix + "m.onnx", f.SHA), {})
+        await store.prepare(release(prefix + "m.onnx", f.SHA), {})
     assert leftovers(downloads) == []
 
 
@@ -230,49 +248,42 @@ SECRET = b"hook-secret"
 
 
 @pytest.fixture
-def hook(source):
+def hook(tmp_path, source, monkeypatch):
     receiver = Receiver(SECRET).start()
-    inputs = DeployInputs(target="webhook", url=receiver.url, secret_env="HOOK")
-    delivered: set[str] = set()
-
-    class Deliveries:
-        def delivered(self, key: str) -> bool:
-            return key in delivered
-
-        def record_delivery(self, key: str) -> None:
-            delivered.add(key)
-
-    webhook = Webhook(inputs, lambda name: SECRET, Deliveries(), source, RetryPolicy(attempts=1), 5.0)
-    yield webhook, receiver
+    monkeypatch.setenv("HOOK", SECRET.decode())
+    inputs = webhook.Inputs(url=receiver.url, secret_env="HOOK")
+    target = webhook.build(inputs, deps(tmp_path, source, RetryPolicy(attempts=1), webhook_secret_envs=("HOOK",),
+                                        webhook_timeout_seconds=5.0))
+    yield target, receiver
     receiver.stop()
 
 
 async def test_webhook_verifies_an_http_artifact_then_hands_on_its_uri_and_digest(hook, registry, downloads):
-    webhook, receiver = hook
+    target, receiver = hook
     uri, sha = registry.publish("m.onnx", WEIGHTS)
-    rel = release(uri, sha, deploy=DeployInputs(target="webhook", url=receiver.url, secret_env="HOOK"))
-    assert await webhook.prepare(rel, {}) == receiver.url
+    rel = release(uri, sha, deploy=webhook.Inputs(url=receiver.url, secret_env="HOOK"))
+    assert await target.prepare(rel, {}) == receiver.url
     assert registry.requests == [PREFIX + "m.onnx"] and leftovers(downloads) == []
-    await webhook.shift(rel, FULL, None, "key-1")
+    await target.shift(rel, FULL, None, "key-1")
     [request] = receiver.accepted
     assert request.signed and (request.body["artifact_uri"], request.body["artifact_sha256"]) == (uri, sha)
 
 
 async def test_webhook_refuses_an_http_artifact_whose_digest_changed(hook, registry, downloads):
-    webhook, receiver = hook
+    target, receiver = hook
     uri, approved = registry.publish("m.onnx", WEIGHTS)
     registry.publish("m.onnx", b"other weights")
     with pytest.raises(TargetError, match=f"approved digest is {approved}: the artifact changed"):
-        await webhook.prepare(release(uri, approved), {})
+        await target.prepare(release(uri, approved), {})
     assert receiver.requests == [] and leftovers(downloads) == []
 
 
 async def test_webhook_refuses_an_http_artifact_outside_the_prefixes_without_a_request(hook, registry):
-    webhook, receiver = hook
+    target, receiver = hook
     registry.files["/other/m.onnx"] = WEIGHTS
     uri = f"http://127.0.0.1:{registry.server_port}/other/m.onnx"
     with pytest.raises(TargetError, match="not under an allowed URL prefix"):
-        await webhook.prepare(release(uri, hashlib.sha256(WEIGHTS).hexdigest()), {})
+        await target.prepare(release(uri, hashlib.sha256(WEIGHTS).hexdigest()), {})
     assert registry.requests == [] and receiver.requests == []
 
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from services.deployer import lifecycle, rollout
 from services.deployer.lifecycle import Deploy, Fail, Lifecycle
-from services.deployer.rollout import Release
+from services.deployer.rollout import Plan, Release
 from services.deployer.targets import RetryPolicy, TargetError, retrying
 from shared.events import RevocationRequested
-from shared.workflows import DeployInputs
+from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
 
 CANARY = DeployInputs(strategy="canary", stages=[
@@ -37,13 +37,16 @@ def test_direct_is_one_full_stage_and_canary_the_declared_ones():
         ("canary", 10, 600.0), ("full", 100, 0.0)]
 
 
-def test_deploy_inputs_say_why_nothing_is_deployed(tmp_path):
-    assert rollout.deploy_inputs(None, "no workflow matches model 'x'") == (
-        None, "no workflow matches model 'x'; nothing deployed")
+def test_the_deploy_plan_says_why_nothing_is_deployed(tmp_path):
+    nothing = rollout.deploy_plan(None, "no workflow matches model 'x'")
+    assert nothing == Plan(why="no workflow matches model 'x'; nothing deployed") and nothing.target == "none"
     loaded = f.load_workflow(tmp_path, "name: w\ndefault: true\nsteps:\n  - {name: c, type: checks}\n")
-    assert rollout.deploy_inputs(loaded, "") == (None, "workflow 'w' has no deploy step; nothing deployed")
+    assert rollout.deploy_plan(loaded, "") == Plan(why="workflow 'w' has no deploy step; nothing deployed",
+                                                   workflow="w", digest=loaded.digest)
     with_deploy = f.load_workflow(tmp_path / "b", "name: w\ndefault: true\nsteps:\n  - {name: d, type: deploy}\n")
-    assert rollout.deploy_inputs(with_deploy, "") == (DeployInputs(), "")
+    plan = rollout.deploy_plan(with_deploy, "")
+    assert plan == Plan(inputs=DeployInputs(), workflow="w", digest=with_deploy.digest)
+    assert plan.target == "model-store"
 
 
 def test_stored_deploy_inputs_read_back():
@@ -154,23 +157,29 @@ CAUSE = f.submitted()
 PASSED, APPROVED = f.checks_passed(CAUSE), f.decided(CAUSE)
 REVOCATION = RevocationRequested(submission_id=CAUSE.submission_id, model="fraud-detector",
                                  requested_by="sec", reason="leak")
+PLAN = Plan(inputs=CANARY, workflow="w", digest="d" * 64)
+
+
+def advance(state, event, revoked: str | None = None):
+    return lifecycle.advance(state, event, PLAN, revoked=revoked)
 
 
 def test_while_rolling_out_a_redelivered_approval_starts_nothing():
-    state, action = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, False)
-    state, action = lifecycle.advance(state, APPROVED, False)
-    assert isinstance(action, Deploy)
+    state, _ = advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED)
+    state, actions = advance(state, APPROVED)
+    assert [type(a) for a in actions] == [Deploy]
     rolling = lifecycle.staged(lifecycle.started(state, CANARY, None), 0)
     assert rolling.status == "rolling_out" and rolling.stage == 0
-    assert lifecycle.advance(rolling, APPROVED, False) == (rolling, None)
-    assert lifecycle.advance(rolling, PASSED, False) == (rolling, None)
+    assert advance(rolling, APPROVED) == (rolling, [])
+    assert advance(rolling, PASSED) == (rolling, [])
 
 
 def test_a_revoked_artifact_fails_the_deployment_with_the_reason():
-    state, _ = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, False, "artifact x was revoked")
-    state, action = lifecycle.advance(state, APPROVED, False, "artifact x was revoked")
-    assert isinstance(action, Fail) and state.status == "failed"
-    assert action.reason == "artifact x was revoked; a revoked artifact is never deployed again"
+    state, _ = advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, "artifact x was revoked")
+    state, actions = advance(state, APPROVED, "artifact x was revoked")
+    assert actions == [Fail(approval=APPROVED, target="model-store",
+                            reason="artifact x was revoked; a revoked artifact is never deployed again")]
+    assert state.status == "failed"
 
 
 @pytest.mark.parametrize("status", ["open", "deploying", "rolling_out", "deployed"])
@@ -178,10 +187,11 @@ def test_revocation_is_terminal_from_any_state(status):
     state = Lifecycle(submission_id=CAUSE.submission_id, status=status, checked=CAUSE.submission.candidate)
     revoked = lifecycle.revoke(state, REVOCATION)
     assert revoked.status == "revoked" and revoked.announced and "revoked by sec: leak" == revoked.note
-    assert lifecycle.advance(revoked, APPROVED, False) == (revoked, None)
+    assert advance(revoked, APPROVED) == (revoked, [])
 
 
 def test_a_revocation_before_the_candidate_is_known_waits_to_be_announced():
     revoked = lifecycle.revoke(Lifecycle(submission_id=CAUSE.submission_id), REVOCATION)
     assert not revoked.announced and revoked.revocation == REVOCATION
-    assert lifecycle.advance(revoked, PASSED, False) == (revoked, None)
+    state, actions = advance(revoked, PASSED)
+    assert state.status == "revoked" and [type(a).__name__ for a in actions] == ["AnnounceRevocation"]

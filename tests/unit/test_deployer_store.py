@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from services.deployer import lifecycle, target
+from services.deployer import lifecycle
 from services.deployer.lifecycle import Lifecycle
+from services.deployer.rollout import Plan
 from services.deployer.state import StateStore
-from shared.artifacts import ArtifactError
+from services.deployer.targets import _store_files as target
 from shared.events import Candidate
+from shared.sources import ArtifactError
+from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
 
 
@@ -32,8 +35,9 @@ def test_unknown_submission_loads_as_open(store):
 
 def test_state_round_trips_and_survives_reopening(store, tmp_path):
     cause = f.submitted()
-    state, _ = lifecycle.advance(Lifecycle(submission_id=cause.submission_id), f.checks_passed(cause), False)
-    state, _ = lifecycle.advance(state, f.decided(cause), False)
+    plan = Plan(inputs=DeployInputs(), workflow="w")
+    state, _ = lifecycle.advance(Lifecycle(submission_id=cause.submission_id), f.checks_passed(cause), plan)
+    state, _ = lifecycle.advance(state, f.decided(cause), plan)
     store.save(state)
     assert store.load(cause.submission_id) == state
     store.save(lifecycle.deployed(state, "/x"))

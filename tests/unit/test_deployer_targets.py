@@ -1,5 +1,6 @@
-"""The model store's production pointer and traffic file, the webhook signature, and where the
-deployer's webhook secrets come from."""
+"""The target registry (typed inputs per target, start-up problems, stored inputs read back), the
+model store's production pointer and traffic file, the webhook signature, and where the deployer's
+webhook secrets come from."""
 
 from __future__ import annotations
 
@@ -9,12 +10,82 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from services.deployer import target
+from services.deployer import targets
+from services.deployer.rollout import Release
 from services.deployer.settings import DeployerSettings
-from services.deployer.webhook import sign, verify
-from shared.artifacts import ArtifactError
+from services.deployer.state import StateStore
+from services.deployer.targets import _store_files as target
+from services.deployer.targets import model_store, webhook
+from services.deployer.targets.webhook import sign, verify
+from shared.sources import ArtifactError
+from shared.workflow.loading import load_folder
+from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
+
+HOOK = {"target": "webhook", "url": "https://deploy.internal/hook", "secret_env": "HOOK_SECRET"}
+
+
+# --- the registry ------------------------------------------------------------------------------------
+
+def test_each_target_validates_its_own_keys():
+    assert type(targets.INPUTS.validate_python({"target": "model-store"})) is model_store.Inputs
+    hook = targets.INPUTS.validate_python({**HOOK, "strategy": "canary",
+                                           "stages": [{"name": "full", "traffic_percent": 100}]})
+    assert type(hook) is webhook.Inputs and (hook.url, hook.secret_env) == (HOOK["url"], "HOOK_SECRET")
+    with pytest.raises(ValidationError, match="target webhook needs url and secret_env"):
+        targets.INPUTS.validate_python({"target": "webhook", "url": HOOK["url"]})
+    with pytest.raises(ValidationError, match="should match pattern"):
+        targets.INPUTS.validate_python({**HOOK, "secret_env": "lower-case"})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        targets.INPUTS.validate_python({"target": "model-store", "url": HOOK["url"]})
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        targets.INPUTS.validate_python({"target": "s3"})
+
+
+def test_a_stored_deploy_step_reads_back_as_its_targets_inputs(tmp_path):
+    """A release stores its deploy step as plain DeployInputs (the webhook's keys as extras);
+    building its target validates it again, as the webhook's own inputs."""
+    hook = targets.INPUTS.validate_python(HOOK)
+    cause = f.submitted()
+    stored = Release(submission_id=cause.submission_id, candidate=cause.submission.candidate,
+                     approval=f.decided(cause), deploy=hook)
+    read = Release.model_validate_json(stored.model_dump_json()).deploy
+    assert type(read) is DeployInputs and read.model_extra == {"url": HOOK["url"], "secret_env": "HOOK_SECRET"}
+    assert targets.typed(read) == hook
+    # An older state file wrote every target's keys, null when unused.
+    old = DeployInputs.model_validate({"target": "model-store", "url": None, "secret_env": None})
+    assert targets.typed(old) == model_store.Inputs()
+    with pytest.raises(targets.TargetError, match="target 'gone' does not exist"):
+        targets.typed(DeployInputs(target="gone"))
+
+
+def test_build_picks_the_target_the_deploy_step_names(tmp_path):
+    store = StateStore(tmp_path / "state.db")
+    try:
+        deps = targets.Deps.from_settings(DeployerSettings(model_store=tmp_path / "store"), store)
+        assert targets.build(DeployInputs(), deps).name == "model-store"
+        assert targets.build(DeployInputs.model_validate(HOOK), deps).name == "webhook"
+    finally:
+        store.close()
+
+
+def test_target_problems_are_said_per_workflow(tmp_path, monkeypatch):
+    monkeypatch.delenv("HOOK_SECRET", raising=False)
+    text = ("name: hooked\ndefault: true\nsteps:\n  - name: deploy\n    type: deploy\n"
+            f"    inputs: {{target: webhook, url: '{HOOK['url']}', secret_env: HOOK_SECRET}}\n")
+    workflows = load_folder(f.workflow_folder(tmp_path, hooked=text), targets.INPUTS)
+    assert targets.problems(workflows, DeployerSettings()) == [
+        "workflow 'hooked': secret_env HOOK_SECRET is not listed in DEPLOYER_WEBHOOK_SECRET_ENVS"]
+    allowed = DeployerSettings(webhook_secret_envs=("HOOK_SECRET",))
+    assert targets.problems(workflows, allowed) == [
+        "workflow 'hooked': secret_env HOOK_SECRET is not set in the deployer's environment"]
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    assert targets.problems(workflows, allowed) == []
+
+
+# --- the model store's files ---------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ def test_a_rollback_operation_ends_rolled_back_or_failed():
     for outcome in (DeploymentRolledBack.caused_by(op, model=CAND.model, from_version="2", to_version="1",
                                                    to_submission_id=uuid.uuid4(), target="model-store",
                                                    requested_by="oncall", reason="slow"),
-                    DeploymentFailed.caused_by(op, candidate=CAND, target="model-store", reason="nothing to roll back to")):
+                    DeploymentFailed.caused_by(op, candidate=CAND, target="model-store",
+                                               reason="nothing to roll back to")):
         names, done = shown([op, outcome])
         assert done and names == ["RollbackRequested", type(outcome).__name__]
 

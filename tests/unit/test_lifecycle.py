@@ -1,4 +1,5 @@
-"""The deployer's state machine: deploy exactly the approved, checked artifact, once, never after a 'no'."""
+"""The deployer's state machine: deploy exactly the approved, checked artifact, once, never after a 'no';
+and every action it returns (Deploy, Fail, BanDigest, AnnounceRevocation)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.deployer import lifecycle
-from services.deployer.lifecycle import Deploy, Fail, Lifecycle
-from shared.events import CheckResult, ChecksFailed, ChecksPassed, ReviewDecided
+from services.deployer.lifecycle import AnnounceRevocation, BanDigest, Deploy, Fail, Lifecycle
+from services.deployer.rollout import Plan
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, RevocationRequested
+from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
 
 CAUSE = f.submitted()
@@ -18,55 +21,76 @@ PASSED = f.checks_passed(CAUSE)
 FAILED = f.checks_failed(CAUSE)
 APPROVED = f.decided(CAUSE)
 REJECTED = f.decided(CAUSE, outcome="rejected", salt="r")
+PLAN = Plan(inputs=DeployInputs(), workflow="test-policy", digest="d" * 64)
 
 
-def run(events, rejected_digests=frozenset()):
-    """Feed events as the app does (a Deploy is followed by `deployed`); returns (state, actions)."""
+def advance(state, event, rejected: bool = False, revoked: str | None = None, plan: Plan = PLAN):
+    return lifecycle.advance(state, event, plan, digest_rejected=rejected, revoked=revoked)
+
+
+def run(events, rejected_digests=frozenset(), plan: Plan = PLAN):
+    """Feed events as the app does (a Deploy is followed by `deployed`); returns (state, the
+    actions of each event)."""
     state, actions = Lifecycle(submission_id=CAUSE.submission_id), []
     for event in events:
-        digest = (event.candidate if isinstance(event, ReviewDecided) else event.submission.candidate).artifact_sha256
-        state, action = lifecycle.advance(state, event, digest in rejected_digests)
-        actions.append(action)
-        if isinstance(action, Deploy):
+        rejected = lifecycle.candidate_of(event).artifact_sha256 in rejected_digests
+        state, done = advance(state, event, rejected, plan=plan)
+        actions.append(done)
+        if any(isinstance(a, Deploy) for a in done):
             state = lifecycle.deployed(state, "/store/x")
     return state, actions
 
 
+def deploys(actions) -> int:
+    return sum(isinstance(a, Deploy) for done in actions for a in done)
+
+
+# --- Deploy ------------------------------------------------------------------------------------
+
 @pytest.mark.parametrize("order", [(PASSED, APPROVED), (APPROVED, PASSED)], ids=["checks-first", "approval-first"])
 def test_either_order_deploys_once(order):
     state, actions = run(order)
-    assert actions[0] is None
-    assert actions[1] == Deploy(candidate=PASSED.submission.candidate, approval=APPROVED)
+    assert actions[0] == []
+    assert actions[1] == [Deploy(candidate=PASSED.submission.candidate, approval=APPROVED, plan=PLAN)]
     assert state.status == "deployed"
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations([PASSED, APPROVED, APPROVED, PASSED])))
 def test_duplicates_deploy_once(order):
     _, actions = run(order)
-    assert sum(isinstance(a, Deploy) for a in actions) == 1
+    assert deploys(actions) == 1
 
 
 def test_deploying_waits_then_second_delivery_after_deployed_does_nothing():
-    state, action = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, False)
-    state, action = lifecycle.advance(state, APPROVED, False)
-    assert isinstance(action, Deploy) and state.status == "deploying"
+    state, _ = advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED)
+    state, actions = advance(state, APPROVED)
+    assert [type(a) for a in actions] == [Deploy] and state.status == "deploying"
     done = lifecycle.deployed(state, "/store/x")
-    assert lifecycle.advance(done, APPROVED, False) == (done, None)
+    assert advance(done, APPROVED) == (done, [])
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations([REJECTED, PASSED, APPROVED])))
 def test_rejection_in_any_order_before_the_pair_completes_never_deploys(order):
     state, actions = run(order)
     if order.index(REJECTED) < 2:
-        assert not any(isinstance(a, Deploy) for a in actions)
+        assert deploys(actions) == 0
         assert state.status == "rejected"
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations([FAILED, APPROVED])))
 def test_failed_checks_never_deploy(order):
     state, actions = run(order)
-    assert actions == [None, None]
-    assert state.status == "rejected" and state.note in ("checks failed",)
+    assert deploys(actions) == 0 and not any(isinstance(a, Fail) for done in actions for a in done)
+    assert state.status == "rejected" and state.note == "checks failed"
+
+
+@pytest.mark.parametrize("order", [(FAILED, APPROVED, PASSED), (FAILED, PASSED, APPROVED), (APPROVED, FAILED, PASSED)])
+def test_failed_checks_then_approval_never_deploys(order):
+    """checks.passed arriving after checks.failed (a re-run, a forged or misrouted event) would
+    complete the pair: the failure must already have ended the lifecycle."""
+    state, actions = run(order)
+    assert state.status == "rejected" and state.note == "checks failed"
+    assert deploys(actions) == 0
 
 
 def test_rejection_note_is_the_reason():
@@ -74,23 +98,73 @@ def test_rejection_note_is_the_reason():
     assert state.note == REJECTED.reason
 
 
+# --- Fail ----------------------------------------------------------------------------------------
+
 @pytest.mark.parametrize("field", ["artifact_sha256", "data_version", "code_commit"])
 def test_approval_for_another_candidate_fails(field):
     other = {"artifact_sha256": f.OTHER_SHA, "data_version": "2020-01-01", "code_commit": "deadbeef"}[field]
     approval = f.decided(CAUSE, cand=CAUSE.submission.candidate.model_copy(update={field: other}))
     for order in ([PASSED, approval], [approval, PASSED]):
         state, actions = run(order)
-        assert isinstance(actions[1], Fail) and actions[1].approval == approval
-        assert other in actions[1].reason
-        assert state.status == "failed"
-        assert run([*order, APPROVED])[1][2] is None  # terminal: a later good approval changes nothing
+        [fail] = actions[1]
+        assert isinstance(fail, Fail) and fail.approval == approval and fail.target == "model-store"
+        assert other in fail.reason
+        assert state.status == "failed" and state.note == fail.reason
+        assert run([*order, APPROVED])[1][2] == []  # terminal: a later good approval changes nothing
 
 
 def test_rejected_digest_fails_even_when_approved():
     state, actions = run([PASSED, APPROVED], rejected_digests={f.SHA})
-    assert isinstance(actions[1], Fail)
-    assert "rejected before" in actions[1].reason
+    [fail] = actions[1]
+    assert isinstance(fail, Fail) and "rejected before" in fail.reason
     assert state.status == "failed"
+
+
+def test_without_a_deploy_step_the_approval_fails_saying_why():
+    why = "workflow 'manual' has no deploy step; nothing deployed"
+    state, actions = run([PASSED, APPROVED], plan=Plan(why=why, workflow="manual"))
+    assert actions[1] == [Fail(approval=APPROVED, target="none", reason=why)]
+    assert (state.status, state.note) == ("failed", why)
+
+
+def test_a_fail_emits_deployment_failed_derived_from_the_approval():
+    fail = Fail(approval=APPROVED, target="webhook", reason="boom")
+    event = fail.event
+    assert (event.causation_id, event.candidate, event.target, event.reason) == (
+        APPROVED.event_id, APPROVED.candidate, "webhook", "boom")
+    assert event.event_id == fail.event.event_id  # a redelivery emits the same id
+
+
+# --- BanDigest -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rejection", [FAILED, REJECTED], ids=["checks-failed", "review-rejected"])
+def test_a_rejection_bans_the_digest_once(rejection):
+    state, actions = run([rejection, rejection])
+    assert actions == [[BanDigest(sha256=f.SHA)], []]  # the redelivery finds it rejected already
+    assert state.status == "rejected"
+
+
+def test_a_rejection_of_unverified_bytes_bans_nothing():
+    unread = ChecksFailed.caused_by(CAUSE, submission=CAUSE.submission, results=(
+        CheckResult(name="integrity", passed=False, threshold=f.SHA, message="no such file"),))
+    state, actions = run([unread])
+    assert actions == [[]] and state.status == "rejected"
+
+
+# --- AnnounceRevocation --------------------------------------------------------------------------
+
+def test_a_revocation_before_the_candidate_is_known_is_announced_by_the_next_event():
+    request = RevocationRequested(submission_id=CAUSE.submission_id, model="fraud-detector",
+                                  requested_by="sec", reason="leak")
+    revoked = lifecycle.revoke(Lifecycle(submission_id=CAUSE.submission_id), request)
+    state, actions = advance(revoked, APPROVED)
+    assert actions == [AnnounceRevocation(request=request, candidate=APPROVED.candidate)]
+    assert state.status == "revoked" and state.announced
+    event = actions[0].event
+    assert (event.causation_id, event.candidate, event.was_in_production) == (
+        request.event_id, APPROVED.candidate, False)
+    assert actions[0].why == "by sec: leak"
+    assert advance(state, PASSED) == (state, [])  # announced once
 
 
 def test_result_events_derive_from_the_approval():
@@ -117,23 +191,23 @@ SPOILERS = {"failed", "rejected", "other"}
 @example(names=["other", "approved", "passed"], blacklisted=False)  # found by hypothesis: see below
 def test_deploy_only_when_checked_approved_and_never_rejected(names, blacklisted):
     state = Lifecycle(submission_id=CAUSE.submission_id)
-    deploys, terminal = [], False
+    deployed_at, terminal = [], False
     for i, name in enumerate(names):
-        state, action = lifecycle.advance(state, EVENTS[name], blacklisted)
+        state, actions = advance(state, EVENTS[name], blacklisted)
         if terminal:
-            assert action is None, f"action {action!r} after a terminal state"
-        if isinstance(action, Deploy):
-            deploys.append(i)
+            assert actions == [], f"actions {actions!r} after a terminal state"
+        if any(isinstance(a, Deploy) for a in actions):
+            deployed_at.append(i)
             state = lifecycle.deployed(state, "/store/x")
         terminal = terminal or state.status in lifecycle.TERMINAL
-    assert len(deploys) <= 1
-    if deploys:
-        before = set(names[: deploys[0] + 1])
+    assert len(deployed_at) <= 1
+    if deployed_at:
+        before = set(names[: deployed_at[0] + 1])
         assert {"passed", "approved"} <= before and not SPOILERS & before and not blacklisted
     if "passed" in names and "approved" in names and not blacklisted:
         pair_done = max(names.index("passed"), names.index("approved"))
         if not SPOILERS & set(names[: pair_done + 1]):
-            assert deploys == [pair_done]
+            assert deployed_at == [pair_done]
 
 
 def test_a_mismatched_approval_fails_whatever_the_order():
@@ -142,7 +216,7 @@ def test_a_mismatched_approval_fails_whatever_the_order():
     for order in ([PASSED, OTHER_APPROVAL, APPROVED], [OTHER_APPROVAL, PASSED, APPROVED],
                   [OTHER_APPROVAL, APPROVED, PASSED]):
         state, actions = run(order)
-        assert not any(isinstance(a, Deploy) for a in actions), [type(e).__name__ for e in order]
+        assert deploys(actions) == 0, [type(e).__name__ for e in order]
         assert state.status == "failed"
 
 

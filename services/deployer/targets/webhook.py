@@ -14,26 +14,57 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import ConfigDict, Field, model_validator
 
 from services.deployer.rollout import Release, Stage
-from services.deployer.targets import ArtifactSource, RetryPolicy, TargetError, retrying
+from services.deployer.settings import DeployerSettings
+from services.deployer.targets.base import Deps, TargetError, retrying
 from shared.events import utcnow
-from shared.workflows import DeployInputs
+from shared.workflow.schema import DeployInputs
 
+NAME: Final = "webhook"
 SIGNATURE = "X-Signoff-Signature"
 TIMESTAMP = "X-Signoff-Timestamp"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 VERIFIED_SCHEMES = ("file", "http", "https")  # any other scheme is passed on for the receiver to verify
 
 
-class Deliveries(Protocol):
-    def delivered(self, key: str) -> bool: ...
-    def record_delivery(self, key: str) -> None: ...
+class Inputs(DeployInputs):
+    """`target: webhook`, with where the signed requests go and which variable holds the secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: Literal["webhook"] = NAME
+    url: str = Field(description="Where the signed requests go")
+    secret_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$",
+                            description="The environment variable holding the HMAC secret (never the secret)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both(cls, data: Any) -> Any:
+        # One message naming both keys (and what secret_env is), rather than two "required".
+        if isinstance(data, dict) and not (data.get("url") and data.get("secret_env")):
+            raise ValueError("target webhook needs url and secret_env (the name of the variable "
+                             "holding the HMAC secret)")
+        return data
+
+
+def problems(inputs: Inputs, settings: DeployerSettings) -> list[str]:
+    """A secret the deployer cannot read: said at start-up, so the first deployment does not have
+    to discover it."""
+    try:
+        settings.secret(inputs.secret_env)
+    except KeyError as exc:
+        return [exc.args[0]]
+    return []
+
+
+def build(inputs: Inputs, deps: Deps) -> Webhook:
+    return Webhook(inputs, deps)
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -60,14 +91,10 @@ def summary(release: Release | None) -> dict | None:
 
 
 class Webhook:
-    name = "webhook"
+    name = NAME
 
-    def __init__(self, inputs: DeployInputs, secret: Callable[[str], bytes], deliveries: Deliveries,
-                 source: ArtifactSource, policy: RetryPolicy, timeout: float) -> None:
-        assert inputs.url and inputs.secret_env, "validated by the workflow loader"
-        self.url, self.secret_env = inputs.url, inputs.secret_env
-        self.secret, self.deliveries = secret, deliveries
-        self.source, self.policy, self.timeout = source, policy, timeout
+    def __init__(self, inputs: Inputs, deps: Deps) -> None:
+        self.url, self.secret_env, self.deps = inputs.url, inputs.secret_env, deps
 
     async def prepare(self, release: Release, manifest: dict) -> str:
         """The receiver fetches the artifact itself; the deployer reads it first (a `file://` one
@@ -75,7 +102,7 @@ class Webhook:
         digest that changed since approval is refused here and nothing is signed or sent."""
         self._secret()  # refuse before anything starts (or is downloaded) when the secret is missing
         if urlparse(release.candidate.artifact_uri).scheme.lower() in VERIFIED_SCHEMES:
-            (await self.source.verified(release.candidate)).cleanup()
+            (await self.deps.verified(release.candidate)).cleanup()
         return self.url
 
     async def shift(self, release: Release, stage: Stage, previous: Release | None, key: str) -> None:
@@ -90,12 +117,12 @@ class Webhook:
 
     def _secret(self) -> bytes:
         try:
-            return self.secret(self.secret_env)
+            return self.deps.settings.secret(self.secret_env)
         except KeyError as exc:
             raise TargetError(f"webhook {self.url}: {exc.args[0]}") from None
 
     async def send(self, body: dict, key: str) -> None:
-        if self.deliveries.delivered(key):
+        if self.deps.deliveries.delivered(key):
             return  # acknowledged before a restart or redelivery: never sent twice
         secret = self._secret()
 
@@ -106,7 +133,8 @@ class Webhook:
             headers = {"Content-Type": "application/json", SIGNATURE: sign(secret, raw),
                        TIMESTAMP: stamp, IDEMPOTENCY_KEY: key}
             try:
-                async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as http:
+                async with httpx.AsyncClient(timeout=self.deps.settings.webhook_timeout_seconds,
+                                             follow_redirects=False) as http:
                     response = await http.post(self.url, content=raw, headers=headers)
             except httpx.TransportError as exc:
                 raise TargetError(f"webhook {self.url}: {type(exc).__name__}: {exc}", transient=True) from exc
@@ -118,8 +146,8 @@ class Webhook:
                 raise TargetError(message, transient=True, retry_after=_retry_after(response))
             raise TargetError(message)
 
-        await retrying(once, self.policy, f"webhook {body['action']}")
-        self.deliveries.record_delivery(key)
+        await retrying(once, self.deps.policy, f"webhook {body['action']}")
+        self.deps.deliveries.record_delivery(key)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

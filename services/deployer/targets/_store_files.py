@@ -1,4 +1,5 @@
-"""The model-store target: `<root>/<model>/<version>/`, the layout TensorFlow Serving and Triton watch.
+"""The model store's files: `<root>/<model>/<version>/`, the layout TensorFlow Serving and Triton watch.
+Synchronous filesystem functions; the target (`model_store.py`) runs them off the event loop.
 
 A version is written into a staging folder, fsynced, and renamed into place in one step, so a
 reader never sees a half-copied model and a crash leaves at most a staging folder, which is
@@ -20,8 +21,9 @@ import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from shared.artifacts import ArtifactError, copy_verified
 from shared.events import Candidate
+from shared.sources import ArtifactError
+from shared.sources.local import copy_verified
 
 STAGING = ".staging"
 REVOKED = ".revoked"

@@ -1,0 +1,171 @@
+"""A submission's deployment: carry out what the lifecycle decided, hand each stage to the target,
+move canary rollouts on after their bake (the scheduler), abort a rollout that fails."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from services.deployer import lifecycle, rollout
+from services.deployer.lifecycle import Lifecycle, SubmissionEvent
+from services.deployer.rollout import Release
+from services.deployer.targets import TargetError
+from shared.events import DeploymentProgressed, utcnow
+
+if TYPE_CHECKING:
+    from services.deployer.service import Service
+
+__all__ = ["SubmissionEvent", "abort", "on_submission_event", "run_due"]
+
+log = structlog.get_logger()
+
+
+async def on_submission_event(s: Service, event: SubmissionEvent) -> None:
+    candidate = lifecycle.candidate_of(event)
+    async with s.locks[candidate.model]:
+        before = s.store.load(event.submission_id)
+        digest = candidate.artifact_sha256
+        state, actions = lifecycle.advance(
+            before, event, rollout.deploy_plan(*s.workflows.match(candidate.model)),
+            digest_rejected=s.store.is_rejected(digest),
+            revoked=s.store.revocation(event.submission_id, digest, candidate.model, candidate.version))
+        await carry_out(s, before, state, actions)
+
+
+async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: list[lifecycle.Action]) -> None:
+    """Emit, then record the state (with a digest ban, in one transaction), then deploy: a crash
+    in between repeats the step on redelivery, with the same event ids."""
+    ban = None
+    for action in actions:
+        match action:
+            case lifecycle.AnnounceRevocation(candidate=c):
+                # The ban first: from here on, nothing deploys this digest or version either.
+                s.store.revoke(action.why, state.submission_id, c.artifact_sha256, c.model, c.version)
+                await s.emit(action.event)
+            case lifecycle.Fail():
+                await s.emit(action.event)
+            case lifecycle.BanDigest(sha256=sha256):
+                ban = sha256
+    s.store.save(state, rejected_digest=ban)
+    if state.status != before.status:
+        log.info("lifecycle", status=state.status, was=before.status, note=state.note)
+    for action in actions:
+        if isinstance(action, lifecycle.Deploy):
+            await start(s, state, action)
+
+
+async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
+    inputs = action.plan.inputs
+    assert inputs is not None, "the lifecycle deploys only with a deploy step"
+    previous = s.store.production(action.candidate.model)
+    release = Release(submission_id=state.submission_id, candidate=action.candidate,
+                      approval=action.approval, metrics=state.metrics, deploy=inputs)
+    try:
+        target = s.target(inputs)
+        location = await target.prepare(release, manifest(release, action.plan))
+    except TargetError as exc:  # bad input or a target that stayed down: nothing was changed
+        await fail(s, state, str(exc), inputs.target)
+        return
+    release = release.model_copy(update={"location": location})
+    state = lifecycle.started(state, inputs, previous.submission_id if previous else None)
+    with s.store.atomic():
+        s.store.save_release(release)
+        s.store.save(state)
+    await stage(s, state, release, 0)
+
+
+async def stage(s: Service, state: Lifecycle, release: Release, index: int) -> None:
+    """Hand stage `index` to the target; then schedule the next one, or finish."""
+    assert state.deploy is not None and state.approval is not None
+    plan = rollout.stages(state.deploy)
+    step, last, canary = plan[index], index == len(plan) - 1, state.deploy.strategy == "canary"
+    name = state.deploy.target
+    previous = s.store.release(state.previous)
+    progressed = DeploymentProgressed.caused_by(
+        state.approval, salt=step.name, candidate=release.candidate, target=name,
+        stage=step.name, traffic_percent=step.traffic_percent)
+    succeeded = lifecycle.succeeded_event(state, name, release.location)
+    try:
+        await s.target(state.deploy).shift(release, step, previous,
+                                           str((progressed if canary else succeeded).event_id))
+    except TargetError as exc:
+        await abort(s, state, f"stage {step.name} ({step.traffic_percent}% of traffic) failed: {exc}")
+        return
+    if canary:
+        await s.emit(progressed)
+    if not last:
+        with s.store.atomic():
+            s.store.save(lifecycle.staged(state, index))
+            s.store.schedule(state.submission_id, release.candidate.model, s.clock() + step.bake_seconds)
+        log.info("stage_done", stage=step.name, percent=step.traffic_percent, bake=step.bake_seconds)
+        return
+    await s.emit(succeeded)  # before recording: a crash in between repeats this stage
+    with s.store.atomic():
+        s.store.promote(release.candidate.model, release.submission_id)
+        s.store.save(lifecycle.deployed(lifecycle.staged(state, index), release.location))
+        s.store.unschedule(state.submission_id)
+    log.info("deployed", version=release.version, target=name, location=release.location)
+
+
+async def abort(s: Service, state: Lifecycle, reason: str) -> None:
+    """Stop a rollout: traffic goes back to the version it was replacing, and it fails."""
+    assert state.deploy is not None and state.approval is not None
+    name = state.deploy.target
+    previous = s.store.release(state.previous)
+    failed = lifecycle.failed_event(state.approval, name, reason)
+    if state.stage >= 0:  # some traffic was moved: give it back
+        try:
+            await s.target(state.deploy).restore(state.approval.candidate.model, previous,
+                                                 f"{failed.event_id}:restore", {"operation": "abort", "reason": reason})
+        except TargetError as exc:
+            reason = f"{reason}; restoring the previous version failed too: {exc}"
+    where = f"{previous.version} stays in production" if previous else "nothing else was in production"
+    await fail(s, state, f"{reason}; {where}", name)
+
+
+async def fail(s: Service, state: Lifecycle, reason: str, target: str) -> None:
+    assert state.approval is not None
+    await s.emit(lifecycle.failed_event(state.approval, target, reason))
+    with s.store.atomic():
+        s.store.save(lifecycle.failed(state, reason))
+        s.store.unschedule(state.submission_id)
+        s.store.set_health(state.submission_id, "failed")
+    log.warning("deployment_failed", reason=reason)
+
+
+async def run_due(s: Service) -> int:
+    """Move every rollout whose bake time is over to its next stage; returns how many moved."""
+    moved = 0
+    for submission_id, model in s.store.due(s.clock()):
+        async with s.locks[model]:
+            state, release = s.store.load(submission_id), s.store.release(submission_id)
+            if state.status != "rolling_out" or release is None:
+                s.store.unschedule(submission_id)  # aborted, revoked or finished meanwhile
+                continue
+            structlog.contextvars.bind_contextvars(submission_id=str(submission_id))
+            try:
+                await stage(s, state, release, state.stage + 1)
+            finally:
+                structlog.contextvars.unbind_contextvars("submission_id")
+            moved += 1
+    return moved
+
+
+def manifest(release: Release, plan: rollout.Plan) -> dict:
+    """manifest.json of a version: what it is, who approved it under which workflow, when."""
+    approval = release.approval
+    return {
+        **release.candidate.model_dump(),
+        "submission_id": str(release.submission_id),
+        "approved_by": approval.decided_by,
+        "approval_mode": approval.mode,
+        "approval_reason": approval.reason,
+        "approval_event_id": str(approval.event_id),
+        "approvals": [v.model_dump(mode="json") for v in approval.votes],
+        "policy": approval.policy.model_dump(),
+        "deploy_workflow": {"name": plan.workflow, "digest": plan.digest,
+                            "target": release.deploy.target, "strategy": release.deploy.strategy},
+        "metrics": release.metrics,
+        "deployed_at": utcnow().isoformat(),
+    }
