@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from shared import codec, topics
 from shared.admin import ensure_topics
+from services.deployer import targets as deploy_targets
 from shared.workflow.loading import load_files
 from signoff import client, manifest
 from signoff.settings import ClientSettings
@@ -212,7 +213,7 @@ def workflow_validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow files; groups.yaml is read beside each")],
 ) -> None:
     """Check workflow files exactly as the services do at start-up; exit 1 on any problem."""
-    loaded, problems = load_files(files)
+    loaded, problems = load_files(files, deploy_targets.INPUTS)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     for workflow in loaded:

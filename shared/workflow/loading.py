@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.workflow import conditions
 from shared.workflow.matching import ConditionError, Loaded, WorkflowSet
-from shared.workflow.schema import Workflow, WorkflowError
+from shared.workflow.schema import DeployInputs, Workflow, WorkflowError
 
 GROUPS_FILE = "groups.yaml"
 # The deployer's target registry as one pydantic type: a discriminated union on `target`.
@@ -77,12 +77,18 @@ def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
         raise WorkflowError([f"{path}: {exc}"]) from None
     if not isinstance(data, dict):
         raise WorkflowError([f"{path}: expected a mapping with name, match and steps"])
+    deploy, problems = _deploy_inputs(path, data, targets)
     try:
         workflow = Workflow.model_validate(data)
     except ValidationError as exc:
-        raise WorkflowError([_explain(path, data, err) for err in exc.errors()]) from None
-    if targets is not None:
-        workflow = _typed_deploy(path, data, workflow, targets)
+        found = [_explain(path, data, err) for err in exc.errors()]
+        # A target's inputs extend the common ones: what both report is said once.
+        raise WorkflowError(found + [p for p in problems if p not in found]) from None
+    if problems:
+        raise WorkflowError(problems)
+    if deploy is not None and workflow.deploy is not None:
+        steps = tuple(s.model_copy(update={"inputs": deploy}) if s is workflow.deploy else s for s in workflow.steps)
+        workflow = workflow.model_copy(update={"steps": steps})
     groups = _load_groups(path.parent / GROUPS_FILE)
     problems = _semantics(path, workflow, groups)
     programs: dict[str, Any] = {}
@@ -101,22 +107,24 @@ def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
     return Loaded(workflow, hashlib.sha256(raw).hexdigest(), str(path), groups, programs)
 
 
-def _typed_deploy(path: Path, data: dict, workflow: Workflow, targets: DeployTargets) -> Workflow:
-    """The workflow with its deploy step's inputs validated by the target they name."""
-    step = workflow.deploy
-    if step is None:
-        return workflow
-    index = workflow.steps.index(step)
-    written = data["steps"][index].get("inputs") or {}
+def _deploy_inputs(path: Path, data: dict, targets: DeployTargets | None) -> tuple[Any, list[str]]:
+    """The deploy step's inputs as the target it names types them, or the problems found; checked
+    on the file as written, so they are reported with every other problem of the file."""
+    steps = data.get("steps")
+    found = [(i, s) for i, s in enumerate(steps) if isinstance(s, dict) and s.get("type") == "deploy"] \
+        if isinstance(steps, list) else []
+    if targets is None or len(found) != 1 or not isinstance(found[0][1].get("inputs", {}), dict | None):
+        return None, []  # no registry, no deploy step, or a shape the schema itself reports
+    index, step = found[0]
+    written = step.get("inputs") or {}
+    target = written.get("target", DeployInputs.model_fields["target"].default)
     try:
-        typed = targets.validate_python({**written, "target": step.inputs.target})
+        return targets.validate_python({**written, "target": target}), []
     except ValidationError as exc:
-        errors = [{**err, "loc": ("steps", index, "inputs",
-                                  *(err["loc"][1:] if err["loc"][:1] == (step.inputs.target,) else err["loc"]))}
+        errors = [{**err, "loc": ("steps", index, "inputs", *(err["loc"][1:] if err["loc"][:1] == (target,)
+                                                              else err["loc"]))}
                   for err in exc.errors()]
-        raise WorkflowError([_explain(path, data, err) for err in errors]) from None
-    steps = tuple(step.model_copy(update={"inputs": typed}) if s is step else s for s in workflow.steps)
-    return workflow.model_copy(update={"steps": steps})
+        return None, [_explain(path, data, err) for err in errors]
 
 
 def _load_groups(path: Path) -> dict[str, tuple[str, ...]]:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 
 from services.deployer.settings import DeployerSettings
 from services.policy.settings import PolicySettings
+from services.review_notifier.channels.email import EmailChannel
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.validator.settings import ValidatorSettings
 from tests import kafka_broker
@@ -142,7 +143,7 @@ def test_compose_runs_every_service_under_services(compose: dict) -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_each_service_runs_its_faststream_app(compose: dict, name: str) -> None:
     package, _ = SERVICES[name]
-    assert command_of(compose["services"][name]) == ["faststream", "run", f"services.{package}.app:create_app"]
+    assert command_of(compose["services"][name]) == ["faststream", "run", "--factory", f"services.{package}.app:create_app"]
     assert (ROOT / "services" / package / "app.py").is_file()
 
 
@@ -256,7 +257,7 @@ def test_review_mail_goes_to_the_mailpit_sink_with_its_web_inbox(
     assert published == ["127.0.0.1:8025:8025"], "the web inbox, on the loopback interface only"
     settings = load_settings(compose, "review-notifier", monkeypatch)
     assert (settings.smtp_host, settings.smtp_port, settings.smtp_starttls) == ("mailpit", 1025, False)
-    assert settings.email_enabled and settings.token_key is not None
+    assert EmailChannel.from_settings(settings).sends and settings.token_key is not None
     assert settings.public_url.startswith("http://127.0.0.1:8081")
     depends = compose["services"]["review-notifier"]["depends_on"]
     assert depends["mailpit"]["condition"] == "service_started"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.deployer.targets import INPUTS
 from shared.workflow.loading import load_file, load_folder, load_or_exit
 from shared.workflow.matching import WorkflowSet
 from shared.workflow.schema import ApprovalStep, ChecksStep, WorkflowError
@@ -37,7 +38,7 @@ def problems(folder: Path, text: str, groups: str | None = f.GROUPS) -> tuple[Pa
     f.workflow_folder(folder, groups, workflow=text)
     path = folder / "workflow.yaml"
     with pytest.raises(WorkflowError) as caught:
-        load_file(path)
+        load_file(path, INPUTS)
     assert str(caught.value) == "\n".join(caught.value.problems)
     return path, caught.value.problems
 
@@ -88,7 +89,7 @@ def test_timeout_units(tmp_path, timeout, seconds):
 
 
 def test_the_shipped_example_workflows_load():
-    workflows = load_folder(ROOT / "workflows")
+    workflows = load_folder(ROOT / "workflows", INPUTS)
     assert {w.workflow.name for w in workflows.workflows} == {"default", "fraud-models"}
     assert workflows.match("fraud-detector")[0].workflow.name == "fraud-models"
     assert workflows.match("churn-model")[0].workflow.name == "default"
@@ -269,7 +270,7 @@ def test_carry_forward_when_naming_an_unknown_production_field(tmp_path):
 
 def test_a_folder_loads_every_workflow_and_skips_groups(tmp_path):
     folder = f.workflow_folder(tmp_path, strict=VALID, default=workflow("fallback", default=True))
-    workflows = load_folder(folder)
+    workflows = load_folder(folder, INPUTS)
     assert sorted(w.workflow.name for w in workflows.workflows) == ["fallback", "strict"]
 
 
@@ -279,7 +280,7 @@ def test_an_invalid_file_stops_the_whole_folder_and_every_file_is_reported(tmp_p
         bad_approvers=VALID.replace("name: strict", "name: one").replace("['alice', 'group:leads']", "'bob'"),
         bad_target=VALID.replace("name: strict", "name: two").replace("target: model-store", "target: s3"))
     with pytest.raises(WorkflowError) as caught:
-        load_folder(folder)
+        load_folder(folder, INPUTS)
     found = caught.value.problems
     assert len(found) == 2
     assert any(p.startswith(f"{folder / 'bad_approvers.yaml'}: ") and "approvers must be a list" in p for p in found)
@@ -289,7 +290,7 @@ def test_an_invalid_file_stops_the_whole_folder_and_every_file_is_reported(tmp_p
 def test_two_defaults(tmp_path):
     folder = f.workflow_folder(tmp_path, a=workflow("a", default=True), b=workflow("b", default=True))
     with pytest.raises(WorkflowError) as caught:
-        load_folder(folder)
+        load_folder(folder, INPUTS)
     assert caught.value.problems == [
         f"{folder}: more than one default workflow ({folder / 'a.yaml'}, {folder / 'b.yaml'}); "
         "keep one `default: true`"]
@@ -298,7 +299,7 @@ def test_two_defaults(tmp_path):
 def test_duplicate_workflow_names(tmp_path):
     folder = f.workflow_folder(tmp_path, a=workflow("same", '["a-*"]'), b=workflow("same", '["b-*"]'))
     with pytest.raises(WorkflowError) as caught:
-        load_folder(folder)
+        load_folder(folder, INPUTS)
     assert caught.value.problems == [f"{folder}: workflow name 'same' is used by more than one file"]
 
 
@@ -312,7 +313,7 @@ def test_a_missing_or_empty_folder(tmp_path):
 def test_a_malformed_groups_file(tmp_path):
     folder = f.workflow_folder(tmp_path, "leads: bob\n", strict=VALID)
     with pytest.raises(WorkflowError) as caught:
-        load_folder(folder)
+        load_folder(folder, INPUTS)
     assert caught.value.problems == [
         f"{folder / 'groups.yaml'}: expected group names mapped to lists of members, such as "
         "risk: ['dave', 'erin']"]
@@ -378,10 +379,10 @@ def test_no_match_and_no_default_says_why(tmp_path):
 
 def test_set_digest_is_stable_and_changes_when_a_file_changes(tmp_path):
     folder = f.workflow_folder(tmp_path, strict=VALID, fallback=workflow("fallback", default=True))
-    first = load_folder(folder).digest
-    assert load_folder(folder).digest == first
+    first = load_folder(folder, INPUTS).digest
+    assert load_folder(folder, INPUTS).digest == first
     (folder / "fallback.yaml").write_text(workflow("fallback", default=True) + "# changed\n")
-    assert load_folder(folder).digest != first
+    assert load_folder(folder, INPUTS).digest != first
     assert len(first) == 64 and int(first, 16) >= 0
 
 
