@@ -6,13 +6,12 @@ from __future__ import annotations
 import httpx
 import pytest
 from faststream import FastStream
-from faststream.kafka import TestKafkaBroker
 
 from services.review_notifier.app import build, create_app
 from services.review_notifier.settings import ReviewNotifierSettings
 from shared import topics
 from shared.events import ReviewDecided
-from tests.component.conftest import publish, sent
+from tests.component.conftest import publish, running, sent, settle
 from tests.unit import factories as f
 
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -38,7 +37,7 @@ def vote(approver: str, decision: str = "approve") -> dict:
 
 async def test_approval_emits_review_decided_once(notifier, request_event):
     url = f"/reviews/{request_event.submission_id}/decision"
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         await publish(br, request_event)  # a redelivered request does not reopen the review
         got = await http.get(f"/reviews/{request_event.submission_id}")
@@ -49,6 +48,7 @@ async def test_approval_emits_review_decided_once(notifier, request_event):
                             "break_glass": False}
         again = await http.post(url, json=vote("bob"), headers=AUTH)
         assert again.status_code == 409
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.mode, out.decided_by) == ("approved", "human", "alice")
     assert [(v.approver, v.channel) for v in out.votes] == [("alice", "http")]
@@ -60,10 +60,11 @@ async def test_approval_emits_review_decided_once(notifier, request_event):
     ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic s3cret"}, 401),
 ])
 async def test_without_the_token_is_401(notifier, request_event, headers, status):
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote("alice"), headers=headers)
         assert r.status_code == status
+        await settle(notifier.broker)  # what the vote emitted has gone round
         notifier.emitter.publishers[ReviewDecided].mock.assert_not_called()
     assert notifier.store.get(request_event.submission_id).votes == ()
 
@@ -72,40 +73,42 @@ async def test_without_the_token_is_401(notifier, request_event, headers, status
     ("mallory", 403, "not an approver"), ("carol", 403, "submitter cannot approve"),
 ])
 async def test_refused_votes(notifier, request_event, approver, status, says):
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote(approver), headers=AUTH)
         assert r.status_code == status and says in r.json()["detail"]
+        await settle(notifier.broker)  # what the vote emitted has gone round
         notifier.emitter.publishers[ReviewDecided].mock.assert_not_called()
 
 
 async def test_unknown_review_is_404(notifier):
-    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+    async with running(notifier.broker), client(notifier) as http:
         r = await http.post(f"/reviews/{f.submitted().submission_id}/decision", json=vote("alice"), headers=AUTH)
         assert r.status_code == 404
         assert (await http.get(f"/reviews/{f.submitted().submission_id}")).status_code == 404
 
 
 async def test_rejection_emits_rejected(notifier, request_event):
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         r = await http.post(f"/reviews/{request_event.submission_id}/decision",
                             json=vote("bob", "reject"), headers=AUTH)
         assert r.json()["outcome"] == "rejected"
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.decided_by) == ("rejected", "bob")
 
 
 async def test_decisions_are_disabled_without_a_configured_token(build_app, request_event):
     notifier = build_app("review_notifier", api_token="")
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, request_event)
         r = await http.post(f"/reviews/{request_event.submission_id}/decision", json=vote("alice"), headers=AUTH)
         assert r.status_code == 503
 
 
 async def test_invalid_body_is_422(notifier, request_event):
-    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+    async with running(notifier.broker), client(notifier) as http:
         r = await http.post(f"/reviews/{request_event.submission_id}/decision",
                             json={"decision": "maybe", "approver": "alice", "reason": "x"}, headers=AUTH)
         assert r.status_code == 422

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import structlog
-from faststream.kafka import TestKafkaBroker
 from structlog.testing import capture_logs
 
 from services.review_notifier.channels.email import tokens
@@ -23,7 +22,7 @@ from services.review_notifier.channels.slack.signing import sign
 from shared import topics
 from shared.events import Escalation, ReviewDecided, ReviewEscalated, utcnow
 from signoff.standins import MailSink, SlackStandIn, block_actions, body_of, links, signed_request
-from tests.component.conftest import publish, sent
+from tests.component.conftest import publish, running, sent, settle
 from tests.unit import factories as f
 
 SECRET = "slack-signing-secret-for-tests"
@@ -98,7 +97,7 @@ def decided_mock(wiring):
     return wiring.emitter.publishers[ReviewDecided].mock
 
 
-async def settle(wiring) -> None:
+async def notified(wiring) -> None:
     await wiring.notifier.drain()
 
 
@@ -108,7 +107,7 @@ def buttons(message: dict) -> list[str]:
 
 async def test_slack_message_carries_the_evidence_and_a_click_decides(notifier, slack):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         await publish(br, event)  # redelivered: not posted twice
         (post,) = slack.requests("chat.postMessage")
@@ -123,7 +122,8 @@ async def test_slack_message_carries_the_evidence_and_a_click_decides(notifier, 
         r = await click(http, "U0ALICE", sb.APPROVE, event.submission_id, reason="matches the offline eval")
         assert time.monotonic() - started < 3.0
         assert r.status_code == 200 and r.json()["outcome"] == "approved"
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.mode, out.decided_by) == ("approved", "human", "alice")
     assert [(v.approver, v.channel, v.reason) for v in out.votes] == [("alice", "slack", "matches the offline eval")]
@@ -134,14 +134,14 @@ async def test_slack_message_carries_the_evidence_and_a_click_decides(notifier, 
 
 async def test_the_answer_does_not_wait_for_slack(notifier, slack):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         slack.delay = 4.0  # Slack's API is slow from now on
         started = time.monotonic()
         r = await click(http, "U0ALICE", sb.REJECT, event.submission_id, reason="bias")
         elapsed = time.monotonic() - started
         assert r.status_code == 200 and elapsed < 3.0, elapsed
-        await settle(notifier)
+        await notified(notifier)
     assert slack.requests("chat.update")  # done afterwards
 
 
@@ -177,12 +177,13 @@ def _no_headers(body: bytes, headers: dict) -> tuple[bytes, dict]:
 ])
 async def test_bad_slack_requests_are_refused_and_change_nothing(notifier, slack, logs, kwargs, status, says):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         args = {"user": "U0ALICE", "action": sb.APPROVE, **kwargs}
         r = await click(http, args.pop("user"), args.pop("action"), event.submission_id, **args)
         assert r.status_code == status and says in r.json()["detail"], r.text
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
     assert notifier.store.get(event.submission_id).votes == ()
     assert slack.requests("chat.update") == []
@@ -195,19 +196,20 @@ async def test_bad_slack_requests_are_refused_and_change_nothing(notifier, slack
 
 async def test_unknown_and_finished_reviews_are_refused(notifier):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         r = await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())
         assert r.status_code == 404 and "no review" in r.json()["detail"]
         await publish(br, event)
         assert (await click(http, "U0ALICE", sb.REJECT, event.submission_id)).status_code == 200
         r = await click(http, "U0BOB", sb.APPROVE, event.submission_id)
         assert r.status_code == 409 and "already decided: rejected by alice" in r.json()["detail"]
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_called_once()
 
 
 async def test_a_replayed_click_counts_once(notifier, slack):
     event = request_event(quorum=2)
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         body, headers = signed_request(SECRET, block_actions("U0ALICE", sb.APPROVE, str(event.submission_id)))
         first = await http.post("/slack/actions", content=body, headers=headers)
@@ -217,26 +219,28 @@ async def test_a_replayed_click_counts_once(notifier, slack):
         # The same person clicking again (a new request) is not a second approval either.
         later = await click(http, "U0ALICE", sb.APPROVE, event.submission_id)
         assert later.status_code == 409 and "already voted" in later.json()["detail"]
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
     assert len(notifier.store.get(event.submission_id).votes) == 1
 
 
 async def test_slack_without_a_signing_secret_is_503(build_app, fields):
     notifier = build_app("review_notifier", **{**fields, "slack_signing_secret": ""})
-    async with TestKafkaBroker(notifier.broker), client(notifier) as http:
+    async with running(notifier.broker), client(notifier) as http:
         assert (await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())).status_code == 503
 
 
 async def test_break_glass_from_slack_is_flagged_everywhere(notifier, slack):
     event = request_event(quorum=2, break_glass=("oncall",))
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         assert buttons(slack.requests("chat.postMessage")[0]["body"]) == [sb.APPROVE, sb.REJECT, sb.BREAK_GLASS]
         short = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id)
         assert short.status_code == 422 and "justification" in short.json()["detail"]
         r = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id, reason=JUSTIFICATION)
         assert r.status_code == 200 and r.json()["outcome"] == "approved"
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
         shown = (await http.get(f"/reviews/{event.submission_id}")).json()
     assert out.break_glass and out.votes[0].break_glass and JUSTIFICATION in out.reason
@@ -246,7 +250,7 @@ async def test_break_glass_from_slack_is_flagged_everywhere(notifier, slack):
 
 async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, mail):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         await publish(br, event)
         (msg,) = mail.to("bob@example.com")
@@ -263,6 +267,7 @@ async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, ma
         page = await http.get(url)  # what a mail scanner does too
         assert page.status_code == 200 and "<form" in page.text and "Nothing has been decided" in page.text
         assert (await http.get(url)).status_code == 200
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
         assert notifier.store.get(event.submission_id).votes == ()
 
@@ -274,6 +279,7 @@ async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, ma
         again = await http.post("/email/decide", data=form)
         assert again.status_code == 409 and "already used" in again.text
         assert (await http.get(url)).status_code == 409
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.decided_by) == ("rejected", "bob")
     assert [(v.channel, v.reason) for v in out.votes] == [("email", "recall on thin files dropped")]
@@ -294,13 +300,14 @@ def token_for(sid, approver="bob", action="approve", expires_in=timedelta(hours=
 ])
 async def test_bad_email_tokens_are_refused_and_change_nothing(notifier, logs, make, status, says):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         token = make(event.submission_id)
         r = await http.post("/email/decide", data={"token": token, "reason": "x"})
         assert r.status_code == status and says in r.text, r.text
         if status != 403 or "mallory" not in says:
             assert (await http.get("/email/confirm", params={"token": token})).status_code in (status, 200)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
     assert notifier.store.get(event.submission_id).votes == ()
     assert any(e["event"] in ("email_vote_refused", "vote_refused") for e in logs)
@@ -309,15 +316,17 @@ async def test_bad_email_tokens_are_refused_and_change_nothing(notifier, logs, m
 
 async def test_quorum_two_across_slack_and_email(notifier, mail, slack):
     event = request_event(quorum=2)
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         assert (await click(http, "U0ALICE", sb.APPROVE, event.submission_id)).json()["outcome"] == "pending"
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
         link = urlsplit(links(mail.to("bob@example.com")[0])["approve"])
         from urllib.parse import parse_qs
         r = await http.post("/email/decide", data={"token": parse_qs(link.query)["token"][0], "reason": "ok"})
         assert r.status_code == 200 and "approved" in r.text
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert out.decided_by == "alice, bob" and [v.channel for v in out.votes] == ["slack", "email"]
     assert "Approved by alice, bob" in json.dumps(slack.requests("chat.update")[-1]["body"])
@@ -325,14 +334,16 @@ async def test_quorum_two_across_slack_and_email(notifier, mail, slack):
 
 async def test_timeout_rejects_and_the_slack_message_says_so(notifier, slack):
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br:
+    async with running(notifier.broker) as br:
         await publish(br, event)
         notifier.reviewer.clock = lambda: event.deadline - timedelta(seconds=1)
         assert await notifier.reviewer.tick() == event.deadline
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
         notifier.reviewer.clock = lambda: event.deadline
         assert await notifier.reviewer.tick() is None
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.mode, out.decided_by) == ("rejected", "automatic", "review-notifier/timeout")
     update = slack.requests("chat.update")[-1]["body"]
@@ -342,13 +353,15 @@ async def test_timeout_rejects_and_the_slack_message_says_so(notifier, slack):
 async def test_timeout_escalates_to_the_declared_group(notifier, slack, mail):
     event = request_event(on_timeout="escalate",
                           escalation=Escalation(approvers=("dave",), timeout=timedelta(hours=4)))
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         assert not mail.to("dave@example.com")
         notifier.reviewer.clock = lambda: event.deadline + timedelta(seconds=1)
         await notifier.reviewer.tick()
-        await settle(notifier)
+        await notified(notifier)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         escalated = sent(notifier.emitter.publishers[ReviewEscalated], topics.REVIEW_ESCALATED)
+        await settle(notifier.broker)  # what the vote emitted has gone round
         decided_mock(notifier).assert_not_called()
         assert escalated.approvers == ("dave",)
         assert escalated.deadline == event.deadline + timedelta(seconds=1, hours=4)
@@ -359,18 +372,19 @@ async def test_timeout_escalates_to_the_declared_group(notifier, slack, mail):
         from urllib.parse import parse_qs
         r = await http.post("/email/decide", data={"token": parse_qs(link.query)["token"][0], "reason": "fine"})
         assert r.status_code == 200
+        await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.decided_by) == ("approved", "dave")
 
 
 async def test_reminders_go_to_those_who_have_not_voted(notifier, slack, mail):
     event = request_event(quorum=2, remind_every=timedelta(hours=1))
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         await click(http, "U0ALICE", sb.APPROVE, event.submission_id)
         notifier.reviewer.clock = lambda: event.occurred_at + timedelta(hours=1, seconds=1)
         await notifier.reviewer.tick()
-        await settle(notifier)
+        await notified(notifier)
     reminders = [p for p in slack.requests("chat.postMessage") if "Reminder" in p["body"]["text"]]
     assert len(reminders) == 1 and "<@U0BOB>" in reminders[0]["body"]["text"]
     assert "<@U0ALICE>" not in reminders[0]["body"]["text"]
@@ -382,13 +396,13 @@ async def test_reminders_go_to_those_who_have_not_voted(notifier, slack, mail):
 async def test_webhook_mode_posts_and_updates_through_the_response_url(build_app, fields, slack):
     notifier = build_app("review_notifier", **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
     event = request_event()
-    async with TestKafkaBroker(notifier.broker) as br, client(notifier) as http:
+    async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         (hook,) = slack.requests("webhook")
         assert buttons(hook["body"]) == [sb.APPROVE, sb.REJECT]
         r = await click(http, "U0ALICE", sb.APPROVE, event.submission_id, response_url=f"{slack.url}/response/1")
         assert r.status_code == 200
-        await settle(notifier)
+        await notified(notifier)
     (response,) = slack.requests("response")
     assert response["body"]["replace_original"] is True and buttons(response["body"]) == []
     assert slack.requests("chat.") == []
@@ -399,7 +413,7 @@ async def test_smtp_credentials_are_used(build_app, fields):
     with MailSink(auth=("signoff", "smtp-pass")) as sink:
         notifier = build_app("review_notifier", **{**fields, "smtp_host": sink.host, "smtp_port": sink.port,
                                                    "smtp_username": "signoff", "smtp_password": "smtp-pass"})
-        async with TestKafkaBroker(notifier.broker) as br:
+        async with running(notifier.broker) as br:
             await publish(br, request_event())
         assert sink.logins and len(sink.to("bob@example.com")) == 1
 
