@@ -91,8 +91,7 @@ def _listen_to_publishers(broker: KafkaBroker) -> None:
             async def listen(body: Any) -> None:
                 pass
             listen.__name__ = f"listen_{publisher.topic.replace('.', '_')}"
-            broker.subscriber(publisher.topic, group_id=None, auto_offset_reset="earliest",
-                              persistent=False)(listen)
+            broker.subscriber(publisher.topic, group_id=None, auto_offset_reset="earliest")(listen)
             subscribed.add(publisher.topic)
 
 

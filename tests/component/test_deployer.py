@@ -7,13 +7,12 @@ import json
 
 import pytest
 from faststream import FastStream
-from faststream.kafka import TestKafkaBroker
 
 from services.deployer import app
 from services.deployer.settings import DeployerSettings
 from shared import topics
 from shared.events import DeploymentFailed, DeploymentSucceeded
-from tests.component.conftest import publish, sent
+from tests.component.conftest import publish, running, sent
 from tests.unit import factories as f
 
 
@@ -30,7 +29,7 @@ def cause(artifact):
 
 async def test_duplicated_approval_deploys_once(deployer, cause, tmp_path):
     approval = f.decided(cause)
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_passed(cause))
         await publish(br, approval)
         await publish(br, approval)  # redelivered
@@ -46,7 +45,7 @@ async def test_duplicated_approval_deploys_once(deployer, cause, tmp_path):
 
 
 async def test_approval_before_checks_waits_then_deploys(deployer, cause):
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.decided(cause))
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
         await publish(br, f.checks_passed(cause))
@@ -54,7 +53,7 @@ async def test_approval_before_checks_waits_then_deploys(deployer, cause):
 
 
 async def test_nothing_deploys_after_a_rejection(deployer, cause, tmp_path):
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.decided(cause, outcome="rejected", salt="no"))
         await publish(br, f.checks_passed(cause))
         await publish(br, f.decided(cause))
@@ -66,7 +65,7 @@ async def test_nothing_deploys_after_a_rejection(deployer, cause, tmp_path):
 
 
 async def test_failed_checks_then_approval_never_deploys(deployer, cause, tmp_path):
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_failed(cause))
         await publish(br, f.decided(cause))
         # A checks.passed after the failure (a re-run, a misrouted event) completes the pair: the
@@ -81,7 +80,7 @@ async def test_failed_checks_then_approval_never_deploys(deployer, cause, tmp_pa
 
 async def test_a_rejected_digest_is_refused_for_a_later_submission(deployer, cause):
     again = f.submitted(cause.submission)  # same artifact, new submission
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_failed(cause))
         await publish(br, f.checks_passed(again))
         await publish(br, f.decided(again))
@@ -92,7 +91,7 @@ async def test_a_rejected_digest_is_refused_for_a_later_submission(deployer, cau
 
 async def test_approval_for_another_digest_fails(deployer, cause):
     other = cause.submission.candidate.model_copy(update={"artifact_sha256": f.OTHER_SHA})
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_passed(cause))
         await publish(br, f.decided(cause, cand=other))
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
@@ -102,7 +101,7 @@ async def test_approval_for_another_digest_fails(deployer, cause):
 
 
 async def test_artifact_changed_after_checks_fails_the_deployment(deployer, cause, artifact, tmp_path):
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_passed(cause))
         artifact.path.write_bytes(b"swapped")
         await publish(br, f.decided(cause))
@@ -121,7 +120,7 @@ async def test_a_late_event_does_not_blacklist_a_digest_nobody_rejected(deployer
     other = cause.submission.candidate.model_copy(update={
         "artifact_uri": other_path.as_uri(), "artifact_sha256": hashlib.sha256(b"other weights").hexdigest()})
     fresh = f.submitted(f.submission(other))
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, f.checks_failed(cause))            # rejects cause's digest
         await publish(br, f.decided(cause, cand=other))      # stray approval of `other` on that submission
         assert not deployer.store.is_rejected(other.artifact_sha256)

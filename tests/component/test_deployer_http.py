@@ -7,11 +7,10 @@ import hashlib
 import json
 
 import pytest
-from faststream.kafka import TestKafkaBroker
 
 from shared import topics
 from shared.events import DeploymentFailed, DeploymentSucceeded
-from tests.component.conftest import publish, sent
+from tests.component.conftest import publish, running, sent
 from tests.unit import factories as f
 from tests.unit.test_deployer_fetch import Registry
 from tests.webhook_receiver import Receiver
@@ -57,7 +56,7 @@ def approved(uri: str, sha256: str, model: str = "fraud-detector"):
 async def test_an_approved_http_artifact_is_deployed_with_its_exact_bytes(deployer, registry, tmp_path):
     uri, sha = registry.publish("fraud/fraud-1.4.0.onnx", WEIGHTS)
     cause, *events = approved(uri, sha)
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for event in events:
             await publish(br, event)
         deployer.emitter.publishers[DeploymentFailed].mock.assert_not_called()
@@ -74,7 +73,7 @@ async def test_an_http_artifact_changed_after_approval_fails_and_nothing_is_writ
     uri, approved_sha = registry.publish("m.onnx", WEIGHTS)
     registry.publish("m.onnx", WEIGHTS + b"!")
     cause, *events = approved(uri, approved_sha)
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for event in events:
             await publish(br, event)
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
@@ -89,7 +88,7 @@ async def test_an_http_artifact_outside_the_prefixes_is_refused_without_a_reques
     registry.files["/elsewhere/m.onnx"] = WEIGHTS
     uri = f"http://127.0.0.1:{registry.server_port}/elsewhere/m.onnx"
     _, *events = approved(uri, hashlib.sha256(WEIGHTS).hexdigest())
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for event in events:
             await publish(br, event)
         failed = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
@@ -101,7 +100,7 @@ async def test_the_webhook_is_not_called_for_an_http_artifact_whose_digest_chang
     uri, approved_sha = registry.publish("hook.onnx", WEIGHTS)
     registry.publish("hook.onnx", b"replaced")
     _, *events = approved(uri, approved_sha, model="hook-a")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for event in events:
             await publish(br, event)
         failed = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
@@ -112,7 +111,7 @@ async def test_the_webhook_is_not_called_for_an_http_artifact_whose_digest_chang
 async def test_the_webhook_gets_a_verified_http_artifact(deployer, registry, receiver):
     uri, sha = registry.publish("hook.onnx", WEIGHTS)
     _, *events = approved(uri, sha, model="hook-b")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for event in events:
             await publish(br, event)
         sent(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)

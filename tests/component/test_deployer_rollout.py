@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pytest
-from faststream.kafka import TestKafkaBroker
 
 from services.deployer.targets import _store_files as store_files
 from shared import codec, topics
@@ -17,7 +16,7 @@ from shared.events import (
     DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack,
     DeploymentSucceeded, RevocationRequested, RollbackRequested,
 )
-from tests.component.conftest import capture, publish
+from tests.component.conftest import capture, publish, running, settle
 from tests.unit import factories as f
 from tests.webhook_receiver import Receiver
 
@@ -111,10 +110,11 @@ async def test_canary_moves_through_its_stages_after_the_bake(start, artifact_ro
     deployer = start()
     models, root = Models(artifact_root, "canary-a"), tmp_path / "store"
     v1, v2 = models.cause("1"), models.cause("2")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, v1)
         later(deployer, 5)
         assert await deployer.service.run_due() == 1
+        await settle(deployer.broker)  # what the stage emitted has gone round
         assert store_files.production(root, "canary-a") == "1"
         deployer.service.clock = time.time
 
@@ -122,9 +122,11 @@ async def test_canary_moves_through_its_stages_after_the_bake(start, artifact_ro
         assert store_files.production(root, "canary-a") == "1"  # the canary takes 10%, v1 stays
         assert json.loads((root / "canary-a" / "traffic.json").read_text())["split"] == {"2": 10, "1": 90}
         assert await deployer.service.run_due() == 0  # baking
+        await settle(deployer.broker)  # what the stage emitted has gone round
         await approve(br, v2)  # a redelivered approval mid-rollout starts nothing
         later(deployer, 5)
         assert await deployer.service.run_due() == 1
+        await settle(deployer.broker)  # what the stage emitted has gone round
 
         progressed = [(e.candidate.version, e.stage, e.traffic_percent)
                       for e in emitted(deployer, DeploymentProgressed)]
@@ -138,12 +140,13 @@ async def test_canary_moves_through_its_stages_after_the_bake(start, artifact_ro
 async def test_a_scheduled_stage_resumes_after_a_restart(start, artifact_root, tmp_path):
     deployer = start()
     models = Models(artifact_root, "canary-b")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, models.cause("1"))
     restarted = start()  # same state file: the schedule survived
-    async with TestKafkaBroker(restarted.broker):
+    async with running(restarted.broker):
         later(restarted, 5)
         assert await restarted.service.run_due() == 1
+        await settle(restarted.broker)  # what the stage emitted has gone round
         [done] = emitted(restarted, DeploymentSucceeded)
     assert done.candidate.version == "1"
     assert store_files.production(tmp_path / "store", "canary-b") == "1"
@@ -155,7 +158,7 @@ async def test_webhook_gets_one_signed_request_despite_transient_errors_and_rede
     deployer = start()
     cause = Models(artifact_root, "hook-a").cause("1.0.0")
     receiver.failures = [503, 429]  # retried with backoff
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, cause)
         await approve(br, cause)  # redelivered
         [done] = emitted(deployer, DeploymentSucceeded)
@@ -174,7 +177,7 @@ async def test_webhook_gets_one_signed_request_despite_transient_errors_and_rede
 async def test_webhook_refusal_fails_at_once_and_says_why(start, artifact_root, receiver, tmp_path):
     deployer = start()
     receiver.failures = [422]
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "hook-b").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
     assert len(receiver.requests) == 1  # a 4xx is not retried
@@ -184,7 +187,7 @@ async def test_webhook_refusal_fails_at_once_and_says_why(start, artifact_root, 
 async def test_webhook_that_stays_down_fails_after_the_retries(start, artifact_root, receiver):
     deployer = start()
     receiver.failures = [500] * 10
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "hook-c").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
         assert emitted(deployer, DeploymentSucceeded) == []
@@ -193,7 +196,7 @@ async def test_webhook_that_stays_down_fails_after_the_retries(start, artifact_r
 
 async def test_webhook_secret_not_allowed_sends_nothing(start, artifact_root, receiver):
     deployer = start(env="PATH")  # a workflow naming a variable the deployer does not allow
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "hook-d").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
     assert "DEPLOYER_WEBHOOK_SECRET_ENVS" in failed.reason
@@ -204,17 +207,20 @@ async def test_webhook_canary_failing_at_the_last_stage_returns_to_the_previous_
         start, artifact_root, receiver):
     deployer = start(strategy="canary")
     models = Models(artifact_root, "hook-e")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, models.cause("1"))
         later(deployer, 5)
         await deployer.service.run_due()
+        await settle(deployer.broker)  # what the stage emitted has gone round
         deployer.service.clock = time.time
         await approve(br, models.cause("2"))
         receiver.failures = [503] * 4
         later(deployer, 5)
         await deployer.service.run_due()
+        await settle(deployer.broker)  # what the stage emitted has gone round
         [failed] = emitted(deployer, DeploymentFailed)
         assert await deployer.service.run_due() == 0  # the schedule is gone
+        await settle(deployer.broker)  # what the stage emitted has gone round
         succeeded = [e.candidate.version for e in emitted(deployer, DeploymentSucceeded)]
     stages = [(r.body["action"], r.body.get("version"), r.body.get("traffic_percent")) for r in receiver.accepted]
     assert stages == [("deploy", "1", 25), ("deploy", "1", 100), ("deploy", "2", 25), ("restore", None, None)]
@@ -227,7 +233,7 @@ async def test_webhook_canary_failing_at_the_last_stage_returns_to_the_previous_
 
 async def test_a_workflow_without_deploy_step_deploys_nothing(start, artifact_root, tmp_path):
     deployer = start()
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "manual-a").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
     assert "workflow 'manual-models' has no deploy step; nothing deployed" == failed.reason
@@ -240,7 +246,7 @@ async def test_an_artifact_outside_the_allowed_roots_writes_nothing(start, tmp_p
     outside = tmp_path / "elsewhere.bin"
     outside.write_bytes(b"x")
     cand = f.candidate(model="plain-a", artifact_uri=outside.as_uri(), artifact_sha256=hashlib.sha256(b"x").hexdigest())
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, f.submitted(f.submission(cand)))
         [failed] = emitted(deployer, DeploymentFailed)
     assert "outside the allowed roots" in failed.reason
@@ -258,7 +264,7 @@ async def test_rollback_restores_the_last_healthy_version_once(start, artifact_r
     deployer = start()
     models, root = Models(artifact_root, "plain-b"), tmp_path / "store"
     request = rollback("plain-b")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for version in ("1", "2", "3"):
             await approve(br, models.cause(version))
         assert store_files.production(root, "plain-b") == "3"
@@ -279,7 +285,7 @@ async def test_rollback_restores_the_last_healthy_version_once(start, artifact_r
 async def test_rollback_with_nothing_to_go_back_to_fails_with_the_reason(start, artifact_root, tmp_path):
     deployer = start()
     request = rollback("plain-c")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "plain-c").cause("1"))
         await publish(br, request)
         await publish(br, rollback("plain-c", to="9"))
@@ -293,7 +299,7 @@ async def test_rollback_with_nothing_to_go_back_to_fails_with_the_reason(start, 
 async def test_rollback_of_a_model_never_deployed_is_dead_lettered(start):
     deployer = start()
     dlq = capture(deployer.broker, topics.dlq(topics.ROLLBACK_REQUESTED))
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, rollback("never-deployed"))
     [headers] = [dict((k, v.decode()) for k, v in r.headers) for r in dlq.records]
     assert headers["dlq_reason"].startswith("refused: ") and "never deployed" in headers["dlq_reason"]
@@ -302,16 +308,18 @@ async def test_rollback_of_a_model_never_deployed_is_dead_lettered(start):
 async def test_rollback_aborts_a_canary_in_progress(start, artifact_root, tmp_path):
     deployer = start()
     models, root = Models(artifact_root, "canary-c"), tmp_path / "store"
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         for version in ("1", "2"):
             await approve(br, models.cause(version))
             later(deployer, 5)
             await deployer.service.run_due()
+            await settle(deployer.broker)  # what the stage emitted has gone round
             deployer.service.clock = time.time
         await approve(br, models.cause("3"))  # canary at 10%
         await publish(br, rollback("canary-c"))
         later(deployer, 5)
         assert await deployer.service.run_due() == 0
+        await settle(deployer.broker)  # what the stage emitted has gone round
         [aborted] = emitted(deployer, DeploymentFailed)
     assert aborted.candidate.version == "3" and "rollout aborted: rollback to 1" in aborted.reason
     assert store_files.production(root, "canary-c") == "1"
@@ -329,7 +337,7 @@ async def test_revoking_the_live_version_rolls_back_and_bans_it(start, artifact_
     deployer = start()
     models, root = Models(artifact_root, "plain-d"), tmp_path / "store"
     v1, v2 = models.cause("1"), models.cause("2")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, v1)
         await approve(br, v2)
         request = revocation(v2, "plain-d")
@@ -354,7 +362,7 @@ async def test_revoking_the_live_version_rolls_back_and_bans_it(start, artifact_
 async def test_revoking_the_only_version_leaves_nothing_in_production(start, artifact_root, tmp_path):
     deployer = start()
     v1 = Models(artifact_root, "plain-e").cause("1")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, v1)
         await publish(br, revocation(v1, "plain-e"))
         [revoked] = emitted(deployer, DeploymentRevoked)
@@ -366,7 +374,7 @@ async def test_revoking_the_only_version_leaves_nothing_in_production(start, art
 async def test_a_submission_revoked_before_the_deployer_saw_it_never_deploys(start, artifact_root, tmp_path):
     deployer = start()
     v1 = Models(artifact_root, "plain-f").cause("1")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await publish(br, revocation(v1, "plain-f"))
         assert emitted(deployer, DeploymentRevoked) == []  # its candidate is not known yet
         await approve(br, v1)
@@ -381,15 +389,17 @@ async def test_revoking_a_canary_in_progress_gives_the_traffic_back(start, artif
     deployer = start()
     models, root = Models(artifact_root, "canary-d"), tmp_path / "store"
     v2 = models.cause("2")
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, models.cause("1"))
         later(deployer, 5)
         await deployer.service.run_due()
+        await settle(deployer.broker)  # what the stage emitted has gone round
         deployer.service.clock = time.time
         await approve(br, v2)
         await publish(br, revocation(v2, "canary-d"))
         later(deployer, 5)
         assert await deployer.service.run_due() == 0
+        await settle(deployer.broker)  # what the stage emitted has gone round
         [revoked] = emitted(deployer, DeploymentRevoked)
         assert [e.candidate.version for e in emitted(deployer, DeploymentSucceeded)] == ["1"]
     assert revoked.was_in_production  # it served canary traffic
@@ -401,7 +411,7 @@ async def test_a_revocation_naming_another_model_is_refused_and_bans_nothing(sta
     deployer = start()
     v1 = Models(artifact_root, "plain-g").cause("1")
     dlq = capture(deployer.broker, topics.dlq(topics.REVOCATION_REQUESTED))
-    async with TestKafkaBroker(deployer.broker) as br:
+    async with running(deployer.broker) as br:
         await approve(br, v1)
         await publish(br, revocation(v1, "plain-other"))
         assert emitted(deployer, DeploymentRevoked) == []
