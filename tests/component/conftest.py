@@ -175,6 +175,12 @@ async def publish_raw(broker: KafkaBroker, topic: str, value: bytes, key: bytes 
 DLQ = topics.dlq
 
 
+def sent_all(publisher: Any, topic: str) -> list[Event]:
+    """Every event `publisher` published, decoded as its consumers would (see `sent`)."""
+    bodies = [call.args[0] for call in publisher.mock.call_args_list]
+    return [codec.decode(topic, b if isinstance(b, bytes) else json.dumps(b).encode()) for b in bodies]
+
+
 def sent(publisher: Any, topic: str) -> Event:
     """The one event `publisher` published; its test mock records the body as the consumer decodes
     it (JSON content-type: a dict), so validate that against the topic's contract."""

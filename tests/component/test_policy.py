@@ -14,7 +14,7 @@ from shared import codec, topics
 from shared.events import (
     DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, ReviewDecided, ReviewRequested,
 )
-from tests.component.conftest import DLQ, capture, publish, publish_raw, running, sent, write_workflows
+from tests.component.conftest import DLQ, capture, publish, publish_raw, running, sent, sent_all, write_workflows
 from tests.unit import factories as f
 
 # Fraud models retrained from the same code within one point of production skip review.
@@ -43,18 +43,12 @@ def passed_with(accuracy: float, **candidate: str):
     return f.checks_passed(f.submitted(f.submission(f.candidate(**candidate), metrics={"accuracy": accuracy})))
 
 
-def emitted(publisher, topic: str) -> list[Event]:
-    """Every event `publisher` published, decoded as its consumers would (see conftest.sent)."""
-    bodies = [call.args[0] for call in publisher.mock.call_args_list]
-    return [codec.decode(topic, b if isinstance(b, bytes) else json.dumps(b).encode()) for b in bodies]
-
-
 def decisions(policy) -> list[ReviewDecided]:
-    return emitted(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    return sent_all(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
 
 
 def requests(policy) -> list[ReviewRequested]:
-    return emitted(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    return sent_all(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
 
 
 def file_digest(workflows) -> str:
