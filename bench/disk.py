@@ -53,7 +53,7 @@ def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
     finally:
         store.close()
     return {"count": count, "state_saves_ms": _summary(saves), "install_ms": _summary(installs),
-            "total_median_ms": round(statistics.median(s + i for s, i in zip(saves, installs)), 2)}
+            "total_median_ms": round(statistics.median(s + i for s, i in zip(saves, installs, strict=True)), 2)}
 
 
 def _summary(values: list[float]) -> dict[str, float]:

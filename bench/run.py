@@ -32,8 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_SUBMITTED, RELAY_TOPICS
-from bench import cpu, disk
+from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_SUBMITTED, RELAY_TOPICS, cpu, disk
 from bench.infra import ROOT, Relays, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed, measure, payload_sizes, submissions
 from bench.stats import RunResult, ratios, summarize, table

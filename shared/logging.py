@@ -31,5 +31,6 @@ def configure(level: str = "INFO") -> structlog.stdlib.BoundLogger:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
+                        format="%(name)s %(levelname)s %(message)s")
     return structlog.get_logger()

@@ -7,14 +7,14 @@ import json
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from services.deployer import targets as deploy_targets
 from shared import codec, topics
 from shared.admin import ensure_topics
-from services.deployer import targets as deploy_targets
 from shared.workflow.loading import load_files
 from signoff import client, manifest
 from signoff.settings import ClientSettings
@@ -33,20 +33,21 @@ EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "dep
 
 @app.command()
 def submit(
-    model: Annotated[Optional[str], typer.Option(help="Model name, e.g. fraud-detector")] = None,
-    version: Annotated[Optional[str], typer.Option(help="Model version, e.g. 1.4.0")] = None,
-    artifact: Annotated[Optional[str], typer.Option(help="Artifact path or file:// / https:// URI")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Artifact sha256 (computed for a local file when omitted)")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name, e.g. fraud-detector")] = None,
+    version: Annotated[str | None, typer.Option(help="Model version, e.g. 1.4.0")] = None,
+    artifact: Annotated[str | None, typer.Option(help="Artifact path or file:// / https:// URI")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Artifact sha256 (computed for a local file when omitted)")] = None,
     metric: Annotated[list[str], typer.Option(help="Metric as name=value; repeat")] = [],  # noqa: B006
     group_metric: Annotated[list[str], typer.Option(help="Per-group metric as group:name=value; repeat")] = [],  # noqa: B006
-    data_version: Annotated[Optional[str], typer.Option(help="Training data version")] = None,
-    code_commit: Annotated[Optional[str], typer.Option(help="Code commit (git sha)")] = None,
-    submitter: Annotated[Optional[str], typer.Option(help="Who submits")] = None,
-    training_run_id: Annotated[Optional[str], typer.Option(help="Training run id")] = None,
-    model_card: Annotated[Optional[str], typer.Option(help="Model card path or URI")] = None,
-    evaluation: Annotated[Optional[str], typer.Option(
+    data_version: Annotated[str | None, typer.Option(help="Training data version")] = None,
+    code_commit: Annotated[str | None, typer.Option(help="Code commit (git sha)")] = None,
+    submitter: Annotated[str | None, typer.Option(help="Who submits")] = None,
+    training_run_id: Annotated[str | None, typer.Option(help="Training run id")] = None,
+    model_card: Annotated[str | None, typer.Option(help="Model card path or URI")] = None,
+    evaluation: Annotated[str | None, typer.Option(
         help="Evaluation CSV (label, prediction, group) path or URI: fairness is computed from it")] = None,
-    manifest_file: Annotated[Optional[Path], typer.Option("--manifest", help="YAML/JSON manifest; flags override it")] = None,
+    manifest_file: Annotated[Path | None, typer.Option(
+        "--manifest", help="YAML/JSON manifest; flags override it")] = None,
 ) -> None:
     """Submit a trained model for approval; prints the submission id."""
     try:
@@ -151,7 +152,7 @@ def rollback(
     model: Annotated[str, typer.Argument(help="Model name")],
     requested_by: Annotated[str, typer.Option("--as", help="Who asks; recorded in the history")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the history")],
-    to: Annotated[Optional[str], typer.Option("--to", help="Version to restore (default: the last "
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the last "
                                               "approved, healthy one before the current)")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the operation to its outcome")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
@@ -224,7 +225,7 @@ def workflow_validate(
 
 @topics_app.command("create")
 def topics_create(
-    partitions: Annotated[Optional[int], typer.Option(help="Partitions per topic")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic")] = None,
 ) -> None:
     """Create Signoff's topics (and their dead-letter topics) if they do not exist."""
     settings = ClientSettings()

@@ -35,7 +35,8 @@ def load_folder(folder: Path, targets: DeployTargets | None = None) -> WorkflowS
         raise WorkflowError([f"{folder}: holds no workflow (*.yaml) files"])
     loaded, problems = load_files(files, targets)
     names = [w.workflow.name for w in loaded]
-    problems += [f"{folder}: workflow name {n!r} is used by more than one file" for n in sorted(set(names)) if names.count(n) > 1]
+    problems += [f"{folder}: workflow name {n!r} is used by more than one file"
+                 for n in sorted(set(names)) if names.count(n) > 1]
     defaults = [w.source for w in loaded if w.workflow.default]
     if len(defaults) > 1:
         problems.append(f"{folder}: more than one default workflow ({', '.join(defaults)}); keep one `default: true`")
@@ -136,7 +137,8 @@ def _load_groups(path: Path) -> dict[str, tuple[str, ...]]:
         raise WorkflowError([f"{path}: {exc}"]) from None
     if not isinstance(data, dict) or not all(
             isinstance(v, list) and v and all(isinstance(m, str) and m for m in v) for v in data.values()):
-        raise WorkflowError([f"{path}: expected group names mapped to lists of members, such as risk: ['dave', 'erin']"])
+        raise WorkflowError([f"{path}: expected group names mapped to lists of members, "
+                             "such as risk: ['dave', 'erin']"])
     return {str(k): tuple(v) for k, v in data.items()}
 
 

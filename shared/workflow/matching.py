@@ -72,7 +72,8 @@ class WorkflowSet:
             best.sort(key=lambda item: -item[0])
             if len(best) > 1 and best[0][0] == best[1][0]:
                 names = ", ".join(b[1].workflow.name for b in best if b[0] == best[0][0])
-                return None, f"model {model!r} matches several workflows equally ({names}); make one pattern more specific"
+                return None, (f"model {model!r} matches several workflows equally ({names}); "
+                              "make one pattern more specific")
             return best[0][1], ""
         default = next((w for w in self.workflows if w.workflow.default), None)
         if default is None:

@@ -13,8 +13,13 @@ import pytest
 from services.deployer.targets import _store_files as store_files
 from shared import codec, topics
 from shared.events import (
-    DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack,
-    DeploymentSucceeded, RevocationRequested, RollbackRequested,
+    DeploymentFailed,
+    DeploymentProgressed,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    RevocationRequested,
+    RollbackRequested,
 )
 from tests.component.conftest import capture, publish, running, settle
 from tests.unit import factories as f

@@ -4,15 +4,18 @@ and deployment.succeeded / .rolled_back / .revoked in, remembered for later deci
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import timedelta
 
 import pytest
 
-from shared import codec, topics
+from shared import topics
 from shared.events import (
-    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, ReviewDecided, ReviewRequested,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    ReviewDecided,
+    ReviewRequested,
 )
 from tests.component.conftest import DLQ, capture, publish, publish_raw, running, sent, sent_all, write_workflows
 from tests.unit import factories as f

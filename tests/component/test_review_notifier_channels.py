@@ -292,7 +292,8 @@ def token_for(sid, approver="bob", action="approve", expires_in=timedelta(hours=
 @pytest.mark.parametrize(("make", "status", "says"), [
     (lambda sid: token_for(sid, expires_in=timedelta(seconds=-1)), 410, "expired"),
     (lambda sid: token_for(sid)[:-3] + "AAA", 403, "does not match"),
-    (lambda sid: tokens.issue(b"another key", sid, "bob", "approve", utcnow() + timedelta(hours=1)), 403, "does not match"),
+    (lambda sid: tokens.issue(b"another key", sid, "bob", "approve", utcnow() + timedelta(hours=1)),
+     403, "does not match"),
     (lambda sid: "garbage", 400, "malformed"),
     (lambda sid: token_for(uuid.uuid4()), 404, "no review"),
     (lambda sid: token_for(sid, approver="mallory"), 403, "not an approver"),

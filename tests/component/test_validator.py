@@ -10,7 +10,7 @@ import pytest
 
 from shared import codec, topics
 from shared.events import ChecksFailed, ChecksPassed, DeploymentRolledBack, DeploymentSucceeded, PolicyRef
-from tests.component.conftest import Artifact, DLQ, capture, publish, publish_raw, running, sent, write_workflows
+from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, running, sent, write_workflows
 from tests.unit import factories as f
 
 

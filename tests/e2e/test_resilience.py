@@ -88,7 +88,8 @@ async def test_service_stopped_mid_stream_loses_nothing(
     for event in batch:
         end = await events.wait_terminal(event.submission_id, timeout=120)
         assert end.topic == topics.DEPLOYMENT_SUCCEEDED
-    assert sorted(p.name for p in (e2e.model_store / model).iterdir() if p.is_dir()) == sorted(str(i) for i in range(40))
+    installed = sorted(p.name for p in (e2e.model_store / model).iterdir() if p.is_dir())
+    assert installed == sorted(str(i) for i in range(40))
     for event in batch:  # redelivery may repeat an event, never with a new id: one deployment each
         ids_seen = {s.headers["ce_id"] for s in events.about(event.submission_id, topics.DEPLOYMENT_SUCCEEDED)}
         assert len(ids_seen) == 1

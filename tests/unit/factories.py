@@ -8,9 +8,23 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.events import (
-    Candidate, CheckResult, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentProgressed,
-    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, ModelSubmitted, PolicyRef,
-    ReviewDecided, ReviewEscalated, ReviewRequested, RevocationRequested, RollbackRequested, Submission,
+    Candidate,
+    CheckResult,
+    ChecksFailed,
+    ChecksPassed,
+    DeploymentFailed,
+    DeploymentProgressed,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    ModelSubmitted,
+    PolicyRef,
+    ReviewDecided,
+    ReviewEscalated,
+    ReviewRequested,
+    RevocationRequested,
+    RollbackRequested,
+    Submission,
 )
 from shared.workflow.loading import load_file
 from shared.workflow.matching import Loaded

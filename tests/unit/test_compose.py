@@ -143,7 +143,8 @@ def test_compose_runs_every_service_under_services(compose: dict) -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_each_service_runs_its_faststream_app(compose: dict, name: str) -> None:
     package, _ = SERVICES[name]
-    assert command_of(compose["services"][name]) == ["faststream", "run", "--factory", f"services.{package}.app:create_app"]
+    expected = ["faststream", "run", "--factory", f"services.{package}.app:create_app"]
+    assert command_of(compose["services"][name]) == expected
     assert (ROOT / "services" / package / "app.py").is_file()
 
 

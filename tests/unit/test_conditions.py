@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from shared.workflow.conditions import (
-    CARRY_FORWARD_ROOTS, SUBMISSION_ROOTS, Condition, ConditionError, compile_condition,
+    CARRY_FORWARD_ROOTS,
+    SUBMISSION_ROOTS,
+    Condition,
+    ConditionError,
+    compile_condition,
 )
 
 METRICS = {"accuracy", "recall"}

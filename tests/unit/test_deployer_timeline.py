@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 
 from shared.events import (
-    DeploymentFailed, DeploymentRevoked, DeploymentRolledBack, RevocationRequested, RollbackRequested,
+    DeploymentFailed,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    RevocationRequested,
+    RollbackRequested,
 )
 from signoff.timeline import Ending, history_line
 from tests.unit import factories as f

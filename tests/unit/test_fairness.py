@@ -34,7 +34,7 @@ def write(tmp_path: Path, data: list[tuple[int, int, str]], header: str = HEADER
 
 def fairlearn_on(data: list[tuple[int, int, str]]) -> tuple[float, float]:
     """fairlearn on the raw rows, one by one: what the compressed computation must reproduce."""
-    y, p, g = (np.array(col) for col in zip(*data))
+    y, p, g = (np.array(col) for col in zip(*data, strict=True))
     return (demographic_parity_ratio(y, p, sensitive_features=g),
             equalized_odds_difference(y, p, sensitive_features=g))
 

@@ -90,7 +90,8 @@ def test_a_bump_of_one_type_leaves_the_others_at_their_version(bumped):
 
 
 def test_newer_than_the_reader_is_refused():
-    with pytest.raises(UnknownSchemaVersion, match="schema_version 2 is newer than this service understands for signoff.model.submitted"):
+    newer = "schema_version 2 is newer than this service understands for signoff.model.submitted"
+    with pytest.raises(UnknownSchemaVersion, match=newer):
         upcast(TYPE, 1, v1_body() | {"schema_version": 2})
 
 

@@ -114,7 +114,8 @@ def test_approvers_as_a_string_must_be_a_list(tmp_path):
     ("{min: {accuracy: 0.8},", "{minimum: {accuracy: 0.8},",
      "step 'automated_checks' (steps[0]): inputs.minimum: unknown key 'minimum'; check its spelling or remove it"),
     ("fairness: {min_parity_ratio: 0.75}", "fairness: {parity: 0.75}",
-     "step 'automated_checks' (steps[0]): inputs.fairness.parity: unknown key 'parity'; check its spelling or remove it"),
+     "step 'automated_checks' (steps[0]): inputs.fairness.parity: unknown key 'parity'; "
+     "check its spelling or remove it"),
 ], ids=["top-level", "in-a-step", "in-inputs", "in-checks-inputs", "in-fairness"])
 def test_unknown_keys(tmp_path, old, new, expected):
     assert only_problem(tmp_path, VALID.replace(old, new)).endswith(expected)
