@@ -18,10 +18,10 @@ import weakref
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException
-from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
@@ -119,6 +119,7 @@ class LogContext(BaseMiddleware):
     """Binds submission_id and event_id (from the CloudEvents headers) to every log line of a message."""
 
     async def on_receive(self) -> None:
+        assert self.msg is not None, "a consumed message; msg is None only when publishing"
         headers = _headers(self.msg)
         structlog.contextvars.bind_contextvars(
             submission_id=headers.get("ce_subject"),
@@ -164,6 +165,7 @@ class _DeadLetterScope(BaseMiddleware):
         self.owner = owner
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool:
+        assert self.msg is not None, "a consumed message; msg is None only when publishing"
         where = (self.msg.topic, self.msg.partition, self.msg.offset)
         if exc_val is None or isinstance(exc_val, (HandlerException, asyncio.CancelledError)):
             self.owner.attempts.pop(where, None)

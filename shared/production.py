@@ -33,7 +33,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.events import (
-    DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event, Production,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    Event,
+    Production,
 )
 
 # What the book reads: the events, and so the topics, a service replays and follows to keep it.

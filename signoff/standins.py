@@ -15,6 +15,7 @@ import threading
 import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlencode
 
 from services.review_notifier.channels.slack import blocks as slack_blocks
@@ -119,7 +120,8 @@ class MailSink:
                 sink.logins.append(auth_data.login.decode())
             return AuthResult(success=ok)
 
-        options = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False) if auth else {}
+        options: dict[str, Any] = (
+            dict(authenticator=authenticator, auth_required=True, auth_require_tls=False) if auth else {})
         port = port or free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, **options)
         self.host, self.port = "127.0.0.1", port
@@ -148,7 +150,9 @@ class MailSink:
 def body_of(message: Message, subtype: str = "plain") -> str:
     for part in message.walk():
         if part.get_content_type() == f"text/{subtype}":
-            return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes), "a decoded text part is bytes"
+            return payload.decode(part.get_content_charset() or "utf-8")
     raise AssertionError(f"no text/{subtype} part")
 
 

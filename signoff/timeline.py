@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from shared.events import (
-    ChecksCompleted, DeploymentFailed, DeploymentProgressed, DeploymentRevoked, DeploymentRolledBack,
-    DeploymentSucceeded, Event, ModelSubmitted, ReviewDecided, ReviewEscalated, ReviewRequested,
-    RevocationRequested, RollbackRequested,
+    ChecksCompleted,
+    DeploymentFailed,
+    DeploymentProgressed,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    Event,
+    ModelSubmitted,
+    ReviewDecided,
+    ReviewEscalated,
+    ReviewRequested,
+    RevocationRequested,
+    RollbackRequested,
 )
 
 

@@ -24,8 +24,16 @@ from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import (
-    ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentProgressed, DeploymentRevoked,
-    DeploymentRolledBack, DeploymentSucceeded, ReviewDecided, RevocationRequested, RollbackRequested,
+    ChecksFailed,
+    ChecksPassed,
+    DeploymentFailed,
+    DeploymentProgressed,
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    ReviewDecided,
+    RevocationRequested,
+    RollbackRequested,
 )
 from shared.logging import configure
 from shared.workflow.loading import load_or_exit

@@ -22,8 +22,16 @@ from typing import Literal
 
 from services.deployer.rollout import Plan, StoredInputs
 from shared.events import (
-    Candidate, ChecksFailed, ChecksPassed, DeploymentFailed, DeploymentRevoked, DeploymentSucceeded,
-    Frozen, Metrics, ReviewDecided, RevocationRequested,
+    Candidate,
+    ChecksFailed,
+    ChecksPassed,
+    DeploymentFailed,
+    DeploymentRevoked,
+    DeploymentSucceeded,
+    Frozen,
+    Metrics,
+    ReviewDecided,
+    RevocationRequested,
 )
 from shared.workflow.schema import DeployInputs
 

@@ -15,12 +15,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.workflow.matching import ConditionError
 from shared.events import (
-    ChecksFailed, ChecksPassed, Escalation, PolicyRef, Production, ReviewDecided, ReviewRequested,
+    ChecksFailed,
+    ChecksPassed,
+    Escalation,
+    PolicyRef,
+    Production,
+    ReviewDecided,
+    ReviewRequested,
     Submission,
 )
-from shared.workflow.matching import Loaded
+from shared.workflow.matching import ConditionError, Loaded
 
 
 @dataclass(frozen=True)

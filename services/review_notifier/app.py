@@ -59,6 +59,7 @@ class ReviewNotifier:
 
         @subscribe(self.broker, topics.REVIEW_REQUESTED, SERVICE)
         async def on_review_requested(event: ReviewRequested) -> None:
+            assert self.reviewer is not None, "start() opens it before the broker consumes"
             await self.reviewer.open(event)
 
         self.on_review_requested = on_review_requested
@@ -81,6 +82,7 @@ class ReviewNotifier:
 
     async def serve(self) -> None:
         """Serve HTTP and run the deadline loop beside the broker."""
+        assert self.reviewer is not None and self.notifier is not None, "start() opened them"
         self._running = [asyncio.create_task(self.server.serve()),
                          asyncio.create_task(self.reviewer.run(self.settings.tick_seconds))]
         self.log.info("http_listening", host=self.settings.http_host, port=self.settings.http_port,

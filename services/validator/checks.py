@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shared.events import (
-    CheckResult, ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef, Production, Submission,
+    CheckResult,
+    ChecksFailed,
+    ChecksPassed,
+    ModelSubmitted,
+    PolicyRef,
+    Production,
+    Submission,
 )
 
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
@@ -66,9 +72,10 @@ def _bound(name: str, value: float | None, bound: float, at_least: bool) -> Chec
 
 def parity_ratio(group_metrics: Mapping[str, Mapping[str, float]], minimum: float) -> CheckResult:
     """Demographic parity ratio: lowest selection rate over highest (the four-fifths rule)."""
-    rates = {g: m.get("selection_rate") for g, m in group_metrics.items()}
+    found = {g: m.get("selection_rate") for g, m in group_metrics.items()}
     name = "fairness:parity_ratio"
-    if len(rates) < 2 or any(r is None for r in rates.values()):
+    rates = {g: r for g, r in found.items() if r is not None}
+    if len(found) < 2 or len(rates) < len(found):
         return CheckResult(name=name, passed=False, threshold=minimum,
                            message="needs selection_rate for at least two groups in group_metrics")
     if any(r < 0 or r > 1 for r in rates.values()):
@@ -78,7 +85,7 @@ def parity_ratio(group_metrics: Mapping[str, Mapping[str, float]], minimum: floa
     # Rounded before comparing: 0.32 / 0.40 is 0.7999999999999999 in floating point, and exactly
     # four-fifths must pass the four-fifths rule.
     ratio = round(min(rates.values()) / highest, 6) if highest > 0 else 1.0
-    low, high = min(rates, key=rates.get), max(rates, key=rates.get)
+    low, high = min(rates, key=rates.__getitem__), max(rates, key=rates.__getitem__)
     return CheckResult(name=name, passed=ratio >= minimum, measured=ratio, threshold=minimum,
                        message=f"parity ratio {ratio:.3f} ({low} {rates[low]} / {high} {rates[high]}), "
                        f"required >= {minimum}")

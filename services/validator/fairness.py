@@ -172,8 +172,12 @@ def _evaluate(cells: Cells, min_ratio: float, max_difference: float | None) -> l
     # Imported here: fairlearn brings pandas and scikit-learn, 1.5 s to import, needed only here.
     import numpy as np
     from fairlearn.metrics import (
-        MetricFrame, demographic_parity_ratio, equalized_odds_difference, false_positive_rate,
-        selection_rate, true_positive_rate,
+        MetricFrame,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
     )
 
     # fairlearn works row by row in Python (minutes for millions of rows), so it gets one row per
@@ -191,7 +195,7 @@ def _evaluate(cells: Cells, min_ratio: float, max_difference: float | None) -> l
     ratio = demographic_parity_ratio(**args, sample_weight=weight)
     ratio = 1.0 if math.isnan(ratio) else round(ratio, 6)  # nobody selected in any group: parity
     sel = {g: r["selection_rate"] for g, r in per_group.items()}
-    low, high = min(sel, key=sel.get), max(sel, key=sel.get)
+    low, high = min(sel, key=sel.__getitem__), max(sel, key=sel.__getitem__)
     results = [CheckResult(
         name=PARITY_EVALUATED, passed=ratio >= min_ratio, measured=ratio, threshold=min_ratio,
         message=f"parity ratio {ratio:.3f}{over} ({low} {sel[low]:.3f} / {high} {sel[high]:.3f}), "

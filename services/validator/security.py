@@ -180,6 +180,7 @@ def _walk(f: IO[bytes], stream: _Stream) -> None:
         while True:
             for op, arg, _ in pickletools.genops(f):
                 if op.name in ("GLOBAL", "INST"):
+                    assert isinstance(arg, str), "GLOBAL and INST carry 'module name' as text"
                     stream.imports.add(".".join(arg.split(" ", 1)))
                 elif op.name in ("EXT1", "EXT2", "EXT4"):
                     stream.imports.add(f"copyreg.extension_{arg}")

@@ -100,7 +100,9 @@ def _chain(member: Tree) -> tuple[Token, list[str]] | None:
     if child.data == "primary":
         inner = child.children[0]
         if isinstance(inner, Tree) and inner.data == "ident":
-            return inner.children[0], []
+            token = inner.children[0]
+            assert isinstance(token, Token), "an ident node holds one IDENT token"
+            return token, []
         return None
     if child.data in ("member_dot", "member_index") and isinstance(child.children[0], Tree):
         base = _chain(child.children[0])

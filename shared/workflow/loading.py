@@ -11,6 +11,7 @@ target-specific keys and replaces the step's inputs by the target's typed inputs
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def _semantics(path: Path, workflow: Workflow, groups: dict[str, tuple[str, ...]
     return problems
 
 
-def _explain(path: Path, data: dict, err: dict) -> str:
+def _explain(path: Path, data: dict, err: Mapping[str, Any]) -> str:
     """A pydantic error as 'file: step 'x' (steps[1]): field: message'."""
     loc = list(err["loc"])
     where = ""

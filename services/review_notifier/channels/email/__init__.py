@@ -42,7 +42,9 @@ class EmailSettings(BaseModel):
                                             description="approver identity -> email address, JSON")
     token_key: SecretStr | None = Field(default=None, description="HMAC key of email-link tokens")
 
-    unset_email = unset_when_empty("smtp_host", "smtp_username", "smtp_password", "token_key")
+    # A validator, not a field: the pydantic plugin recognizes only field_validator(...)(f) written out.
+    unset_email = unset_when_empty(  # type: ignore[pydantic-field]
+        "smtp_host", "smtp_username", "smtp_password", "token_key")
 
     @model_validator(mode="after")
     def _links_are_signed(self) -> EmailSettings:
@@ -84,6 +86,7 @@ class EmailChannel:
     async def announce(self, review: Review) -> None:
         """Mail each approver of the current stage (the escalation approvers once escalated), once."""
         at = stage(review)
+        assert self.notices is not None, "the Notifier announces only through opened channels"
         for approver in review.escalation.approvers if review.escalation else review.request.approvers:
             if self.notices.get(review, f"{at}:{approver}") is None and await self._mail(review, approver):
                 self.notices.record(review, f"{at}:{approver}", {})
@@ -100,6 +103,7 @@ class EmailChannel:
         address = self.addresses.get(approver)
         if not (self.sends and address) or approver == review.request.submission.submitter:
             return False
+        assert self.token_key is not None and self.mailer is not None  # both, since self.sends
         links = {action: messages.link(self.public_url, tokens.issue(
                      self.token_key, review.submission_id, approver, action, review.deadline))
                  for action in ("approve", "reject")}
