@@ -116,3 +116,6 @@ class EmailChannel:
             return False
         log.info("mail_sent", submission_id=str(review.submission_id), approver=approver, reminder=reminder)
         return True
+
+
+CHANNEL = EmailChannel  # what the registry (channels/__init__.py) lists
