@@ -87,8 +87,7 @@ def follow(broker: KafkaBroker, topic: str, **options: Any):
         group_id=None,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
-        decoder=_decode_body,
-        **options,
+        **{"decoder": _decode_body, **options},
     )
 
 

@@ -35,7 +35,9 @@ from shared.events import (
     RevocationRequested,
     RollbackRequested,
 )
+from shared.facts import Facts
 from shared.logging import configure
+from shared.rejections import Rejections
 from shared.workflow.loading import load_or_exit
 
 
@@ -48,6 +50,9 @@ class Deployer:
                                DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked)
         self._service: Service | None = None
         self._scheduler: asyncio.Task | None = None
+        self.rejections = Rejections()
+        self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self.rejections.apply,
+                           settings.kafka_bootstrap_servers)
 
         @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
         async def on_checks_passed(event: ChecksPassed) -> None:
@@ -91,7 +96,8 @@ class Deployer:
         model_store.clean_staging(settings)
         settings.download_dir.mkdir(parents=True, exist_ok=True)
         deps = Deps.from_settings(settings, store)
-        self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit)
+        self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit,
+                                rejections=self.rejections, caught_up=self.facts.caught_up)
         for problem in targets.problems(workflows, settings):
             self.log.warning("target_not_ready", problem=problem)  # its deployments will fail, saying so
 
@@ -111,6 +117,7 @@ class Deployer:
 
     async def close(self) -> None:
         await self.stop_scheduler()  # a start-up that failed half-way never reached on_shutdown
+        await self.facts.close()
         if self._service is not None:  # after the broker stopped: no handler is using the store any more
             self._service.store.close()
             self._service = None

@@ -11,7 +11,7 @@ from services.deployer import lifecycle, rollout
 from services.deployer.lifecycle import Lifecycle, SubmissionEvent
 from services.deployer.rollout import Release
 from services.deployer.targets import TargetError
-from shared.events import DeploymentProgressed, utcnow
+from shared.events import ChecksFailed, DeploymentProgressed, utcnow
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -26,9 +26,13 @@ async def on_submission_event(s: Service, event: SubmissionEvent) -> None:
     async with s.locks[candidate.model]:
         before = s.store.load(event.submission_id)
         digest = candidate.artifact_sha256
+        if not isinstance(event, ChecksFailed):
+            # What may lead to a deployment is decided with every rejection Kafka acknowledged
+            # before now, on any partition, however far this deployer's groups lag.
+            await s.caught_up()
         state, actions = lifecycle.advance(
             before, event, rollout.deploy_plan(*s.workflows.match(candidate.model)),
-            digest_rejected=s.store.is_rejected(digest),
+            digest_rejected=s.rejected(digest),
             revoked=s.store.revocation(event.submission_id, digest, candidate.model, candidate.version))
         await carry_out(s, before, state, actions)
 

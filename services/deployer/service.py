@@ -22,10 +22,15 @@ from services.deployer import deploying, revocation, rollback
 from services.deployer.state import StateStore
 from services.deployer.targets import Target
 from shared.events import Event, RevocationRequested, RollbackRequested
+from shared.rejections import Rejections
 from shared.workflow.matching import WorkflowSet
 from shared.workflow.schema import DeployInputs
 
 log = structlog.get_logger()
+
+
+async def _nothing_to_wait_for() -> None:
+    return None
 
 
 class Service:
@@ -33,9 +38,19 @@ class Service:
     names), emitter and clock, and one lock per model."""
 
     def __init__(self, store: StateStore, workflows: WorkflowSet, target: Callable[[DeployInputs], Target],
-                 emit: Callable[[Event], Awaitable[None]], clock: Callable[[], float] = time.time) -> None:
+                 emit: Callable[[Event], Awaitable[None]], clock: Callable[[], float] = time.time,
+                 rejections: Rejections | None = None,
+                 caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store, self.workflows, self.target, self.emit, self.clock = store, workflows, target, emit, clock
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Every final rejection on review.decided, and a wait until they are all read (shared.facts).
+        self.rejections = rejections or Rejections()
+        self.caught_up = caught_up or _nothing_to_wait_for
+
+    def rejected(self, sha256: str) -> bool:
+        """Whether the digest was rejected for good: by a decision this deployer handled, or by any
+        on review.decided (call `caught_up` first)."""
+        return self.store.is_rejected(sha256) or self.rejections.get(sha256) is not None
 
     async def on_submission_event(self, event: deploying.SubmissionEvent) -> None:
         await deploying.on_submission_event(self, event)

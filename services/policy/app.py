@@ -1,6 +1,7 @@
-"""Wiring of the policy service: checks.* in, review.* out; review.decided in, to remember
-rejections; deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know
-each model in production.
+"""Wiring of the policy service: checks.* in, review.* out; review.decided followed from the
+beginning and read to its end before each decision, so no acknowledged rejection is missed;
+deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
+production.
 
 `build(settings)` wires everything and opens nothing; the app's start-up hook loads the workflows,
 opens the state, creates the topics and rebuilds production. Run it with
@@ -18,9 +19,11 @@ from services.policy.state import PolicyStore
 from shared import topics
 from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
-from shared.events import ChecksFailed, ChecksPassed, ReviewDecided, ReviewRequested
+from shared.events import ChecksFailed, ChecksPassed, Event, ReviewDecided, ReviewRequested
+from shared.facts import Facts
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
+from shared.rejections import Rejections, bans
 from shared.replay import follow_into, rebuild
 from shared.workflow.loading import load_or_exit
 from shared.workflow.matching import WorkflowSet
@@ -36,14 +39,20 @@ class Policy:
         self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
         self.workflows = WorkflowSet(())
         self._store: PolicyStore | None = None
+        # Every final rejection on review.decided, read to its end before each decision: a
+        # rejection Kafka acknowledged is never missed, whatever partition it is on.
+        self.rejections = Rejections()
+        self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self._learn, settings.kafka_bootstrap_servers)
 
         @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
         async def on_checks_passed(event: ChecksPassed) -> None:
             if self.store.has_decided(event.submission_id):
                 return  # a redelivered checks event: the decision was made and emitted already
             candidate = event.submission.candidate
-            await self._emit(rules.on_checks_passed(event, self._match(candidate.model),
-                                                    self.store.rejection(candidate.artifact_sha256),
+            await self.facts.caught_up()
+            digest = candidate.artifact_sha256
+            rejection = self.store.rejection(digest) or self.rejections.get(digest)
+            await self._emit(rules.on_checks_passed(event, self._match(candidate.model), rejection,
                                                     self.production.get(candidate.model)))
 
         @subscribe(self.broker, topics.CHECKS_FAILED, SERVICE)
@@ -51,15 +60,7 @@ class Policy:
             if not self.store.has_decided(event.submission_id):
                 await self._emit(rules.on_checks_failed(event, self._match(event.submission.candidate.model)))
 
-        @subscribe(self.broker, topics.REVIEW_DECIDED, SERVICE)
-        async def on_review_decided(event: ReviewDecided) -> None:
-            """Every rejection, automatic or human, makes its digest rejected for good (unless the
-            bytes were never verified to have that digest)."""
-            if event.outcome == "rejected" and event.final_for_artifact:
-                self.store.record_rejection(event)
-
         self.on_checks_passed, self.on_checks_failed = on_checks_passed, on_checks_failed
-        self.on_review_decided = on_review_decided
         self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
 
     @property
@@ -79,7 +80,17 @@ class Policy:
         events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
 
+    def _learn(self, event: Event) -> bool:
+        """Every rejection, automatic or human, makes its digest rejected for good (unless the
+        bytes were never verified to have that digest); remembered in the state too, so it
+        outlives the topic's retention."""
+        if bans(event) and self._store is not None:
+            assert isinstance(event, ReviewDecided)
+            self._store.record_rejection(event)
+        return self.rejections.apply(event)
+
     async def close(self) -> None:
+        await self.facts.close()
         if self._store is not None:  # after the broker stopped: no handler is using the store any more
             self._store.close()
             self._store = None
@@ -92,7 +103,8 @@ class Policy:
         # Emit, then remember: a crash in between re-decides on redelivery with the same event_id.
         await self.emitter.emit(decision)
         self.store.record_decision(decision.submission_id, decision.event_id)
-        if isinstance(decision, ReviewDecided) and decision.outcome == "rejected" and decision.final_for_artifact:
+        if bans(decision):
+            assert isinstance(decision, ReviewDecided)
             self.store.record_rejection(decision)
         self.log.info("policy_decided", outcome=getattr(decision, "outcome", "review_requested"),
                       workflow=decision.policy.name, rule=decision.policy.rule)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from shared.events import (
     ChecksFailed,
@@ -25,18 +24,8 @@ from shared.events import (
     ReviewRequested,
     Submission,
 )
+from shared.rejections import Rejection
 from shared.workflow.matching import ConditionError, Loaded
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """An earlier rejection of an artifact digest."""
-
-    event_id: uuid.UUID
-    submission_id: uuid.UUID
-    decided_by: str
-    at: datetime
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from services.policy.rules import Rejection
 from shared.events import ReviewDecided
+from shared.rejections import Rejection
 from shared.sqlite import open_durable
 
 SCHEMA = """

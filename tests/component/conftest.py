@@ -118,6 +118,8 @@ async def build_app(tmp_path, artifact_root, workflows, broker_mode):
         known = settings_cls.model_fields
         settings = settings_cls(**{k: v for k, v in {**defaults, **fields}.items() if k in known})
         wiring = importlib.import_module(f"services.{name}.app").build(settings)
+        if hasattr(wiring, "facts"):  # in memory a publish is handled before it returns: no wait
+            wiring.facts.in_memory = broker_mode == "memory"
         wiring.open()
         built.append(wiring)
         return wiring

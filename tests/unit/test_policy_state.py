@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.policy.rules import Rejection
+from shared.rejections import Rejection
 from services.policy.state import PolicyStore
 from tests.unit import factories as f
 

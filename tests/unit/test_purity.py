@@ -17,6 +17,7 @@ DECIDERS = (
     "services.review_notifier.reviews",
     "services.validator.checks",
     "shared.production",
+    "shared.rejections",
     "shared.workflow.schema",
     "shared.workflow.matching",
     "shared.sources.policy",
