@@ -12,7 +12,13 @@ import pytest
 
 from shared import topics
 from shared.events import (
-    Candidate, CheckResult, ChecksPassed, ModelSubmitted, PolicyRef, ReviewDecided, Submission,
+    Candidate,
+    CheckResult,
+    ChecksPassed,
+    ModelSubmitted,
+    PolicyRef,
+    ReviewDecided,
+    Submission,
 )
 from signoff import client
 from tests.e2e.conftest import Env
@@ -24,7 +30,8 @@ pytestmark = pytest.mark.kafka
 COPIES = 20
 
 
-async def reject_while_down(e2e: Env, events: EventLog, model: str, down: tuple[str, ...]) -> tuple[ReviewDecided, bytes]:
+async def reject_while_down(e2e: Env, events: EventLog, model: str,
+                            down: tuple[str, ...]) -> tuple[ReviewDecided, bytes]:
     """A submission a reviewer rejects while `down` are killed; its decision and its bytes."""
     first = submit(e2e, model, "1.0.0", accuracy=0.85)  # below the bar: a person decides
     await e2e.review_open(first)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.rejections import Rejection
 from services.policy.state import PolicyStore
+from shared.rejections import Rejection
 from tests.unit import factories as f
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
