@@ -269,10 +269,25 @@ class DeploymentRevoked(Event):
     was_in_production: bool
 
 
+class DeploymentSuperseded(Event):
+    """An approved submission that was not deployed because a newer submission of the same model
+    is already in production (or rolling out): production never moves backwards unless an
+    operator asks (a rollback). Newer means submitted later (see docs/deployer.md)."""
+
+    topic = topics.DEPLOYMENT_SUPERSEDED
+    type = "signoff.deployment.superseded"
+
+    candidate: Candidate
+    target: NonEmpty
+    superseded_by: uuid.UUID = Field(description="submission_id of the newer release in production")
+    superseded_by_version: Version
+    reason: str
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ModelSubmitted, ChecksPassed, ChecksFailed, ReviewRequested, ReviewDecided,
     DeploymentSucceeded, DeploymentFailed, ReviewEscalated, RollbackRequested, RevocationRequested,
-    DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked,
+    DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked, DeploymentSuperseded,
 )
 BY_TOPIC: dict[str, type[Event]] = {cls.topic: cls for cls in EVENT_TYPES}
 BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_TYPES}

@@ -15,6 +15,7 @@ REVOCATION_REQUESTED = "revocation.requested"
 DEPLOYMENT_PROGRESSED = "deployment.progressed"
 DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
 DEPLOYMENT_REVOKED = "deployment.revoked"
+DEPLOYMENT_SUPERSEDED = "deployment.superseded"
 
 EVENT_TOPICS = (
     MODEL_SUBMITTED,
@@ -30,6 +31,7 @@ EVENT_TOPICS = (
     DEPLOYMENT_PROGRESSED,
     DEPLOYMENT_ROLLED_BACK,
     DEPLOYMENT_REVOKED,
+    DEPLOYMENT_SUPERSEDED,
 )
 
 # Topics some service consumes: their bad events are dead-lettered.

@@ -28,7 +28,7 @@ workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True
 app.add_typer(workflow_app, name="workflow")
 
 EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
-              "pending": 2}
+              "superseded": 5, "pending": 2}
 
 
 @app.command()
@@ -88,7 +88,7 @@ def watch(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
 ) -> None:
     """Follow a submission to its end and print its timeline.
-    Exit code: 0 deployed, 3 rejected, 4 deployment failed, 2 still pending at the timeout."""
+    Exit code: 0 deployed, 3 rejected, 4 deployment failed, 5 superseded, 2 still pending at the timeout."""
     async def run() -> str:
         last = "pending"
         async for event in client.follow(ClientSettings().kafka_bootstrap_servers, submission_id, timeout):

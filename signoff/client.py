@@ -103,7 +103,7 @@ async def read_events(bootstrap_servers: str, topic_names: tuple[str, ...],
 HISTORY_TOPICS = (
     topics.REVIEW_DECIDED, topics.DEPLOYMENT_PROGRESSED, topics.DEPLOYMENT_SUCCEEDED,
     topics.DEPLOYMENT_FAILED, topics.ROLLBACK_REQUESTED, topics.REVOCATION_REQUESTED,
-    topics.DEPLOYMENT_ROLLED_BACK, topics.DEPLOYMENT_REVOKED,
+    topics.DEPLOYMENT_ROLLED_BACK, topics.DEPLOYMENT_REVOKED, topics.DEPLOYMENT_SUPERSEDED,
 )
 
 

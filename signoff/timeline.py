@@ -9,6 +9,7 @@ from shared.events import (
     DeploymentRevoked,
     DeploymentRolledBack,
     DeploymentSucceeded,
+    DeploymentSuperseded,
     Event,
     ModelSubmitted,
     ReviewDecided,
@@ -21,7 +22,8 @@ from shared.events import (
 
 def is_terminal(event: Event) -> bool:
     """Deployed, failed to deploy, or rejected: nothing more will happen to this submission."""
-    if isinstance(event, (DeploymentSucceeded, DeploymentFailed, DeploymentRolledBack, DeploymentRevoked)):
+    if isinstance(event, (DeploymentSucceeded, DeploymentFailed, DeploymentRolledBack, DeploymentRevoked,
+                          DeploymentSuperseded)):
         return True
     return isinstance(event, ReviewDecided) and event.outcome == "rejected"
 
@@ -67,6 +69,8 @@ def outcome(event: Event) -> str:
         return "rolled back"
     if isinstance(event, DeploymentRevoked):
         return "revoked"
+    if isinstance(event, DeploymentSuperseded):
+        return "superseded"
     return "pending"
 
 
@@ -98,6 +102,8 @@ def describe(event: Event) -> str:
             return f"{target}: stage {stage} at {pct}% of traffic"
         case DeploymentRolledBack(model=model, from_version=old, to_version=new, requested_by=by, reason=reason):
             return f"{model} {old or '(none)'} -> {new}, by {by}: {reason}"
+        case DeploymentSuperseded(superseded_by_version=version, reason=reason):
+            return f"not deployed, superseded by {version}: {reason}"
         case DeploymentRevoked(candidate=c, requested_by=by, reason=reason, was_in_production=live):
             return f"{c.model} {c.version} revoked by {by}{' (was in production)' if live else ''}: {reason}"
     return ""

@@ -74,7 +74,7 @@ class EventLog:
         """The submission's first deployment.* or rejecting review.decided."""
         def terminal(log: EventLog) -> Seen | None:
             for s in log.about(submission_id):
-                if s.topic in (topics.DEPLOYMENT_SUCCEEDED, topics.DEPLOYMENT_FAILED):
+                if s.topic in (topics.DEPLOYMENT_SUCCEEDED, topics.DEPLOYMENT_FAILED, topics.DEPLOYMENT_SUPERSEDED):
                     return s
                 if s.topic == topics.REVIEW_DECIDED and s.event and s.event.outcome == "rejected":
                     return s

@@ -31,6 +31,7 @@ from shared.events import (
     DeploymentRevoked,
     DeploymentRolledBack,
     DeploymentSucceeded,
+    DeploymentSuperseded,
     ReviewDecided,
     RevocationRequested,
     RollbackRequested,
@@ -47,7 +48,8 @@ class Deployer:
         self.log = configure(settings.log_level)
         self.broker = make_broker(settings, SERVICE)
         self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", DeploymentSucceeded, DeploymentFailed,
-                               DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked)
+                               DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked,
+                               DeploymentSuperseded)
         self._service: Service | None = None
         self._scheduler: asyncio.Task | None = None
         self.rejections = Rejections()

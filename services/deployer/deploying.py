@@ -32,9 +32,17 @@ async def on_submission_event(s: Service, event: SubmissionEvent) -> None:
             await s.caught_up()
         state, actions = lifecycle.advance(
             before, event, rollout.deploy_plan(*s.workflows.match(candidate.model)),
-            digest_rejected=s.rejected(digest),
+            digest_rejected=s.rejected(digest), ahead=ahead(s, candidate.model),
             revoked=s.store.revocation(event.submission_id, digest, candidate.model, candidate.version))
         await carry_out(s, before, state, actions)
+
+
+def ahead(s: Service, model: str) -> Release | None:
+    """The newest release of `model` in production or rolling out (what an approval must not
+    replace if it was submitted earlier)."""
+    live = [r for r in (s.store.production(model), *map(s.store.release, s.store.scheduled(model)))
+            if r is not None and r.checked_at is not None]
+    return max(live, key=lambda r: r.checked_at or 0, default=None)
 
 
 async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: list[lifecycle.Action]) -> None:
@@ -47,7 +55,7 @@ async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: li
                 # The ban first: from here on, nothing deploys this digest or version either.
                 s.store.revoke(action.why, state.submission_id, c.artifact_sha256, c.model, c.version)
                 await s.emit(action.event)
-            case lifecycle.Fail():
+            case lifecycle.Fail() | lifecycle.Supersede():
                 await s.emit(action.event)
             case lifecycle.BanDigest(sha256=sha256):
                 ban = sha256
@@ -64,7 +72,7 @@ async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
     assert inputs is not None, "the lifecycle deploys only with a deploy step"
     previous = s.store.production(action.candidate.model)
     release = Release(submission_id=state.submission_id, candidate=action.candidate,
-                      approval=action.approval, metrics=state.metrics, deploy=inputs)
+                      approval=action.approval, metrics=state.metrics, deploy=inputs, checked_at=state.checked_at)
     try:
         target = s.target(inputs)
         location = await target.prepare(release, manifest(release, action.plan))

@@ -4,12 +4,15 @@
     open --checks passed + approved (same digest)--> deploying --> deployed   (terminal)
     deploying --first canary stage handed to the target--> rolling_out --last stage--> deployed
     open --approval for another digest, no deploy step, or the deploy fails--> failed   (terminal)
+    open --approved, but a newer submission is in production or rolling out--> superseded (terminal)
     any --revocation--> revoked                                               (terminal)
 
 Checks and decisions arrive on different topics, so in either order: an approval that arrives
 before checks.passed waits for it. A rejected digest is rejected for good, whatever submission
 carries it later; so is a revoked one. While `rolling_out`, the scheduler owns the submission:
-a redelivered approval starts nothing.
+a redelivered approval starts nothing. Production never moves backwards: "newer" is submitted
+later, which the validator's checks.passed stamps (`checked_at`): it checks one model's
+submissions in the order they were submitted (one partition per model), one after the other.
 
 `advance` returns the next state and every action to carry out; the service only executes them.
 Pure: the event contract and the workflow schema, no I/O.
@@ -20,7 +23,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from services.deployer.rollout import Plan, StoredInputs
+from services.deployer.rollout import Plan, Release, StoredInputs
 from shared.events import (
     Candidate,
     ChecksFailed,
@@ -28,15 +31,17 @@ from shared.events import (
     DeploymentFailed,
     DeploymentRevoked,
     DeploymentSucceeded,
+    DeploymentSuperseded,
     Frozen,
     Metrics,
     ReviewDecided,
     RevocationRequested,
 )
+from shared.values import UtcDatetime
 from shared.workflow.schema import DeployInputs
 
-Status = Literal["open", "deploying", "rolling_out", "deployed", "rejected", "failed", "revoked"]
-TERMINAL = ("deployed", "rejected", "failed", "revoked")
+Status = Literal["open", "deploying", "rolling_out", "deployed", "rejected", "failed", "revoked", "superseded"]
+TERMINAL = ("deployed", "rejected", "failed", "revoked", "superseded")
 SubmissionEvent = ChecksPassed | ChecksFailed | ReviewDecided
 
 
@@ -44,6 +49,7 @@ class Lifecycle(Frozen):
     submission_id: uuid.UUID
     status: Status = "open"
     checked: Candidate | None = None  # the candidate whose checks passed
+    checked_at: UtcDatetime | None = None  # when they first passed: the submission's place in order
     metrics: Metrics = {}
     approval: ReviewDecided | None = None
     note: str = ""
@@ -92,6 +98,24 @@ class Fail(Frozen):
         return failed_event(self.approval, self.target, self.reason)
 
 
+class Supersede(Frozen):
+    """Emit deployment.superseded: a newer release of the model is in production or rolling out."""
+
+    approval: ReviewDecided
+    target: str
+    by: Release
+
+    @property
+    def event(self) -> DeploymentSuperseded:
+        a, by = self.approval, self.by
+        return DeploymentSuperseded.caused_by(
+            a, candidate=a.candidate, target=self.target, superseded_by=by.submission_id,
+            superseded_by_version=by.version,
+            reason=f"{by.candidate.model} {by.version} (submission {by.submission_id}), submitted later, is "
+                   f"already in production or rolling out; production does not move backwards "
+                   f"(an operator can roll back)")
+
+
 class BanDigest(Frozen):
     """Record, with the rejected state, that this artifact digest is never deployed."""
 
@@ -106,14 +130,15 @@ class Deploy(Frozen):
     plan: Plan
 
 
-Action = AnnounceRevocation | Fail | BanDigest | Deploy
+Action = AnnounceRevocation | Fail | Supersede | BanDigest | Deploy
 
 
 def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_rejected: bool = False,
-            revoked: str | None = None) -> tuple[Lifecycle, list[Action]]:
+            revoked: str | None = None, ahead: Release | None = None) -> tuple[Lifecycle, list[Action]]:
     """The next state, and what to do now. `plan`: how the model's workflow deploys it;
     `digest_rejected`: the event's artifact digest was rejected before (by any submission);
-    `revoked`: why its submission, digest or model version was revoked, if it was."""
+    `revoked`: why its submission, digest or model version was revoked, if it was; `ahead`: the
+    newest release of the model in production or rolling out, if any."""
     if state.status == "revoked" and not state.announced:
         assert state.revocation is not None  # set with the status by `revoke`
         announce = AnnounceRevocation(request=state.revocation, candidate=candidate_of(event))
@@ -126,17 +151,19 @@ def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_reje
         return _rejected(state, event, event.reason)
     if isinstance(event, ChecksPassed):
         state = state.model_copy(update={"checked": event.submission.candidate,
-                                         "metrics": event.submission.metrics})
+                                         "metrics": event.submission.metrics,
+                                         "checked_at": state.checked_at or event.occurred_at})
     elif state.approval is not None and state.approval.candidate != event.candidate:
         reason = (f"two approvals for different artifacts ({state.approval.candidate.artifact_sha256} "
                   f"and {event.candidate.artifact_sha256}); deploying neither")
         return _failed(state, event, plan.target, reason)
     else:
         state = state.model_copy(update={"approval": event})
-    return _ready(state, plan, digest_rejected, revoked)
+    return _ready(state, plan, digest_rejected, revoked, ahead)
 
 
-def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | None) -> tuple[Lifecycle, list[Action]]:
+def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | None,
+           ahead: Release | None) -> tuple[Lifecycle, list[Action]]:
     if state.checked is None or state.approval is None:
         return state, []  # wait for the other half
     approval = state.approval
@@ -153,6 +180,10 @@ def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | N
         return _failed(state, approval, plan.target, f"{revoked}; a revoked artifact is never deployed again")
     if plan.inputs is None:
         return _failed(state, approval, plan.target, plan.why)
+    if newer(ahead, state):
+        assert ahead is not None
+        supersede = Supersede(approval=approval, target=plan.target, by=ahead)
+        return state.model_copy(update={"status": "superseded", "note": supersede.event.reason}), [supersede]
     return state.model_copy(update={"status": "deploying"}), [Deploy(candidate=state.checked, approval=approval,
                                                                      plan=plan)]
 
@@ -164,6 +195,14 @@ def _rejected(state: Lifecycle, event: SubmissionEvent, note: str) -> tuple[Life
 
 def _failed(state: Lifecycle, approval: ReviewDecided, target: str, reason: str) -> tuple[Lifecycle, list[Action]]:
     return failed(state, reason), [Fail(approval=approval, target=target, reason=reason)]
+
+
+def newer(release: Release | None, state: Lifecycle) -> bool:
+    """Whether `release` was submitted after the submission of `state`. Unknown order (a release
+    or state stored before the order was kept) is not newer: it deploys as it did before."""
+    return (release is not None and release.submission_id != state.submission_id
+            and release.checked_at is not None and state.checked_at is not None
+            and release.checked_at > state.checked_at)
 
 
 def candidate_of(event: SubmissionEvent) -> Candidate:

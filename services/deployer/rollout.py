@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import PlainSerializer
 
 from shared.events import Candidate, Frozen, Metrics, ReviewDecided
+from shared.values import UtcDatetime
 from shared.workflow.matching import Loaded
 from shared.workflow.schema import DeployInputs
 
@@ -42,6 +43,8 @@ class Release(Frozen):
     location: str = ""
     health: Health = "healthy"
     promoted: int = 0
+    # When its checks passed: the order of a model's submissions (None: stored before it was kept).
+    checked_at: UtcDatetime | None = None
 
     @property
     def target(self) -> str:

@@ -11,8 +11,8 @@ from faststream import FastStream
 from services.deployer import app
 from services.deployer.settings import DeployerSettings
 from shared import topics
-from shared.events import DeploymentFailed, DeploymentSucceeded
-from tests.component.conftest import publish, running, sent
+from shared.events import DeploymentFailed, DeploymentSucceeded, DeploymentSuperseded
+from tests.component.conftest import publish, running, sent, sent_all
 from tests.unit import factories as f
 
 
@@ -139,3 +139,29 @@ def test_building_the_app_opens_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SystemExit, match="invalid workflows"):
         wiring.open()  # opening is what reads them
+
+
+async def test_a_late_approval_of_an_older_submission_is_superseded(deployer, artifact_root, tmp_path):
+    """1.2.0 waits for a person while 1.6.0, submitted later, is approved and deployed; then 1.2.0
+    is approved: production stays at 1.6.0 and 1.2.0 ends superseded."""
+    def submission(version: str):
+        path = artifact_root / f"fraud-{version}.onnx"
+        path.write_bytes(b"weights " + version.encode())
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return f.submitted(f.submission(f.candidate(version=version, artifact_uri=path.as_uri(),
+                                                    artifact_sha256=digest)))
+
+    older, newer = submission("1.2.0"), submission("1.6.0")
+    async with running(deployer.broker) as br:
+        await publish(br, f.checks_passed(older))  # checked first: submitted first
+        await publish(br, f.checks_passed(newer))
+        await publish(br, f.decided(newer))
+        await publish(br, f.decided(older))  # the late human approval
+        [deployed] = sent_all(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)
+        superseded = sent(deployer.emitter.publishers[DeploymentSuperseded], topics.DEPLOYMENT_SUPERSEDED)
+    assert deployed.candidate.version == "1.6.0"
+    assert (superseded.candidate.version, superseded.superseded_by) == ("1.2.0", newer.submission_id)
+    assert superseded.superseded_by_version == "1.6.0"
+    assert (tmp_path / "store" / "fraud-detector" / "PRODUCTION").read_text().strip() == "1.6.0"
+    assert not (tmp_path / "store" / "fraud-detector" / "1.2.0").exists()
+    assert deployer.store.load(older.submission_id).status == "superseded"

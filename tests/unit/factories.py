@@ -17,6 +17,7 @@ from shared.events import (
     DeploymentRevoked,
     DeploymentRolledBack,
     DeploymentSucceeded,
+    DeploymentSuperseded,
     ModelSubmitted,
     PolicyRef,
     ReviewDecided,
@@ -114,7 +115,10 @@ def every_event(cause: ModelSubmitted | None = None) -> list:
                                  to_version="1.3.0", to_submission_id=uuid.uuid4(), target="model-store",
                                  requested_by="ops", reason="latency regression"),
             DeploymentRevoked.caused_by(cause, candidate=cand, requested_by="sec", reason="leak",
-                                        was_in_production=True)]
+                                        was_in_production=True),
+            DeploymentSuperseded.caused_by(cause, candidate=cand, target="model-store",
+                                           superseded_by=uuid.uuid4(), superseded_by_version="1.6.0",
+                                           reason="1.6.0, submitted later, is in production")]
 
 
 GROUPS = "leads: [bob, carol]\nrisk: [dave, erin]\n"

@@ -1,9 +1,10 @@
 """The deployer's state machine: deploy exactly the approved, checked artifact, once, never after a 'no';
-and every action it returns (Deploy, Fail, BanDigest, AnnounceRevocation)."""
+and every action it returns (Deploy, Fail, Supersede, BanDigest, AnnounceRevocation)."""
 
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 import pytest
 from hypothesis import example, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.deployer import lifecycle
 from services.deployer.lifecycle import AnnounceRevocation, BanDigest, Deploy, Fail, Lifecycle
-from services.deployer.rollout import Plan
+from services.deployer.rollout import Plan, Release
 from shared.events import CheckResult, ChecksFailed, ChecksPassed, RevocationRequested
 from shared.workflow.schema import DeployInputs
 from tests.unit import factories as f
@@ -231,3 +232,48 @@ def test_only_verified_bytes_get_their_digest_banned():
     assert lifecycle.bans_digest(unread) is False
     assert lifecycle.bans_digest(f.checks_failed(cause)) is True
     assert lifecycle.bans_digest(f.decided(cause, outcome="rejected")) is True
+
+
+# --- Supersede: production never moves backwards ----------------------------------------------
+
+def release_of(cause, checked_at, version: str = "1.6.0"):
+    cand = f.candidate(version=version, artifact_sha256=f.OTHER_SHA)
+    return Release(submission_id=cause.submission_id, candidate=cand, approval=f.decided(cause, cand=cand),
+                   deploy=DeployInputs(), checked_at=checked_at)
+
+
+@pytest.mark.parametrize("order", [(PASSED, APPROVED), (APPROVED, PASSED)], ids=["checks-first", "approval-first"])
+def test_an_approval_submitted_before_the_release_in_production_is_superseded(order):
+    newer = release_of(f.submitted(), PASSED.occurred_at + timedelta(seconds=1))
+    state = Lifecycle(submission_id=CAUSE.submission_id)
+    for event in order:
+        state, actions = lifecycle.advance(state, event, PLAN, ahead=newer)
+    assert state.status == "superseded" and str(newer.submission_id) in state.note
+    [supersede] = actions
+    assert isinstance(supersede, lifecycle.Supersede) and supersede.by == newer
+    assert (supersede.event.superseded_by, supersede.event.superseded_by_version) == (newer.submission_id, "1.6.0")
+    assert supersede.event.causation_id == APPROVED.event_id
+    # Terminal: nothing later deploys it.
+    assert lifecycle.advance(state, APPROVED, PLAN)[1] == []
+
+
+@pytest.mark.parametrize("offset", [-1, 0], ids=["older-in-production", "same-instant"])
+def test_an_approval_not_older_than_production_deploys(offset):
+    older = release_of(f.submitted(), PASSED.occurred_at + timedelta(seconds=offset))
+    state, _ = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, PLAN, ahead=older)
+    state, [action] = lifecycle.advance(state, APPROVED, PLAN, ahead=older)
+    assert isinstance(action, Deploy) and state.status == "deploying"
+
+
+def test_unknown_order_deploys_as_before():
+    """A release stored before the order was kept has no checked_at: it supersedes nothing."""
+    unknown = release_of(f.submitted(), None)
+    state, _ = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, PLAN, ahead=unknown)
+    assert isinstance(lifecycle.advance(state, APPROVED, PLAN, ahead=unknown)[1][0], Deploy)
+
+
+def test_a_redelivered_checks_event_keeps_the_first_place_in_order():
+    state, _ = lifecycle.advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED, PLAN)
+    later = PASSED.model_copy(update={"occurred_at": PASSED.occurred_at + timedelta(minutes=5)})
+    state, _ = lifecycle.advance(state, later, PLAN)
+    assert state.checked_at == PASSED.occurred_at
