@@ -93,7 +93,7 @@ def test_terminal_and_outcome_of_each_event():
         "DeploymentFailed": (True, "deployment failed"), "ReviewEscalated": (False, "pending"),
         "RollbackRequested": (False, "pending"), "RevocationRequested": (False, "pending"),
         "DeploymentProgressed": (False, "pending"), "DeploymentRolledBack": (True, "rolled back"),
-        "DeploymentRevoked": (True, "revoked"),
+        "DeploymentRevoked": (True, "revoked"), "DeploymentSuperseded": (True, "superseded"),
     }
     for event in f.every_event(cause):
         assert (timeline.is_terminal(event), timeline.outcome(event)) == expected[type(event).__name__]
@@ -114,3 +114,6 @@ def test_describe_and_line():
         "approved (human) by alice, workflow default@aaaaaaaaaaaa rule auto_approve: looks good")
     assert timeline.describe(f.deployment_succeeded(cause)) == "model-store: /store/fraud-detector/1.4.0"
     assert timeline.describe(f.deployment_failed(cause)) == "disk full"
+    superseded = f.every_event(cause)[-1]
+    assert timeline.describe(superseded) == (
+        "not deployed, superseded by 1.6.0: 1.6.0, submitted later, is in production")
