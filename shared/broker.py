@@ -5,9 +5,11 @@
 - Consumers: one consumer group per subscriber, offsets committed only after the handler returned
   (at-least-once): a crash means redelivery, never loss. Handlers must be idempotent.
 - Bad input: an event that cannot be parsed or validated goes to `<topic>.dlq` with its original
-  bytes, headers and the reason, and the consumer carries on. An event whose handler keeps failing
+  bytes, headers and the reason, and the consumer carries on. So does an event whose outcome can
+  never be published (larger than a Kafka record may be). An event whose handler keeps failing
   is retried with backoff and dead-lettered after `max_attempts`, so one poison event cannot stall
-  its partition for ever.
+  its partition for ever; only Kafka errors that pass by themselves (`transient`) are retried
+  without limit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,18 @@ import weakref
 from typing import Any
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    MessageSizeTooLargeError,
+    ProducerClosed,
+    RebalanceInProgressError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    ReplicaNotAvailableError,
+)
 from faststream import AckPolicy, FastStream
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException
@@ -37,6 +50,21 @@ class Refused(Exception):
     """A valid event the service will not act on, for a reason of its domain (a rollback of a
     model it never deployed): dead-lettered at once with that reason, never retried. Raise it
     from a handler; a wire problem is `codec.BadEvent`."""
+
+
+# Kafka errors that pass by themselves: the broker is unreachable or restarting, a leader is
+# moving, a request timed out. aiokafka marks most as `retriable`; these few it does not. Any other
+# KafkaError (a record too large, an invalid topic, an unsupported version, no authorization)
+# fails the same way every time, so retrying it for ever would only stall the partition.
+_TRANSIENT = (KafkaTimeoutError, KafkaUnavailableError, BrokerNotAvailableError, ReplicaNotAvailableError,
+              RebalanceInProgressError, ProducerClosed)
+# Errors meaning the outcome of an event can never be published: larger than a record may be.
+_TOO_LARGE = (codec.TooLarge, MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+
+
+def transient(exc: BaseException) -> bool:
+    """A Kafka error that a later try may not meet (retried without limit)."""
+    return isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, _TRANSIENT))
 
 
 # Each broker's consumer group prefix (settings.consumer_group_prefix), read by `subscribe`.
@@ -141,6 +169,7 @@ class DeadLetters:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.attempts: dict[tuple[str, int, int], int] = {}
+        self.skipped: dict[str, int] = {}  # per topic: records its followers could not read
 
     def __call__(self, msg: Any, /, *, context: Any) -> _DeadLetterScope:
         return _DeadLetterScope(msg, context=context, owner=self)
@@ -154,7 +183,13 @@ class DeadLetters:
             "dlq_partition": str(record.partition),
             "dlq_offset": str(record.offset),
         }
-        await self.broker.publish(record.value, topic=topics.dlq(record.topic), key=record.key, headers=headers)
+        value = record.value
+        if value is not None and len(value) > codec.MAX_EVENT_BYTES:
+            # A broker set to accept larger records let it in; with our headers it would not fit
+            # the dead-letter topic, so the letter keeps its first MAX_EVENT_BYTES and says so.
+            headers["dlq_truncated_from"] = str(len(value))
+            value = value[:codec.MAX_EVENT_BYTES]
+        await self.broker.publish(value, topic=topics.dlq(record.topic), key=record.key, headers=headers)
         log.warning("dead_lettered", reason=reason, dlq=topics.dlq(record.topic))
 
 
@@ -173,7 +208,8 @@ class _DeadLetterScope(BaseMiddleware):
             # A follower (see `follow`) re-reads its topic at every start: dead-lettering would
             # repeat each time, and a retry changes nothing. The topic's own consumers judge it.
             reason = codec.describe(exc_val) if isinstance(exc_val, ValidationError) else str(exc_val)
-            log.warning("follower_skipped_event", reason=reason)
+            skipped = self.owner.skipped[self.msg.topic] = self.owner.skipped.get(self.msg.topic, 0) + 1
+            log.warning("follower_skipped_event", reason=reason[:1000], skipped=skipped)
             return True
         if isinstance(exc_val, codec.BadEvent):
             await self.owner.send(self.msg, f"invalid event: {exc_val}")
@@ -184,7 +220,12 @@ class _DeadLetterScope(BaseMiddleware):
         if isinstance(exc_val, ValidationError):
             await self.owner.send(self.msg, f"invalid event: {codec.describe(exc_val)}")
             return True
-        if isinstance(exc_val, KafkaError):
+        if isinstance(exc_val, _TOO_LARGE):
+            # What the event leads to can never be published: retrying would stall the partition.
+            await self.owner.send(self.msg, f"undeliverable: what this event leads to is too large "
+                                            f"for a Kafka record: {exc_val}")
+            return True
+        if transient(exc_val):
             # The broker is unreachable or busy: not the event's fault. Retry for as long as it
             # takes, never dead-letter a good event because Kafka restarted.
             log.warning("kafka_unavailable_will_retry", error=repr(exc_val))

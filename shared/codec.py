@@ -2,11 +2,18 @@
 
 CloudEvents' Kafka binding puts the attributes in `ce_*` headers and the data in the value, so any
 CloudEvents-aware consumer understands every Signoff event without knowing this code.
+
+Reading is bounded, so no record can stop a service: a record over MAX_EVENT_BYTES, JSON nested
+deeper than MAX_DEPTH, a number literal longer than MAX_NUMBER_CHARS (a 5,000-digit integer would
+otherwise raise ValueError, 10,000 nested arrays RecursionError) or NaN/Infinity is a BadEvent,
+like any other record that does not parse or validate. Writing is bounded too: an event whose
+record would not fit under the broker's default limit raises TooLarge instead of being retried.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -17,9 +24,20 @@ from shared.upcasting import UnknownSchemaVersion, upcast
 CE_SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 
+# Kafka's default message.max.bytes is 1 MiB + 12; key, headers and batch overhead fit in the rest.
+MAX_EVENT_BYTES = 1_000_000
+MAX_DEPTH = 32          # events nest four levels deep at most (a submission's group metrics)
+MAX_NUMBER_CHARS = 32   # a double's shortest form has at most 24 characters, an int64 20
+_MAX_PROBLEMS = 10      # problems listed by `describe`, so a reason stays readable
+
 
 class BadEvent(ValueError):
     """An event that cannot be parsed or validated: it belongs in the dead-letter topic."""
+
+
+class TooLarge(Exception):
+    """An event whose record would exceed MAX_EVENT_BYTES: no broker with default settings accepts
+    it, so publishing it can never succeed (the input that led to it is dead-lettered)."""
 
 
 class Record(NamedTuple):
@@ -42,12 +60,13 @@ def headers_for(event: Event, source: str) -> dict[str, str]:
 
 
 def encode(event: Event, source: str) -> Record:
-    return Record(
-        topic=event.topic,
-        key=event.key.encode(),
-        value=event.model_dump_json().encode(),
-        headers=headers_for(event, source),
-    )
+    """The record of `event` (raises TooLarge when its value exceeds MAX_EVENT_BYTES)."""
+    value = event.model_dump_json().encode()
+    if len(value) > MAX_EVENT_BYTES:
+        raise TooLarge(f"{event.type} {event.event_id} would be {len(value)} bytes, over the limit of "
+                       f"{MAX_EVENT_BYTES} bytes of a Kafka record: shorten what the submission carries "
+                       "(metrics, group_metrics, texts)")
+    return Record(topic=event.topic, key=event.key.encode(), value=value, headers=headers_for(event, source))
 
 
 def load(topic: str, value: bytes, ce_type: str | None = None) -> dict:
@@ -58,16 +77,74 @@ def load(topic: str, value: bytes, ce_type: str | None = None) -> dict:
         raise BadEvent(f"topic {topic!r} carries no Signoff event")
     if ce_type is not None and ce_type != cls.type:
         raise BadEvent(f"ce_type header is {ce_type!r}, but {topic} carries {cls.type!r}")
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadEvent(f"not JSON: {exc}") from exc
+    data = parse(value)
     if not isinstance(data, dict):
         raise BadEvent(f"expected a JSON object, got {type(data).__name__}")
     try:
         return upcast(cls.type, cls.class_version, data)
     except UnknownSchemaVersion as exc:
         raise BadEvent(str(exc)) from exc
+    except (LookupError, TypeError, ValueError) as exc:  # an upcaster meeting data it cannot read
+        raise BadEvent(f"cannot upcast to version {cls.class_version}: {exc!r}") from exc
+
+
+def parse(value: bytes) -> object:
+    """JSON within the bounds above, or BadEvent naming where it is not."""
+    if len(value) > MAX_EVENT_BYTES:
+        raise BadEvent(f"the record is {len(value)} bytes; an event is at most {MAX_EVENT_BYTES} bytes")
+    try:
+        data = json.loads(value, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+    except RecursionError as exc:
+        raise BadEvent(f"JSON nested far deeper than {MAX_DEPTH} levels: not an event") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadEvent(f"not JSON: {exc}") from exc
+    _check(data)
+    return data
+
+
+class _Unfit(NamedTuple):
+    """What the parser leaves where a number does not fit; `_check` reports it with its place."""
+
+    why: str
+
+
+def _integer(text: str) -> int | _Unfit:
+    return int(text) if len(text) <= MAX_NUMBER_CHARS else _too_long(text)
+
+
+def _float(text: str) -> float | _Unfit:
+    if len(text) > MAX_NUMBER_CHARS:
+        return _too_long(text)
+    number = float(text)
+    return number if math.isfinite(number) else _Unfit(f"{text} is not a finite number (out of range)")
+
+
+def _constant(text: str) -> _Unfit:
+    return _Unfit(f"{text} is not a finite number (and not JSON)")
+
+
+def _too_long(text: str) -> _Unfit:
+    return _Unfit(f"a number of {len(text)} characters ({text[:12]}...); at most {MAX_NUMBER_CHARS}: "
+                  "write it with at most 17 significant digits, large ones in exponent form (1.5e30)")
+
+
+def _check(data: object) -> None:
+    """Raise BadEvent at the first number that did not fit, or container nested deeper than MAX_DEPTH."""
+    stack: list[tuple[object, tuple[object, ...]]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Unfit):
+            raise BadEvent(f"{_where(path)}: {node.why}")
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        else:
+            continue
+        if len(path) >= MAX_DEPTH:
+            raise BadEvent(f"{_where(path)}: nested deeper than {MAX_DEPTH} levels; no event nests that deep")
+        stack.extend((value, (*path, key)) for key, value in reversed(items)
+                     if isinstance(value, dict | list | _Unfit))  # other scalars are fine
 
 
 def decode(topic: str, value: bytes) -> Event:
@@ -80,7 +157,13 @@ def decode(topic: str, value: bytes) -> Event:
 
 
 def describe(exc: ValidationError) -> str:
-    """One line per problem, naming the field: 'submission.candidate.artifact_sha256: ...'."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(event)'}: {err['msg']}" for err in exc.errors()
-    )
+    """One line per problem, naming the field: 'submission.candidate.artifact_sha256: ...' (the
+    first ten, and how many more)."""
+    errors = exc.errors()
+    shown = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors[:_MAX_PROBLEMS])
+    more = len(errors) - _MAX_PROBLEMS
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _where(path: tuple | list) -> str:
+    return ".".join(str(p) for p in path) or "(event)"

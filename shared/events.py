@@ -36,6 +36,7 @@ from shared.values import (  # noqa: F401
     Production,
     Sha256,
     Submission,
+    Text,
     UtcDatetime,
     Version,
     Vote,
@@ -137,7 +138,7 @@ class ReviewRequested(Event):
         default=(), description="Who may approve alone, with a written justification")
     veto: bool = Field(default=True, description="One rejection rejects; else rejections need the quorum")
     policy: PolicyRef
-    reason: str
+    reason: Text
     production: Production | None = Field(default=None, description="The model it would replace")
 
     @property
@@ -153,7 +154,7 @@ class ReviewDecided(Event):
     outcome: Literal["approved", "rejected"]
     mode: Literal["automatic", "human"]
     decided_by: NonEmpty = Field(description="The approver, or policy:<name>/<rule> when automatic")
-    reason: str
+    reason: Text
     policy: PolicyRef
     cites: uuid.UUID | None = Field(
         default=None, description="event_id of an earlier decision this one follows (a repeated rejection)")
@@ -182,7 +183,7 @@ class DeploymentFailed(Event):
 
     candidate: Candidate
     target: NonEmpty
-    reason: str
+    reason: Text
 
 
 class ReviewEscalated(Event):
@@ -194,7 +195,7 @@ class ReviewEscalated(Event):
     candidate: Candidate
     approvers: tuple[NonEmpty, ...] = Field(min_length=1)
     deadline: UtcDatetime
-    reason: str
+    reason: Text
 
 
 class RollbackRequested(Event):
@@ -252,7 +253,7 @@ class DeploymentRolledBack(Event):
     to_submission_id: uuid.UUID
     target: NonEmpty
     requested_by: NonEmpty
-    reason: str
+    reason: Text
 
     @property
     def key(self) -> str:
@@ -281,7 +282,7 @@ class DeploymentSuperseded(Event):
     target: NonEmpty
     superseded_by: uuid.UUID = Field(description="submission_id of the newer release in production")
     superseded_by_version: Version
-    reason: str
+    reason: Text
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

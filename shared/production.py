@@ -8,8 +8,9 @@ Pure: it applies events and answers `get(model)`; reading the topics is the serv
   in production.
 - `deployment.rolled_back` puts the release `to_submission_id` back in production. If no
   `deployment.succeeded` of that release was seen (the topic's retention dropped it), the book
-  knows production changed but not to what: `get` answers None rather than the release that
-  was rolled back from.
+  knows production changed but not to what: `get` answers `Unknown`, neither the release that
+  was rolled back from nor None ("nothing in production"), so a comparison with production
+  fails closed instead of passing against nothing.
 - `deployment.revoked` takes the model out of production if the revoked release is the one in
   production and no later event replaced it. When the revoked release was live and the deployer
   restored an earlier one, it emitted that `deployment.rolled_back` first, so the revocation
@@ -29,7 +30,7 @@ put its release in production wins (a revocation is final).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.events import (
@@ -51,6 +52,23 @@ class _Set:
     at: datetime
     event_id: str
     submission_id: uuid.UUID
+    version: str = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """Something is in production for `model`, but not what: it was rolled back to a release whose
+    deployment this book never saw (the topic's retention may have dropped it)."""
+
+    model: str
+    submission_id: uuid.UUID
+    version: str
+
+    @property
+    def reason(self) -> str:
+        return (f"production of {self.model} is unknown: it was rolled back to version {self.version} "
+                f"(submission {self.submission_id}), whose deployment.succeeded this service never saw "
+                "(the topic's retention may have dropped it)")
 
 
 class ProductionBook:
@@ -68,11 +86,11 @@ class ProductionBook:
                 before = self.get(model)
                 self._releases[event.submission_id] = Production(
                     candidate=event.candidate, metrics=event.metrics, submission_id=event.submission_id)
-                self._point(model, event, event.submission_id)
+                self._point(model, event, event.submission_id, event.candidate.version)
             case DeploymentRolledBack():
                 model = event.model
                 before = self.get(model)
-                self._point(model, event, event.to_submission_id)
+                self._point(model, event, event.to_submission_id, event.to_version)
             case DeploymentRevoked():
                 model, revoked = event.candidate.model, event.submission_id
                 before = self.get(model)
@@ -81,23 +99,31 @@ class ProductionBook:
                 return False
         return self.get(model) != before
 
-    def get(self, model: str) -> Production | None:
-        """The release in production for `model`, or None: never deployed, taken out by a
-        revocation, or rolled back to a release this book never saw deployed."""
+    def get(self, model: str) -> Production | Unknown | None:
+        """The release in production for `model`; None when there is none (never deployed, or
+        taken out by a revocation); Unknown when it was rolled back to a release this book never
+        saw deployed."""
         current = self._set.get(model)
         if current is None:
             return None
         revoked_at = self._revoked.get(current.submission_id)
         if revoked_at is not None and revoked_at >= current.at:
             return None
-        return self._releases.get(current.submission_id)
+        release = self._releases.get(current.submission_id)
+        return release if release is not None else Unknown(model, current.submission_id, current.version)
+
+    def known(self, model: str) -> Production | None:
+        """The release in production when the book knows it: what figures are compared with and
+        reviewers shown. None for both nothing and Unknown (use `get` to tell them apart)."""
+        found = self.get(model)
+        return found if isinstance(found, Production) else None
 
     def __len__(self) -> int:
-        """How many models have a release in production."""
+        """How many models have something in production (known or not)."""
         return sum(1 for model in self._set if self.get(model) is not None)
 
-    def _point(self, model: str, event: Event, submission_id: uuid.UUID) -> None:
-        candidate = _Set(event.occurred_at, str(event.event_id), submission_id)
+    def _point(self, model: str, event: Event, submission_id: uuid.UUID, version: str) -> None:
+        candidate = _Set(event.occurred_at, str(event.event_id), submission_id, version)
         current = self._set.get(model)
         if current is None or candidate > current:
             self._set[model] = candidate

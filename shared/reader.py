@@ -10,12 +10,17 @@ the CLI (watch, history), and the tests' event log.
                                                    the end backwards, so a recent one costs little
 
 Records come as aiokafka `ConsumerRecord`s; `decode` turns one into its event (None when it does
-not decode: the topic's consumers dead-letter it, a reader skips it).
+not decode: the topic's consumers dead-letter it, a reader skips it, and `read_events` counts it).
+
+A read "until the end" ends: a partition with nothing between its start and its end (never
+written, or emptied by retention or `delete_records`) is done before it is read. (Records deleted
+while they are read move the consumer to the new start, `auto_offset_reset="earliest"`.)
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -33,7 +38,8 @@ _WINDOW = 500  # records per partition read at a time by find_newest, doubling a
 
 
 def decode(record: Record) -> Event | None:
-    """The event in a record of one of Signoff's event topics, or None if it does not decode."""
+    """The event in a record of one of Signoff's event topics, or None if it does not decode (any
+    parse failure, however deep or large the record: `codec` bounds what it reads)."""
     try:
         return codec.decode(record.topic, record.value)
     except codec.BadEvent:
@@ -49,9 +55,10 @@ async def read(bootstrap_servers: str, topics: Sequence[str], *, since: datetime
     deadline = None if timeout is None else loop.time() + timeout
     async with _consumer(bootstrap_servers) as consumer:
         partitions = await _assign(consumer, topics)
+        start = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
-        await _seek(consumer, partitions, since, end)
-        behind = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+        await _seek(consumer, partitions, since, start, end)
+        behind = {tp for tp in partitions if start[tp] < end[tp] and await consumer.position(tp) < end[tp]}
         while True:
             if until is None and not behind:
                 return
@@ -70,16 +77,22 @@ async def read(bootstrap_servers: str, topics: Sequence[str], *, since: datetime
 
 
 async def read_events(bootstrap_servers: str, topics: Sequence[str], *, since: datetime | None = None,
-                      keep: Callable[[Record], bool] | None = None) -> list[Event]:
+                      keep: Callable[[Record], bool] | None = None,
+                      skipped: Counter[str] | None = None) -> list[Event]:
     """Every valid event of `topics` up to their end now (from `since`), whose record `keep`
     accepts, in the order they happened (`occurred_at`, ties by event_id): what is built from
     them does not depend on which topic or partition was read first. Duplicates are kept: a step
     the deployer repeated after a crash has the same event_id and a later occurred_at, and a
-    service's followers see both copies too."""
+    service's followers see both copies too. Records that do not decode are counted by topic in
+    `skipped`, when given."""
     events = []
     async for record in read(bootstrap_servers, topics, since=since):
-        if (keep is None or keep(record)) and (event := decode(record)) is not None:
+        if keep is not None and not keep(record):
+            continue
+        if (event := decode(record)) is not None:
             events.append(event)
+        elif skipped is not None:
+            skipped[record.topic] += 1
     return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))
 
 
@@ -138,12 +151,12 @@ async def _assign(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[Top
 
 
 async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None,
-                end: dict[TopicPartition, int]) -> None:
+                start: dict[TopicPartition, int], end: dict[TopicPartition, int]) -> None:
     """Explicit offsets for every partition: `seek_to_beginning` races the consumer's own reset
     to the end after `assign` (seen here: one read in three started at the end)."""
     if since is None:
-        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, offset)
+        for tp in partitions:
+            consumer.seek(tp, start[tp])
         return
     found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
     for tp in partitions:

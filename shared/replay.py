@@ -4,6 +4,7 @@ start (`rebuild`, with `shared.reader`), then keep it current with group-less fo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +23,14 @@ async def rebuild(bootstrap_servers: str, apply: Callable[[Event], object],
     """Apply every event of these types that is on their topics now, once each, in the order they
     happened (`shared.reader.read_events`); returns how many. Run at start, before
     `follow_into`'s subscribers start (they read the same events again: applying one twice
-    changes nothing)."""
-    events = await read_events(bootstrap_servers, [cls.topic for cls in event_types])
+    changes nothing). A record that does not decode is skipped and counted (logged), never
+    allowed to stop the service: the topic's consumers dead-letter it."""
+    skipped: Counter[str] = Counter()
+    events = await read_events(bootstrap_servers, [cls.topic for cls in event_types], skipped=skipped)
     for event in events:
         apply(event)
+    if skipped:
+        log.warning("replay_skipped_records", skipped=sum(skipped.values()), by_topic=dict(skipped))
     return len(events)
 
 

@@ -9,7 +9,25 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+# What one event may carry. With strings of at most 512 characters (NonEmpty) and free text
+# clipped to MAX_TEXT, the largest submission, and what the services emit from it (checks.*, a
+# review.requested carrying it with its results and the model it would replace), stay far under
+# the broker's 1 MiB record limit (shared.codec.MAX_EVENT_BYTES); parsing cost stays bounded too.
+MAX_METRICS = 256        # metrics of a model
+MAX_GROUPS = 64          # sensitive groups in group_metrics
+MAX_GROUP_METRICS = 32   # metrics of one group
+MAX_TEXT = 4000          # free text (reasons, messages): clipped, never refused
+MAX_FIGURE_TEXT = 512    # a check's measured value or threshold, when it is text
 
 # Names and versions become folder names in the model store: one safe path segment each.
 ModelName = Annotated[
@@ -43,8 +61,37 @@ def _finite(value: float) -> float:
     return value
 
 
+def _at_most(limit: int, what: str, fix: str) -> BeforeValidator:
+    """Refuse a collection over `limit` before its items are validated, saying how to fix it."""
+    def check(value: object) -> object:
+        if isinstance(value, dict | list | tuple) and len(value) > limit:
+            raise ValueError(f"{len(value)} {what}, at most {limit}: {fix}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _clipped(limit: int) -> BeforeValidator:
+    """Text longer than `limit` is cut to it, ending with '…'. For free text that services compose
+    from other texts (a rejection citing an earlier one, a scan listing globals): an event must
+    never become invalid, or too large to publish, because a message grew."""
+    def clip(value: object) -> object:
+        return value[:limit - 1] + "…" if isinstance(value, str) and len(value) > limit else value
+
+    return BeforeValidator(clip)
+
+
 Metric = Annotated[float, AfterValidator(_finite)]
-Metrics = dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Metric]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Metrics = Annotated[dict[MetricName, Metric], _at_most(
+    MAX_METRICS, "metrics", "submit the metrics the workflow checks and keep the others in the model card")]
+GroupMetrics = Annotated[dict[NonEmpty, Annotated[dict[MetricName, Metric], _at_most(
+    MAX_GROUP_METRICS, "metrics in one group", "report the fairness figures (selection_rate, tpr, fpr) "
+    "per group")]], _at_most(
+    MAX_GROUPS, "groups", "report the groups the fairness checks compare, or attach an evaluation file "
+    "(evaluation_uri) with a row per example")]
+Text = Annotated[str, _clipped(MAX_TEXT)]
+FigureText = Annotated[str, _clipped(MAX_FIGURE_TEXT)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -80,11 +127,12 @@ class Submission(Frozen):
     """Everything a training job declares about a model it wants in production."""
 
     candidate: Candidate
-    metrics: Metrics = Field(description="Evaluation metrics, name to value",
+    metrics: Metrics = Field(description="Evaluation metrics, name to value (at most 256)",
                              examples=[{"accuracy": 0.93, "auc": 0.97}])
-    group_metrics: dict[NonEmpty, Metrics] = Field(
+    group_metrics: GroupMetrics = Field(
         default_factory=dict,
-        description="Optional metrics per sensitive group, group to (metric to value)",
+        description="Optional metrics per sensitive group, group to (metric to value); at most 64 "
+        "groups of 32 metrics",
         examples=[{"group_a": {"selection_rate": 0.31}, "group_b": {"selection_rate": 0.29}}],
     )
     submitter: NonEmpty = Field(description="Who submitted the model (a person or a pipeline)")
@@ -116,9 +164,9 @@ class CheckResult(Frozen):
     name: NonEmpty
     passed: bool
     blocking: bool = Field(default=True, description="A failed blocking check fails the submission")
-    measured: float | str | None = None
-    threshold: float | str | None = None
-    message: str = ""
+    measured: float | FigureText | None = None
+    threshold: float | FigureText | None = None
+    message: Text = ""
 
 
 class Vote(Frozen):

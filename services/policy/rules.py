@@ -3,6 +3,8 @@ the policy remembers (earlier rejections, the model in production).
 
     rejected digest before?              -> rejected again at once, citing that decision
     no workflow for the model            -> rejected, saying so
+    a check failed without blocking      -> review requested (rejected, not for good, when the
+                                            workflow has no approval step: nobody to ask)
     no approval step                     -> approved automatically
     approval `when` is false             -> approved automatically
     `carry_forward_when` is true         -> approved automatically (retrained within tolerance)
@@ -45,21 +47,30 @@ def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | N
     if workflow is None:
         return _unmatched(event, match)
     approval = workflow.workflow.approval
+    # A check that failed without blocking (production unknown: nothing to compare with) is for a
+    # person to weigh, never approved automatically.
+    flagged = "; ".join(f"{r.name}: {r.message}" for r in event.results if not r.passed and not r.blocking)
     if approval is None:
+        if flagged:
+            return _decide(event, workflow, "rejected", "no_approval_step", "a check failed and the "
+                           f"workflow has no approval step to ask a person: {flagged}", final_for_artifact=False)
         return _approve(event, workflow, "no_approval_step", "all automated checks passed; "
                         "the workflow has no approval step")
     context = evaluation_context(event, production)
     try:
-        if approval.when is not None and not workflow.programs[approval.when](context):
+        if flagged:
+            reason = f"a check failed without blocking, so a person decides: {flagged}"
+        elif approval.when is not None and not workflow.programs[approval.when](context):
             return _approve(event, workflow, f"{approval.name}.when",
                             f"all automated checks passed and review is not needed: "
                             f"`{approval.when}` is false")
-        if (approval.carry_forward_when is not None and production is not None
+        elif (approval.carry_forward_when is not None and production is not None
                 and workflow.programs[approval.carry_forward_when](context)):
             return _approve(event, workflow, f"{approval.name}.carry_forward_when",
                             f"carried forward from production version {production.candidate.version}: "
                             f"`{approval.carry_forward_when}` holds")
-        reason = (f"`{approval.when}` is true" if approval.when else "the workflow requires review")
+        else:
+            reason = (f"`{approval.when}` is true" if approval.when else "the workflow requires review")
     except ConditionError as exc:
         reason = f"a condition could not be evaluated, so a person decides: {exc}"
     return ReviewRequested.caused_by(

@@ -1,9 +1,13 @@
 """Wiring of the review-notifier: review.requested in; review.decided and review.escalated out;
-the HTTP API (decision API and each channel's routes) and the deadline loop beside.
+the HTTP API (decision API and each channel's routes) and the deadline loop beside;
+deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
+production (a vote counts only against the production its reviewers were shown).
 
 `build(settings)` wires everything and opens nothing (no SQLite, no HTTP client, no socket). The
-app's hooks open the store and clients and create the topics (on start-up), serve HTTP and run the
-deadline loop (after start-up), stop them (on shutdown) and close (after shutdown). Run it with
+app's hooks take the HTTP port first (a port already taken stops the process, non-zero, before
+anything is opened), open the store and clients, create the topics and rebuild production (on
+start-up), serve HTTP and run the deadline loop (after start-up: FastStream reports the app started
+only once HTTP is served), stop them (on shutdown) and close (after shutdown). Run it with
 `faststream run --factory services.review_notifier.app:create_app`.
 """
 
@@ -11,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import httpx
+import structlog
 import uvicorn
 from faststream import FastStream
 
@@ -30,6 +36,8 @@ from shared.admin import ensure_topics
 from shared.broker import Emitter, make_app, make_broker, subscribe
 from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested
 from shared.logging import configure
+from shared.production import EVENTS, ProductionBook
+from shared.replay import follow_into, rebuild
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -46,6 +54,8 @@ class ReviewNotifier:
         self.log = configure(settings.log_level)
         self.broker = make_broker(settings, SERVICE)
         self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewEscalated)
+        self.production = ProductionBook()
+        self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
         self.channels = [channel.from_settings(settings) for channel in CHANNELS]
         self.api = make_api(self.channels, secret(settings.api_token))
         self.server = _EmbeddedServer(uvicorn.Config(self.api, host=settings.http_host, port=settings.http_port,
@@ -55,6 +65,7 @@ class ReviewNotifier:
         self.http: httpx.AsyncClient | None = None
         self.notifier: Notifier | None = None
         self.reviewer: Reviewer | None = None
+        self._socket: socket.socket | None = None  # listening from start() on
         self._running: list[asyncio.Task] = []
 
         @subscribe(self.broker, topics.REVIEW_REQUESTED, SERVICE)
@@ -73,21 +84,40 @@ class ReviewNotifier:
         for channel in self.channels:
             channel.open(self.http, Notices(self.store, channel.name))
         self.notifier = Notifier(self.store, self.channels)
-        self.reviewer = Reviewer(self.store, self.emitter.emit, self.notifier)
+        self.reviewer = Reviewer(self.store, self.emitter.emit, self.notifier, production=self.production.get)
         self.api.state.reviewer = self.reviewer
 
     async def start(self) -> None:
+        self._socket = listen(self.settings.http_host, self.settings.http_port, self.log)
         self.open()
         await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        # Know what is in production before the first vote is judged (HTTP is served after
+        # start-up); the followers then read the topics again from the start (applying an event
+        # twice changes nothing).
+        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        self.log.info("production_rebuilt", events=events, models=len(self.production))
 
     async def serve(self) -> None:
-        """Serve HTTP and run the deadline loop beside the broker."""
+        """Serve HTTP and run the deadline loop beside the broker; return once HTTP is served."""
         assert self.reviewer is not None and self.notifier is not None, "start() opened them"
-        self._running = [asyncio.create_task(self.server.serve()),
-                         asyncio.create_task(self.reviewer.run(self.settings.tick_seconds))]
+        assert self._socket is not None, "start() listens"
+        http = asyncio.create_task(self.server.serve(sockets=[self._socket]))
+        self._running = [http, asyncio.create_task(self.reviewer.run(self.settings.tick_seconds))]
+        await self._serving(http)
         self.log.info("http_listening", host=self.settings.http_host, port=self.settings.http_port,
                       decisions_enabled=self.settings.api_token is not None,
                       channels=[c.name for c in self.notifier.channels])
+
+    async def _serving(self, http: asyncio.Task, timeout: float = 30.0) -> None:
+        """Wait, with a deadline, until uvicorn serves on the socket; raise if it ended instead."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.server.started:
+            if http.done() or loop.time() > deadline:
+                reason = repr(http.exception()) if http.done() else f"not serving after {timeout}s"
+                self.log.error("http_failed", reason=reason)
+                raise RuntimeError(f"the review-notifier's HTTP API did not start: {reason}")
+            await asyncio.sleep(0.01)  # uvicorn sets `started` and has nothing to await
 
     async def stop(self) -> None:
         self.server.should_exit = True  # first: no new decisions while the broker shuts down
@@ -99,6 +129,9 @@ class ReviewNotifier:
             await self.notifier.drain()
 
     async def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # uvicorn closed it when it served; not if start-up stopped early
+            self._socket = None
         if self.notifier is not None:
             await self.notifier.drain()  # what is still being sent reads the store
         if self.http is not None:
@@ -107,6 +140,29 @@ class ReviewNotifier:
             self.store.close()
         self.api.state.reviewer = None
         self.store = self.http = self.notifier = self.reviewer = None
+
+
+def listen(host: str, port: int, log: structlog.stdlib.BoundLogger) -> socket.socket:
+    """A socket listening on host:port for the HTTP API. When the port is taken (or the address
+    unusable) it logs `http_port_unavailable` and raises: the service exits non-zero instead of
+    running, and reporting itself started, without its API."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        sock.close()
+        log.error("http_port_unavailable", host=host, port=port, error=str(exc))
+        raise PortUnavailable(f"cannot listen on {host}:{port} ({exc.strerror}): stop what holds the "
+                              "port, or set REVIEW_NOTIFIER_HTTP_PORT / REVIEW_NOTIFIER_HTTP_HOST") from exc
+    return sock
+
+
+class PortUnavailable(RuntimeError):
+    """The HTTP API's address cannot be listened on."""
 
 
 def build(settings: ReviewNotifierSettings) -> ReviewNotifier:

@@ -1,4 +1,7 @@
-"""What a reviewer sees, in one place for Slack and email: pure functions of a review."""
+"""What a reviewer sees, in one place for Slack and email: pure functions of a review.
+
+Production is the one the review shows now (`Review.shown`): the request's, until a vote found
+it changed and the review was refreshed."""
 
 from __future__ import annotations
 
@@ -28,15 +31,25 @@ def facts(review: Review) -> list[tuple[str, str]]:
 
 def metrics(review: Review) -> list[tuple[str, str, str]]:
     """(metric, candidate, production) for each metric of the candidate."""
-    production = review.request.production
+    production = review.shown
     prod = production.metrics if production else {}
     return [(name, _num(value), _num(prod[name]) if name in prod else "-")
             for name, value in sorted(review.request.submission.metrics.items())]
 
 
 def production_label(review: Review) -> str:
-    production = review.request.production
+    production = review.shown
     return f"production {production.candidate.version}" if production else "no model in production"
+
+
+def production_changed(review: Review) -> str | None:
+    """A line saying the evidence was refreshed, once production changed since the request."""
+    asked = review.request.production
+    if (asked.submission_id if asked else None) == (review.shown.submission_id if review.shown else None):
+        return None
+    then = asked.candidate.version if asked else "none"
+    return (f"Production changed since this review was requested (then: {then}); the metrics now compare "
+            f"against {production_label(review)}. Look again before you vote.")
 
 
 def checks(review: Review) -> list[tuple[bool, str]]:

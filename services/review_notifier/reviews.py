@@ -8,14 +8,29 @@
   justification; the decision and the vote carry `break_glass=True`.
 - Time: reminders every `remind_every` until the deadline; at the deadline the declared
   `on_timeout` happens: reject, or escalate once to the escalation approvers with a new deadline.
+- Evidence: a vote counts against the production its reviewers were shown. When the model in
+  production changed since, the vote is refused and the review shows the production now
+  (`Reshown`): the voter looks again and votes again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
 
-from shared.events import Frozen, ReviewDecided, ReviewEscalated, ReviewRequested, UtcDatetime, Vote
+from pydantic import ValidationError, model_validator
+
+from shared.events import (
+    Frozen,
+    Production,
+    ReviewDecided,
+    ReviewEscalated,
+    ReviewRequested,
+    UtcDatetime,
+    Vote,
+)
 
 TIMEOUT_DECIDER = "review-notifier/timeout"
 MIN_JUSTIFICATION = 20  # characters of written justification a break-glass approval needs
@@ -27,6 +42,24 @@ class Review(Frozen):
     decision: ReviewDecided | None = None
     escalation: ReviewEscalated | None = None
     reminded_at: UtcDatetime | None = None
+    shown: Production | None = None  # the production reviewers were shown; the request's until refreshed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shown_defaults_to_the_request(cls, data: Any) -> Any:
+        """A review opened from a request, or stored before `shown` existed, shows the request's
+        production (read from the request as validated: upcast when stored under an older version)."""
+        if not isinstance(data, dict) or "shown" in data:
+            return data
+        request = data.get("request")
+        if isinstance(request, dict):
+            try:
+                request = ReviewRequested.model_validate(request)
+            except ValidationError:
+                return data  # reported, field by field, by the validation that follows
+        if not isinstance(request, ReviewRequested):
+            return data
+        return {**data, "request": request, "shown": request.production}
 
     @property
     def submission_id(self):
@@ -59,23 +92,58 @@ class Refused(Exception):
         self.message = message
 
 
-def cast(review: Review | None, vote: Vote) -> tuple[Review, ReviewDecided | None]:
-    """Record the vote; returns the review and, when the vote settles it, the decision."""
+class Unknown(Enum):
+    """The answer when the model in production cannot be known (the caller has no record of it)."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
+CurrentProduction = Production | None | Literal[Unknown.UNKNOWN]  # None: known to be nothing
+
+
+class Reshown(Refused):
+    """A vote refused because the model in production changed since the review was shown: it does
+    not count; `review` shows the production now (save it, and refresh what the channels show)."""
+
+    def __init__(self, review: Review, was: Production | None) -> None:
+        super().__init__(409, f"production changed since this review was shown: now {_label(review.shown)} "
+                              f"(was {_label(was, review.shown)}); the evidence is refreshed, "
+                              "look again and vote again")
+        self.review = review
+
+
+def reshown(review: Review, production: CurrentProduction) -> Reshown | None:
+    """The refusal and refreshed review when `production` is no longer what the review shows
+    (another release, or one where there was none, or none where there was one); None when it is
+    the same, or unknown (then the vote is judged as it always was)."""
+    if production is UNKNOWN:
+        return None
+    now = production.submission_id if production else None
+    if now == (review.shown.submission_id if review.shown else None):
+        return None
+    return Reshown(review.model_copy(update={"shown": production}), was=review.shown)
+
+
+def cast(review: Review | None, vote: Vote,
+         production: CurrentProduction = UNKNOWN) -> tuple[Review, ReviewDecided | None]:
+    """Record the vote; returns the review and, when the vote settles it, the decision. Raises
+    Refused when the vote may not count; Reshown when it may, but `production` (the model in
+    production now) is not what the review showed."""
     if review is None:
         raise Refused(404, "no review is pending for this submission")
     if review.decision is not None:
         raise Refused(409, f"the review is already decided: {review.decision.outcome} "
                            f"by {review.decision.decided_by}")
-    request = review.request
+    if vote.break_glass:
+        _may_break_glass(review, vote)
+    else:
+        _may_vote(review, vote)
+    # Only a vote that would count is judged against the evidence: a refusal above says more.
+    if (stale := reshown(review, production)) is not None:
+        raise stale
     if vote.break_glass:
         return _break_glass(review, vote)
-    if vote.approver not in review.approvers:
-        raise Refused(403, f"{vote.approver!r} is not an approver of this review "
-                           f"(approvers: {', '.join(review.approvers)})")
-    if vote.approver == request.submission.submitter and vote.decision == "approve":
-        raise Refused(403, "the submitter cannot approve their own model")
-    if any(v.approver == vote.approver for v in review.votes):
-        raise Refused(409, f"{vote.approver!r} has already voted on this review")
 
     review = review.model_copy(update={"votes": (*review.votes, vote)})
     outcome = tally(review)
@@ -103,7 +171,17 @@ def tally(review: Review) -> str | None:
     return None
 
 
-def _break_glass(review: Review, vote: Vote) -> tuple[Review, ReviewDecided]:
+def _may_vote(review: Review, vote: Vote) -> None:
+    if vote.approver not in review.approvers:
+        raise Refused(403, f"{vote.approver!r} is not an approver of this review "
+                           f"(approvers: {', '.join(review.approvers)})")
+    if vote.approver == review.request.submission.submitter and vote.decision == "approve":
+        raise Refused(403, "the submitter cannot approve their own model")
+    if any(v.approver == vote.approver for v in review.votes):
+        raise Refused(409, f"{vote.approver!r} has already voted on this review")
+
+
+def _may_break_glass(review: Review, vote: Vote) -> None:
     request = review.request
     if vote.approver not in request.break_glass:
         raise Refused(403, f"{vote.approver!r} may not break glass on this review"
@@ -116,6 +194,9 @@ def _break_glass(review: Review, vote: Vote) -> tuple[Review, ReviewDecided]:
     if len(vote.reason.strip()) < MIN_JUSTIFICATION:
         raise Refused(422, f"a break-glass approval needs a written justification of at least "
                            f"{MIN_JUSTIFICATION} characters")
+
+
+def _break_glass(review: Review, vote: Vote) -> tuple[Review, ReviewDecided]:
     review = review.model_copy(update={"votes": (*review.votes, vote)})
     decision = _decided(review, "approved", vote.approver, f"BREAK-GLASS by {vote.approver}: {vote.reason}",
                         break_glass=True)
@@ -187,3 +268,11 @@ def _decided(review: Review, outcome: str, by: str, reason: str, break_glass: bo
         votes=review.votes,
         break_glass=break_glass,
     )
+
+
+def _label(production: Production | None, same_model_as: Production | None = None) -> str:
+    """'fraud-detector 1.6.0', or only '1.1.0' beside a release of the same model named before."""
+    if production is None:
+        return "no model in production"
+    c = production.candidate
+    return c.version if same_model_as and same_model_as.candidate.model == c.model else f"{c.model} {c.version}"

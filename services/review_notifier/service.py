@@ -4,6 +4,10 @@ Each reads state, asks `reviews` (pure) what follows, emits the resulting event,
 event goes out before the state is saved: if publishing fails, nothing changed and the vote can
 be retried; if saving fails after publishing, a retry emits the same event id, which readers drop.
 Notifications (every channel's) run after the answer, in the background, and never undo a decision.
+
+A vote is judged against the model in production now (`production`: the app's ProductionBook). One
+refused because that changed since the review was shown saves the review showing it, and every
+channel refreshes.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from services.review_notifier import reviews
-from services.review_notifier.reviews import Refused, Review
-from shared.events import Event, ReviewDecided, ReviewRequested, Vote, utcnow
+from services.review_notifier.reviews import UNKNOWN, CurrentProduction, Refused, Reshown, Review
+from shared.events import Event, Production, ReviewDecided, ReviewRequested, Vote, utcnow
 
 if TYPE_CHECKING:
     from services.review_notifier.channels import Receipt
@@ -30,8 +34,11 @@ log = structlog.get_logger()
 
 class Reviewer:
     def __init__(self, store: ReviewStore, emit: Callable[[Event], Awaitable[None]], notifier: Notifier,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, production: Callable[[str], object] | None = None) -> None:
+        """`production`: the model in production for a name (ProductionBook.get); without it, or
+        when it answers neither a release nor None, votes are judged as if production never changed."""
         self.store, self.emit, self.notifier, self.clock = store, emit, notifier, clock
+        self.production = production
         self.lock = asyncio.Lock()  # one change at a time: read, decide, emit, save
         self.wake = asyncio.Event()
 
@@ -55,7 +62,18 @@ class Reviewer:
         async with self.lock:
             if receipt is not None and self.store.receipt_seen(receipt):
                 raise Refused(409, receipt.replayed)
-            review, decision = reviews.cast(self.store.get(submission_id), vote)
+            current = self.store.get(submission_id)
+            try:
+                review, decision = reviews.cast(current, vote, self._production_of(current))
+            except Reshown as stale:
+                # Not counted; the request that carried it is spent when it names only itself (a
+                # Slack click), so it cannot count later against evidence its voter never saw.
+                self.store.save(stale.review, receipt=receipt if receipt and receipt.per_request else None,
+                                at=vote.at)
+                log.info("evidence_refreshed", submission_id=str(submission_id), approver=vote.approver,
+                         channel=vote.channel, production=_version(stale.review.shown))
+                self.notifier.later(self.notifier.refresh(stale.review, origin=vote.channel, reply_to=reply_to))
+                raise
             if decision is not None:
                 await self.emit(decision)
             self.store.save(review, receipt=receipt, at=vote.at)
@@ -64,6 +82,12 @@ class Reviewer:
                  outcome=decision.outcome if decision else "pending")
         self.notifier.later(self.notifier.refresh(review, origin=vote.channel, reply_to=reply_to))
         return review, decision
+
+    def _production_of(self, review: Review | None) -> CurrentProduction:
+        if review is None or self.production is None:
+            return UNKNOWN
+        now = self.production(review.request.submission.candidate.model)
+        return now if now is None or isinstance(now, Production) else UNKNOWN
 
     async def tick(self) -> datetime | None:
         """Apply every deadline and reminder that is due; returns when the next one is."""
@@ -113,3 +137,7 @@ class Reviewer:
                 await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
                 pass
+
+
+def _version(production: Production | None) -> str | None:
+    return production.candidate.version if production else None

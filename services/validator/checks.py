@@ -13,6 +13,7 @@ from shared.events import (
     Production,
     Submission,
 )
+from shared.production import Unknown
 
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
 
@@ -91,10 +92,15 @@ def parity_ratio(group_metrics: Mapping[str, Mapping[str, float]], minimum: floa
                        f"required >= {minimum}")
 
 
-def regression(metrics: Mapping[str, float], production: Production | None,
+def regression(metrics: Mapping[str, float], production: Production | Unknown | None,
                higher_is_better: Mapping[str, float], lower_is_better: Mapping[str, float]
                ) -> list[CheckResult]:
-    """The candidate against the model in production: worse by more than the tolerance fails."""
+    """The candidate against the model in production: worse by more than the tolerance fails.
+    When production is unknown nothing can be compared, and "nothing in production" would pass a
+    worse model: the check fails without blocking, so the policy asks a person."""
+    if isinstance(production, Unknown):
+        return [CheckResult(name="regression", passed=False, blocking=False,
+                            message=f"{production.reason}; nothing to compare against, so a person decides")]
     if production is None:
         return [CheckResult(name="regression", passed=True,
                             message="no model in production yet: nothing to compare against")]

@@ -11,12 +11,13 @@ import asyncio
 
 from services.validator import checks, fairness, security
 from shared.events import CheckResult, Production, Submission
+from shared.production import Unknown
 from shared.sources import ArtifactError, ArtifactSource
 from shared.workflow.schema import ChecksStep, Fairness
 
 
 async def run_checks(submission: Submission, step: ChecksStep | None, no_match: str,
-                     production: Production | None, sources: ArtifactSource,
+                     production: Production | Unknown | None, sources: ArtifactSource,
                      max_document_bytes: int) -> list[CheckResult]:
     """Every check `step` asks for, in order; without a workflow, integrity and why none matched.
     Model cards and evaluation files are read up to `max_document_bytes`, artifacts up to the

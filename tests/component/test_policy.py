@@ -10,7 +10,10 @@ from datetime import timedelta
 import pytest
 
 from shared import topics
+from shared.broker import DeadLetters
 from shared.events import (
+    CheckResult,
+    ChecksPassed,
     DeploymentRevoked,
     DeploymentRolledBack,
     DeploymentSucceeded,
@@ -304,3 +307,43 @@ def test_an_invalid_workflow_folder_stops_the_service(build_app, tmp_path):
     folder = write_workflows(tmp_path / "bad", fraud=CARRY_FORWARD.replace("['group:risk']", "'dave'"))
     with pytest.raises(SystemExit, match="approvers must be a list"):
         build_app("policy", workflows=folder)
+
+
+@pytest.mark.parametrize("value", [b'{"metrics": {"accuracy": ' + b"9" * 5000 + b"}}",
+                                   b"[" * 10_000 + b"]" * 10_000])
+async def test_a_poison_record_on_deployment_succeeded_is_skipped_and_the_next_deployment_counts(
+        carry_forward, value):
+    policy = carry_forward
+    [dead_letters] = [m for m in policy.broker.middlewares if isinstance(m, DeadLetters)]
+    production = deployed(accuracy=0.90)
+    async with running(policy.broker) as br:
+        await publish_raw(br, topics.DEPLOYMENT_SUCCEEDED, value)
+        await publish(br, production)
+        await publish(br, passed_with(0.85))
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert dead_letters.skipped == {topics.DEPLOYMENT_SUCCEEDED: 1}
+    assert out.production is not None and out.production.submission_id == production.submission_id
+
+
+async def test_production_unknown_sends_the_model_to_a_person_with_no_evidence(carry_forward):
+    """Rolled back to a release whose deployment the policy never saw: carry_forward_when cannot
+    compare, the validator's regression check failed without blocking, and nobody approves it
+    automatically; reviewers are not shown the release rolled back from as production."""
+    policy = carry_forward
+    v2 = deployed(accuracy=0.85)
+    back = DeploymentRolledBack(submission_id=uuid.uuid4(), model="fraud-detector", from_version="1.3.0",
+                                to_version="0.9", to_submission_id=uuid.uuid4(), target="model-store",
+                                requested_by="oncall", reason="p99 latency doubled")
+    cause = f.submitted(f.submission(metrics={"accuracy": 0.85}))
+    unknown = CheckResult(name="regression", passed=False, blocking=False,
+                          message=f"production of fraud-detector is unknown: it was rolled back to version 0.9 "
+                          f"(submission {back.to_submission_id}), ...; so a person decides")
+    flagged = ChecksPassed.caused_by(cause, submission=cause.submission, results=(*f.results(), unknown))
+    async with running(policy.broker) as br:
+        for event in (v2, back, flagged):
+            await publish(br, event)
+        policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.production is None
+    assert out.reason.startswith("a check failed without blocking, so a person decides: regression: production "
+                                 "of fraud-detector is unknown")

@@ -1,7 +1,11 @@
 """The review-notifier, in memory: review.requested opens a review, the HTTP API takes votes,
-the deciding vote emits review.decided once."""
+the deciding vote emits review.decided once; a vote against a production that changed since the
+review was shown is refused and the evidence refreshed."""
 
 from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -10,7 +14,7 @@ from faststream import FastStream
 from services.review_notifier.app import build, create_app
 from services.review_notifier.settings import ReviewNotifierSettings
 from shared import topics
-from shared.events import ReviewDecided
+from shared.events import DeploymentSucceeded, Production, ReviewDecided, utcnow
 from tests.component.conftest import publish, running, sent, settle
 from tests.unit import factories as f
 
@@ -35,6 +39,21 @@ def vote(approver: str, decision: str = "approve") -> dict:
     return {"decision": decision, "approver": approver, "reason": "checked the report"}
 
 
+def deployed(version: str, ago: timedelta = timedelta(0), **metrics: float) -> DeploymentSucceeded:
+    """fraud-detector `version` put in production `ago` (a submission of its own)."""
+    cause = f.submitted(f.submission(f.candidate(version=version,
+                                                 artifact_sha256=hashlib.sha256(version.encode()).hexdigest())))
+    approval = f.decided(cause)
+    return DeploymentSucceeded.caused_by(approval, candidate=approval.candidate, target="model-store",
+                                         location=f"/store/fraud-detector/{version}", occurred_at=utcnow() - ago,
+                                         metrics=metrics or {"accuracy": 0.93})
+
+
+def production(event: DeploymentSucceeded) -> Production:
+    """What the policy puts in review.requested for the release `event` deployed."""
+    return Production(candidate=event.candidate, metrics=event.metrics, submission_id=event.submission_id)
+
+
 async def test_approval_emits_review_decided_once(notifier, request_event):
     url = f"/reviews/{request_event.submission_id}/decision"
     async with running(notifier.broker) as br, client(notifier) as http:
@@ -54,6 +73,33 @@ async def test_approval_emits_review_decided_once(notifier, request_event):
     assert [(v.approver, v.channel) for v in out.votes] == [("alice", "http")]
     assert out.causation_id == request_event.event_id
     assert notifier.store.get(request_event.submission_id).decision == out
+
+
+async def test_a_vote_after_production_changed_is_refused_and_the_evidence_refreshed(notifier):
+    v110, v160 = deployed("1.1.0", ago=timedelta(days=3), accuracy=0.91), deployed("1.6.0", accuracy=0.97)
+    event = f.review_requested(f.submitted(f.submission(submitter="carol")), production=production(v110))
+    url, shown = f"/reviews/{event.submission_id}/decision", f"/reviews/{event.submission_id}"
+    async with running(notifier.broker) as br, client(notifier) as http:
+        await publish(br, v110)  # in production when the policy asked
+        await publish(br, event)
+        await publish(br, v160)  # a late approval of another review replaced it
+        r = await http.post(url, json=vote("alice"), headers=AUTH)
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"] == ("production changed since this review was shown: now fraud-detector 1.6.0 "
+                                      "(was 1.1.0); the evidence is refreshed, look again and vote again")
+        got = (await http.get(shown)).json()
+        assert got["votes"] == [] and got["decision"] is None
+        assert (got["shown"]["candidate"]["version"], got["shown"]["metrics"]) == ("1.6.0", {"accuracy": 0.97})
+        assert got["request"]["production"]["candidate"]["version"] == "1.1.0"  # the request as it came
+        await settle(notifier.broker)
+        notifier.emitter.publishers[ReviewDecided].mock.assert_not_called()
+
+        r = await http.post(url, json=vote("alice"), headers=AUTH)  # against the refreshed evidence
+        assert r.status_code == 200 and r.json()["outcome"] == "approved", r.text
+        await settle(notifier.broker)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.decided_by, len(out.votes)) == ("approved", "alice", 1)
+    assert notifier.store.get(event.submission_id).shown == production(v160)
 
 
 @pytest.mark.parametrize(("headers", "status"), [

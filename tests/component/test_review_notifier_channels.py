@@ -1,6 +1,7 @@
 """The review-notifier's Slack and email channels, in memory for Kafka (TestKafkaBroker) but with a
 real SMTP server (aiosmtpd) and a local HTTP stand-in for Slack's Web API. Interactivity requests
-are built and signed the way Slack builds them."""
+are built and signed the way Slack builds them. The review shows fraud-detector 1.3.0 in
+production, which the notifier knows too, until a test deploys another release."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from shared import topics
 from shared.events import Escalation, ReviewDecided, ReviewEscalated, utcnow
 from signoff.standins import MailSink, SlackStandIn, block_actions, body_of, links, signed_request
 from tests.component.conftest import publish, running, sent, settle
+from tests.component.test_review_notifier import deployed, production
 from tests.unit import factories as f
 
 SECRET = "slack-signing-secret-for-tests"
@@ -31,6 +33,8 @@ USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0MALLORY": "m
 EMAILS = {"alice": "alice@example.com", "bob": "bob@example.com", "carol": "carol@example.com",
           "dave": "dave@example.com", "mallory": "mallory@example.com"}
 JUSTIFICATION = "card fraud spike tonight; the current model misses the new pattern"
+IN_PRODUCTION = deployed("1.3.0", ago=timedelta(days=7), accuracy=0.93, auc=0.96)
+CHANGED = "production changed since this review was shown: now fraud-detector 1.6.0 (was 1.3.0)"
 
 
 @pytest.fixture
@@ -65,18 +69,22 @@ def logs(notifier, monkeypatch):
         yield captured
 
 
+def built(build_app, **fields):
+    """A review-notifier knowing 1.3.0 in production, as its rebuild at start-up reads it from the
+    topics (the fixture opens the app; it does not start it)."""
+    wiring = build_app("review_notifier", **fields)
+    wiring.production.apply(IN_PRODUCTION)
+    return wiring
+
+
 @pytest.fixture
 def notifier(build_app, fields):
-    return build_app("review_notifier", **fields)
+    return built(build_app, **fields)
 
 
 def request_event(quorum: int = 1, submitter: str = "carol", **over):
     cause = f.submitted(f.submission(submitter=submitter))
-    production = f.deployment_succeeded()  # a model in production to compare against
-    from shared.events import Production
-    prod = Production(candidate=production.candidate.model_copy(update={"version": "1.3.0"}),
-                      metrics={"accuracy": 0.93, "auc": 0.96}, submission_id=production.submission_id)
-    fields = dict(approvers=("alice", "bob", "carol"), quorum=quorum, production=prod)
+    fields = dict(approvers=("alice", "bob", "carol"), quorum=quorum, production=production(IN_PRODUCTION))
     return f.review_requested(cause, **{**fields, **over})
 
 
@@ -225,7 +233,7 @@ async def test_a_replayed_click_counts_once(notifier, slack):
 
 
 async def test_slack_without_a_signing_secret_is_503(build_app, fields):
-    notifier = build_app("review_notifier", **{**fields, "slack_signing_secret": ""})
+    notifier = built(build_app, **{**fields, "slack_signing_secret": ""})
     async with running(notifier.broker), client(notifier) as http:
         assert (await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())).status_code == 503
 
@@ -246,6 +254,62 @@ async def test_break_glass_from_slack_is_flagged_everywhere(notifier, slack):
     assert out.break_glass and out.votes[0].break_glass and JUSTIFICATION in out.reason
     assert shown["decision"]["break_glass"] and shown["votes"][0]["break_glass"]
     assert "BREAK-GLASS" in json.dumps(slack.requests("chat.update")[-1]["body"])
+
+
+async def test_a_click_after_production_changed_is_refused_and_the_message_shows_it(notifier, slack):
+    event = request_event()
+    async with running(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        assert "production 1.3.0" in json.dumps(slack.requests("chat.postMessage")[0]["body"])
+        await publish(br, deployed("1.6.0", accuracy=0.97, auc=0.98))  # replaced 1.3.0 meanwhile
+        body, headers = signed_request(SECRET, block_actions("U0ALICE", sb.APPROVE, str(event.submission_id),
+                                                             response_url=f"{slack.url}/response/1"))
+        r = await http.post("/slack/actions", content=body, headers=headers)
+        assert r.status_code == 409 and r.json()["detail"].startswith(CHANGED), r.text
+        await notified(notifier)
+        (update,) = slack.requests("chat.update")  # the message, in place, with the new evidence
+        assert (update["body"]["channel"], update["body"]["ts"]) == ("C0REVIEWS", "1700000001.000100")
+        text = json.dumps(update["body"])
+        assert "production 1.6.0" in text and "vs 0.97" in text and "then: 1.3.0" in text
+        assert "production 1.3.0" not in text and buttons(update["body"]) == [sb.APPROVE, sb.REJECT]
+        (answer,) = slack.requests("response")  # the clicker is told, only them
+        assert answer["body"]["response_type"] == "ephemeral" and CHANGED in answer["body"]["text"]
+        again = await http.post("/slack/actions", content=body, headers=headers)  # the same request replayed
+        assert again.status_code == 409 and "already counted, or refused" in again.json()["detail"]
+        await settle(notifier.broker)
+        decided_mock(notifier).assert_not_called()
+
+        r = await click(http, "U0ALICE", sb.APPROVE, event.submission_id)  # a new click, on the new evidence
+        assert r.status_code == 200 and r.json()["outcome"] == "approved", r.text
+        await notified(notifier)
+        await settle(notifier.broker)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.outcome, out.decided_by) == ("approved", "alice")
+    last = json.dumps(slack.requests("chat.update")[-1]["body"])
+    assert "Approved by alice" in last and "production 1.6.0" in last
+
+
+async def test_an_email_vote_after_production_changed_is_refused_and_the_page_shows_it(notifier, mail):
+    event = request_event()
+    async with running(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        link = urlsplit(links(mail.to("bob@example.com")[0])["approve"])
+        url = f"{link.path}?{link.query}"
+        assert "production 1.3.0" in (await http.get(url)).text
+        await publish(br, deployed("1.6.0", accuracy=0.97, auc=0.98))
+        form = {"token": parse_qs(link.query)["token"][0], "reason": "fine"}
+        r = await http.post("/email/decide", data=form)
+        assert r.status_code == 409 and CHANGED in r.text, r.text
+        page = await http.get(url)  # the same link: the evidence as it is now
+        assert page.status_code == 200 and "production 1.6.0" in page.text and "then: 1.3.0" in page.text
+        assert "production 1.3.0" not in page.text and "<form" in page.text
+        await settle(notifier.broker)
+        decided_mock(notifier).assert_not_called()
+        r = await http.post("/email/decide", data=form)  # confirmed against the refreshed evidence
+        assert r.status_code == 200 and "approved" in r.text, r.text
+        await settle(notifier.broker)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert [(v.approver, v.channel) for v in out.votes] == [("bob", "email")]
 
 
 async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, mail):
@@ -395,7 +459,7 @@ async def test_reminders_go_to_those_who_have_not_voted(notifier, slack, mail):
 
 
 async def test_webhook_mode_posts_and_updates_through_the_response_url(build_app, fields, slack):
-    notifier = build_app("review_notifier", **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
+    notifier = built(build_app, **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
     event = request_event()
     async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
@@ -409,18 +473,40 @@ async def test_webhook_mode_posts_and_updates_through_the_response_url(build_app
     assert slack.requests("chat.") == []
 
 
+async def test_webhook_mode_says_anew_when_another_channel_found_production_changed(build_app, fields, slack):
+    notifier = built(build_app, **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
+    event = request_event()
+    async with running(notifier.broker) as br, client(notifier) as http:
+        await publish(br, event)
+        await publish(br, deployed("1.6.0", accuracy=0.97, auc=0.98))
+        r = await http.post(f"/reviews/{event.submission_id}/decision", headers={"Authorization": "Bearer s3cret"},
+                            json={"decision": "approve", "approver": "alice", "reason": "ok"})
+        assert r.status_code == 409 and CHANGED in r.json()["detail"]
+        await notified(notifier)
+        first, anew = slack.requests("webhook")  # a webhook's message cannot change: a new one
+        assert "production 1.3.0" in json.dumps(first["body"]) and "production 1.6.0" in json.dumps(anew["body"])
+        assert buttons(anew["body"]) == [sb.APPROVE, sb.REJECT]
+        r = await click(http, "U0BOB", sb.APPROVE, event.submission_id, reason="looked again",
+                        response_url=f"{slack.url}/response/2")
+        assert r.status_code == 200 and r.json()["outcome"] == "approved"
+        await notified(notifier)
+    assert len(slack.requests("webhook")) == 2  # the vote's refresh replaced its message, nothing anew
+    (response,) = slack.requests("response")
+    assert buttons(response["body"]) == [] and "production 1.6.0" in json.dumps(response["body"])
+
+
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # a local test server
 async def test_smtp_credentials_are_used(build_app, fields):
     with MailSink(auth=("signoff", "smtp-pass")) as sink:
-        notifier = build_app("review_notifier", **{**fields, "smtp_host": sink.host, "smtp_port": sink.port,
-                                                   "smtp_username": "signoff", "smtp_password": "smtp-pass"})
+        notifier = built(build_app, **{**fields, "smtp_host": sink.host, "smtp_port": sink.port,
+                                       "smtp_username": "signoff", "smtp_password": "smtp-pass"})
         async with running(notifier.broker) as br:
             await publish(br, request_event())
         assert sink.logins and len(sink.to("bob@example.com")) == 1
 
 
 def test_secrets_never_show_in_the_settings_repr(build_app, fields):
-    notifier = build_app("review_notifier", **fields, smtp_password="smtp-pass")
+    notifier = built(build_app, **fields, smtp_password="smtp-pass")
     shown = repr(notifier.settings) + str(notifier.settings.model_dump())
     for secret in (SECRET, TOKEN_KEY, "xoxb-test-token", "smtp-pass"):
         assert secret not in shown

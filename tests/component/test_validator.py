@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from shared import codec, topics
+from shared.broker import DeadLetters
 from shared.events import ChecksFailed, ChecksPassed, DeploymentRolledBack, DeploymentSucceeded, PolicyRef
 from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, running, sent, write_workflows
 from tests.unit import factories as f
@@ -223,20 +224,56 @@ async def test_the_regression_check_compares_with_the_release_rolled_back_to(
     assert f"production {'1' if rollback else '2'} " in check.message
 
 
-async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(build_app, tmp_path, artifact):
-    """Followers re-read their topics at every start: a bad record is logged and skipped, never
-    dead-lettered again and again, and the next good record still counts."""
+def poison(shape: str) -> bytes:
+    """Records that once stopped a service at start (ValueError, RecursionError) or never decode."""
+    good = codec.encode(deployed("1", 0.9), "/test").value.decode()
+    return {
+        "not JSON": "{not json",
+        "5,000-digit integer": good.replace('"accuracy":0.9', '"accuracy":' + "9" * 5000),
+        "10,000-deep nesting": good.replace('"target":"model-store"', '"target":' + "[" * 10_000 + "]" * 10_000),
+        "huge string": good.replace('"target":"model-store"', '"target":"' + "t" * 900_000 + '"'),
+    }[shape].encode()
+
+
+@pytest.mark.parametrize("shape", ["not JSON", "5,000-digit integer", "10,000-deep nesting", "huge string"])
+async def test_a_bad_record_on_a_followed_topic_is_skipped_not_dead_lettered(build_app, tmp_path, artifact, shape):
+    """Followers re-read their topics at every start: a bad record is logged, counted and skipped,
+    never dead-lettered again and again, and the next good record still counts."""
     validator = build_app("validator", workflows=write_workflows(tmp_path / "r", fraud=REGRESSION))
     letters = capture(validator.broker, topics.dlq(topics.DEPLOYMENT_SUCCEEDED))
     cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
     failed = capture(validator.broker, topics.CHECKS_FAILED)
+    [dead_letters] = [m for m in validator.broker.middlewares if isinstance(m, DeadLetters)]
     async with running(validator.broker) as br:
-        await publish_raw(br, topics.DEPLOYMENT_SUCCEEDED, b"{not json")
+        await publish_raw(br, topics.DEPLOYMENT_SUCCEEDED, poison(shape))
         await publish(br, deployed("2", 0.97))
         await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.955})))
     assert letters.values == []
+    assert dead_letters.skipped == {topics.DEPLOYMENT_SUCCEEDED: 1}
     [out] = failed.events()
     assert "production 2 " in next(r for r in out.results if r.name == "regression:accuracy").message
+
+
+async def test_production_rolled_back_to_a_release_never_seen_is_unknown_and_a_person_decides(
+        build_app, tmp_path, artifact):
+    """Retention dropped the deployment of the release production was rolled back to: the
+    regression check cannot compare, and must not pass as if nothing were in production."""
+    validator = build_app("validator", workflows=write_workflows(tmp_path / "r", fraud=REGRESSION))
+    unseen, v2 = uuid.uuid4(), deployed("2", 0.97)
+    back = DeploymentRolledBack(submission_id=uuid.uuid4(), model="fraud-detector", from_version="2",
+                                to_version="0.9", to_submission_id=unseen, target="model-store",
+                                requested_by="oncall", reason="p99 latency doubled")
+    cand = f.candidate(version="3", artifact_uri=artifact.path.as_uri(), artifact_sha256=artifact.sha256)
+    passed = capture(validator.broker, topics.CHECKS_PASSED)
+    async with running(validator.broker) as br:
+        for event in (v2, back):
+            await publish(br, event)
+        await publish(br, f.submitted(f.submission(cand, metrics={"accuracy": 0.5})))
+    [out] = passed.events()  # nothing blocking failed: the policy routes it to a person
+    [check] = [r for r in out.results if r.name.startswith("regression")]
+    assert (check.name, check.passed, check.blocking) == ("regression", False, False)
+    assert check.message.startswith("production of fraud-detector is unknown: it was rolled back to version 0.9 "
+                                    f"(submission {unseen})")
 
 
 CARD = """\

@@ -1,5 +1,6 @@
 """The one topic reader on the real broker: from the beginning or a time, until the end or a
-predicate with a deadline, the newest match read backwards; and `signoff watch` built on it."""
+predicate with a deadline, the newest match read backwards; and `signoff watch` built on it. A
+read ends on empty and truncated partitions, and the start-up replay on truncated topics."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
-from shared import reader, topics
-from shared.events import RollbackRequested
+from shared import codec, reader, topics
+from shared.admin import partitions_of
+from shared.events import Production, RollbackRequested
+from shared.production import EVENTS, ProductionBook
+from shared.replay import rebuild
 from signoff import client
+from tests.unit import factories as f
 
 pytestmark = pytest.mark.kafka
 
@@ -96,3 +104,91 @@ async def test_watch_starts_from_the_operation_not_from_the_beginning(kafka: str
     assert abs((since - request.occurred_at).total_seconds()) < 60
     followed = [e async for e in client.follow(kafka, request.submission_id, timeout=10.0)]
     assert followed == [request]
+
+
+async def _delete_up_to(servers: str, offsets: dict[TopicPartition, int]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(o) for tp, o in offsets.items() if o})
+    finally:
+        await admin.close()
+
+
+async def _ends(servers: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_read_ends_on_empty_and_truncated_partitions(kafka: str, unique: str) -> None:
+    """Partition 0 written and then emptied (as retention or delete_records leaves it: start ==
+    end), 1 partly truncated, 2 never written, 3 emptied too: every read returns, with what is left."""
+    topic = f"reader-truncated-{unique}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    await producer.start()
+    try:
+        for partition, n in ((0, 3), (1, 3), (3, 2)):
+            for i in range(n):
+                await producer.send_and_wait(topic, f"{partition}-{i}".encode(), partition=partition)
+    finally:
+        await producer.stop()
+    parts = [TopicPartition(topic, p) for p in range(4)]
+    ends = await _ends(kafka, parts)
+    await _delete_up_to(kafka, {parts[0]: ends[parts[0]], parts[1]: 1, parts[3]: ends[parts[3]]})
+
+    async def values(**options) -> list[bytes]:
+        return [r.value async for r in reader.read(kafka, (topic,), **options)]
+
+    assert await asyncio.wait_for(values(), 30) == [b"1-1", b"1-2"]
+    assert await asyncio.wait_for(values(since=datetime(2000, 1, 1, tzinfo=UTC)), 30) == [b"1-1", b"1-2"]
+    assert await asyncio.wait_for(values(until=lambda: True, timeout=30), 30) == [b"1-1", b"1-2"]
+
+    await _delete_up_to(kafka, {parts[1]: ends[parts[1]]})  # now every partition is empty
+    assert await asyncio.wait_for(values(), 30) == []
+
+
+async def test_rebuild_returns_on_truncated_deployment_topics_and_skips_poison(kafka: str, unique: str) -> None:
+    """The start-up replay on the services' own topics, emptied by delete_records, then one
+    poison record (a 5,000-digit number) and one good deployment: it returns, applies the good
+    one and counts the poison. (It truncates the shared deployment topics: integration tests run
+    after the end-to-end tests, and nothing else reads these topics' history here.)"""
+    model = f"rebuild-{unique}"
+    parts = [TopicPartition(cls.topic, p) for cls in EVENTS
+             for p in range(len(await _partitions(kafka, cls.topic)))]
+    await _delete_up_to(kafka, await _ends(kafka, parts))
+    good = f.deployment_succeeded(f.submitted(f.submission(f.candidate(model=model))))
+    bad = codec.encode(good, "/test").value.replace(b'"accuracy":0.95', b'"accuracy":' + b"9" * 5000)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.DEPLOYMENT_SUCCEEDED, bad, key=model.encode())
+    finally:
+        await producer.stop()
+    await client.publish(kafka, [good])
+
+    book = ProductionBook()
+    applied = await asyncio.wait_for(rebuild(kafka, book.apply, *EVENTS), 30)
+    assert applied >= 1 and book.get(model) == Production(candidate=good.candidate, metrics=good.metrics,
+                                                          submission_id=good.submission_id)
+    skipped: Counter[str] = Counter()
+    await reader.read_events(kafka, [cls.topic for cls in EVENTS], skipped=skipped)
+    assert skipped[topics.DEPLOYMENT_SUCCEEDED] >= 1
+
+
+async def _partitions(servers: str, topic: str) -> set[int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        return await partitions_of(consumer, topic)
+    finally:
+        await consumer.stop()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from services.validator import checks
-from shared.events import CheckResult, ChecksFailed, ChecksPassed
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, Production
+from shared.production import Unknown
 from tests.unit import factories as f
 
 
@@ -165,3 +167,32 @@ def test_the_checks_import_no_io_framework_or_settings():
                                 cwd=Path(__file__).parents[2]).stdout.split())
     forbidden = {"yaml", "celpy", "httpx", "aiokafka", "faststream", "sqlite3", "pydantic_settings"}
     assert {m for m in loaded if m.split(".")[0] in forbidden or m.rpartition(".")[2] == "settings"} == set()
+
+
+def in_production(accuracy: float) -> Production:
+    return Production(candidate=f.candidate(version="1.3.0"), metrics={"accuracy": accuracy},
+                      submission_id=uuid.uuid4())
+
+
+def test_regression_against_production_fails_beyond_the_tolerance():
+    [worse] = checks.regression({"accuracy": 0.93}, in_production(0.95), {"accuracy": 0.01}, {})
+    assert (worse.name, worse.passed, worse.blocking, worse.threshold) == ("regression:accuracy", False, True, 0.94)
+    [within] = checks.regression({"accuracy": 0.945}, in_production(0.95), {"accuracy": 0.01}, {})
+    assert within.passed
+
+
+def test_regression_with_nothing_in_production_passes():
+    [result] = checks.regression({"accuracy": 0.1}, None, {"accuracy": 0.01}, {})
+    assert (result.name, result.passed) == ("regression", True)
+
+
+def test_regression_against_an_unknown_production_fails_without_blocking_saying_why():
+    """Unknown is not "nothing in production": comparing with nothing would pass a worse model.
+    The check fails, but does not block: the policy sends the model to a person."""
+    unknown = Unknown("fraud-detector", uuid.uuid4(), "0.9")
+    [result] = checks.regression({"accuracy": 0.1}, unknown, {"accuracy": 0.01}, {})
+    assert (result.name, result.passed, result.blocking) == ("regression", False, False)
+    assert result.message.startswith(f"production of fraud-detector is unknown: it was rolled back to version 0.9 "
+                                     f"(submission {unknown.submission_id})")
+    assert result.message.endswith("nothing to compare against, so a person decides")
+    assert type(checks.verdict(f.submitted(), [result], None)) is ChecksPassed  # for the policy to route

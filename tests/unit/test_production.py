@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.events import DeploymentRevoked, DeploymentRolledBack, DeploymentSucceeded, Event
-from shared.production import ProductionBook
+from shared.production import ProductionBook, Unknown
 from tests.unit import factories as f
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -50,6 +50,7 @@ def book_of(*events: Event) -> ProductionBook:
 
 def version(book: ProductionBook, model: str = MODEL) -> str | None:
     production = book.get(model)
+    assert not isinstance(production, Unknown), production
     return production.candidate.version if production else None
 
 
@@ -109,9 +110,21 @@ def test_a_rollback_puts_the_release_it_names_back() -> None:
 
 
 def test_a_rollback_to_a_release_never_seen_deployed_leaves_production_unknown() -> None:
-    """Not the release rolled back from: that one is known not to be in production any more."""
-    back = rolled_back(uuid.uuid4(), T0 + timedelta(hours=2), from_version="2", to_version="0.9")
-    assert book_of(V1, V2, back).get(MODEL) is None
+    """Not the release rolled back from (known not to be in production any more), and not None
+    ("nothing in production"), which a comparison would read as nothing to be worse than."""
+    to = uuid.uuid4()
+    back = rolled_back(to, T0 + timedelta(hours=2), from_version="2", to_version="0.9")
+    book = book_of(V1, V2, back)
+    assert book.get(MODEL) == Unknown(MODEL, to, "0.9") and book.known(MODEL) is None and len(book) == 1
+    assert f"rolled back to version 0.9 (submission {to}), whose deployment.succeeded" in book.get(MODEL).reason
+
+
+def test_unknown_ends_when_the_release_is_seen_deployed_or_revoked_or_replaced() -> None:
+    to = deployed("0.9", T0 - timedelta(hours=1), 0.91)
+    back = rolled_back(to.submission_id, T0 + timedelta(hours=2), from_version="2", to_version="0.9")
+    assert version(book_of(V1, V2, back, to)) == "0.9"  # its deployment arrived late: known now
+    assert book_of(V1, V2, back, revoked(to, T0 + timedelta(hours=3))).get(MODEL) is None
+    assert version(book_of(V1, V2, back, deployed("3", T0 + timedelta(hours=3), 0.9))) == "3"
 
 
 def test_a_release_deployed_after_a_rollback_is_production() -> None:

@@ -21,7 +21,7 @@ from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.service import Reviewer
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
-from shared.events import Vote
+from shared.events import Production, Vote
 from tests.unit import factories as f
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -154,3 +154,34 @@ async def test_a_new_channel_mounts_its_routes_and_its_votes_count_once(store):
     assert second.json() == {"outcome": "approved"}
     assert [(v.approver, v.channel) for v in emitted[0].votes] == [("alice", "pager"), ("bob", "pager")]
     assert ("refresh", None) in pager.calls
+
+
+async def test_a_vote_is_judged_against_production_now_and_a_refusal_refreshes_every_channel(store):
+    """What the book answers decides: a release (or None) is compared with what the review shows;
+    anything else (the book cannot tell) judges the vote as before."""
+    class Other(Pager):
+        name = "other"
+
+    pager, other, emitted = Pager(), Other(), []
+
+    async def emit(event) -> None:
+        emitted.append(event)
+
+    v160 = Production(candidate=f.candidate(version="1.6.0"), metrics={}, submission_id=uuid.uuid4())
+    answers: dict[str, object] = {"fraud-detector": object()}  # not known: neither a release nor None
+    notifier = opened(store, pager, other)
+    reviewer = Reviewer(store, emit, notifier, production=answers.get)
+    rev = review(quorum=2)
+    store.open(rev.request)  # shows no model in production
+    vote = Vote(approver="alice", decision="approve", reason="ok", channel="pager", at=T0)
+    await reviewer.vote(rev.submission_id, vote)  # counted, as before
+    answers["fraud-detector"] = v160
+    with pytest.raises(Refused) as info:
+        await reviewer.vote(rev.submission_id, vote.model_copy(update={"approver": "bob"}), reply_to="r/1")
+    await notifier.drain()
+    assert info.value.status == 409 and "now fraud-detector 1.6.0 (was no model in production)" in info.value.message
+    stored = store.get(rev.submission_id)
+    assert stored.shown == v160 and [v.approver for v in stored.votes] == ["alice"] and emitted == []
+    assert pager.calls[-1] == ("refresh", "r/1") and other.calls[-1] == ("refresh", None)
+    _, decision = await reviewer.vote(rev.submission_id, vote.model_copy(update={"approver": "bob"}))
+    assert decision is not None and decision.outcome == "approved" and emitted == [decision]

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from services.review_notifier import reviews, state
 from services.review_notifier.channels import Receipt
 from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.state import ReviewStore
-from shared.events import Escalation, ReviewRequested, Vote
+from shared.events import Escalation, Production, ReviewRequested, Vote
 from shared.upcasting import UPCASTERS
 from tests.unit import factories as f
 
@@ -156,6 +157,62 @@ def test_break_glass_refusals(who, decision, reason, status, says):
 
 def test_break_glass_without_a_role_in_the_workflow():
     assert "allows no break-glass" in refused(review(), vote("alice", reason=JUSTIFICATION, break_glass=True)).message
+
+
+def release(version: str, model: str = "fraud-detector") -> Production:
+    """A release of `model` in production (its own submission)."""
+    return Production(candidate=f.candidate(model=model, version=version), metrics={"accuracy": 0.93},
+                      submission_id=uuid.uuid4())
+
+
+V110, V160 = release("1.1.0"), release("1.6.0")
+CHANGED = ("production changed since this review was shown: now fraud-detector 1.6.0 (was 1.1.0); "
+           "the evidence is refreshed, look again and vote again")
+
+
+def reshown(rev, v, production) -> reviews.Reshown:
+    with pytest.raises(reviews.Reshown) as info:
+        reviews.cast(rev, v, production)
+    return info.value
+
+
+def test_a_vote_counts_against_the_production_shown_and_is_refused_once_it_changed():
+    rev = review(quorum=2, production=V110)
+    assert rev.shown == V110  # what the reviewers were shown: the request's
+    counted, decision = reviews.cast(rev, vote("alice"), V110.model_copy(update={"metrics": {}}))
+    assert decision is None and len(counted.votes) == 1  # the same release (by submission), counted
+
+    r = reshown(counted, vote("bob"), V160)  # a late approval replaced 1.1.0 with 1.6.0 meanwhile
+    assert (r.status, r.message) == (409, CHANGED)
+    assert r.review.shown == V160 and r.review.request.production == V110  # refreshed; the request as it was
+    assert r.review.votes == counted.votes and r.review.decision is None  # bob's vote did not count
+
+    refreshed, decision = reviews.cast(r.review, vote("bob"), V160)  # against the refreshed evidence
+    assert decision is not None and decision.outcome == "approved" and refreshed.shown == V160
+
+
+@pytest.mark.parametrize(("shown", "now", "says"), [
+    (None, V160, "now fraud-detector 1.6.0 (was no model in production)"),
+    (V110, None, "now no model in production (was fraud-detector 1.1.0)"),
+    (V110, release("2.0.0", model="other-model"), "now other-model 2.0.0 (was fraud-detector 1.1.0)"),
+])
+def test_none_and_a_release_differ_both_ways(shown, now, says):
+    r = reshown(review(production=shown), vote("alice", "reject", "no"), now)
+    assert says in r.message and r.review.shown == now and r.review.votes == ()
+    _, decision = reviews.cast(r.review, vote("alice", "reject", "no"), now)
+    assert decision is not None and decision.outcome == "rejected"
+
+
+def test_an_unknown_production_judges_the_vote_as_before_and_a_refusal_says_more_first():
+    rev = review(quorum=2, production=V110, break_glass=("oncall",))
+    rev, _ = reviews.cast(rev, vote("alice"), reviews.UNKNOWN)  # counted: the notifier cannot tell
+    assert len(rev.votes) == 1 and rev.shown == V110
+    assert refused(rev, vote("mallory")).status == 403  # not an approver, whatever production is
+    assert refused(rev, vote("alice")).status == 409
+    with pytest.raises(Refused) as info:
+        reviews.cast(rev, vote("mallory"), V160)
+    assert info.value.status == 403 and not isinstance(info.value, reviews.Reshown)
+    assert reshown(rev, vote("oncall", reason=JUSTIFICATION, break_glass=True), V160).review.shown == V160
 
 
 def test_deadline_rejects_when_the_workflow_says_reject():
@@ -322,6 +379,24 @@ def test_a_stored_review_written_under_an_older_event_version_is_upcast(tmp_path
         upcast = store.get(rev.submission_id)
         assert upcast is not None and upcast.request.quorum == 2 and upcast.request.schema_version == 2
         assert store.pending() == [upcast]
+    finally:
+        store.close()
+
+
+def test_a_review_stored_before_it_remembered_what_was_shown_shows_the_requests_production(tmp_path):
+    rev = review(production=V110)
+    store = ReviewStore(tmp_path / "reviews.db")
+    try:
+        store.open(rev.request)
+        row = json.loads(rev.model_dump_json())
+        del row["shown"]  # how rows were written before
+        store.db.execute("UPDATE review SET review = ?", (json.dumps(row),))
+        old = store.get(rev.submission_id)
+        assert old == rev and old.shown == V110
+        stale = reshown(old, vote("alice"), V160)
+        store.save(stale.review)
+        assert store.get(rev.submission_id).shown == V160  # the refreshed evidence is what is stored
+        assert store.pending() == [stale.review]
     finally:
         store.close()
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.policy import rules
-from shared.events import CheckResult, ChecksFailed, Production, ReviewDecided, ReviewRequested
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, Production, ReviewDecided, ReviewRequested
 from shared.workflow.matching import WorkflowSet
 from tests.unit import factories as f
 
@@ -252,3 +252,39 @@ def test_a_rejected_digest_is_cited_even_when_no_workflow_matches_any_more():
     out = rules.on_checks_passed(event, rules.Match(None, "no workflow matches", "e" * 64), earlier, None)
     assert out.outcome == "rejected" and out.cites == earlier.event_id
     assert out.policy.rule == "rejected_before" and out.policy.digest == "e" * 64
+
+
+UNKNOWN = CheckResult(name="regression", passed=False, blocking=False,
+                      message="production of fraud-detector is unknown: ...; so a person decides")
+
+
+def passed_flagged(accuracy: float, *extra: CheckResult):
+    cause = f.submitted(f.submission(metrics={"accuracy": accuracy, "auc": 0.99}))
+    return ChecksPassed.caused_by(cause, submission=cause.submission, results=(*f.results(), *extra))
+
+
+def test_a_check_failed_without_blocking_asks_a_person_even_when_when_is_false(strict):
+    out = decide(strict, passed_flagged(0.99, UNKNOWN))  # `metrics.accuracy < 0.9` is false
+    assert type(out) is ReviewRequested
+    assert out.reason == f"a check failed without blocking, so a person decides: regression: {UNKNOWN.message}"
+    assert out.results[-1] == UNKNOWN and out.production is None
+
+
+def test_a_check_failed_without_blocking_is_not_carried_forward(tmp_path):
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    assert type(decide(loaded, passed_flagged(0.85), production=production(accuracy=0.855))) is ReviewDecided
+    out = decide(loaded, passed_flagged(0.85, UNKNOWN), production=production(accuracy=0.855))
+    assert type(out) is ReviewRequested and "regression: production of fraud-detector is unknown" in out.reason
+
+
+def test_a_check_failed_without_blocking_and_no_approval_step_is_rejected_not_for_good(tmp_path):
+    loaded = f.load_workflow(tmp_path, STRICT.split("  - name: manual_approval")[0])
+    out = decide(loaded, passed_flagged(0.99, UNKNOWN))
+    assert (type(out), out.outcome, out.mode, out.final_for_artifact) == (ReviewDecided, "rejected", "automatic", False)
+    assert out.decided_by == "policy:strict/no_approval_step"
+    assert out.reason.startswith("a check failed and the workflow has no approval step to ask a person: regression:")
+
+
+def test_a_passed_non_blocking_check_changes_nothing(strict):
+    ok = UNKNOWN.model_copy(update={"passed": True})
+    assert (type(out := decide(strict, passed_flagged(0.99, ok))), out.outcome) == (ReviewDecided, "approved")

@@ -47,6 +47,9 @@ class Receipt:
     channel: str
     key: str
     replayed: str = "this request was already counted"  # the refusal when it comes again
+    # True when the key names one request (a Slack click's signature), not a credential used again
+    # (an email link): a request refused because production changed is then spent as well.
+    per_request: bool = False
 
 
 class Notices:

@@ -100,23 +100,26 @@ class SlackChannel:
         log.info("slack_posted", submission_id=str(review.submission_id), stage=at)
 
     async def refresh(self, review: Review, reply_to: str | None = None) -> None:
-        """Show the review's current state: votes, outcome, buttons gone. In place with a bot token;
-        through the click's response_url, or as a new message, with a webhook (which cannot edit)."""
+        """Show the review's current state: votes, outcome, buttons gone, the production it shows
+        now. In place with a bot token; through the click's response_url, or as a new message, with
+        a webhook (which cannot edit)."""
         if self.client is None:
             return
+        assert self.notices is not None, "open() sets the notices before the client"
         message, ref = blocks.message(review), self._message(review)
         try:
             if ref and self.client.can_update:
                 await self.client.update(ref, message)
             elif reply_to:
                 await self.client.respond(reply_to, message)
-            elif review.decision is not None or review.escalation is not None:
+            elif review.decision is not None or review.escalation is not None or self._new_production(review):
                 await self.client.post(message)  # a webhook message cannot change: say it anew
             else:
                 return
         except Exception as exc:  # noqa: BLE001
             failed("slack_update_failed", review, exc, safe=(SlackError,))
             return
+        self.notices.record(review, "production", {"shown": _release(review)})
         log.info("slack_updated", submission_id=str(review.submission_id),
                  outcome=review.decision.outcome if review.decision else "pending")
 
@@ -141,11 +144,25 @@ class SlackChannel:
         except Exception as exc:  # noqa: BLE001
             log.warning("slack_answer_failed", error=type(exc).__name__)
 
+    def _new_production(self, review: Review) -> bool:
+        """Whether the review shows another production than Slack was last shown (the request's
+        until a refresh recorded one): a webhook's message must then be said anew."""
+        assert self.notices is not None, "called once open() set the client, after the notices"
+        last = self.notices.get(review, "production")
+        if last is not None:
+            return _release(review) != last["shown"]
+        asked = review.request.production
+        return _release(review) != (str(asked.submission_id) if asked else None)
+
     def _message(self, review: Review) -> dict | None:
         """The review's current message ({'channel', 'ts'}): the escalation's once posted, else the
         first. None through a webhook, whose messages have no reference."""
         assert self.notices is not None, "called once open() set the client, after the notices"
         return self.notices.get(review, "escalated") or self.notices.get(review, "requested") or None
+
+
+def _release(review: Review) -> str | None:
+    return str(review.shown.submission_id) if review.shown else None
 
 
 CHANNEL = SlackChannel  # what the registry (channels/__init__.py) lists

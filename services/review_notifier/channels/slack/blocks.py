@@ -1,7 +1,8 @@
 """The Slack message of a review, as Block Kit: pure, rebuilt from the review on every change.
 
-Pending: the evidence, a reason box and Approve / Reject (and Break glass when the workflow has a
-break-glass role) buttons. Decided: the same evidence with who decided, and no buttons.
+Pending: the evidence (with a warning once production changed since the request), a reason box
+and Approve / Reject (and Break glass when the workflow has a break-glass role) buttons. Decided:
+the same evidence with who decided, and no buttons.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def message(review: Review) -> dict:
         {"type": "header", "text": {"type": "plain_text", "text": evidence.title(review)[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_esc(v)}"[:2000]}
                                        for k, v in evidence.facts(review)[:10]]},
+        *([{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {_esc(changed)}"[:3000]}}]
+          if (changed := evidence.production_changed(review)) else []),
         {"type": "section", "text": {"type": "mrkdwn", "text": (
             f"*Metrics* (against {evidence.production_label(review)})\n{metric_lines or '-'}")[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Checks*\n{check_lines or '-'}"[:3000]}},

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from services.review_notifier.channels.slack import SlackChannel
     from services.review_notifier.service import Reviewer
 
+REPLAYED = "this Slack request was already counted, or refused because production had changed (a replay or a retry)"
+
 
 def router(channel: SlackChannel) -> APIRouter:
     routes, name = APIRouter(), channel.name
@@ -66,7 +68,7 @@ def router(channel: SlackChannel) -> APIRouter:
         except ValidationError as exc:
             error = exc.errors()[0]
             return refused(name, 422, f"the vote is not valid: {error['loc'][0]}: {error['msg']}")
-        receipt = Receipt(name, signature or "", "this Slack request was already counted (a replay or a retry)")
+        receipt = Receipt(name, signature or "", REPLAYED, per_request=True)
         try:
             review, decided = await reviewer.vote(submission_id, vote, receipt=receipt, reply_to=response_url)
         except Refused as r:
