@@ -19,7 +19,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import Field, model_validator
 
 from shared import topics
-from shared.upcasting import upcast
+from shared.upcasting import upcast, upcaster
 
 # What events carry, re-exported: `from shared.events import Candidate` keeps working.
 from shared.values import (  # noqa: F401
@@ -149,6 +149,7 @@ class ReviewRequested(Event):
 class ReviewDecided(Event):
     topic = topics.REVIEW_DECIDED
     type = "signoff.review.decided"
+    class_version = 2  # 2: anchored_to
 
     candidate: Candidate
     outcome: Literal["approved", "rejected"]
@@ -165,16 +166,27 @@ class ReviewDecided(Event):
         description="A rejection that holds for the artifact digest for good; false when the "
         "artifact's bytes were never verified to have that digest (integrity check failed) or when "
         "nobody judged the artifact (the review timed out)")
+    anchored_to: uuid.UUID | None = Field(
+        default=None, description="A carried-forward approval: submission_id of the release approved "
+        "by a person that the candidate was compared with")
 
 
 class DeploymentSucceeded(Event):
     topic = topics.DEPLOYMENT_SUCCEEDED
     type = "signoff.deployment.succeeded"
 
+    class_version = 2  # 2: approval_mode, anchored_to
+
     candidate: Candidate
     target: NonEmpty
     location: NonEmpty
     metrics: Metrics = Field(default_factory=dict, description="Metrics of the model now in production")
+    approval_mode: Literal["automatic", "human"] | None = Field(
+        default=None, description="How the release was approved; a release approved by a person "
+        "anchors later carried-forward approvals (None: deployed before this was recorded)")
+    anchored_to: uuid.UUID | None = Field(
+        default=None, description="A carried-forward release: the release approved by a person it "
+        "was compared with (its approval's anchored_to)")
 
 
 class DeploymentFailed(Event):
@@ -292,3 +304,15 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 )
 BY_TOPIC: dict[str, type[Event]] = {cls.topic: cls for cls in EVENT_TYPES}
 BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_TYPES}
+
+
+# --- upcasters: one per bump, beside the contract they upgrade ------------------------------------
+
+@upcaster(ReviewDecided.type, from_version=1)
+def _review_decided_v1_to_v2(data: dict) -> dict:
+    return {**data, "anchored_to": None}  # no anchor was recorded
+
+
+@upcaster(DeploymentSucceeded.type, from_version=1)
+def _deployment_succeeded_v1_to_v2(data: dict) -> dict:
+    return {**data, "approval_mode": None, "anchored_to": None}  # unknown: such a release anchors nothing

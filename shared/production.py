@@ -76,6 +76,7 @@ class ProductionBook:
         self._releases: dict[uuid.UUID, Production] = {}  # every release seen deployed
         self._set: dict[str, _Set] = {}                    # per model
         self._revoked: dict[uuid.UUID, datetime] = {}     # release -> its newest revocation
+        self._anchor: dict[uuid.UUID, uuid.UUID | None] = {}  # release -> the one a person approved
 
     def apply(self, event: Event) -> bool:
         """Take `event` into account (other event types change nothing); True if the model's
@@ -87,6 +88,8 @@ class ProductionBook:
                 self._releases[event.submission_id] = Production(
                     candidate=event.candidate, metrics=event.metrics, submission_id=event.submission_id)
                 self._point(model, event, event.submission_id, event.candidate.version)
+                self._anchor[event.submission_id] = (
+                    event.submission_id if event.approval_mode == "human" else event.anchored_to)
             case DeploymentRolledBack():
                 model = event.model
                 before = self.get(model)
@@ -117,6 +120,17 @@ class ProductionBook:
         reviewers shown. None for both nothing and Unknown (use `get` to tell them apart)."""
         found = self.get(model)
         return found if isinstance(found, Production) else None
+
+    def anchor(self, model: str) -> Production | None:
+        """What a carried-forward approval compares with: the release in production if a person
+        approved it, else the release a person approved that it was itself carried forward from;
+        never the last carried-forward release, so small steps cannot drift far from what a person
+        saw. None: no person approved anything behind production (or it was revoked)."""
+        current = self.known(model)
+        anchor_id = self._anchor.get(current.submission_id) if current is not None else None
+        if anchor_id is None or anchor_id in self._revoked:
+            return None
+        return self._releases.get(anchor_id)
 
     def __len__(self) -> int:
         """How many models have something in production (known or not)."""

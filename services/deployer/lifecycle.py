@@ -248,7 +248,9 @@ def succeeded_event(state: Lifecycle, target: str, location: str) -> DeploymentS
     """Derived from the approval, so a repeated deploy emits the same event_id."""
     assert state.approval is not None
     return DeploymentSucceeded.caused_by(state.approval, candidate=state.approval.candidate,
-                                         target=target, location=location, metrics=state.metrics)
+                                         target=target, location=location, metrics=state.metrics,
+                                         approval_mode=state.approval.mode,
+                                         anchored_to=state.approval.anchored_to)
 
 
 def failed_event(approval: ReviewDecided, target: str, reason: str) -> DeploymentFailed:

@@ -53,7 +53,8 @@ class Policy:
             digest = candidate.artifact_sha256
             rejection = self.store.rejection(digest) or self.rejections.get(digest)
             await self._emit(rules.on_checks_passed(event, self._match(candidate.model), rejection,
-                                                    self.production.known(candidate.model)))
+                                                    self.production.known(candidate.model),
+                                                    self.production.anchor(candidate.model)))
 
         @subscribe(self.broker, topics.CHECKS_FAILED, SERVICE)
         async def on_checks_failed(event: ChecksFailed) -> None:

@@ -7,7 +7,8 @@ the policy remembers (earlier rejections, the model in production).
                                             workflow has no approval step: nobody to ask)
     no approval step                     -> approved automatically
     approval `when` is false             -> approved automatically
-    `carry_forward_when` is true         -> approved automatically (retrained within tolerance)
+    `carry_forward_when` is true         -> approved automatically (retrained within tolerance of
+                                            the last release a person approved, recorded as anchored_to)
     otherwise (or a condition errs)      -> review requested from the approvers
 """
 
@@ -40,7 +41,10 @@ class Match:
 
 
 def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | None,
-                     production: Production | None) -> ReviewDecided | ReviewRequested:
+                     production: Production | None,
+                     anchor: Production | None = None) -> ReviewDecided | ReviewRequested:
+    """`production`: the release in production (evidence, and `when`); `anchor`: the newest release
+    a person approved, what `carry_forward_when` compares with."""
     workflow = match.workflow
     if rejection is not None:
         return _rejected_before(event, match, rejection)
@@ -64,13 +68,16 @@ def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | N
             return _approve(event, workflow, f"{approval.name}.when",
                             f"all automated checks passed and review is not needed: "
                             f"`{approval.when}` is false")
-        elif (approval.carry_forward_when is not None and production is not None
-                and workflow.programs[approval.carry_forward_when](context)):
-            return _approve(event, workflow, f"{approval.name}.carry_forward_when",
-                            f"carried forward from production version {production.candidate.version}: "
-                            f"`{approval.carry_forward_when}` holds")
+        elif (approval.carry_forward_when is not None and anchor is not None
+                and workflow.programs[approval.carry_forward_when](evaluation_context(event, anchor))):
+            return _decide(event, workflow, "approved", f"{approval.name}.carry_forward_when",
+                           f"carried forward from version {anchor.candidate.version}, the last one a "
+                           f"person approved (submission {anchor.submission_id}): "
+                           f"`{approval.carry_forward_when}` holds", anchored_to=anchor.submission_id)
         else:
             reason = (f"`{approval.when}` is true" if approval.when else "the workflow requires review")
+            if approval.carry_forward_when is not None and anchor is None and production is not None:
+                reason += "; nothing to carry forward from: no release in production was approved by a person"
     except ConditionError as exc:
         reason = f"a condition could not be evaluated, so a person decides: {exc}"
     return ReviewRequested.caused_by(
@@ -149,7 +156,8 @@ def _unmatched(event: ChecksPassed | ChecksFailed, match: Match) -> ReviewDecide
 
 
 def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, rule: str,
-            reason: str, cites: uuid.UUID | None = None, final_for_artifact: bool = True
+            reason: str, cites: uuid.UUID | None = None, final_for_artifact: bool = True,
+            anchored_to: uuid.UUID | None = None
             ) -> ReviewDecided:
     return ReviewDecided.caused_by(
         event,
@@ -161,6 +169,7 @@ def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, 
         policy=_ref(workflow, rule),
         cites=cites,
         final_for_artifact=final_for_artifact,
+        anchored_to=anchored_to,
     )
 
 

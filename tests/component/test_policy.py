@@ -192,7 +192,7 @@ def deployed(accuracy: float, code_commit: str = "3f2c9ab", version: str = "1.3.
     approval = f.decided(f.submitted(f.submission(cand)))
     return DeploymentSucceeded.caused_by(approval, candidate=cand, target="model-store",
                                          location=f"/store/fraud-detector/{version}",
-                                         metrics={"accuracy": accuracy})
+                                         metrics={"accuracy": accuracy}, approval_mode=approval.mode)
 
 
 def rolled_back(current: DeploymentSucceeded, to: DeploymentSucceeded) -> DeploymentRolledBack:
@@ -231,7 +231,8 @@ async def test_a_deployment_makes_carry_forward_apply(carry_forward):
     assert decision.causation_id == after.event_id
     assert (decision.outcome, decision.mode) == ("approved", "automatic")
     assert decision.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
-    assert decision.reason.startswith("carried forward from production version 1.3.0: ")
+    assert decision.reason.startswith("carried forward from version 1.3.0, the last one a person approved ")
+    assert decision.anchored_to == production.submission_id
 
 
 async def test_outside_the_tolerance_production_is_evidence_for_the_reviewers(carry_forward):
@@ -264,7 +265,7 @@ async def test_after_a_rollback_carry_forward_compares_with_the_release_rolled_b
         [decision] = decisions(policy)
     assert (decision.outcome, decision.causation_id) == ("approved", cause.event_id)
     assert decision.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
-    assert decision.reason.startswith("carried forward from production version 1.2.0: ")
+    assert decision.reason.startswith("carried forward from version 1.2.0, the last one a person approved ")
 
 
 async def test_without_a_rollback_the_same_candidate_is_reviewed_against_the_newer_release(carry_forward):
@@ -347,3 +348,20 @@ async def test_production_unknown_sends_the_model_to_a_person_with_no_evidence(c
     assert out.production is None
     assert out.reason.startswith("a check failed without blocking, so a person decides: regression: production "
                                  "of fraud-detector is unknown")
+
+
+async def test_carry_forward_does_not_drift_along_carried_forward_releases(carry_forward):
+    """0.94 approved by a person, then 0.935 carried forward and deployed: 0.926 is within a point
+    of 0.935 but not of 0.94, so a person decides (before, each step compared with the last one,
+    and 0.94 -> 0.935 -> 0.926 -> 0.917 -> 0.908 all deployed unreviewed)."""
+    policy = carry_forward
+    human = deployed(accuracy=0.94, version="1.0.0")
+    carried = deployed(accuracy=0.935, version="1.0.1").model_copy(
+        update={"approval_mode": "automatic", "anchored_to": human.submission_id})
+    async with running(policy.broker) as br:
+        await publish(br, human)
+        await publish(br, carried)
+        await publish(br, passed_with(0.926, version="1.0.2"))
+        policy.emitter.publishers[ReviewDecided].mock.assert_not_called()
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.production.candidate.version == "1.0.1"  # reviewers see what it would replace

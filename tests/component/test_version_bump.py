@@ -2,9 +2,9 @@
 services wrote before the bump (nesting the event as version 1 spelled it) load, decide, and
 fire their deadlines after it. Only the bumped type has an upcaster; nothing else changes.
 
-The bump is real for the duration of a test: the class's version goes to 2, version 1's spelling
-of a field differs (as a renamed field would), the stored rows are rewritten to that spelling, and
-the upcaster renames it back. Without the upcaster the rows do not load (checked first)."""
+The bump is real for the duration of a test: the class's version goes one up, the previous
+version's spelling of a field differs (as a renamed field would), the stored rows are rewritten to
+that spelling, and the upcaster renames it back. Without the upcaster the rows do not load (checked first)."""
 
 from __future__ import annotations
 
@@ -20,26 +20,29 @@ from shared.upcasting import UPCASTERS
 from tests.component.conftest import publish, running, sent, sent_all, settle
 from tests.unit import factories as f
 
+DECLARED = {c: c.class_version for c in EVENT_TYPES}
+
 
 def bump(monkeypatch: pytest.MonkeyPatch, cls: type, old: str, new: str) -> None:
-    """`cls` at version 2, whose version 1 called field `new` `old`."""
-    def v1_to_v2(data: dict) -> dict:
+    """`cls` one version up, whose previous version called field `new` `old`."""
+    def rename(data: dict) -> dict:
         data[new] = data.pop(old)
         return data
 
-    monkeypatch.setattr(cls, "class_version", 2)
-    monkeypatch.setitem(UPCASTERS, (cls.type, 1), v1_to_v2)
-    assert [c for c in EVENT_TYPES if c.class_version != 1] == [cls]  # one type bumped
-    assert list(UPCASTERS) == [(cls.type, 1)]  # and one upcaster: no other type needs one
+    before = dict(UPCASTERS)
+    monkeypatch.setattr(cls, "class_version", DECLARED[cls] + 1)
+    monkeypatch.setitem(UPCASTERS, (cls.type, DECLARED[cls]), rename)
+    assert [c for c in EVENT_TYPES if c.class_version != DECLARED[c]] == [cls]  # one type bumped
+    assert set(UPCASTERS) - set(before) == {(cls.type, DECLARED[cls])}  # one upcaster: no other type needs one
 
 
-def as_version_1(row: dict, path: tuple[str, ...], old: str, new: str) -> dict:
-    """The stored row as it was written when the event at `path` was version 1."""
+def as_previous(cls: type, row: dict, path: tuple[str, ...], old: str, new: str) -> dict:
+    """The stored row as it was written when the event at `path` was the version before the bump."""
     event = row
     for key in path:
         event = event[key]
     event[old] = event.pop(new)
-    event["schema_version"] = 1
+    event["schema_version"] = DECLARED[cls]
     return row
 
 
@@ -52,16 +55,17 @@ async def test_reviews_stored_before_a_bump_load_decide_and_time_out(build_app, 
     for request in (voted, waiting):  # what the previous version of the service wrote
         (text,) = notifier.store.db.execute("SELECT review FROM review WHERE submission_id = ?",
                                             (str(request.submission_id),)).fetchone()
-        row = as_version_1(json.loads(text), ("request",), "min_approvals", "quorum")
+        row = as_previous(ReviewRequested, json.loads(text), ("request",), "min_approvals", "quorum")
         notifier.store.db.execute("UPDATE review SET review = ? WHERE submission_id = ?",
                                   (json.dumps(row), str(request.submission_id)))
-    monkeypatch.setattr(ReviewRequested, "class_version", 2)
-    assert notifier.store.pending() == []  # version 2 cannot read version 1 without its upcaster
+    monkeypatch.setattr(ReviewRequested, "class_version", DECLARED[ReviewRequested] + 1)
+    assert notifier.store.pending() == []  # the new version cannot read the old without its upcaster
 
     bump(monkeypatch, ReviewRequested, "min_approvals", "quorum")
     pending = notifier.store.pending()
     assert sorted(r.submission_id for r in pending) == sorted([voted.submission_id, waiting.submission_id])
-    assert all(r.request.schema_version == 2 and r.request.quorum == 1 for r in pending)
+    assert all(r.request.schema_version == DECLARED[ReviewRequested] + 1 and r.request.quorum == 1
+               for r in pending)
 
     async with running(notifier.broker):
         _, decision = await notifier.reviewer.vote(
@@ -87,17 +91,18 @@ async def test_deployer_lifecycles_stored_before_a_bump_load_and_deploy(build_ap
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
     (text,) = deployer.store.db.execute("SELECT state FROM lifecycle WHERE submission_id = ?",
                                         (str(cause.submission_id),)).fetchone()
-    row = as_version_1(json.loads(text), ("approval",), "decider", "decided_by")
+    row = as_previous(ReviewDecided, json.loads(text), ("approval",), "decider", "decided_by")
     deployer.store.db.execute("UPDATE lifecycle SET state = ? WHERE submission_id = ?",
                               (json.dumps(row), str(cause.submission_id)))
-    monkeypatch.setattr(ReviewDecided, "class_version", 2)
-    with pytest.raises(ValueError, match="schema_version 1 of signoff.review.decided has no upcaster to 2"):
+    previous = DECLARED[ReviewDecided]
+    monkeypatch.setattr(ReviewDecided, "class_version", previous + 1)
+    with pytest.raises(ValueError, match=f"schema_version {previous} of signoff.review.decided has no upcaster"):
         deployer.store.load(cause.submission_id)  # unreadable without the upcaster
 
     bump(monkeypatch, ReviewDecided, "decider", "decided_by")
     stored = deployer.store.load(cause.submission_id)
     assert stored.approval is not None and stored.approval.decided_by == "alice"
-    assert stored.approval.schema_version == 2
+    assert stored.approval.schema_version == previous + 1
 
     async with running(deployer.broker) as br:
         await publish(br, f.checks_passed(cause))  # the other half arrives after the bump

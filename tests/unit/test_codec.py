@@ -172,8 +172,8 @@ def test_unknown_topic_is_a_bad_event():
 
 
 def test_event_of_another_topic_is_refused():
-    """A review.decided body on model.submitted fails the model.submitted contract."""
-    value = codec.encode(f.decided(), SOURCE).value
+    """A deployment.failed body on model.submitted fails the model.submitted contract."""
+    value = codec.encode(f.deployment_failed(), SOURCE).value
     with pytest.raises(BadEvent, match="submission: Field required"):
         codec.decode(topics.MODEL_SUBMITTED, value)
 

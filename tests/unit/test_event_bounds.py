@@ -71,7 +71,8 @@ POISON: dict[str, tuple[str, bytes, str]] = {
         r"metrics\.accuracy: a number of 5000 characters"),
     "5,000-digit schema_version": (
         topics.DEPLOYMENT_SUCCEEDED,
-        deployed_text().replace('"schema_version":1', '"schema_version":' + "1" * 5000).encode(),
+        deployed_text().replace(f'"schema_version":{DeploymentSucceeded.class_version}',
+                                '"schema_version":' + "1" * 5000).encode(),
         r"schema_version: a number of 5000 characters"),
     "10,000-deep nesting in a field": (
         topics.DEPLOYMENT_SUCCEEDED,

@@ -219,3 +219,39 @@ def test_every_prefix_in_time_has_the_same_answer_in_any_order(events, n) -> Non
     so_far = sorted(events, key=lambda e: e.occurred_at)[:n]
     expected = {1: "1", 2: "2", 3: "3", 4: "2", 5: "1", 6: "1", 7: "4", 8: None, 9: "3", 10: "3"}[n]
     assert version(book_of(*[e for e in events if e in so_far])) == expected
+
+
+# --- the anchor of a carried-forward approval ----------------------------------------------------
+
+def approved(version: str, at: datetime, mode: str | None, anchored_to: uuid.UUID | None = None) -> DeploymentSucceeded:
+    return deployed(version, at, 0.94).model_copy(update={"approval_mode": mode, "anchored_to": anchored_to})
+
+
+def anchor_version(book: ProductionBook) -> str | None:
+    found = book.anchor(MODEL)
+    return found.candidate.version if found else None
+
+
+def test_a_release_a_person_approved_anchors_itself() -> None:
+    assert anchor_version(book_of(approved("1", T0, "human"))) == "1"
+
+
+def test_a_carried_forward_release_anchors_to_the_one_a_person_approved() -> None:
+    human = approved("1", T0, "human")
+    carried = approved("2", T0 + timedelta(hours=1), "automatic", anchored_to=human.submission_id)
+    again = approved("3", T0 + timedelta(hours=2), "automatic", anchored_to=human.submission_id)
+    assert anchor_version(book_of(human, carried, again)) == "1"  # not 2: no drift along the chain
+
+
+def test_no_anchor_without_a_person_or_after_a_revocation() -> None:
+    assert anchor_version(book_of(approved("1", T0, "automatic"))) is None  # approved by a rule
+    assert anchor_version(book_of(approved("1", T0, None))) is None  # deployed before modes were kept
+    human = approved("1", T0, "human")
+    carried = approved("2", T0 + timedelta(hours=1), "automatic", anchored_to=human.submission_id)
+    assert anchor_version(book_of(human, carried, revoked(human, T0 + timedelta(hours=2), False))) is None
+    assert anchor_version(book_of()) is None
+
+
+def test_after_a_rollback_the_anchor_follows_production() -> None:
+    first, second = approved("1", T0, "human"), approved("2", T0 + timedelta(hours=1), "human")
+    assert anchor_version(book_of(first, second, rolled_back(first, T0 + timedelta(hours=2), "2"))) == "1"

@@ -57,8 +57,10 @@ def match(loaded) -> rules.Match:
     return rules.Match(loaded, "", WorkflowSet((loaded,)).digest)
 
 
-def decide(loaded, event, rejection=None, production=None):
-    return rules.on_checks_passed(event, match(loaded), rejection, production)
+def decide(loaded, event, rejection=None, production=None, anchor=None):
+    """`anchor`: the last release a person approved; by default the one in production."""
+    return rules.on_checks_passed(event, match(loaded), rejection, production,
+                                  production if anchor is None else anchor)
 
 
 def passed_with(cand=None, **metrics: float):
@@ -150,12 +152,32 @@ def test_carry_forward_needs_a_model_in_production(tmp_path):
 
 def test_carry_forward_approves_when_the_condition_holds_against_production(tmp_path):
     loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
-    out = decide(loaded, passed_with(accuracy=0.85), production=production(accuracy=0.855))
+    prod = production(accuracy=0.855)
+    out = decide(loaded, passed_with(accuracy=0.85), production=prod)
     assert type(out) is ReviewDecided
     assert (out.outcome, out.mode) == ("approved", "automatic")
     assert out.decided_by == "policy:fraud-models/risk_approval.carry_forward_when"
-    assert out.reason.startswith("carried forward from production version 1.3.0: ")
+    assert out.reason.startswith("carried forward from version 1.3.0, the last one a person approved ")
     assert "code_commit == production.code_commit" in out.reason
+    assert out.anchored_to == prod.submission_id
+
+
+def test_carry_forward_compares_with_the_last_release_a_person_approved(tmp_path):
+    """0.94 approved by a person, then 0.935 carried forward (in production now): 0.926 is within a
+    point of 0.935 but not of 0.94, so a person decides; the chain cannot drift."""
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    human, carried = production(accuracy=0.94), production(accuracy=0.935)
+    out = decide(loaded, passed_with(accuracy=0.926), production=carried, anchor=human)
+    assert type(out) is ReviewRequested and out.production == carried
+    within = decide(loaded, passed_with(accuracy=0.931), production=carried, anchor=human)
+    assert type(within) is ReviewDecided and within.anchored_to == human.submission_id
+
+
+def test_without_a_release_a_person_approved_nothing_is_carried_forward(tmp_path):
+    loaded = f.load_workflow(tmp_path, CARRY_FORWARD)
+    out = rules.on_checks_passed(passed_with(accuracy=0.85), match(loaded), None, production(accuracy=0.85), None)
+    assert type(out) is ReviewRequested
+    assert out.reason.endswith("nothing to carry forward from: no release in production was approved by a person")
 
 
 @pytest.mark.parametrize(("prod", "why"), [

@@ -14,6 +14,8 @@ from shared.upcasting import UPCASTERS, UnknownSchemaVersion, upcast, upcaster
 from tests.unit import factories as f
 
 TYPE = ModelSubmitted.type
+DECLARED = {cls: cls.class_version for cls in EVENT_TYPES}  # as the contract declares them
+CONTRACT_UPCASTERS = dict(UPCASTERS)
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def test_a_bump_of_one_type_leaves_the_others_at_their_version(bumped):
     passed = f.checks_passed()
     decoded = codec.decode(topics.CHECKS_PASSED, codec.encode(passed, "/test").value)
     assert decoded == passed and decoded.schema_version == 1
-    assert [cls for cls in EVENT_TYPES if cls.class_version != 1] == [ModelSubmitted]
+    assert [cls for cls in EVENT_TYPES if cls.class_version != DECLARED[cls]] == [ModelSubmitted]
 
 
 def test_newer_than_the_reader_is_refused():
@@ -106,4 +108,11 @@ def test_events_built_in_code_are_at_their_type_version(bumped):
 
 
 def test_registry_is_clean_after_the_tests():
-    assert UPCASTERS == {}  # the contract has no upcasters yet: every type is at version 1
+    assert UPCASTERS == CONTRACT_UPCASTERS  # the tests' upcasters are gone
+
+
+def test_the_contract_has_one_upcaster_per_bump():
+    """Every type above version 1 has an upcaster from each earlier version, and no other has one."""
+    expected = {(cls.type, v) for cls in EVENT_TYPES for v in range(1, DECLARED[cls])}
+    assert set(CONTRACT_UPCASTERS) == expected
+    assert {cls.__name__ for cls in EVENT_TYPES if DECLARED[cls] > 1} == {"ReviewDecided", "DeploymentSucceeded"}
