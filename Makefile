@@ -14,7 +14,7 @@ RUN := .data/run
 # The demo runs its own throw-away broker, so it never mixes with a stack left running by `make up`.
 DEMO_KAFKA := KAFKA_PORT=9192 KAFKA_CONTROLLER_PORT=9193 KAFKA_DATA_DIR=$(CURDIR)/.data/kafka-demo
 
-.PHONY: help venv kafka-up kafka-down topics up down demo lint test bench asyncapi clean
+.PHONY: help venv kafka-up kafka-down topics up down demo lint test bench chaos asyncapi clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ test: venv ## run the tests, then the component tests again on the real broker (
 bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.hashing
+
+chaos: venv ## faults (service and broker kills) against a seeded scenario, beside a fault-free baseline: the figures (CHAOS="--seed 7")
+	$(KAFKA) fetch
+	$(BIN)/python -m bench.chaos $(CHAOS)
 
 asyncapi: venv ## regenerate the AsyncAPI document of each service under docs/asyncapi/
 	@mkdir -p docs/asyncapi
