@@ -62,9 +62,15 @@ _TRANSIENT = (KafkaTimeoutError, KafkaUnavailableError, BrokerNotAvailableError,
 _TOO_LARGE = (codec.TooLarge, MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 
+class NotYet(Exception):
+    """What a handler needs is not there yet, and will be (facts still being read after a long
+    outage): retried without limit like a broker that is away, never dead-lettered."""
+
+
 def transient(exc: BaseException) -> bool:
-    """A Kafka error that a later try may not meet (retried without limit)."""
-    return isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, _TRANSIENT))
+    """An error that a later try may not meet (retried without limit): a Kafka error that passes by
+    itself, or NotYet."""
+    return isinstance(exc, NotYet) or isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, _TRANSIENT))
 
 
 # Each broker's consumer group prefix (settings.consumer_group_prefix), read by `subscribe`.

@@ -23,7 +23,7 @@ from faststream.kafka import KafkaBroker
 
 from shared import codec
 from shared.admin import partitions_of
-from shared.broker import follow
+from shared.broker import NotYet, follow
 from shared.events import Event
 
 log = structlog.get_logger()
@@ -63,8 +63,8 @@ class Facts:
         self.follower = on_fact
 
     async def caught_up(self) -> None:
-        """Return once every record on the topic now has been handled; TimeoutError after
-        `timeout` seconds (the caller's event is then retried, never decided without the facts)."""
+        """Return once every record on the topic now has been handled; NotYet after `timeout`
+        seconds (the caller's event is then retried until they are, never decided without them)."""
         if self.in_memory:
             return
         consumer = await self._offsets()
@@ -76,8 +76,12 @@ class Facts:
         def done() -> bool:
             return all(self.handled.get(p, -1) >= last for p, last in wanted.items())
 
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(done), self.timeout)
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(done), self.timeout)
+        except TimeoutError:
+            raise NotYet(f"{self.topic} is not read to its end after {self.timeout} s "
+                         f"(read up to {self.handled}, wanted {wanted})") from None
 
     async def _offsets(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -25,7 +25,7 @@ from aiokafka.errors import (
 from pydantic import ValidationError
 
 from shared import codec, reader, topics
-from shared.broker import transient
+from shared.broker import NotYet, transient
 from shared.codec import MAX_DEPTH, MAX_EVENT_BYTES, MAX_NUMBER_CHARS, BadEvent
 from shared.events import (
     Candidate,
@@ -273,5 +273,6 @@ def test_errors_that_fail_the_same_way_every_time_are_not(error):
     assert not transient(error())
 
 
-def test_only_kafka_errors_are_transient():
+def test_only_kafka_errors_and_not_yet_are_transient():
     assert not transient(TimeoutError()) and not transient(ValueError())
+    assert transient(NotYet("review.decided is not read to its end"))
