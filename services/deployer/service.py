@@ -44,7 +44,7 @@ class Service:
         self.store, self.workflows, self.target, self.emit, self.clock = store, workflows, target, emit, clock
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Every final rejection on review.decided, and a wait until they are all read (shared.facts).
-        self.rejections = rejections or Rejections()
+        self.rejections = rejections if rejections is not None else Rejections()  # empty is falsy
         self.caught_up = caught_up or _nothing_to_wait_for
 
     def rejected(self, sha256: str) -> bool:

@@ -277,3 +277,22 @@ def test_a_redelivered_checks_event_keeps_the_first_place_in_order():
     later = PASSED.model_copy(update={"occurred_at": PASSED.occurred_at + timedelta(minutes=5)})
     state, _ = lifecycle.advance(state, later, PLAN)
     assert state.checked_at == PASSED.occurred_at
+
+
+def test_the_service_judges_digests_with_the_view_it_is_given(tmp_path):
+    """The view the app keeps current is the one decisions read, even while it is still empty
+    (an empty view is falsy: `rejections or Rejections()` once replaced it with a fresh one)."""
+    from services.deployer.service import Service
+    from services.deployer.state import StateStore
+    from shared.rejections import Rejections
+    from shared.workflow.matching import WorkflowSet
+
+    view = Rejections()
+    store = StateStore(tmp_path / "state.db")
+    try:
+        service = Service(store, WorkflowSet(()), target=None, emit=None, rejections=view)  # type: ignore[arg-type]
+        assert not service.rejected(REJECTED.candidate.artifact_sha256)
+        view.apply(REJECTED)  # learnt by the follower after the service was built
+        assert service.rejected(REJECTED.candidate.artifact_sha256)
+    finally:
+        store.close()
