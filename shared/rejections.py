@@ -50,6 +50,3 @@ class Rejections:
 
     def get(self, sha256: str) -> Rejection | None:
         return self._first.get(sha256)
-
-    def __len__(self) -> int:
-        return len(self._first)
