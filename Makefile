@@ -11,10 +11,33 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 KAFKA := bash deploy/kafka/kafka.sh
 RUN := .data/run
 
-# The demo runs its own throw-away broker, so it never mixes with a stack left running by `make up`.
-DEMO_KAFKA := KAFKA_PORT=9192 KAFKA_CONTROLLER_PORT=9193 KAFKA_DATA_DIR=$(CURDIR)/.data/kafka-demo
+# The broker is secured (SASL/SCRAM-SHA-512 and ACLs; kafka.sh). `make up KAFKA_PLAINTEXT=1` turns
+# that off on a developer's laptop (the broker and the services say so in their logs).
+KAFKA_DATA := $(CURDIR)/.data/kafka
+ifeq ($(KAFKA_PLAINTEXT),1)
+export KAFKA_PLAINTEXT
+export KAFKA_SECURITY_PROTOCOL := PLAINTEXT
+AS_ADMIN :=
+else
+# `signoff topics create` and `signoff acl apply` run as the admin; the services get their own
+# credentials from KAFKA_CREDENTIALS_DIR (signoff/devstack.py).
+AS_ADMIN := KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE=$(KAFKA_DATA)/credentials/admin
+endif
+export KAFKA_CREDENTIALS_DIR := $(KAFKA_DATA)/credentials
+ifeq ($(KAFKA_TLS),1)
+# `make up KAFKA_TLS=1`: SASL_SSL, the broker's certificate checked against kafka.sh's CA.
+export KAFKA_TLS
+export KAFKA_SECURITY_PROTOCOL := SASL_SSL
+export KAFKA_SSL_CAFILE := $(KAFKA_DATA)/certs/ca.pem
+endif
 
-.PHONY: help venv kafka-up kafka-down topics up down demo lint test bench chaos asyncapi clean
+# The demo runs its own throw-away broker, so it never mixes with a stack left running by `make up`.
+DEMO_DATA := $(CURDIR)/.data/kafka-demo
+DEMO_KAFKA := KAFKA_PORT=9192 KAFKA_CONTROLLER_PORT=9193 KAFKA_DATA_DIR=$(DEMO_DATA)
+DEMO_ADMIN := KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE=$(DEMO_DATA)/credentials/admin \
+  KAFKA_CREDENTIALS_DIR=$(DEMO_DATA)/credentials
+
+.PHONY: help venv kafka-up kafka-down certs compose-secrets topics acl up down demo lint test bench chaos asyncapi clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -26,16 +49,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtualenv and install Signoff with its dependencies
 
-kafka-up: ## start the local Kafka broker (127.0.0.1:9092, data in .data/kafka)
+kafka-up: ## start the local Kafka broker (127.0.0.1:9092, SASL/SCRAM + ACLs; data and passwords in .data/kafka)
 	$(KAFKA) up
+
+certs: ## make a CA and the broker certificate for SASL_SSL in .data/certs (KAFKA_TLS=1 makes its own)
+	KAFKA_CERTS_DIR=$(CURDIR)/.data/certs $(KAFKA) certs
+
+compose-secrets: ## the Kafka passwords and certificates compose.yaml mounts, in .data/compose (once)
+	bash deploy/kafka/compose-init.sh
 
 kafka-down: ## stop the local Kafka broker (topics and messages are kept)
 	$(KAFKA) down
 
-topics: venv kafka-up ## create Signoff's topics
-	$(BIN)/signoff topics create
+topics: venv kafka-up ## create Signoff's topics (as the admin)
+	$(AS_ADMIN) $(BIN)/signoff topics create
 
-up: venv kafka-up topics ## start Kafka and the four services in the background
+acl: venv kafka-up ## apply the ACLs of shared/acl.py (as the admin; prints what changed)
+	@if [ "$(KAFKA_PLAINTEXT)" = 1 ]; then echo "KAFKA_PLAINTEXT=1: the broker authorizes nothing, no ACLs"; \
+	else $(AS_ADMIN) $(BIN)/signoff acl apply; fi
+
+up: venv kafka-up topics acl ## start Kafka and the four services (each as its own principal) in the background
 	@if [ -f $(RUN)/stack.pid ] && kill -0 $$(cat $(RUN)/stack.pid) 2>/dev/null; then \
 	  echo "stack already running (pid $$(cat $(RUN)/stack.pid))"; exit 0; fi; \
 	mkdir -p $(RUN); \
@@ -53,7 +86,7 @@ down: ## stop the four services, then Kafka
 demo: venv ## run every path end to end on a fresh broker and print the timelines
 	$(DEMO_KAFKA) $(KAFKA) reset
 	$(DEMO_KAFKA) $(KAFKA) up
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192 $(BIN)/python -m signoff.demo .data/demo; \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192 $(DEMO_ADMIN) $(BIN)/python -m signoff.demo .data/demo; \
 	  status=$$?; $(DEMO_KAFKA) $(KAFKA) down; exit $$status
 
 lint: venv ## ruff (style, imports, pyflakes, bugbear) and mypy on shared/, services/, signoff/
@@ -76,7 +109,7 @@ chaos: venv ## faults (service and broker kills) against a seeded scenario, besi
 asyncapi: venv ## regenerate the AsyncAPI document of each service under docs/asyncapi/
 	@mkdir -p docs/asyncapi
 	for svc in validator policy review_notifier deployer; do \
-	  $(BIN)/faststream docs gen --factory services.$$svc.app:create_app --yaml --out docs/asyncapi/$$svc.yaml >/dev/null; \
+	  KAFKA_SECURITY_PROTOCOL=PLAINTEXT $(BIN)/faststream docs gen --factory services.$$svc.app:create_app --yaml --out docs/asyncapi/$$svc.yaml >/dev/null; \
 	  echo "docs/asyncapi/$$svc.yaml"; done
 
 clean: down ## stop everything and delete local data (Kafka logs, model store, state)

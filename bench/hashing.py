@@ -29,8 +29,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.infra import ROOT, kafka_broker, service_env
 from shared import codec, topics
-from shared.admin import ensure_topics, partitions_of
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics, partitions_of
 from shared.events import Candidate, ModelSubmitted, Submission
+from shared.kafka import KafkaAccess
 from shared.sources import ArtifactSource
 from shared.sources.local import sha256_file
 from signoff.devstack import Stack, free_port
@@ -89,11 +91,11 @@ def submission(model: str, path: Path, sha256: str) -> ModelSubmitted:
         metrics={"accuracy": 0.95}, submitter="bench"))
 
 
-async def small_latencies(bootstrap: str, small: Path, small_sha: str, models: list[str],
+async def small_latencies(kafka: KafkaAccess, small: Path, small_sha: str, models: list[str],
                           count: int, during: ModelSubmitted | None) -> tuple[list[float], float | None]:
     """Latency of `count` small submissions, one every 50 ms; with `during`, sent first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
     outputs = [TopicPartition(t, p) for t in (topics.CHECKS_PASSED, topics.CHECKS_FAILED)
@@ -152,15 +154,17 @@ async def main(args: argparse.Namespace) -> dict:
     small = make_file(roots / "small.onnx", 2**20)
     small_sha = sha256_file(small)
 
-    with kafka_broker(9392, 9393, ROOT / ".data" / "kafka-bench-hashing") as bootstrap:
-        await ensure_topics(bootstrap, PARTITIONS)
-        env = {**service_env(bootstrap, WORK, roots, None), "SIGNOFF_TOPIC_PARTITIONS": str(PARTITIONS),
+    with kafka_broker(9392, 9393, ROOT / ".data" / "kafka-bench-hashing") as cluster:
+        await ensure_topics(cluster.admin, PARTITIONS)
+        await apply_acls(cluster.admin, Table())
+        driver = cluster.admin  # it submits and reads checks.*: a pipeline may not read those alone
+        env = {**service_env(cluster.servers, WORK, roots, None), "SIGNOFF_TOPIC_PARTITIONS": str(PARTITIONS),
                "REVIEW_NOTIFIER_HTTP_PORT": str(free_port())}
-        with Stack(WORK / "run", env, services=("validator",)) as stack:
+        with Stack(WORK / "run", env, services=("validator",), service_env=cluster.services_env()) as stack:
             stack.start_all()
             models = models_on_other_partitions("large-model", 4)
-            alone, _ = await small_latencies(bootstrap, small, small_sha, models, args.count, None)
-            busy, large_s = await small_latencies(bootstrap, small, small_sha, models, args.count,
+            alone, _ = await small_latencies(driver, small, small_sha, models, args.count, None)
+            busy, large_s = await small_latencies(driver, small, small_sha, models, args.count,
                                                   submission("large-model", large, large_sha))
     result["small_latency_ms"] = {
         "count": args.count,

@@ -19,23 +19,25 @@ from pathlib import Path
 from bench import RELAY_HOPS
 from bench.load import Artifact, BenchFailed
 from bench.relay import READY_LINE
-from signoff.devstack import free_port
+from shared.kafka import KafkaAccess
+from signoff.devstack import Cluster, free_port, local_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 
 
 @contextmanager
-def kafka_broker(port: int, controller_port: int, data_dir: Path) -> Iterator[str]:
-    """A fresh single-node broker; stopped and its data deleted on the way out."""
+def kafka_broker(port: int, controller_port: int, data_dir: Path) -> Iterator[Cluster]:
+    """A fresh single-node secured broker (SASL/SCRAM, ACLs: apply them with shared.admin.apply_acls);
+    stopped and its data deleted on the way out."""
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller_port),
-           "KAFKA_DATA_DIR": str(data_dir)}
+           "KAFKA_DATA_DIR": str(data_dir), "KAFKA_TLS": "0", "KAFKA_PLAINTEXT": "0"}
     subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=True)  # no leftovers of a crashed run
     try:
         if subprocess.run(["bash", str(KAFKA_SH), "up"], env=env).returncode != 0:
             raise BenchFailed(f"kafka.sh up failed on port {port}/{controller_port} (its message is above); "
                               "--kafka-port and --kafka-controller-port pick others")
-        yield f"127.0.0.1:{port}"
+        yield local_cluster(port, data_dir)
     finally:
         subprocess.run(["bash", str(KAFKA_SH), "reset"], env=env, check=False)
 
@@ -50,7 +52,8 @@ def write_artifact(folder: Path, size: int = 64 * 1024) -> Artifact:
 
 
 def service_env(bootstrap: str, tmp: Path, artifacts: Path, log_level: str | None) -> dict[str, str]:
-    """Every path a service writes points into `tmp`. The services also run with `tmp` as their
+    """Every path a service writes points into `tmp`. (Each service's own Kafka principal comes
+    from `Stack(..., service_env=cluster.services_env())`.) The services also run with `tmp` as their
     working directory (see run.py), so a relative default this list misses lands there too,
     never in the developer's .data/; hence the explicit PYTHONPATH and workflows folder."""
     roots = json.dumps([str(artifacts)])
@@ -75,8 +78,9 @@ class Relays:
     """The three relay hops as separate processes, like the services; `sizes` maps each sink
     topic to the (value bytes, header bytes) of the Signoff event it stands for."""
 
-    def __init__(self, bootstrap: str, sizes: dict[str, tuple[int, int]], logs: Path) -> None:
-        self.bootstrap, self.sizes, self.logs = bootstrap, sizes, logs
+    def __init__(self, kafka: KafkaAccess, sizes: dict[str, tuple[int, int]], logs: Path) -> None:
+        """The relays connect as `kafka` (the admin: a bare relay has no principal of its own)."""
+        self.kafka, self.sizes, self.logs = kafka, sizes, logs
         self.procs: dict[str, subprocess.Popen] = {}
 
     def dead(self) -> list[str]:
@@ -89,9 +93,10 @@ class Relays:
                 value_size, headers_size = self.sizes[sink]
                 with open(self.logs / f"relay-{name}.log", "wb") as log:
                     self.procs[name] = subprocess.Popen(
-                        [sys.executable, "-m", "bench.relay", self.bootstrap, source, sink,
+                        [sys.executable, "-m", "bench.relay", self.kafka.bootstrap_servers, source, sink,
                          f"bench-relay-{name}", str(value_size), str(headers_size)],
-                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                        env={**os.environ, **self.kafka.env()}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=True)
             for name in self.procs:
                 self._wait_ready(name)
         except BaseException:

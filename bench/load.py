@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import codec
 from shared.events import Candidate, ModelSubmitted, Submission
+from shared.kafka import KafkaAccess
 
 SOURCE = "/signoff/bench"
 
@@ -64,7 +65,7 @@ class Timings:
     duplicates: int
 
 
-async def measure(bootstrap: str, submit_topic: str, done_topic: str, bad_topics: tuple[str, ...],
+async def measure(kafka: KafkaAccess, submit_topic: str, done_topic: str, bad_topics: tuple[str, ...],
                   events: list[ModelSubmitted], rate: float | None, grace: float,
                   dead: Callable[[], list[str]]) -> Timings:
     """Publish `events` to `submit_topic` (open loop at `rate`/s, or as fast as possible when
@@ -72,8 +73,8 @@ async def measure(bootstrap: str, submit_topic: str, done_topic: str, bad_topics
     up on `bad_topics`, a process in `dead()` exits, or some submission is still missing
     `grace` seconds after the last one was acknowledged."""
     records = [(str(e.submission_id), codec.encode(e, SOURCE)) for e in events]
-    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    collector = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True)
     await collector.start()
     await producer.start()
     sending: asyncio.Task | None = None
@@ -158,9 +159,9 @@ async def _collect(consumer: AIOKafkaConsumer, done_topic: str, expected: set[st
     return duplicates
 
 
-async def payload_sizes(bootstrap: str, topic_names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+async def payload_sizes(kafka: KafkaAccess, topic_names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     """Mean (value bytes, header name+value bytes) of the last record of each non-empty partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
     await consumer.start()
     try:
         # Every partition up front: once a consumer has an assignment, its metadata only

@@ -18,6 +18,8 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.kafka import KafkaAccess, KafkaSettings
+
 READY_LINE = "relay ready"
 
 
@@ -33,11 +35,11 @@ def padded_headers(headers: list[tuple[str, bytes]], size: int) -> list[tuple[st
     return [*headers, ("pad", b"x" * max(0, size - used))]
 
 
-async def relay(bootstrap: str, source: str, sink: str, group: str, value_size: int,
+async def relay(kafka: KafkaAccess, source: str, sink: str, group: str, value_size: int,
                 headers_size: int) -> None:
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group,
+    consumer = AIOKafkaConsumer(source, **kafka.client_kwargs(), group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True)
     await producer.start()
     await consumer.start()
     try:
@@ -57,7 +59,8 @@ async def relay(bootstrap: str, source: str, sink: str, group: str, value_size: 
 
 async def main(argv: list[str]) -> None:
     bootstrap, source, sink, group, value_size, headers_size = argv
-    task = asyncio.create_task(relay(bootstrap, source, sink, group, int(value_size), int(headers_size)))
+    kafka = KafkaSettings(kafka_bootstrap_servers=bootstrap).kafka  # credentials: KAFKA_SASL_* variables
+    task = asyncio.create_task(relay(kafka, source, sink, group, int(value_size), int(headers_size)))
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         await task

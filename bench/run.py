@@ -37,7 +37,9 @@ from bench.infra import ROOT, Relays, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed, measure, payload_sizes, submissions
 from bench.stats import RunResult, ratios, summarize, table
 from shared import topics
-from shared.admin import ensure_topics
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics
+from shared.kafka import KafkaAccess
 from signoff.devstack import Stack
 
 OUT = ROOT / ".data" / "bench"
@@ -53,7 +55,7 @@ STANDS_FOR = {RELAY_SUBMITTED: topics.MODEL_SUBMITTED, RELAY_CHECKS: topics.CHEC
 @dataclass(frozen=True)
 class System:
     name: str
-    bootstrap: str
+    kafka: KafkaAccess  # the driver publishes and reads as the admin (it plays the pipelines too)
     submit_topic: str
     done_topic: str
     refused_topics: tuple[str, ...]
@@ -63,7 +65,7 @@ class System:
     def run(self, mode: str, events: list, rate: float | None, grace: float) -> RunResult:
         pids = {**self.pids(), "kafka": _kafka_pid(), "bench driver": os.getpid()}
         before, busy, start = cpu.snapshot(pids), cpu.machine_busy_seconds(), time.monotonic()
-        t = asyncio.run(measure(self.bootstrap, self.submit_topic, self.done_topic,
+        t = asyncio.run(measure(self.kafka, self.submit_topic, self.done_topic,
                                 self.refused_topics, events, rate, grace, self.dead))
         after, busy_after, seconds = cpu.snapshot(pids), cpu.machine_busy_seconds(), time.monotonic() - start
         result = summarize(self.name, mode, rate, t.sent, t.received, t.first_send, t.send_lag_max,
@@ -104,29 +106,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def bench(args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
-        bootstrap = stack.enter_context(kafka_broker(args.kafka_port, args.kafka_controller_port, KAFKA_DATA))
-        asyncio.run(ensure_topics(bootstrap, args.partitions, topics=topics.ALL_TOPICS + RELAY_TOPICS))
+        cluster = stack.enter_context(kafka_broker(args.kafka_port, args.kafka_controller_port, KAFKA_DATA))
+        asyncio.run(ensure_topics(cluster.admin, args.partitions, topics=topics.ALL_TOPICS + RELAY_TOPICS))
+        asyncio.run(apply_acls(cluster.admin, Table()))
         # Under .data, not /tmp: the deployer's fsyncs must hit the same disk as in real use.
         tmp = Path(stack.enter_context(TemporaryDirectory(prefix="run-", dir=OUT)))
         artifact = write_artifact(tmp / "artifacts")
-        env = service_env(bootstrap, tmp, tmp / "artifacts", args.log_level)
-        services = stack.enter_context(Stack(OUT, env))
+        env = service_env(cluster.servers, tmp, tmp / "artifacts", args.log_level)
+        services = stack.enter_context(Stack(OUT, env, service_env=cluster.services_env()))
         print("starting the services", flush=True)
         try:
             with contextlib.chdir(tmp):  # their working directory: see service_env
                 services.start_all()
         except RuntimeError as exc:  # a service that does not start says why in its log tail
             raise BenchFailed(str(exc)) from exc
-        signoff = System("signoff", bootstrap, topics.MODEL_SUBMITTED, topics.DEPLOYMENT_SUCCEEDED,
+        signoff = System("signoff", cluster.admin, topics.MODEL_SUBMITTED, topics.DEPLOYMENT_SUCCEEDED,
                          SIGNOFF_REFUSED, lambda: [s for s, p in services.procs.items() if p.poll() is not None],
                          lambda: {s: p.pid for s, p in services.procs.items()})
         # Both systems warm (JIT of the broker, connections, group joins) before anything counts;
         # Signoff's warm-up also leaves the events whose sizes the relay copies.
         signoff.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
-        sizes = asyncio.run(payload_sizes(bootstrap, tuple(STANDS_FOR.values())))
+        sizes = asyncio.run(payload_sizes(cluster.admin, tuple(STANDS_FOR.values())))
         relay_sizes = {relay: sizes[theirs] for relay, theirs in STANDS_FOR.items()}
-        relays = stack.enter_context(Relays(bootstrap, relay_sizes, OUT / "logs"))
-        relay = System("relay", bootstrap, RELAY_SUBMITTED, RELAY_DEPLOYED, (), relays.dead,
+        relays = stack.enter_context(Relays(cluster.admin, relay_sizes, OUT / "logs"))
+        relay = System("relay", cluster.admin, RELAY_SUBMITTED, RELAY_DEPLOYED, (), relays.dead,
                        lambda: {f"relay-{h}": p.pid for h, p in relays.procs.items()})
         relay.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
 

@@ -4,6 +4,11 @@
   retried send is not written twice.
 - Consumers: one consumer group per subscriber, offsets committed only after the handler returned
   (at-least-once): a crash means redelivery, never loss. Handlers must be idempotent.
+- Signed events (shared.signing): every Emitter signs with the service's key; every subscriber
+  and follower verifies the signature against the trust file *before* parsing. An unsigned,
+  unknown-key, bad-signature or wrong-role record is dead-lettered as "untrusted event: <why>"
+  (followers skip it) and never reaches a handler, which reads its signer from
+  `signing.verified_signer()`.
 - Bad input: an event that cannot be parsed or validated goes to `<topic>.dlq` with its original
   bytes, headers and the reason, and the consumer carries on. So does an event whose outcome can
   never be published (larger than a Kafka record may be). An event whose handler keeps failing
@@ -39,7 +44,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
-from shared import codec, topics
+from shared import codec, signing, topics
 from shared.events import Event
 from shared.settings import ServiceSettings
 
@@ -75,12 +80,27 @@ def transient(exc: BaseException) -> bool:
 
 # Each broker's consumer group prefix (settings.consumer_group_prefix), read by `subscribe`.
 _GROUP_PREFIX: weakref.WeakKeyDictionary[KafkaBroker, str] = weakref.WeakKeyDictionary()
+# Each broker's signing key and trusted keys (shared.signing), read by Emitter and the decoders.
+_KEYS: weakref.WeakKeyDictionary[KafkaBroker, signing.ServiceKeys] = weakref.WeakKeyDictionary()
+
+
+def keys_of(broker: KafkaBroker) -> signing.ServiceKeys:
+    """The service's keys; `open()` them at start-up, so a service without them does not start."""
+    keys = _KEYS.get(broker)
+    if keys is None:
+        raise signing.KeyProblem("this broker was not made by make_broker: it has no signing keys")
+    return keys
 
 
 def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     dead_letters = DeadLetters(max_attempts=settings.max_attempts)
+    kafka = settings.kafka  # this service's own principal (shared/acl.py says what it may do)
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        kafka.bootstrap_servers,
+        security=kafka.security(),
+        # Topics are created by the admin (`signoff topics create`), never by a subscriber's start:
+        # a service may not create topics (shared/acl.py), and one created here would get defaults.
+        allow_auto_create_topics=False,
         client_id=f"signoff-{service}",
         acks="all",
         enable_idempotence=True,
@@ -90,6 +110,9 @@ def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     )
     dead_letters.broker = broker
     _GROUP_PREFIX[broker] = settings.consumer_group_prefix
+    _KEYS[broker] = signing.ServiceKeys(
+        settings.signing_key_file, settings.signing_key.get_secret_value() if settings.signing_key else None,
+        settings.trusted_keys, settings.accept_unsigned_submissions, settings.model_config.get("env_prefix", ""))
     return broker
 
 
@@ -108,7 +131,7 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
         group_id=f"{_GROUP_PREFIX.get(broker, 'signoff')}-{service}.{topic}",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        decoder=_decode_body,
+        decoder=_decoder(broker),
         **options,
     )
 
@@ -121,7 +144,7 @@ def follow(broker: KafkaBroker, topic: str, **options: Any):
         group_id=None,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
-        **{"decoder": _decode_body, **options},
+        **{"decoder": _decoder(broker), **options},
     )
 
 
@@ -131,6 +154,7 @@ class Emitter:
 
     def __init__(self, broker: KafkaBroker, source: str, *event_types: type[Event]) -> None:
         self.source = source
+        self.keys = keys_of(broker)  # signs every record (loaded at start-up)
         self.publishers = {
             cls: broker.publisher(cls.topic, schema=cls, title=f"{cls.topic}:publish",
                                   description=(cls.__doc__ or "").strip() or None)
@@ -138,14 +162,25 @@ class Emitter:
         }
 
     async def emit(self, event: Event) -> None:
-        record = codec.encode(event, self.source)
+        record = self.keys.signer.sign(codec.encode(event, self.source))
         await self.publishers[type(event)].publish(record.value, key=record.key, headers=record.headers)
         log.info("emitted", topic=record.topic, emitted_id=str(event.event_id))
 
 
-async def _decode_body(msg: Any, original_decoder: Any) -> dict:
-    """Parse and upcast the JSON body; pydantic then validates it against the handler's type."""
-    return codec.load(msg.raw_message.topic, msg.body, msg.headers.get("ce_type"))
+def _decoder(broker: KafkaBroker) -> Any:
+    async def decode_body(msg: Any, original_decoder: Any) -> dict:
+        """Verify the signature (shared.signing: raises Untrusted, a BadEvent), then parse and
+        upcast the JSON body; pydantic then validates it against the handler's type. The verified
+        signer is `signing.verified_signer()` for the handler."""
+        signing.set_signer(None)
+        raw = msg.raw_message
+        codec.check_headers(msg.headers)  # no CloudEvents headers: refused as such, before anything else
+        signing.set_signer(keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, msg.body))
+        data = codec.load(raw.topic, msg.body, msg.headers.get("ce_type"))
+        codec.check_key(raw.topic, raw.key, data)  # the record key must be the event's model
+        return data
+
+    return decode_body
 
 
 class LogContext(BaseMiddleware):
@@ -216,6 +251,9 @@ class _DeadLetterScope(BaseMiddleware):
             reason = codec.describe(exc_val) if isinstance(exc_val, ValidationError) else str(exc_val)
             skipped = self.owner.skipped[self.msg.topic] = self.owner.skipped.get(self.msg.topic, 0) + 1
             log.warning("follower_skipped_event", reason=reason[:1000], skipped=skipped)
+            return True
+        if isinstance(exc_val, signing.Untrusted):  # never acted on: not from whom it must be
+            await self.owner.send(self.msg, f"untrusted event: {exc_val}")
             return True
         if isinstance(exc_val, codec.BadEvent):
             await self.owner.send(self.msg, f"invalid event: {exc_val}")

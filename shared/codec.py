@@ -8,12 +8,18 @@ deeper than MAX_DEPTH, a number literal longer than MAX_NUMBER_CHARS (a 5,000-di
 otherwise raise ValueError, 10,000 nested arrays RecursionError) or NaN/Infinity is a BadEvent,
 like any other record that does not parse or validate. Writing is bounded too: an event whose
 record would not fit under the broker's default limit raises TooLarge instead of being retried.
+
+A record is more than its body (`check_record`, `decode_record`): it must carry the `ce_id` and
+`ce_type` headers, its body `event_id` and `occurred_at` (never filled in on the way in), and its
+key must be the model its event is about. Every reader applies the same rules, so a record is
+either an event everywhere or a BadEvent everywhere.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -29,6 +35,8 @@ MAX_EVENT_BYTES = 1_000_000
 MAX_DEPTH = 32          # events nest four levels deep at most (a submission's group metrics)
 MAX_NUMBER_CHARS = 32   # a double's shortest form has at most 24 characters, an int64 20
 _MAX_PROBLEMS = 10      # problems listed by `describe`, so a reason stays readable
+REQUIRED_FIELDS = ("event_id", "occurred_at")  # envelope fields a record must carry (not defaulted)
+REQUIRED_HEADERS = ("ce_id", "ce_type")        # CloudEvents headers a record must carry
 
 
 class BadEvent(ValueError):
@@ -80,12 +88,78 @@ def load(topic: str, value: bytes, ce_type: str | None = None) -> dict:
     data = parse(value)
     if not isinstance(data, dict):
         raise BadEvent(f"expected a JSON object, got {type(data).__name__}")
+    if missing := [name for name in REQUIRED_FIELDS if name not in data]:
+        # The envelope's defaults are for events built in code; one read off the wire without its
+        # id or time would get a fresh one here, and each reader a different one.
+        raise BadEvent(f"missing envelope field {', '.join(missing)}: every event on the wire carries "
+                       f"{' and '.join(REQUIRED_FIELDS)}; the producer must set them")
     try:
         return upcast(cls.type, cls.class_version, data)
     except UnknownSchemaVersion as exc:
         raise BadEvent(str(exc)) from exc
     except (LookupError, TypeError, ValueError) as exc:  # an upcaster meeting data it cannot read
         raise BadEvent(f"cannot upcast to version {cls.class_version}: {exc!r}") from exc
+
+
+def check_headers(headers: Mapping[str, str | bytes] | Iterable[tuple[str, bytes]] | None) -> None:
+    """Refuse a record without the CloudEvents headers every Signoff producer writes (and signs):
+    one rule for every reader, so a header-less record is never half-supported (shown by one
+    reader, ignored by another). `headers` as FastStream (a dict) or aiokafka (pairs) gives them."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    present = {name for name, value in pairs if value}
+    if missing := [name for name in REQUIRED_HEADERS if name not in present]:
+        raise BadEvent(f"no CloudEvents headers ({', '.join(REQUIRED_HEADERS)}): {', '.join(missing)} "
+                       "missing; publish events with shared.codec.encode (or `signoff submit`), which sets them")
+
+
+def check_key(topic: str, key: bytes | str | None, data: dict) -> None:
+    """Refuse a record whose key is not the model its event is about (`Event.key`): the key picks
+    the partition, and every event of one model must stay in order on one. `data` is the event as
+    `load` returned it; when it lacks the model name, validating it says so."""
+    subject = _model_of(topic, data)
+    if subject is None:
+        return
+    given = key.decode(errors="replace") if isinstance(key, bytes) else key
+    if given != subject:
+        shown = "no key" if given is None else f"key {given[:80]!r}"
+        raise BadEvent(f"record has {shown}, but its event is about model {subject[:80]!r}: the key must be the "
+                       "model name (Event.key), so every event of a model stays in order on one partition")
+
+
+def check_record(topic: str, key: bytes | str | None,
+                 headers: Mapping[str, str | bytes] | Iterable[tuple[str, bytes]] | None, data: dict) -> None:
+    """What a record must be beyond its body: CloudEvents headers, and the model name as its key."""
+    check_headers(headers)
+    check_key(topic, key, data)
+
+
+def decode_record(topic: str, key: bytes | str | None, value: bytes,
+                  headers: Mapping[str, str | bytes] | Iterable[tuple[str, bytes]] | None) -> Event:
+    """The event of a whole record (headers, key, value), as every subscriber reads it."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+    check_headers(pairs)
+    ce_type = next((v for n, v in pairs if n == "ce_type"), None)
+    data = load(topic, value, ce_type.decode(errors="replace") if isinstance(ce_type, bytes) else ce_type)
+    check_key(topic, key, data)
+    try:
+        return BY_TOPIC[topic].model_validate(data)
+    except ValidationError as exc:
+        raise BadEvent(describe(exc)) from exc
+
+
+def _model_of(topic: str, data: dict) -> str | None:
+    """The model name in an event's data, where its type keeps it (the same as `Event.key`:
+    tests/unit/test_hardening_contract.py holds them together); None when it is not there."""
+    cls = BY_TOPIC.get(topic)
+    if cls is None:
+        return None
+    fields = cls.model_fields
+    path = (("submission", "candidate", "model") if "submission" in fields
+            else ("candidate", "model") if "candidate" in fields else ("model",))
+    node: object = data
+    for name in path:
+        node = node.get(name) if isinstance(node, dict) else None
+    return node if isinstance(node, str) else None
 
 
 def parse(value: bytes) -> object:

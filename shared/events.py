@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -36,6 +36,7 @@ from shared.values import (  # noqa: F401
     Production,
     Sha256,
     Submission,
+    Submitter,
     Text,
     UtcDatetime,
     Version,
@@ -97,9 +98,14 @@ class ModelSubmitted(Event):
 
 
 class ChecksCompleted(Event):
+    class_version = 2  # 2: submitted_by
+
     submission: Submission
     results: tuple[CheckResult, ...]
     workflow: PolicyRef | None = Field(default=None, description="Workflow whose checks step ran")
+    submitted_by: Submitter | None = Field(
+        default=None, description="The verified signer of the model.submitted (None: it was unsigned); "
+        "who submitted, for separation of duties, instead of the claimed `submission.submitter`")
 
     @property
     def key(self) -> str:
@@ -123,8 +129,11 @@ class ChecksFailed(ChecksCompleted):
 
 
 class ReviewRequested(Event):
+    """Its causation_id is the checks.passed it follows (the decision cites it as checks_event_id)."""
+
     topic = topics.REVIEW_REQUESTED
     type = "signoff.review.requested"
+    class_version = 2  # 2: submitted_by
 
     submission: Submission
     results: tuple[CheckResult, ...]
@@ -140,6 +149,8 @@ class ReviewRequested(Event):
     policy: PolicyRef
     reason: Text
     production: Production | None = Field(default=None, description="The model it would replace")
+    submitted_by: Submitter | None = Field(
+        default=None, description="The verified submitter (the checks event's submitted_by; None: unsigned)")
 
     @property
     def key(self) -> str:
@@ -149,7 +160,7 @@ class ReviewRequested(Event):
 class ReviewDecided(Event):
     topic = topics.REVIEW_DECIDED
     type = "signoff.review.decided"
-    class_version = 2  # 2: anchored_to
+    class_version = 3  # 2: anchored_to; 3: checks_event_id
 
     candidate: Candidate
     outcome: Literal["approved", "rejected"]
@@ -169,13 +180,24 @@ class ReviewDecided(Event):
     anchored_to: uuid.UUID | None = Field(
         default=None, description="A carried-forward approval: submission_id of the release approved "
         "by a person that the candidate was compared with")
+    checks_event_id: uuid.UUID | None = Field(
+        default=None, description="event_id of the checks event this decision follows (checks.passed; "
+        "checks.failed for a rejection): the deployer acts on an approval only when it cites the "
+        "checks.passed it holds for the submission")
+
+
+# The order in which the deployer changed a model's production: what the production view orders
+# by (shared.production), never by a timestamp. Stamped by the deployer from its own state.
+DeployerSequence = Annotated[int | None, Field(
+    default=None, ge=1, description="The deployer's number for this change of the model's production: "
+    "per model, increasing (None: emitted before the deployer numbered its events)")]
 
 
 class DeploymentSucceeded(Event):
     topic = topics.DEPLOYMENT_SUCCEEDED
     type = "signoff.deployment.succeeded"
 
-    class_version = 2  # 2: approval_mode, anchored_to
+    class_version = 3  # 2: approval_mode, anchored_to; 3: sequence
 
     candidate: Candidate
     target: NonEmpty
@@ -187,6 +209,7 @@ class DeploymentSucceeded(Event):
     anchored_to: uuid.UUID | None = Field(
         default=None, description="A carried-forward release: the release approved by a person it "
         "was compared with (its approval's anchored_to)")
+    sequence: DeployerSequence = None
 
 
 class DeploymentFailed(Event):
@@ -258,6 +281,7 @@ class DeploymentProgressed(Event):
 class DeploymentRolledBack(Event):
     topic = topics.DEPLOYMENT_ROLLED_BACK
     type = "signoff.deployment.rolled_back"
+    class_version = 2  # 2: sequence
 
     model: ModelName
     from_version: Version | None
@@ -266,6 +290,7 @@ class DeploymentRolledBack(Event):
     target: NonEmpty
     requested_by: NonEmpty
     reason: Text
+    sequence: DeployerSequence = None
 
     @property
     def key(self) -> str:
@@ -275,11 +300,13 @@ class DeploymentRolledBack(Event):
 class DeploymentRevoked(Event):
     topic = topics.DEPLOYMENT_REVOKED
     type = "signoff.deployment.revoked"
+    class_version = 2  # 2: sequence
 
     candidate: Candidate
     requested_by: NonEmpty
     reason: NonEmpty
     was_in_production: bool
+    sequence: DeployerSequence = None
 
 
 class DeploymentSuperseded(Event):
@@ -316,3 +343,24 @@ def _review_decided_v1_to_v2(data: dict) -> dict:
 @upcaster(DeploymentSucceeded.type, from_version=1)
 def _deployment_succeeded_v1_to_v2(data: dict) -> dict:
     return {**data, "approval_mode": None, "anchored_to": None}  # unknown: such a release anchors nothing
+
+
+def _unsigned(data: dict) -> dict:
+    return {**data, "submitted_by": None}  # written before the signer was recorded: unsigned
+
+
+def _cites_no_checks(data: dict) -> dict:
+    return {**data, "checks_event_id": None}  # cites nothing: the deployer does not act on it
+
+
+def _unnumbered(data: dict) -> dict:
+    return {**data, "sequence": None}  # before the deployer numbered its events: ordered before them
+
+
+upcaster(ChecksPassed.type, from_version=1)(_unsigned)
+upcaster(ChecksFailed.type, from_version=1)(_unsigned)
+upcaster(ReviewRequested.type, from_version=1)(_unsigned)
+upcaster(ReviewDecided.type, from_version=2)(_cites_no_checks)
+upcaster(DeploymentSucceeded.type, from_version=2)(_unnumbered)
+upcaster(DeploymentRolledBack.type, from_version=1)(_unnumbered)
+upcaster(DeploymentRevoked.type, from_version=1)(_unnumbered)

@@ -23,8 +23,9 @@ from faststream.kafka import KafkaBroker
 
 from shared import codec
 from shared.admin import partitions_of
-from shared.broker import NotYet, follow
+from shared.broker import NotYet, follow, keys_of
 from shared.events import Event
+from shared.kafka import KafkaAccess
 
 log = structlog.get_logger()
 
@@ -35,8 +36,8 @@ async def _raw(msg: Any, original_decoder: Any = None) -> bytes:
 
 class Facts:
     def __init__(self, broker: KafkaBroker, topic: str, apply: Callable[[Event], object],
-                 bootstrap_servers: str, timeout: float = 60.0) -> None:
-        self.topic, self.apply, self.bootstrap_servers, self.timeout = topic, apply, bootstrap_servers, timeout
+                 kafka: KafkaAccess, timeout: float = 60.0) -> None:
+        self.topic, self.apply, self.kafka, self.timeout = topic, apply, kafka, timeout
         self.handled: dict[int, int] = {}  # partition -> the highest offset handled (applied or skipped)
         self.skipped = 0
         self.in_memory = False  # set by the component tests' in-memory broker
@@ -48,8 +49,9 @@ class Facts:
         @follow(broker, topic, decoder=_raw)
         async def on_fact(body: bytes, message: Any = Context("message")) -> None:
             raw = message.raw_message
-            try:
-                event = codec.decode(raw.topic, body)
+            try:  # verified first: a forged rejection (or approval) is never a fact
+                keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, body)
+                event = codec.decode_record(raw.topic, raw.key, body, raw.headers)
             except codec.BadEvent as exc:
                 self.skipped += 1
                 log.warning("fact_skipped", topic=raw.topic, offset=raw.offset, reason=str(exc)[:200])
@@ -85,7 +87,7 @@ class Facts:
 
     async def _offsets(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(**self.kafka.client_kwargs(), enable_auto_commit=False)
             await consumer.start()
             self._consumer = consumer
         return self._consumer

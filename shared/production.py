@@ -16,22 +16,26 @@ Pure: it applies events and answers `get(model)`; reading the topics is the serv
   restored an earlier one, it emitted that `deployment.rolled_back` first, so the revocation
   finds the restored release in production and changes nothing.
 
-Order assumptions. Only `occurred_at` orders events; arrival order does not matter. The three
-topics are read by separate consumers, events are redelivered, and a late older event arrives
-after a newer one; the answer is a function of the *set* of events applied, so any arrival order
-(and any repetition) gives the same book. That relies on `occurred_at` following the order in
-which the deployer changed production for a model, which holds because it changes one model at a
-time (a per-model lock) and stamps each event as it emits it: one deployer process, or deployers
-whose clocks agree. Two events that set production at the same instant are ordered by event_id,
-so the tie is broken the same way everywhere; a revocation at the same instant as the event that
-put its release in production wins (a revocation is final).
+Order: the deployer's `sequence`, never a timestamp. The deployer numbers every event that moves
+a model's production (per model, increasing, kept in its state file), and the book orders by that
+number: `occurred_at` is not consulted, so an event dated 2099 orders where the deployer put it,
+not last. Events without a number were emitted before the deployer numbered them: they all order
+before every numbered one, and among themselves by `occurred_at` as they always did. Two events
+with the same place are ordered by event_id, the same way everywhere (a re-emitted event keeps its
+id; see docs/deployer.md for its number). The answer is a function of the *set* of events applied:
+the three topics are read by separate consumers and events are redelivered, so any arrival order
+(and any repetition) gives the same book. A revocation ordered at or after the event that put its
+release in production takes it out (a revocation is final).
+
+Trust: only events signed by the deployer reach `apply` (the followers and the start-up replay
+verify signatures, shared.signing); what they carry is not second-guessed here.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.events import (
     DeploymentRevoked,
@@ -45,12 +49,25 @@ from shared.events import (
 EVENTS: tuple[type[Event], ...] = (DeploymentSucceeded, DeploymentRolledBack, DeploymentRevoked)
 
 
+# An event's place in a model's history: (numbered?, sequence, occurred_at, event_id). Numbered
+# events order by the deployer's sequence alone (their timestamp is not read); unnumbered, older
+# ones by occurred_at, all before the numbered.
+Place = tuple[bool, int, datetime, str]
+_UNUSED = datetime.min.replace(tzinfo=UTC)
+
+
+def place(event: Event) -> Place:
+    sequence = getattr(event, "sequence", None)
+    if sequence is not None:
+        return True, sequence, _UNUSED, str(event.event_id)
+    return False, 0, event.occurred_at, str(event.event_id)
+
+
 @dataclass(frozen=True, order=True)
 class _Set:
-    """The newest event that set a model's production: when, and to which release."""
+    """The latest event that set a model's production: its place, and to which release."""
 
-    at: datetime
-    event_id: str
+    at: Place
     submission_id: uuid.UUID
     version: str = field(compare=False)
 
@@ -75,7 +92,7 @@ class ProductionBook:
     def __init__(self) -> None:
         self._releases: dict[uuid.UUID, Production] = {}  # every release seen deployed
         self._set: dict[str, _Set] = {}                    # per model
-        self._revoked: dict[uuid.UUID, datetime] = {}     # release -> its newest revocation
+        self._revoked: dict[uuid.UUID, Place] = {}        # release -> its latest revocation
         self._anchor: dict[uuid.UUID, uuid.UUID | None] = {}  # release -> the one a person approved
 
     def apply(self, event: Event) -> bool:
@@ -97,7 +114,7 @@ class ProductionBook:
             case DeploymentRevoked():
                 model, revoked = event.candidate.model, event.submission_id
                 before = self.get(model)
-                self._revoked[revoked] = max(event.occurred_at, self._revoked.get(revoked, event.occurred_at))
+                self._revoked[revoked] = max(place(event), self._revoked.get(revoked, place(event)))
             case _:
                 return False
         return self.get(model) != before
@@ -110,7 +127,7 @@ class ProductionBook:
         if current is None:
             return None
         revoked_at = self._revoked.get(current.submission_id)
-        if revoked_at is not None and revoked_at >= current.at:
+        if revoked_at is not None and revoked_at[:3] >= current.at[:3]:  # a tie: the revocation wins
             return None
         release = self._releases.get(current.submission_id)
         return release if release is not None else Unknown(model, current.submission_id, current.version)
@@ -137,7 +154,7 @@ class ProductionBook:
         return sum(1 for model in self._set if self.get(model) is not None)
 
     def _point(self, model: str, event: Event, submission_id: uuid.UUID, version: str) -> None:
-        candidate = _Set(event.occurred_at, str(event.event_id), submission_id, version)
+        candidate = _Set(place(event), submission_id, version)
         current = self._set.get(model)
         if current is None or candidate > current:
             self._set[model] = candidate

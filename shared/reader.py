@@ -1,16 +1,19 @@
 """The one way Signoff reads topics outside a consumer group: services rebuilding state at start,
 the CLI (watch, history), and the tests' event log.
 
-    read(servers, topics)                          from the beginning until the end (as of now)
-    read(servers, topics, since=t)                 from the first record at or after time t
-    read(servers, topics, until=pred, timeout=s)   on past the end, until pred() holds (and the
+    read(kafka, topics)                            from the beginning until the end (as of now)
+    read(kafka, topics, since=t)                   from the first record at or after time t
+    read(kafka, topics, until=pred, timeout=s)     on past the end, until pred() holds (and the
                                                    end as of the start was reached) or s seconds
-    read(servers, topics, until=FOREVER)           until cancelled (a live tail)
-    find_newest(servers, topics, match)            the newest record `match` accepts, read from
+    read(kafka, topics, until=FOREVER)             until cancelled (a live tail)
+    find_newest(kafka, topics, match)              the newest record `match` accepts, read from
                                                    the end backwards, so a recent one costs little
 
-Records come as aiokafka `ConsumerRecord`s; `decode` turns one into its event (None when it does
-not decode: the topic's consumers dead-letter it, a reader skips it, and `read_events` counts it).
+`kafka` is a shared.kafka.KafkaAccess: the reader reads as that principal, which needs READ on
+the topics (shared/acl.py). Records come as aiokafka `ConsumerRecord`s; `decode` turns one into
+its event (None when it does not decode, or, given a keyring, is not signed by a key trusted for
+its type (shared.signing): the topic's consumers dead-letter it, a reader skips it, and
+`read_events` counts it).
 
 A read "until the end" ends: a partition with nothing between its start and its end (never
 written, or emptied by retention or `delete_records`) is done before it is read. (Records deleted
@@ -26,10 +29,12 @@ from datetime import datetime
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
-from shared import codec
+from shared import codec, signing
 from shared.admin import partitions_of
 from shared.events import Event
+from shared.kafka import KafkaAccess, unreachable
 
 Record = Any  # aiokafka.structs.ConsumerRecord
 FOREVER: Final = "forever"
@@ -37,23 +42,26 @@ POLL_MS = 500
 _WINDOW = 500  # records per partition read at a time by find_newest, doubling as it goes back
 
 
-def decode(record: Record) -> Event | None:
+def decode(record: Record, keyring: signing.Keyring | None = None) -> Event | None:
     """The event in a record of one of Signoff's event topics, or None if it does not decode (any
-    parse failure, however deep or large the record: `codec` bounds what it reads)."""
+    parse failure, however deep or large the record: `codec` bounds what it reads). With a
+    keyring, the signature is verified first: an untrusted record is None too."""
     try:
-        return codec.decode(record.topic, record.value)
+        if keyring is not None:
+            keyring.verify(record.topic, record.key, record.headers, record.value)
+        return codec.decode_record(record.topic, record.key, record.value, record.headers)
     except codec.BadEvent:
         return None
 
 
-async def read(bootstrap_servers: str, topics: Sequence[str], *, since: datetime | None = None,
+async def read(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | None = None,
                until: Callable[[], object] | str | None = None,
                timeout: float | None = None) -> AsyncIterator[Record]:
     """The records of `topics` (see the module's table). With `until`, a `timeout` ends the read
     quietly: the caller tells a timeout from the predicate by asking the predicate."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    async with _consumer(bootstrap_servers) as consumer:
+    async with _consumer(kafka) as consumer:
         partitions = await _assign(consumer, topics)
         start = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
@@ -76,31 +84,32 @@ async def read(bootstrap_servers: str, topics: Sequence[str], *, since: datetime
                     behind.discard(tp)
 
 
-async def read_events(bootstrap_servers: str, topics: Sequence[str], *, since: datetime | None = None,
+async def read_events(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | None = None,
                       keep: Callable[[Record], bool] | None = None,
-                      skipped: Counter[str] | None = None) -> list[Event]:
+                      skipped: Counter[str] | None = None,
+                      keyring: signing.Keyring | None = None) -> list[Event]:
     """Every valid event of `topics` up to their end now (from `since`), whose record `keep`
     accepts, in the order they happened (`occurred_at`, ties by event_id): what is built from
     them does not depend on which topic or partition was read first. Duplicates are kept: a step
     the deployer repeated after a crash has the same event_id and a later occurred_at, and a
     service's followers see both copies too. Records that do not decode are counted by topic in
-    `skipped`, when given."""
+    `skipped`, when given. With a keyring, only events signed by a key trusted for their type."""
     events = []
-    async for record in read(bootstrap_servers, topics, since=since):
+    async for record in read(kafka, topics, since=since):
         if keep is not None and not keep(record):
             continue
-        if (event := decode(record)) is not None:
+        if (event := decode(record, keyring)) is not None:
             events.append(event)
         elif skipped is not None:
             skipped[record.topic] += 1
     return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))
 
 
-async def find_newest(bootstrap_servers: str, topics: Sequence[str],
+async def find_newest(kafka: KafkaAccess, topics: Sequence[str],
                       match: Callable[[Record], bool]) -> Record | None:
     """The newest record of `topics` that `match` accepts, or None; reads backwards from the end
     in growing windows, so finding something recent does not read the whole history."""
-    async with _consumer(bootstrap_servers) as consumer:
+    async with _consumer(kafka) as consumer:
         partitions = await _assign(consumer, topics)
         start = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
@@ -132,12 +141,17 @@ async def _slice(consumer: AIOKafkaConsumer, tp: TopicPartition, lower: int, upp
 class _consumer:
     """A group-less consumer that commits nothing, stopped whatever happens."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self.kafka = kafka
+        self.consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False,
                                          auto_offset_reset="earliest")
 
     async def __aenter__(self) -> AIOKafkaConsumer:
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except KafkaConnectionError:
+            await self.consumer.stop()
+            raise unreachable(self.kafka) from None
         return self.consumer
 
     async def __aexit__(self, *exc: object) -> None:

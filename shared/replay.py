@@ -13,20 +13,24 @@ from faststream.kafka import KafkaBroker
 
 from shared.broker import follow
 from shared.events import Event
+from shared.kafka import KafkaAccess
 from shared.reader import read_events
+from shared.signing import Keyring
 
 log = structlog.get_logger()
 
 
-async def rebuild(bootstrap_servers: str, apply: Callable[[Event], object],
-                  *event_types: type[Event]) -> int:
+async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
+                  *event_types: type[Event], keyring: Keyring) -> int:
     """Apply every event of these types that is on their topics now, once each, in the order they
     happened (`shared.reader.read_events`); returns how many. Run at start, before
     `follow_into`'s subscribers start (they read the same events again: applying one twice
     changes nothing). A record that does not decode is skipped and counted (logged), never
-    allowed to stop the service: the topic's consumers dead-letter it."""
+    allowed to stop the service: the topic's consumers dead-letter it. So is a record not signed
+    by a key `keyring` trusts for its type: a forged deployment never enters the state."""
     skipped: Counter[str] = Counter()
-    events = await read_events(bootstrap_servers, [cls.topic for cls in event_types], skipped=skipped)
+    events = await read_events(kafka, [cls.topic for cls in event_types], skipped=skipped,
+                               keyring=keyring)
     for event in events:
         apply(event)
     if skipped:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.kafka import KafkaSettings
 
 
-class ServiceSettings(BaseSettings):
-    """Base of each service's settings class; subclasses set their own `env_prefix`."""
+class ServiceSettings(KafkaSettings):
+    """Base of each service's settings class; subclasses set their own `env_prefix`. The Kafka
+    fields (KAFKA_* variables, `settings.kafka`) come from shared.kafka.KafkaSettings: each
+    service connects as its own principal."""
 
     # populate_by_name: tests and embedders build settings from field names, not variable names.
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
-        description="host:port[,host:port] of the Kafka brokers",
-    )
     topic_partitions: int = Field(
         default=3, ge=1, validation_alias=AliasChoices("SIGNOFF_TOPIC_PARTITIONS"),
         description="Partitions of each topic when Signoff creates it",
@@ -38,6 +37,20 @@ class ServiceSettings(BaseSettings):
         default=5, ge=1, validation_alias=AliasChoices("SIGNOFF_MAX_ATTEMPTS"),
         description="Tries of one event that fails on an unexpected error before it is dead-lettered",
     )
+    # Signed events (shared.signing). The key is per service: <PREFIX>SIGNING_KEY_FILE, e.g.
+    # DEPLOYER_SIGNING_KEY_FILE, so services sharing one environment never share a key.
+    signing_key_file: Path | None = Field(
+        default=None, description="This service's Ed25519 private key (PEM PKCS#8, mode 600), from "
+        "`signoff keys generate`")
+    signing_key: SecretStr | None = Field(
+        default=None, description="The same key's PEM text, instead of a file")
+    trusted_keys: Path | None = Field(
+        default=None, validation_alias=AliasChoices("SIGNOFF_TRUSTED_KEYS", "trusted_keys"),
+        description="Trust file (YAML or JSON): the public keys whose events are believed, and their roles")
+    accept_unsigned_submissions: bool = Field(
+        default=True, validation_alias=AliasChoices("SIGNOFF_ACCEPT_UNSIGNED_SUBMISSIONS",
+                                                    "accept_unsigned_submissions"),
+        description="Accept model.submitted without a pipeline signature (every other event must be signed)")
 
 
 class ArtifactSourceSettings(ServiceSettings):
@@ -55,3 +68,8 @@ class ArtifactSourceSettings(ServiceSettings):
     )
     max_artifact_bytes: int = Field(default=20 * 2**30, gt=0, description="Largest artifact read (bytes)")
     fetch_timeout: float = Field(default=600.0, gt=0, description="Seconds allowed for one download")
+    artifact_allow_hard_links: bool = Field(
+        default=False,
+        description="Read file:// artifacts that have more than one hard link; refused by default, since "
+        "a hard link inside a root can name a file outside it (docs/security.md)",
+    )

@@ -61,6 +61,19 @@ def _finite(value: float) -> float:
     return value
 
 
+def _number(value: object) -> object:
+    """A metric is a JSON number: "0.9" or true would be read as 0.9 or 1.0 by lax parsing, so a
+    producer's quoting bug (or a boolean where a figure belongs) would pass a threshold unseen."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a JSON number such as 0.93 (unquoted), not a {_json_type(value)}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", str: "string", type(None): "null", dict: "object", list: "array"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _at_most(limit: int, what: str, fix: str) -> BeforeValidator:
     """Refuse a collection over `limit` before its items are validated, saying how to fix it."""
     def check(value: object) -> object:
@@ -81,7 +94,7 @@ def _clipped(limit: int) -> BeforeValidator:
     return BeforeValidator(clip)
 
 
-Metric = Annotated[float, AfterValidator(_finite)]
+Metric = Annotated[float, BeforeValidator(_number), AfterValidator(_finite)]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Metrics = Annotated[dict[MetricName, Metric], _at_most(
     MAX_METRICS, "metrics", "submit the metrics the workflow checks and keep the others in the model card")]
@@ -142,6 +155,21 @@ class Submission(Frozen):
     evaluation_uri: NonEmpty | None = Field(
         default=None, description="file:// or http(s):// CSV with columns label, prediction, group: "
         "fairness is computed from it rather than from reported group metrics")
+
+
+class Submitter(Frozen):
+    """Who proved they submitted a model: the verified signer of its model.submitted (a pipeline's
+    key in the trust file, mapped to the person and team that own it). Separation of duties
+    compares approvers with `identity`, never with the free-text `Submission.submitter`."""
+
+    name: NonEmpty = Field(description="The signing key's principal, as the trust file names it")
+    owner: NonEmpty | None = Field(default=None, description="The person who owns that key")
+    team: NonEmpty | None = Field(default=None, description="The owner's team")
+
+    @property
+    def identity(self) -> str:
+        """Who submitted: the key's owner, or the principal itself when it has no owner."""
+        return self.owner or self.name
 
 
 class PolicyRef(Frozen):

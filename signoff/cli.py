@@ -15,10 +15,13 @@ from pydantic import ValidationError
 from services.deployer import targets as deploy_targets
 from shared import codec, topics
 from shared.admin import ensure_topics
+from shared.kafka import KafkaAccess
 from shared.workflow.loading import load_files
-from signoff import client, manifest
+from signoff import client, keys_cli, manifest
+from signoff.acl_cli import acl_app
 from signoff.settings import ClientSettings
 from signoff.timeline import history_line, line, outcome
+from signoff.token_cli import token_app
 
 app = typer.Typer(help="Signoff: approve trained models for production, and put them there.",
                   no_args_is_help=True, add_completion=False)
@@ -26,9 +29,21 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(token_app, name="token")
+app.add_typer(acl_app, name="acl")
+app.add_typer(keys_cli.keys_app, name="keys")
 
 EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
               "superseded": 5, "pending": 2}
+
+
+def _kafka() -> KafkaAccess:
+    """This process' Kafka access (KAFKA_* variables); exit 2 naming the variable when incomplete."""
+    try:
+        return ClientSettings().kafka
+    except (ValueError, ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -77,7 +92,8 @@ def submit(
     except manifest.ManifestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    event = asyncio.run(client.submit(ClientSettings().kafka_bootstrap_servers, submission))
+    signer = keys_cli.pipeline_signer(ClientSettings())  # the local checks first, then the connection
+    event = asyncio.run(client.submit(_kafka(), submission, signer=signer))
     typer.echo(str(event.submission_id))
 
 
@@ -91,7 +107,7 @@ def watch(
     Exit code: 0 deployed, 3 rejected, 4 deployment failed, 5 superseded, 2 still pending at the timeout."""
     async def run() -> str:
         last = "pending"
-        async for event in client.follow(ClientSettings().kafka_bootstrap_servers, submission_id, timeout):
+        async for event in client.follow(_kafka(), submission_id, timeout, keys_cli.trusted(ClientSettings())):
             typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
                        if as_json else line(event))
             last = outcome(event)
@@ -107,21 +123,28 @@ def watch(
 def review(
     submission_id: uuid.UUID,
     decision: Annotated[str, typer.Argument(help="approve or reject")],
-    approver: Annotated[str, typer.Option("--as", help="Your approver identity")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail")],
+    break_glass: Annotated[bool, typer.Option(
+        "--break-glass", help="Approve alone; needs your break-glass credential as SIGNOFF_API_TOKEN")] = False,
 ) -> None:
-    """Approve or reject a submission waiting for review."""
+    """Approve or reject a submission waiting for review, as the person SIGNOFF_API_TOKEN (your own
+    API token or OIDC token) authenticates."""
     if decision not in ("approve", "reject"):
         typer.echo("error: decision must be 'approve' or 'reject'", err=True)
         raise typer.Exit(1)
     settings = ClientSettings()
-    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if settings.api_token is None:
+        typer.echo("error: set SIGNOFF_API_TOKEN to your own credential (signoff token create YOU, or an "
+                   "OIDC token)", err=True)
+        raise typer.Exit(1)
     try:
-        result = client.review(settings.review_url, token, submission_id, decision, approver, reason)
+        result = client.review(settings.review_url, settings.api_token.get_secret_value(), submission_id,
+                               decision, reason, break_glass)
     except client.ReviewRefused as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{decision} recorded; review is {result['outcome']}")
+    typer.echo(f"{decision} recorded as {result.get('approver', '?')}"
+               + (" (break-glass)" if break_glass else "") + f"; review is {result['outcome']}")
 
 
 def _run_or_exit(follow: Coroutine[Any, Any, str]) -> str:
@@ -137,7 +160,7 @@ def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
     """Print an operation's timeline until its outcome; exit with its code."""
     async def run() -> str:
         last = "pending"
-        async for event in client.follow(ClientSettings().kafka_bootstrap_servers, operation_id, timeout):
+        async for event in client.follow(_kafka(), operation_id, timeout, keys_cli.trusted(ClientSettings())):
             typer.echo(line(event))
             last = outcome(event)
         return last
@@ -150,18 +173,18 @@ def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
 @app.command()
 def rollback(
     model: Annotated[str, typer.Argument(help="Model name")],
-    requested_by: Annotated[str, typer.Option("--as", help="Who asks; recorded in the history")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the history")],
     to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the last "
                                               "approved, healthy one before the current)")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the operation to its outcome")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
 ) -> None:
-    """Put an earlier version of MODEL back in production; prints the operation id
+    """Put an earlier version of MODEL back in production, signed with your operator key
+    (SIGNOFF_SIGNING_KEY_FILE; the history names its holder); prints the operation id
     (`signoff watch` it). With --wait, exit 0 rolled back, 4 refused or failed, 2 timeout."""
+    operator = keys_cli.operator(ClientSettings())
     try:
-        event = asyncio.run(client.request_rollback(ClientSettings().kafka_bootstrap_servers, model, to,
-                                                    requested_by, reason))
+        event = asyncio.run(client.request_rollback(_kafka(), model, to, operator, reason))
     except ValidationError as exc:
         typer.echo(f"error: {codec.describe(exc)}", err=True)
         raise typer.Exit(1) from None
@@ -173,20 +196,22 @@ def rollback(
 @app.command()
 def revoke(
     submission_id: uuid.UUID,
-    requested_by: Annotated[str, typer.Option("--as", help="Who revokes; recorded in the history")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the history")],
     wait: Annotated[bool, typer.Option(help="Follow the submission to the revocation's outcome")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
 ) -> None:
-    """Revoke a submission: out of production if it is there, and never deployed again.
+    """Revoke a submission: out of production if it is there, and never deployed again. Signed
+    with your operator key (SIGNOFF_SIGNING_KEY_FILE; the history names its holder).
     Prints the submission id (`signoff watch` shows the revocation)."""
-    servers = ClientSettings().kafka_bootstrap_servers
-    submitted = asyncio.run(client.find_submission(servers, submission_id))
+    settings = ClientSettings()
+    operator = keys_cli.operator(settings)
+    servers = _kafka()
+    submitted = asyncio.run(client.find_submission(servers, submission_id, keys_cli.trusted(settings)))
     if submitted is None:
         typer.echo(f"error: no submission {submission_id} on {topics.MODEL_SUBMITTED}", err=True)
         raise typer.Exit(1)
     try:
-        asyncio.run(client.request_revocation(servers, submitted, requested_by, reason))
+        asyncio.run(client.request_revocation(servers, submitted, operator, reason))
     except ValidationError as exc:
         typer.echo(f"error: {codec.describe(exc)}", err=True)
         raise typer.Exit(1) from None
@@ -201,7 +226,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
 ) -> None:
     """Who decided, deployed, rolled back and revoked MODEL's versions, and why."""
-    events = asyncio.run(client.history(ClientSettings().kafka_bootstrap_servers, model))
+    events = asyncio.run(client.history(_kafka(), model, keys_cli.trusted(ClientSettings())))
     for event in events:
         typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
                    if as_json else history_line(event))
@@ -229,7 +254,7 @@ def topics_create(
 ) -> None:
     """Create Signoff's topics (and their dead-letter topics) if they do not exist."""
     settings = ClientSettings()
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers,
+    created = asyncio.run(ensure_topics(_kafka(),
                                         partitions or settings.topic_partitions))
     typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 

@@ -1,41 +1,81 @@
 """Talking to Signoff: publish a submission, follow it to its end, cast a review vote.
 
 Any Kafka client can do what `submit` does by following the documented contract (README):
-a JSON `model.submitted` event keyed by the model name, with CloudEvents headers.
+a JSON `model.submitted` event keyed by the model name, with CloudEvents headers (and, where the
+services require it, a pipeline's signature: shared.signing).
+
+Rollbacks and revocations are signed with an operator's key (`Identity`); the deployer takes who
+asked from that signature. Reads verify signatures when given the trust file's keyring.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
-from shared import codec, reader, topics
+from shared import codec, reader, signing, topics
 from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
+from shared.kafka import KafkaAccess, unreachable
 from signoff.timeline import Ending
 
 SOURCE = "/signoff/cli"
 
 
-async def submit(bootstrap_servers: str, submission: Submission,
-                 submission_id: uuid.UUID | None = None) -> ModelSubmitted:
-    """Publish `model.submitted` and wait until every in-sync replica has it."""
+async def submit(kafka: KafkaAccess, submission: Submission,
+                 submission_id: uuid.UUID | None = None, signer: signing.Signer | None = None) -> ModelSubmitted:
+    """Publish `model.submitted` (signed by the pipeline's `signer`, when given) and wait until
+    every in-sync replica has it."""
     event = ModelSubmitted(submission_id=submission_id or uuid.uuid4(), submission=submission)
-    await publish(bootstrap_servers, [event])
+    await publish(kafka, [event], signer=signer)
     return event
 
 
-async def publish(bootstrap_servers: str, events: list[Event], source: str = SOURCE) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
+@dataclass(frozen=True)
+class Identity:
+    """Who this process signs as: its key, and the principal the trust file names for it."""
+
+    signer: signing.Signer
+    principal: signing.Principal
+
+
+class NotTrusted(LookupError):
+    """This process' key is not in the trust file (or not of the role needed)."""
+
+
+def identity(signer: signing.Signer, keyring: signing.Keyring, role: str) -> Identity:
+    """The principal of `signer` in `keyring`, which must have `role`; NotTrusted otherwise."""
+    trusted = keyring.keys.get(signer.kid)
+    if trusted is None:
+        raise NotTrusted(f"your key (kid {signer.kid}) is not in the trust file: the services would "
+                         "dead-letter what it signs; ask whoever keeps the trust file to add it")
+    if trusted.principal.role != role:
+        raise NotTrusted(f"your key (kid {signer.kid}) is {trusted.principal.name}'s, of role "
+                         f"{trusted.principal.role}; this needs a key of role {role}")
+    return Identity(signer, trusted.principal)
+
+
+async def publish(kafka: KafkaAccess, events: list[Event], source: str = SOURCE,
+                  signer: signing.Signer | None = None) -> None:
+    """Publish `events` in order, each signed by `signer` when given."""
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all",
                                 enable_idempotence=True)
-    await producer.start()
+    try:
+        await producer.start()
+    except KafkaConnectionError:
+        await producer.stop()
+        raise unreachable(kafka) from None
     try:
         for event in events:
             record = codec.encode(event, source)
+            if signer is not None:
+                record = signer.sign(record)
             await producer.send_and_wait(
                 record.topic, record.value, key=record.key,
                 headers=[(k, v.encode()) for k, v in record.headers.items()],
@@ -54,11 +94,11 @@ STARTS = (topics.MODEL_SUBMITTED, topics.ROLLBACK_REQUESTED)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-async def started_at(bootstrap_servers: str, submission_id: uuid.UUID) -> datetime:
+async def started_at(kafka: KafkaAccess, submission_id: uuid.UUID) -> datetime:
     """When the submission (or rollback operation) `submission_id` was published; NotFound when
     it never was. Reads its topics from the end backwards: a recent id is found at once."""
     subject = str(submission_id).encode()
-    record = await reader.find_newest(bootstrap_servers, STARTS,
+    record = await reader.find_newest(kafka, STARTS,
                                       lambda r: dict(r.headers).get("ce_subject") == subject)
     if record is None:
         raise NotFound(f"no submission or rollback {submission_id} on {' or '.join(STARTS)}; "
@@ -66,23 +106,24 @@ async def started_at(bootstrap_servers: str, submission_id: uuid.UUID) -> dateti
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
-async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
-                 timeout: float) -> AsyncIterator[Event]:
+async def follow(kafka: KafkaAccess, submission_id: uuid.UUID,
+                 timeout: float, keyring: signing.Keyring | None = None) -> AsyncIterator[Event]:
     """Yield the submission's events (each once) until it is deployed, rejected or failed (and
     any rollback or revocation asked for since has its outcome), or until `timeout` seconds pass.
     Reads the event topics from the submission's own time (less the clock skew), not from their
     beginning; it never stops before it has read what the topics held when it started, so a
     timeline that goes on after a deployment (a revocation) is shown whole. NotFound, at once,
-    for an id that was never published."""
-    since = await started_at(bootstrap_servers, submission_id) - CLOCK_SKEW
+    for an id that was never published. With a keyring, only events signed by a key trusted for
+    their type are shown."""
+    since = await started_at(kafka, submission_id) - CLOCK_SKEW
     wanted = str(submission_id).encode()
     seen: set[uuid.UUID] = set()
     ending = Ending()
-    async for record in reader.read(bootstrap_servers, topics.EVENT_TOPICS, since=since,
+    async for record in reader.read(kafka, topics.EVENT_TOPICS, since=since,
                                     until=lambda: ending.done, timeout=timeout):
         if dict(record.headers).get("ce_subject") != wanted:
             continue
-        event = reader.decode(record)
+        event = reader.decode(record, keyring)
         if event is None or event.event_id in seen:
             continue  # not ours to judge (the services dead-letter it), or a redelivered duplicate
         seen.add(event.event_id)
@@ -90,12 +131,12 @@ async def follow(bootstrap_servers: str, submission_id: uuid.UUID,
             yield event
 
 
-async def read_events(bootstrap_servers: str, topic_names: tuple[str, ...],
-                      keep: Callable[[Any], bool]) -> list[Event]:
+async def read_events(kafka: KafkaAccess, topic_names: tuple[str, ...],
+                      keep: Callable[[Any], bool], keyring: signing.Keyring | None = None) -> list[Event]:
     """The valid events of `topic_names`, from their beginning to where they end now, whose
     record `keep` accepts; each once, in the order they happened."""
     events: dict[uuid.UUID, Event] = {}
-    for event in await reader.read_events(bootstrap_servers, topic_names, keep=keep):
+    for event in await reader.read_events(kafka, topic_names, keep=keep, keyring=keyring):
         events.setdefault(event.event_id, event)
     return list(events.values())
 
@@ -107,45 +148,49 @@ HISTORY_TOPICS = (
 )
 
 
-async def history(bootstrap_servers: str, model: str) -> list[Event]:
+async def history(kafka: KafkaAccess, model: str, keyring: signing.Keyring | None = None) -> list[Event]:
     """Every decision, deployment, rollback and revocation of `model` (records keyed by it)."""
     key = model.encode()
-    return await read_events(bootstrap_servers, HISTORY_TOPICS, lambda r: r.key == key)
+    return await read_events(kafka, HISTORY_TOPICS, lambda r: r.key == key, keyring)
 
 
-async def find_submission(bootstrap_servers: str, submission_id: uuid.UUID) -> ModelSubmitted | None:
+async def find_submission(kafka: KafkaAccess, submission_id: uuid.UUID,
+                          keyring: signing.Keyring | None = None) -> ModelSubmitted | None:
     subject = str(submission_id).encode()
-    record = await reader.find_newest(bootstrap_servers, (topics.MODEL_SUBMITTED,),
+    record = await reader.find_newest(kafka, (topics.MODEL_SUBMITTED,),
                                       lambda r: dict(r.headers).get("ce_subject") == subject)
-    event = reader.decode(record) if record is not None else None
+    event = reader.decode(record, keyring) if record is not None else None
     return event if isinstance(event, ModelSubmitted) else None
 
 
-async def request_rollback(bootstrap_servers: str, model: str, to_version: str | None,
-                           requested_by: str, reason: str) -> RollbackRequested:
-    """Publish rollback.requested; its submission_id is the new operation's id."""
+async def request_rollback(kafka: KafkaAccess, model: str, to_version: str | None,
+                           operator: Identity, reason: str) -> RollbackRequested:
+    """Publish rollback.requested, signed by `operator` (who is its requested_by); its
+    submission_id is the new operation's id."""
     event = RollbackRequested(submission_id=uuid.uuid4(), model=model, to_version=to_version,
-                              requested_by=requested_by, reason=reason)
-    await publish(bootstrap_servers, [event])
+                              requested_by=operator.principal.name, reason=reason)
+    await publish(kafka, [event], signer=operator.signer)
     return event
 
 
-async def request_revocation(bootstrap_servers: str, submission: ModelSubmitted, requested_by: str,
+async def request_revocation(kafka: KafkaAccess, submission: ModelSubmitted, operator: Identity,
                              reason: str) -> RevocationRequested:
-    """Publish revocation.requested about `submission` (found with `find_submission`)."""
+    """Publish revocation.requested about `submission` (found with `find_submission`), signed by
+    `operator` (who is its requested_by)."""
     event = RevocationRequested(submission_id=submission.submission_id,
                                 model=submission.submission.candidate.model,
-                                requested_by=requested_by, reason=reason)
-    await publish(bootstrap_servers, [event])
+                                requested_by=operator.principal.name, reason=reason)
+    await publish(kafka, [event], signer=operator.signer)
     return event
 
 
 def review(base_url: str, token: str | None, submission_id: uuid.UUID, decision: str,
-           approver: str, reason: str) -> dict:
-    """Cast a vote through the review-notifier's HTTP API; raises with its message when refused."""
+           reason: str, break_glass: bool = False) -> dict:
+    """Cast a vote through the review-notifier's HTTP API as the person `token` authenticates
+    (the answer's `approver`); raises with its message when refused."""
     response = httpx.post(
         f"{base_url.rstrip('/')}/reviews/{submission_id}/decision",
-        json={"decision": decision, "approver": approver, "reason": reason},
+        json={"decision": decision, "reason": reason, "break_glass": break_glass},
         headers={"Authorization": f"Bearer {token}"} if token else {},
         timeout=10.0,
     )

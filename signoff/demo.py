@@ -5,7 +5,9 @@ as Slack sends it, to a local stand-in of Slack's Web API) and email (a real loc
 link's confirmation page, then its form). Under Docker Compose, mailpit is the sink instead.
 
 Run as `python -m signoff.demo WORKDIR` with KAFKA_BOOTSTRAP_SERVERS pointing at a running broker
-(the Makefile starts a throw-away one). Exits non-zero if any path ends other than expected.
+and KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD_FILE its admin's (the Makefile starts a throw-away
+secured one); the services and the CLI connect as their own principals, with the password files in
+KAFKA_CREDENTIALS_DIR. Exits non-zero if any path ends other than expected.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from shared.admin import ensure_topics
-from signoff.devstack import Stack
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics
+from signoff.devstack import Stack, as_principal, credentials_env, signing_env
 from signoff.settings import ClientSettings
 from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request
 
@@ -76,23 +79,28 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     artifacts = workdir / "artifacts"
     artifacts.mkdir(parents=True)
-    bootstrap = ClientSettings().kafka_bootstrap_servers
-    token = secrets.token_urlsafe(24)
+    admin = ClientSettings().kafka  # the Makefile runs the demo as the admin of its broker
+    # Each service, and the CLI (as the pipeline), as its own principal: kafka.sh's password files.
+    credentials = Path(os.environ.get("KAFKA_CREDENTIALS_DIR", ".data/kafka-demo/credentials")).resolve()
+    secured = admin.security_protocol != "PLAINTEXT"
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS": admin.bootstrap_servers,
         "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
         "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
         "DEPLOYER_MODEL_STORE": str(workdir / "model-store"),
         "DEPLOYER_STATE_DB": str(workdir / "state" / "deployer.db"),
         "REVIEW_NOTIFIER_STATE_DB": str(workdir / "state" / "reviews.db"),
         "REVIEW_NOTIFIER_HTTP_PORT": str(PORT),
-        "REVIEW_NOTIFIER_API_TOKEN": token,
+        "SIGNOFF_TOKENS_FILE": str(workdir / "state" / "tokens.json"),  # reviewers' API tokens, hashed
         "POLICY_STATE_DB": str(workdir / "state" / "policy.db"),
         "SIGNOFF_WORKFLOWS": str(WORKFLOWS),
         "SIGNOFF_REVIEW_URL": f"http://127.0.0.1:{PORT}",
-        "SIGNOFF_API_TOKEN": token,
+        **signing_env(workdir / "keys"),  # every service signs what it emits; signoff submits as the pipeline
     }
-    asyncio.run(ensure_topics(bootstrap, partitions=3))
+    asyncio.run(ensure_topics(admin, partitions=3))
+    if secured:
+        changes = asyncio.run(apply_acls(admin, Table()))
+        print(f"signoff acl apply: {len(changes.create)} ACLs created" if changes else "signoff acl apply: no changes")
     failures = []
     with SlackStandIn() as slack, MailSink() as mail:
         signing_secret = secrets.token_urlsafe(24)
@@ -101,6 +109,7 @@ def main() -> int:
             "REVIEW_NOTIFIER_SLACK_SIGNING_SECRET": signing_secret,
             "REVIEW_NOTIFIER_SLACK_BOT_TOKEN": "xoxb-demo",
             "REVIEW_NOTIFIER_SLACK_API_URL": slack.api_url,
+            "REVIEW_NOTIFIER_SLACK_ALLOW_HTTP_LOOPBACK": "true",  # the stand-in is http://127.0.0.1
             "REVIEW_NOTIFIER_SLACK_CHANNEL": "C0REVIEWS",
             "REVIEW_NOTIFIER_SLACK_USERS": json.dumps(SLACK_USERS),
             "REVIEW_NOTIFIER_SMTP_HOST": mail.host,
@@ -111,10 +120,11 @@ def main() -> int:
         channels = Channels(slack, mail, signing_secret, f"http://127.0.0.1:{PORT}")
         print(f"Slack Web API stand-in on {slack.api_url}; SMTP sink (aiosmtpd) on {mail.host}:{mail.port}")
         print(f"starting validator, policy, review-notifier, deployer (logs in {workdir}/logs)")
-        with Stack(workdir, env) as stack:
+        with Stack(workdir, env, service_env=credentials_env(credentials) if secured else None) as stack:
             stack.start_all()
+            cli_env = as_principal(stack.env, credentials, "pipeline") if secured else stack.env
             for sample in SAMPLES:
-                outcome = run_sample(sample, artifacts, stack.env, channels)
+                outcome = run_sample(sample, artifacts, cli_env, channels)
                 if outcome != sample.expected:
                     failures.append(f"{sample.title}: ended {outcome}, expected {sample.expected}")
             print("\nstopping the services")
@@ -151,13 +161,15 @@ def run_sample(sample: Sample, artifacts: Path, env: dict[str, str], channels: C
                   "--training-run-id", f"run-{sample.version}").stdout.strip()
     if sample.review:
         decision, approver, reason = sample.review
-        wait_for_review(env["SIGNOFF_REVIEW_URL"], sid)
+        # The reviewer's own credential: the review API takes who votes from it, never from a name.
+        token = signoff(env, "token", "create", approver, "--ttl", "1h").stdout.strip()
+        wait_for_review(env["SIGNOFF_REVIEW_URL"], sid, token)
         if sample.channel == "slack":
             review_in_slack(channels, sid, decision, approver, reason)
         elif sample.channel == "email":
             review_by_email(channels, sid, approver, decision, reason)
         else:
-            signoff(env, "review", sid, decision, "--as", approver, "--reason", reason)
+            signoff({**env, "SIGNOFF_API_TOKEN": token}, "review", sid, decision, "--reason", reason)
     watched = signoff(env, "watch", sid, "--timeout", "60", check=False)
     return watched.stdout.strip().rsplit("=> ", 1)[-1] if "=> " in watched.stdout else "pending"
 
@@ -204,10 +216,11 @@ def review_by_email(channels: Channels, sid: str, approver: str, decision: str, 
     print(f"  the same link again -> HTTP {again.status_code} (each link decides once)")
 
 
-def wait_for_review(base_url: str, sid: str, timeout: float = 30.0) -> None:
-    """A reviewer can only answer once the review-notifier has opened the review."""
+def wait_for_review(base_url: str, sid: str, token: str, timeout: float = 30.0) -> None:
+    """A reviewer can only answer once the review-notifier has opened the review (reading it
+    takes a credential too)."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base_url) as http:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as http:
         while time.monotonic() < deadline:
             if http.get(f"/reviews/{sid}").status_code == 200:
                 return

@@ -1,7 +1,9 @@
 """The four services as separate local processes: for `make up`, `make demo` and the end-to-end tests.
 
 Each service runs as `faststream run --factory services.<name>.app:create_app`, logs to `<workdir>/logs/<name>.log`,
-and is stopped with SIGTERM (graceful: the in-flight event finishes and is committed).
+and is stopped with SIGTERM (graceful: the in-flight event finishes and is committed). Each connects
+to Kafka as its own principal (shared/acl.py): `service_env` gives each its KAFKA_SASL_* variables
+(`credentials_env` reads them from kafka.sh's <data dir>/credentials).
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from shared import acl
+from shared.kafka import KafkaAccess, Protocol, read_password_file
+
 SERVICES = ("validator", "policy", "review_notifier", "deployer")
+PRINCIPALS = {"validator": "validator", "policy": "policy", "review_notifier": "review-notifier",
+              "deployer": "deployer"}  # shared/acl.py SERVICE_OF_MODULE, without importing the services
+# Who a process is on Kafka: a service given its own principal keeps none of these from the stack.
+_IDENTITY = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE")
 READY_LINE = "started successfully"  # FastStream logs it once the broker and subscribers run
 
 
@@ -25,11 +38,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def signing_env(folder: Path, cli_as: str | None = "pipeline") -> dict[str, str]:
+    """Each service's <PREFIX>SIGNING_KEY_FILE and SIGNOFF_TRUSTED_KEYS, with the keys made in
+    `folder` the first time (`signoff keys init`; kept for the next start), and the key `signoff`
+    signs with (SIGNOFF_SIGNING_KEY_FILE: the pipeline's, or `cli_as`; the operator's is beside)."""
+    from signoff.keys_cli import TRUST_FILE, init
+
+    folder = folder.resolve()
+    files = init(folder)
+    env = {f"{service.upper()}_SIGNING_KEY_FILE": str(files[principal]) for service, principal in PRINCIPALS.items()}
+    env["SIGNOFF_TRUSTED_KEYS"] = str(folder / TRUST_FILE)
+    if cli_as is not None:
+        env["SIGNOFF_SIGNING_KEY_FILE"] = str(files[cli_as])
+    return env
+
+
+def credentials_env(folder: Path) -> dict[str, dict[str, str]]:
+    """Each service's KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD_FILE, from a folder of password
+    files named after the principals (kafka.sh's <data dir>/credentials, compose's secrets)."""
+    return {service: {"KAFKA_SASL_USERNAME": principal, "KAFKA_SASL_PASSWORD_FILE": str(folder / principal)}
+            for service, principal in PRINCIPALS.items()}
+
+
+# Every principal kafka.sh gives a password to (besides its own broker and controller).
+PRINCIPALS_ALL = (acl.ADMIN, *acl.SERVICES, acl.PIPELINE, acl.OPERATOR)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A Kafka cluster and the passwords of its principals: `access(principal)` is the cluster as
+    that principal (tests, benchmarks, the demo)."""
+    servers: str
+    protocol: Protocol
+    passwords: dict[str, SecretStr] = field(repr=False)
+    cafile: Path | None = None
+    data_dir: Path | None = None  # a local broker's (kafka.sh), for what restarts it or adds users
+
+    @property
+    def secured(self) -> bool:
+        return self.protocol != "PLAINTEXT"
+
+    def access(self, principal: str) -> KafkaAccess:
+        """The cluster as `principal` (admin, validator, ..., pipeline, operator)."""
+        if not self.secured:
+            return KafkaAccess(bootstrap_servers=self.servers, security_protocol="PLAINTEXT")
+        if principal not in self.passwords:
+            raise KeyError(f"no password for {principal!r} (known: {', '.join(sorted(self.passwords))})")
+        return KafkaAccess(bootstrap_servers=self.servers, security_protocol=self.protocol,
+                           sasl_username=principal, sasl_password=self.passwords[principal], ssl_cafile=self.cafile)
+
+    @property
+    def admin(self) -> KafkaAccess:
+        return self.access(acl.ADMIN)
+
+    def service_env(self, module: str) -> dict[str, str]:
+        """The KAFKA_* variables of service `module` (services/<module>), as its own principal."""
+        return self.access(acl.SERVICE_OF_MODULE[module]).env()
+
+    def services_env(self) -> dict[str, dict[str, str]]:
+        """`Stack(..., service_env=cluster.services_env())`: every service as its own principal."""
+        return {module: self.service_env(module) for module in SERVICES}
+
+
+def passwords_in(folder: Path, names: tuple[str, ...] = PRINCIPALS_ALL) -> dict[str, SecretStr]:
+    """The passwords of `names` found in `folder` (one file per principal, as kafka.sh writes them)."""
+    return {name: read_password_file(folder / name) for name in names if (folder / name).is_file()}
+
+
+def local_cluster(port: int, data_dir: Path, tls: bool = False) -> Cluster:
+    """The Cluster of the broker kafka.sh runs from `data_dir` on 127.0.0.1:`port`."""
+    return Cluster(f"127.0.0.1:{port}", "SASL_SSL" if tls else "SASL_PLAINTEXT",
+                   passwords_in(data_dir / "credentials"),
+                   data_dir / "certs" / "ca.pem" if tls else None, data_dir)
+
+
+def as_principal(env: Mapping[str, str], folder: Path, principal: str) -> dict[str, str]:
+    """`env` with the Kafka identity of `principal` instead of any other (its password file in
+    `folder`): for a `signoff` command run as a pipeline or an operator."""
+    return {**{k: v for k, v in env.items() if k not in _IDENTITY},
+            "KAFKA_SASL_USERNAME": principal, "KAFKA_SASL_PASSWORD_FILE": str(folder / principal)}
+
+
 class Stack:
-    def __init__(self, workdir: Path, env: dict[str, str], services: tuple[str, ...] = SERVICES) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], services: tuple[str, ...] = SERVICES,
+                 service_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.workdir = workdir
         self.env = {**os.environ, **env}
+        if "SIGNOFF_TRUSTED_KEYS" not in self.env:  # no keys given: the stack's own, made once
+            self.env = {**signing_env(workdir / "keys", cli_as=None), **self.env}
         self.services = services
+        self.service_env = {name: dict(extra) for name, extra in (service_env or {}).items()}
         self.procs: dict[str, subprocess.Popen] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -42,9 +140,19 @@ class Stack:
         with open(log_path, "ab") as log:
             self.procs[service] = subprocess.Popen(
                 [sys.executable, "-m", "faststream", "run", "--factory", f"services.{service}.app:create_app"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.env_of(service), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._wait_ready(service, offset, timeout)
+
+    def env_of(self, service: str) -> dict[str, str]:
+        """The environment `service` runs with: the stack's, then its own (its Kafka principal)."""
+        extra = self.service_env.get(service, {})
+        env = dict(self.env)
+        if "KAFKA_SASL_USERNAME" in extra:  # its own principal: nothing of another one's
+            for name in _IDENTITY:
+                if name not in extra:
+                    env.pop(name, None)
+        return {**env, **extra}
 
     def start_all(self, timeout: float = 60.0) -> None:
         for service in self.services:
@@ -96,7 +204,11 @@ class Stack:
 def main() -> None:
     """`python -m signoff.devstack WORKDIR`: run the stack in the foreground until SIGTERM/SIGINT."""
     workdir = Path(sys.argv[1] if len(sys.argv) > 1 else ".data/run")
-    stack = Stack(workdir, env={})
+    # `make up`: the services as their own principals, with the passwords kafka.sh made.
+    credentials = Path(os.environ.get("KAFKA_CREDENTIALS_DIR", ".data/kafka/credentials")).resolve()
+    plaintext = os.environ.get("KAFKA_SECURITY_PROTOCOL") == "PLAINTEXT"
+    signing = signing_env(workdir / "keys")  # generated once; the operator's key is beside them
+    stack = Stack(workdir, env=signing, service_env=None if plaintext else credentials_env(credentials))
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -108,6 +220,9 @@ def main() -> None:
     with stack:
         stack.start_all()
         print(f"signoff stack up: {', '.join(SERVICES)} (logs in {workdir}/logs)", flush=True)
+        print(f"signing keys and trust file in {workdir}/keys: for signoff, SIGNOFF_TRUSTED_KEYS="
+              f"{signing['SIGNOFF_TRUSTED_KEYS']} and SIGNOFF_SIGNING_KEY_FILE=<pipeline's or operator's key>",
+              flush=True)
         while not stopping:
             if crashed := [s for s, p in stack.procs.items() if p.poll() is not None]:
                 print(f"service exited: {', '.join(crashed)}", file=sys.stderr, flush=True)

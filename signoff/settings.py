@@ -1,14 +1,26 @@
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.kafka import KafkaSettings
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(KafkaSettings):
+    """The CLI's settings. Kafka (KAFKA_* variables, shared.kafka.KafkaSettings): a pipeline
+    submits and watches as its pipeline principal, an operator rolls back and revokes as an
+    operator, `signoff topics create` and `signoff acl apply` run as the admin."""
+
     model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore", frozen=True)
 
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"))
     topic_partitions: int = Field(default=3, ge=1)
     review_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the review-notifier")
     api_token: SecretStr | None = Field(default=None, description="Bearer token of the review API")
+    # Signed events (shared.signing): SIGNOFF_SIGNING_KEY_FILE is the key this person or pipeline
+    # signs with (an operator's for rollback and revoke, a pipeline's for submit), and
+    # SIGNOFF_TRUSTED_KEYS the trust file (who the key belongs to; what watch and history believe).
+    signing_key_file: Path | None = Field(default=None, description="Your Ed25519 private key (mode 600)")
+    signing_key: SecretStr | None = Field(default=None, description="The same key's PEM text, instead of a file")
+    trusted_keys: Path | None = Field(default=None, description="Trust file of the public keys (YAML or JSON)")

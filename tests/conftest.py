@@ -5,8 +5,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.admin import ensure_topics
-from tests.kafka_broker import kafka_broker
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics
+from shared.kafka import KafkaAccess
+from tests.kafka_broker import Cluster, kafka_broker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -15,16 +17,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """A real Kafka broker with Signoff's topics created (see tests/kafka_broker.py)."""
-    with kafka_broker() as servers:
-        yield servers
+def kafka_broker_started() -> Iterator[Cluster]:
+    """A real, secured Kafka broker (see tests/kafka_broker.py)."""
+    with kafka_broker() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
-async def kafka(kafka_bootstrap: str) -> str:
-    await ensure_topics(kafka_bootstrap, partitions=3)
-    return kafka_bootstrap
+async def kafka_cluster(kafka_broker_started: Cluster) -> Cluster:
+    """The broker with Signoff's topics created and the ACLs of shared/acl.py applied (as the admin):
+    `kafka_cluster.access(principal)` is the cluster as that principal."""
+    cluster = kafka_broker_started
+    await ensure_topics(cluster.admin, partitions=3)
+    if cluster.secured:
+        await apply_acls(cluster.admin, Table())
+    return cluster
+
+
+@pytest.fixture(scope="session")
+async def kafka(kafka_cluster: Cluster) -> KafkaAccess:
+    """The cluster as the admin: for tests that make topics, delete records or forge what a
+    service would not accept from anyone else (a consumer's defence). A test about who may do what
+    plays its principal with `kafka_cluster.access(...)`."""
+    return kafka_cluster.admin
 
 
 @pytest.fixture

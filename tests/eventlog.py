@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from shared import reader, topics
 from shared.events import Event
+from shared.kafka import KafkaAccess
 
 WATCHED = topics.EVENT_TOPICS + tuple(topics.dlq(t) for t in topics.CONSUMED_TOPICS)
 
@@ -27,8 +28,8 @@ class Seen:
 
 
 class EventLog:
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self.kafka = kafka
         self.records: list[Seen] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
@@ -37,7 +38,7 @@ class EventLog:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        async for r in reader.read(self.bootstrap_servers, WATCHED, until=reader.FOREVER):
+        async for r in reader.read(self.kafka, WATCHED, until=reader.FOREVER):
             headers = {k: v.decode(errors="replace") for k, v in r.headers}
             event = reader.decode(r) if r.topic in topics.EVENT_TOPICS else None
             self.records.append(Seen(r.topic, r.key, r.value, headers, event))

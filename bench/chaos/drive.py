@@ -28,7 +28,7 @@ from bench.chaos.figures import Figures, compute, ending
 from bench.chaos.scenario import HUMAN, Planned, Scenario, content
 from bench.chaos.tail import Tail, read_all
 from bench.chaos.world import World
-from shared import codec, topics
+from shared import codec, signing, topics
 from shared.events import Candidate, ModelSubmitted, Submission
 
 STEP_TIMEOUT = 120.0  # a review to open, a rejection to land, a publish to be acknowledged
@@ -82,10 +82,13 @@ class _Driver:
     def __init__(self, world: World, scenario: Scenario, chaos: Chaos) -> None:
         self.world, self.scenario, self.chaos = world, scenario, chaos
         self.faults = Faults(world, random.Random(f"faults:{scenario.seed}"), chaos.enabled)
-        self.tail = Tail(world.bootstrap)
-        self.producer = AIOKafkaProducer(bootstrap_servers=world.bootstrap, acks="all", enable_idempotence=True)
+        self.tail = Tail(world.access)
+        self.producer = AIOKafkaProducer(**world.access.client_kwargs(), acks="all", enable_idempotence=True)
+        # The training job signs its submissions with the stack's pipeline key (devstack.Stack made it).
+        self.signer = signing.load_private(world.workdir / "keys" / "pipeline.pem", None,
+                                           file_variable="pipeline key", env_variable="-")
         self.http = httpx.AsyncClient(base_url=world.review_url, timeout=5.0,
-                                      headers={"Authorization": f"Bearer {world.token}"})
+                                      headers={"Authorization": f"Bearer {world.tokens['alice']}"})  # reads
         self.ids = {p.n: str(uuid.uuid4()) for p in scenario.submissions}
         self.published: dict[int, str] = {}
         self.given_up: set[int] = set()  # copies whose source was never rejected: never submitted
@@ -132,7 +135,7 @@ class _Driver:
             if isinstance(outcome, Exception):
                 self.problems.append(f"driver task failed: {outcome!r}")
         await self.faults.heal()  # every service up again, so the review-notifier answers below
-        records = await read_all(self.world.bootstrap)
+        records = await read_all(self.world.access)
         ids = {n: self.ids[n] for n in self.published}
         pending = {sid for sid in unended if await self.review_pending(sid)}
         figures = compute(self.scenario, ids, records, self.world.store_snapshot(), pending, unended)
@@ -152,7 +155,7 @@ class _Driver:
                                 artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                                 data_version="2026-11-01", code_commit="3f2c9ab"),
             metrics={"accuracy": p.accuracy}, submitter=SUBMITTER))
-        record = codec.encode(event, "/signoff/bench-chaos")
+        record = self.signer.sign(codec.encode(event, "/signoff/bench-chaos"))
         headers = [(k, v.encode()) for k, v in record.headers.items()]
         deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
         while True:  # through a broker outage: the same event again (same id) until acknowledged
@@ -205,11 +208,12 @@ class _Driver:
 
     async def vote(self, p: Planned, decision: str) -> None:
         sid, loop = self.ids[p.n], asyncio.get_running_loop()
-        body = {"decision": decision, "approver": p.reviewer, "reason": f"chaos #{p.n}"}
+        body = {"decision": decision, "reason": f"chaos #{p.n}"}
+        voter = {"Authorization": f"Bearer {self.world.tokens[p.reviewer or 'alice']}"}  # votes as p.reviewer
         deadline = loop.time() + STEP_TIMEOUT
         while loop.time() < deadline:
             try:
-                response = await self.http.post(f"/reviews/{sid}/decision", json=body)
+                response = await self.http.post(f"/reviews/{sid}/decision", json=body, headers=voter)
             except httpx.HTTPError:  # the review-notifier is down, or died mid-request
                 response = None
             if response is not None and response.status_code == 200:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from shared import reader, topics
 from shared.events import Event
+from shared.kafka import KafkaAccess
 
 # Every topic: the events (a topic added to the contract is watched too) and the dead letters.
 WATCHED = topics.ALL_TOPICS
@@ -41,16 +42,16 @@ class Rec:
         return cls(record.topic, record.partition, record.offset, record.key, headers, event)
 
 
-async def read_all(bootstrap: str) -> list[Rec]:
+async def read_all(kafka: KafkaAccess) -> list[Rec]:
     """Every record of every topic, from the beginning to the end as of now."""
-    return [Rec.of(r) async for r in reader.read(bootstrap, WATCHED)]
+    return [Rec.of(r) async for r in reader.read(kafka, WATCHED)]
 
 
 class Tail:
     """A live reader of every topic; `wait` until a predicate over it holds, with a deadline."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self.kafka = kafka
         self.records: list[Rec] = []
         self.about: defaultdict[str, list[Rec]] = defaultdict(list)
         self._changed = asyncio.Condition()
@@ -60,7 +61,7 @@ class Tail:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        async for record in reader.read(self.bootstrap, WATCHED, until=reader.FOREVER):
+        async for record in reader.read(self.kafka, WATCHED, until=reader.FOREVER):
             rec = Rec.of(record)
             self.records.append(rec)
             if rec.subject:

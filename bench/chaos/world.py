@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from bench.chaos import GROUPS, WORKFLOW
-from shared.admin import ensure_topics
-from signoff.devstack import Stack, free_port
+from services.review_notifier.api_tokens import TokenFile, issue
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics
+from shared.events import utcnow
+from shared.kafka import KafkaAccess
+from signoff.devstack import Cluster, Stack, free_port, local_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -26,12 +30,15 @@ class World:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.artifacts, self.store = workdir / "artifacts", workdir / "model-store"
-        port, self.http_port, self.token = free_port(), free_port(), secrets.token_urlsafe(24)
+        port, self.http_port = free_port(), free_port()
+        self.tokens = _reviewer_tokens(workdir / "tokens.json")  # each reviewer's own API token
         self.bootstrap = f"127.0.0.1:{port}"
         self.review_url = f"http://127.0.0.1:{self.http_port}"
         self.kafka_data = workdir / "kafka"
         self.kafka_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
-                          "KAFKA_DATA_DIR": str(self.kafka_data)}
+                          "KAFKA_DATA_DIR": str(self.kafka_data), "KAFKA_TLS": "0", "KAFKA_PLAINTEXT": "0"}
+        self.port = port
+        self.cluster: Cluster | None = None  # once the broker is up: its passwords are made then
         self.stack = Stack(workdir, self._services_env())
 
     def _services_env(self) -> dict[str, str]:
@@ -53,10 +60,17 @@ class World:
             "POLICY_STATE_DB": str(self.workdir / "policy.db"),
             "REVIEW_NOTIFIER_STATE_DB": str(self.workdir / "reviews.db"),
             "REVIEW_NOTIFIER_HTTP_PORT": str(self.http_port),
-            "REVIEW_NOTIFIER_API_TOKEN": self.token,
+            "SIGNOFF_TOKENS_FILE": str(self.workdir / "tokens.json"),
         }
 
     # --- the broker ---------------------------------------------------------------------------
+
+    @property
+    def access(self) -> KafkaAccess:
+        """The driver's and the tail's access: the admin (the driver plays the pipelines and the
+        operators, and the tail reads the dead-letter topics too)."""
+        assert self.cluster is not None, "the broker is up (World.__enter__)"
+        return self.cluster.admin
 
     def kafka(self, command: str) -> None:
         subprocess.run(["bash", str(KAFKA_SH), command], env=self.kafka_env, check=True,
@@ -96,7 +110,10 @@ class World:
         self.kafka("reset")
         self.kafka("up")
         try:
-            asyncio.run(ensure_topics(self.bootstrap, partitions=PARTITIONS))
+            self.cluster = local_cluster(self.port, self.kafka_data)
+            asyncio.run(ensure_topics(self.cluster.admin, partitions=PARTITIONS))
+            asyncio.run(apply_acls(self.cluster.admin, Table()))
+            self.stack.service_env = self.cluster.services_env()  # each service as its own principal
             self.stack.start_all()
         except BaseException:
             self.__exit__()
@@ -121,3 +138,12 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):  # gone meanwhile (the next look says so), or no /proc (macOS)
         return True
+
+
+def _reviewer_tokens(path: Path, reviewers: tuple[str, ...] = ("alice", "bob")) -> dict[str, str]:
+    """An API token per reviewer of the scenarios (scenario.py), as `signoff token create` writes it."""
+    tokens = {}
+    for reviewer in reviewers:
+        tokens[reviewer], record = issue(reviewer, "approver", timedelta(days=7), utcnow())
+        TokenFile(path).add(record)
+    return tokens

@@ -20,9 +20,9 @@ from services.deployer.service import Service
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
 from services.deployer.targets import Deps, model_store
-from shared import topics
+from shared import signing, topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_app, make_broker, subscribe
+from shared.broker import Emitter, Refused, keys_of, make_app, make_broker, subscribe
 from shared.events import (
     ChecksFailed,
     ChecksPassed,
@@ -54,7 +54,7 @@ class Deployer:
         self._scheduler: asyncio.Task | None = None
         self.rejections = Rejections()
         self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self.rejections.apply,
-                           settings.kafka_bootstrap_servers)
+                           settings.kafka)
 
         @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
         async def on_checks_passed(event: ChecksPassed) -> None:
@@ -66,6 +66,8 @@ class Deployer:
 
         @subscribe(self.broker, topics.REVIEW_DECIDED, SERVICE)
         async def on_review_decided(event: ReviewDecided) -> None:
+            if why := signing.approval_refusal(event.outcome, event.mode, signing.verified_signer()):
+                raise Refused(why)
             await self.service.on_submission_event(event)
 
         @subscribe(self.broker, topics.ROLLBACK_REQUESTED, SERVICE)
@@ -92,6 +94,7 @@ class Deployer:
         return self.service.store
 
     def open(self) -> None:
+        keys_of(self.broker).open()  # no key or trust file: the service does not start
         settings = self.settings
         workflows = load_or_exit(settings.workflows, self.log, targets=targets.INPUTS)
         store = StateStore(settings.state_db)
@@ -105,7 +108,7 @@ class Deployer:
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
 
     async def start_scheduler(self) -> None:
         self._scheduler = asyncio.create_task(self.service.run_scheduler(self.settings.schedule_poll_seconds))

@@ -8,11 +8,14 @@
     any --revocation--> revoked                                               (terminal)
 
 Checks and decisions arrive on different topics, so in either order: an approval that arrives
-before checks.passed waits for it. A rejected digest is rejected for good, whatever submission
-carries it later; so is a revoked one. While `rolling_out`, the scheduler owns the submission:
-a redelivered approval starts nothing. Production never moves backwards: "newer" is submitted
-later, which the validator's checks.passed stamps (`checked_at`): it checks one model's
-submissions in the order they were submitted (one partition per model), one after the other.
+before checks.passed waits for it. An approval deploys only when it cites (`checks_event_id`) the
+checks.passed held for its submission and binds the same candidate (digest, data version, code
+commit): a broken chain fails the submission (deployment.failed, saying which events disagree).
+A rejected digest is rejected for good, whatever submission carries it later; so is a revoked
+one. While `rolling_out`, the scheduler owns the submission: a redelivered approval starts
+nothing. Production never moves backwards: "newer" is submitted later, which the validator's
+checks.passed stamps (`checked_at`): it checks one model's submissions in the order they were
+submitted (one partition per model), one after the other.
 
 `advance` returns the next state and every action to carry out; the service only executes them.
 Pure: the event contract and the workflow schema, no I/O.
@@ -50,6 +53,7 @@ class Lifecycle(Frozen):
     status: Status = "open"
     checked: Candidate | None = None  # the candidate whose checks passed
     checked_at: UtcDatetime | None = None  # when they first passed: the submission's place in order
+    checks_event_id: uuid.UUID | None = None  # the checks.passed held: what an approval must cite
     metrics: Metrics = {}
     approval: ReviewDecided | None = None
     note: str = ""
@@ -151,6 +155,7 @@ def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_reje
         return _rejected(state, event, event.reason)
     if isinstance(event, ChecksPassed):
         state = state.model_copy(update={"checked": event.submission.candidate,
+                                         "checks_event_id": event.event_id,
                                          "metrics": event.submission.metrics,
                                          "checked_at": state.checked_at or event.occurred_at})
     elif state.approval is not None and state.approval.candidate != event.candidate:
@@ -173,6 +178,8 @@ def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | N
                   f"but the checks passed for {state.checked.artifact_sha256} "
                   f"({state.checked.data_version}, {state.checked.code_commit})")
         return _failed(state, approval, plan.target, reason)
+    if (broken := broken_chain(approval, state)) is not None:
+        return _failed(state, approval, plan.target, broken)
     if digest_rejected:
         reason = f"artifact {approval.candidate.artifact_sha256} was rejected before; a rejection is final"
         return _failed(state, approval, plan.target, reason)
@@ -195,6 +202,19 @@ def _rejected(state: Lifecycle, event: SubmissionEvent, note: str) -> tuple[Life
 
 def _failed(state: Lifecycle, approval: ReviewDecided, target: str, reason: str) -> tuple[Lifecycle, list[Action]]:
     return failed(state, reason), [Fail(approval=approval, target=target, reason=reason)]
+
+
+def broken_chain(approval: ReviewDecided, state: Lifecycle) -> str | None:
+    """Why `approval` does not follow the checks held for its submission, or None when it cites
+    them. An approval citing nothing (written before approvals cited their checks) does not deploy."""
+    if approval.checks_event_id is not None and approval.checks_event_id == state.checks_event_id:
+        return None
+    held = (f"the checks that passed for submission {state.submission_id} are event {state.checks_event_id}"
+            if state.checks_event_id else "the checks held for this submission were recorded without their event id")
+    cited = (f"cites checks event {approval.checks_event_id}" if approval.checks_event_id
+             else "cites no checks event")
+    return (f"approval {approval.event_id} by {approval.decided_by} {cited}, but {held}; an approval "
+            "deploys only the checks it follows")
 
 
 def newer(release: Release | None, state: Lifecycle) -> bool:

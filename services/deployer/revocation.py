@@ -1,6 +1,7 @@
 """revocation.requested: ban the submission, its digest and its model version for good; take it
 out of production (falling back to the release before it, `rollout.after_revocation`), out of a
-canary in progress, and out of the target's serving tree; then emit deployment.revoked."""
+canary in progress, and out of the target's serving tree; then emit deployment.revoked. Only an
+operator's signed request is acted on (`rollback.operator`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 
 from services.deployer import lifecycle, rollout
 from services.deployer.lifecycle import Lifecycle
+from services.deployer.rollback import operator
 from services.deployer.rollout import Release
 from services.deployer.targets import TargetError
 from shared.broker import Refused
@@ -22,6 +24,7 @@ log = structlog.get_logger()
 
 
 async def on_revocation(s: Service, event: RevocationRequested) -> None:
+    operator(event)  # signed by an operator, who is the one named: see rollback.operator
     async with s.locks[event.model]:
         if s.store.operation_done(event.event_id):
             return

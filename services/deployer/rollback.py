@@ -1,5 +1,7 @@
 """rollback.requested: put an earlier release back in production (`rollout.choose_rollback` picks
-it), or answer deployment.failed on the operation's id saying why not."""
+it), or answer deployment.failed on the operation's id saying why not.
+
+Who asked is the operator whose key signed the request (`operator`), never a name taken on trust."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from services.deployer import deploying, rollout
 from services.deployer.rollout import Release
 from services.deployer.targets import TargetError
 from shared.broker import Refused
-from shared.events import DeploymentFailed, DeploymentRolledBack, RollbackRequested
+from shared.events import DeploymentFailed, DeploymentRolledBack, RevocationRequested, RollbackRequested
+from shared.signing import verified_signer
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -19,7 +22,19 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 
+def operator(event: RollbackRequested | RevocationRequested) -> str:
+    """The operator who signed `event` (the decoder verified the signature and the role); its
+    `requested_by` must name them, so the history never credits someone who did not ask."""
+    signer = verified_signer()
+    if signer is None or signer.role != "operator":  # the decoder refuses these; never act on one
+        raise Refused(f"{event.type} must be signed by an operator's key")
+    if event.requested_by != signer.name:
+        raise Refused(f"requested_by does not match the operator who signed the request ({signer.name})")
+    return signer.name
+
+
 async def on_rollback(s: Service, event: RollbackRequested) -> None:
+    operator(event)
     async with s.locks[event.model]:
         if s.store.operation_done(event.event_id):
             return

@@ -3,10 +3,11 @@ events record it. The steps are in `deploying` (a submission's deployment and it
 `rollback` and `revocation`; `Service` holds what they share.
 
 Order of every step: act on the target (idempotently), emit the event (with an id derived from its
-cause), then record the new state. A crash anywhere repeats the step on redelivery (or, for canary
-stages, at the scheduler's next look), producing the same target state and the same event ids.
-All steps about one model hold that model's lock, so the scheduler and the handlers never
-interleave on one model.
+cause), then record the new state. Every event that moves a model's production is numbered as it
+is emitted (`StateStore.number`): the production view orders by that number, not by a timestamp.
+A crash anywhere repeats the step on redelivery (or, for canary stages, at the scheduler's next
+look), producing the same target state and the same event ids. All steps about one model hold
+that model's lock, so the scheduler and the handlers never interleave on one model.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ import structlog
 from services.deployer import deploying, revocation, rollback
 from services.deployer.state import StateStore
 from services.deployer.targets import Target
-from shared.events import Event, RevocationRequested, RollbackRequested
+from shared.events import (
+    DeploymentRevoked,
+    DeploymentRolledBack,
+    DeploymentSucceeded,
+    Event,
+    RevocationRequested,
+    RollbackRequested,
+)
 from shared.rejections import Rejections
 from shared.workflow.matching import WorkflowSet
 from shared.workflow.schema import DeployInputs
 
 log = structlog.get_logger()
+
+# What moves a model's production (what shared.production reads): numbered by the deployer.
+NUMBERED = (DeploymentSucceeded, DeploymentRolledBack, DeploymentRevoked)
 
 
 async def _nothing_to_wait_for() -> None:
@@ -41,11 +52,20 @@ class Service:
                  emit: Callable[[Event], Awaitable[None]], clock: Callable[[], float] = time.time,
                  rejections: Rejections | None = None,
                  caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.store, self.workflows, self.target, self.emit, self.clock = store, workflows, target, emit, clock
+        self.store, self.workflows, self.target, self.clock = store, workflows, target, clock
+        self._emit = emit
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Every final rejection on review.decided, and a wait until they are all read (shared.facts).
         self.rejections = rejections if rejections is not None else Rejections()  # empty is falsy
         self.caught_up = caught_up or _nothing_to_wait_for
+
+    async def emit(self, event: Event) -> None:
+        """Publish `event`; one that moves production first gets its number, kept in the state
+        before it is published (a retry publishes the same number)."""
+        if isinstance(event, NUMBERED):
+            number = self.store.number(event.event_id, event.key, at_least=int(self.clock() * 1000))
+            event = event.model_copy(update={"sequence": number})
+        await self._emit(event)
 
     def rejected(self, sha256: str) -> bool:
         """Whether the digest was rejected for good: by a decision this deployer handled, or by any

@@ -24,6 +24,9 @@ class DeployerSettings(ArtifactSourceSettings):
         "variable of the deployer's environment",
     )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Per webhook request")
+    webhook_allow_http_loopback: bool = Field(
+        default=False, description="Development only: allow a workflow's webhook url to be http:// to a loopback "
+        "address (a receiver on this machine); otherwise only https:// is called")
     retry_attempts: int = Field(default=5, ge=1, description="Tries of a target operation that fails transiently")
     retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First wait between tries; doubles")
     retry_max_backoff_seconds: float = Field(default=8.0, ge=0, description="Cap of the wait between tries")

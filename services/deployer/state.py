@@ -5,6 +5,8 @@
 - release, production: what was prepared on a target, and what is in production per model
 - schedule: canary stages waiting for their bake time, picked up by the scheduler (also after a restart)
 - operation: rollback and revocation requests already carried out (redeliveries do nothing)
+- sequence: each model's last production sequence number and the event that got it (what
+  `shared.production` orders by: see `number`)
 - delivery: webhook requests a receiver acknowledged (a restart does not send them again)
 
 Writes happen without an `await` between read and write, so handlers on the one event loop never
@@ -60,6 +62,11 @@ CREATE TABLE IF NOT EXISTS operation (
 );
 CREATE TABLE IF NOT EXISTS delivery (
     idempotency_key TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS sequence (
+    model TEXT PRIMARY KEY,
+    last INTEGER NOT NULL,
+    event_id TEXT NOT NULL
 );
 """
 
@@ -181,6 +188,24 @@ class StateStore:
     def scheduled(self, model: str) -> list[uuid.UUID]:
         rows = self.db.execute("SELECT submission_id FROM schedule WHERE model = ?", (model,)).fetchall()
         return [uuid.UUID(r[0]) for r in rows]
+
+    # --- the order of production changes ---------------------------------------------------------
+
+    def number(self, event_id: uuid.UUID, model: str, at_least: int = 0) -> int:
+        """The sequence number of the event `event_id` that changes `model`'s production: above
+        every number given before, and at least `at_least` (the deployer passes its clock in
+        milliseconds, so a deployer started on an empty state file still numbers after what it
+        emitted before; a clock that jumps only makes the numbers larger). The same event emitted
+        again gets the same number while nothing else was numbered since (a redelivery repeating
+        its step); after another change of the model it gets a new, larger number, since emitting
+        it again moves production again."""
+        row = self.db.execute("SELECT last, event_id FROM sequence WHERE model = ?", (model,)).fetchone()
+        if row is not None and row[1] == str(event_id):
+            return int(row[0])
+        number = max((row[0] if row else 0) + 1, at_least)
+        self.db.execute("INSERT INTO sequence VALUES (?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
+                        "last = excluded.last, event_id = excluded.event_id", (model, number, str(event_id)))
+        return number
 
     # --- revocations, operations, deliveries ------------------------------------------------------
 

@@ -18,7 +18,7 @@ from services.policy.settings import PolicySettings
 from services.policy.state import PolicyStore
 from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_app, make_broker, subscribe
+from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, Event, ReviewDecided, ReviewRequested
 from shared.facts import Facts
 from shared.logging import configure
@@ -42,7 +42,7 @@ class Policy:
         # Every final rejection on review.decided, read to its end before each decision: a
         # rejection Kafka acknowledged is never missed, whatever partition it is on.
         self.rejections = Rejections()
-        self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self._learn, settings.kafka_bootstrap_servers)
+        self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self._learn, settings.kafka)
 
         @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
         async def on_checks_passed(event: ChecksPassed) -> None:
@@ -70,15 +70,17 @@ class Policy:
         return self._store
 
     def open(self) -> None:
+        keys_of(self.broker).open()  # no key or trust file: the service does not start
         self.workflows = load_or_exit(self.settings.workflows, self.log)
         self._store = PolicyStore(self.settings.state_db)
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
         # Know what is in production before the first checks event is decided; the followers then
         # read the topics again from the start (applying an event twice changes nothing).
-        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
+                               keyring=keys_of(self.broker).keyring)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
 
     def _learn(self, event: Event) -> bool:

@@ -3,6 +3,8 @@ the policy remembers (earlier rejections, the model in production).
 
     rejected digest before?              -> rejected again at once, citing that decision
     no workflow for the model            -> rejected, saying so
+    unsigned, and the workflow requires  -> rejected, not for good (the validator refuses it first;
+    signed submissions                      this holds if the two services' workflows disagree)
     a check failed without blocking      -> review requested (rejected, not for good, when the
                                             workflow has no approval step: nobody to ask)
     no approval step                     -> approved automatically
@@ -10,6 +12,11 @@ the policy remembers (earlier rejections, the model in production).
     `carry_forward_when` is true         -> approved automatically (retrained within tolerance of
                                             the last release a person approved, recorded as anchored_to)
     otherwise (or a condition errs)      -> review requested from the approvers
+
+Every decision on checks cites them (`checks_event_id`): the deployer deploys an approval only with
+the checks.passed it follows. A review request carries the verified submitter (`submitted_by`) for
+separation of duties, and workflow conditions see that identity as `submitter` when the submission
+was signed (a claimed name proves nothing).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from shared.events import (
     ReviewRequested,
     Submission,
 )
+from shared.identity import normalise
 from shared.rejections import Rejection
 from shared.workflow.matching import ConditionError, Loaded
 
@@ -50,6 +58,9 @@ def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | N
         return _rejected_before(event, match, rejection)
     if workflow is None:
         return _unmatched(event, match)
+    if workflow.workflow.require_signed_submission and event.submitted_by is None:
+        return _decide(event, workflow, "rejected", "require_signed_submission", unsigned_reason(workflow),
+                       final_for_artifact=False)
     approval = workflow.workflow.approval
     # A check that failed without blocking (production unknown: nothing to compare with) is for a
     # person to weigh, never approved automatically.
@@ -97,6 +108,7 @@ def on_checks_passed(event: ChecksPassed, match: Match, rejection: Rejection | N
         policy=_ref(workflow, approval.name),
         reason=reason,
         production=production,
+        submitted_by=event.submitted_by,
     )
 
 
@@ -113,11 +125,20 @@ def on_checks_failed(event: ChecksFailed, match: Match) -> ReviewDecided:
                    final_for_artifact=event.artifact_verified)
 
 
+def unsigned_reason(workflow: Loaded) -> str:
+    return (f"the submission is unsigned, and workflow {workflow.workflow.name!r} requires signed "
+            "submissions (require_signed_submission): submit with the pipeline's signing key")
+
+
 def evaluation_context(event: ChecksPassed, production: Production | None) -> dict:
-    """What workflow conditions see: the submission, its check results, and `production`."""
+    """What workflow conditions see: the submission, its check results, and `production`.
+    `submitter` is who signed the submission (its key's owner) when it was signed, else the
+    claimed name (a claim: a workflow whose conditions trust it should require signed
+    submissions); normalised either way, as identities are everywhere (shared.identity)."""
     s: Submission = event.submission
+    submitter = normalise(event.submitted_by.identity if event.submitted_by else s.submitter)
     return {
-        "model": s.candidate.model, "version": s.candidate.version, "submitter": s.submitter,
+        "model": s.candidate.model, "version": s.candidate.version, "submitter": submitter,
         "data_version": s.candidate.data_version, "code_commit": s.candidate.code_commit,
         "training_run_id": s.training_run_id or "",
         "metrics": dict(s.metrics), "group_metrics": {g: dict(m) for g, m in s.group_metrics.items()},
@@ -143,6 +164,7 @@ def _rejected_before(event: ChecksPassed, match: Match, earlier: Rejection) -> R
         return ReviewDecided.caused_by(
             event, candidate=event.submission.candidate, outcome="rejected", mode="automatic",
             decided_by="policy:(no workflow)/rejected_before", reason=reason, cites=earlier.event_id,
+            checks_event_id=event.event_id,
             policy=PolicyRef(name="(no workflow)", rule="rejected_before", digest=match.set_digest))
     return _decide(event, match.workflow, "rejected", "rejected_before", reason, cites=earlier.event_id)
 
@@ -151,6 +173,7 @@ def _unmatched(event: ChecksPassed | ChecksFailed, match: Match) -> ReviewDecide
     return ReviewDecided.caused_by(
         event, candidate=event.submission.candidate, outcome="rejected", mode="automatic",
         decided_by="policy:(no workflow)", reason=match.no_match, final_for_artifact=False,
+        checks_event_id=event.event_id,
         policy=PolicyRef(name="(no workflow)", rule="no_workflow", digest=match.set_digest),
     )
 
@@ -170,6 +193,7 @@ def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, 
         cites=cites,
         final_for_artifact=final_for_artifact,
         anchored_to=anchored_to,
+        checks_event_id=event.event_id,
     )
 
 

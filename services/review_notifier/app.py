@@ -24,8 +24,8 @@ from faststream import FastStream
 
 from services.review_notifier import SERVICE
 from services.review_notifier import __doc__ as ABOUT
+from services.review_notifier.auth import Authenticator
 from services.review_notifier.channels import CHANNELS, Notices
-from services.review_notifier.channels.base import secret
 from services.review_notifier.http import make_api
 from services.review_notifier.notify import Notifier
 from services.review_notifier.service import Reviewer
@@ -33,7 +33,7 @@ from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
 from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_app, make_broker, subscribe
+from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
@@ -57,7 +57,8 @@ class ReviewNotifier:
         self.production = ProductionBook()
         self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
         self.channels = [channel.from_settings(settings) for channel in CHANNELS]
-        self.api = make_api(self.channels, secret(settings.api_token))
+        self.auth = Authenticator.from_settings(settings)  # who may call the API: people, by credential
+        self.api = make_api(self.channels, self.auth)
         self.server = _EmbeddedServer(uvicorn.Config(self.api, host=settings.http_host, port=settings.http_port,
                                                      log_config=None, access_log=False))
         # Set by open():
@@ -79,22 +80,25 @@ class ReviewNotifier:
 
     def open(self) -> None:
         """Open the store, the HTTP client and each channel's clients; the API reaches them now."""
+        keys_of(self.broker).open()  # no key or trust file: the service does not start
         self.store = ReviewStore(self.settings.state_db)
         self.http = httpx.AsyncClient(timeout=10.0)
         for channel in self.channels:
             channel.open(self.http, Notices(self.store, channel.name))
         self.notifier = Notifier(self.store, self.channels)
-        self.reviewer = Reviewer(self.store, self.emitter.emit, self.notifier, production=self.production.get)
+        self.reviewer = Reviewer(self.store, self.emitter.emit, self.notifier, production=self.production.get,
+                                 people=self.auth.people)
         self.api.state.reviewer = self.reviewer
 
     async def start(self) -> None:
         self._socket = listen(self.settings.http_host, self.settings.http_port, self.log)
         self.open()
-        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
         # Know what is in production before the first vote is judged (HTTP is served after
         # start-up); the followers then read the topics again from the start (applying an event
         # twice changes nothing).
-        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
+                               keyring=keys_of(self.broker).keyring)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
 
     async def serve(self) -> None:
@@ -105,7 +109,7 @@ class ReviewNotifier:
         self._running = [http, asyncio.create_task(self.reviewer.run(self.settings.tick_seconds))]
         await self._serving(http)
         self.log.info("http_listening", host=self.settings.http_host, port=self.settings.http_port,
-                      decisions_enabled=self.settings.api_token is not None,
+                      api_tokens=self.settings.tokens_file is not None, oidc=self.settings.oidc_issuer is not None,
                       channels=[c.name for c in self.notifier.channels])
 
     async def _serving(self, http: asyncio.Task, timeout: float = 30.0) -> None:

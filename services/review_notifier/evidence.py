@@ -15,8 +15,8 @@ def title(review: Review) -> str:
 
 def facts(review: Review) -> list[tuple[str, str]]:
     request = review.request
-    s, c = request.submission, request.submission.candidate
-    rows = [("Model", f"{c.model} {c.version}"), ("Submitter", s.submitter),
+    c = request.submission.candidate
+    rows = [("Model", f"{c.model} {c.version}"), ("Submitter", submitter(review)),
             ("Submission", str(review.submission_id)),
             ("Artifact sha256", c.artifact_sha256), ("Data / code", f"{c.data_version} / {c.code_commit}"),
             ("Why review", request.reason),
@@ -27,6 +27,16 @@ def facts(review: Review) -> list[tuple[str, str]]:
     if request.break_glass:
         rows.append(("Break-glass", ", ".join(request.break_glass)))
     return rows
+
+
+def submitter(review: Review) -> str:
+    """Who submitted, as proved: the owner of the pipeline key that signed the submission; a name
+    the submission only claims is shown as a claim."""
+    signer, claimed = review.request.submitted_by, review.request.submission.submitter
+    if signer is None:
+        return f"{claimed} (claimed: the submission is unsigned)"
+    team = f", team {signer.team}" if signer.team else ""
+    return f"{signer.identity} (signed with pipeline key {signer.name}{team})"
 
 
 def metrics(review: Review) -> list[tuple[str, str, str]]:

@@ -2,8 +2,14 @@
 
 GET  /healthz
 GET  /reviews/{id}            the review: request, votes, decision (what `signoff watch` shows)
-POST /reviews/{id}/decision   JSON, `Authorization: Bearer <REVIEW_NOTIFIER_API_TOKEN>` (channel http)
+POST /reviews/{id}/decision   JSON {decision, reason, break_glass}; the voter is the credential's person
 ...                           each channel's own routes (channels/: /slack/actions, /email/...)
+
+Every /reviews route needs `Authorization: Bearer <API token or OIDC token>` (auth.py); the vote
+is cast as the person the credential proves, never as a name in the body. A body that still
+names an `approver` other than that person is refused (403) rather than silently ignored, so an
+old client learns why. Each person votes once (reviews.py), so one credential cannot meet a
+quorum of two.
 
 Built with the app and opening nothing: routes reach the use cases through `reviewer_of`, which
 the app sets when it opens.
@@ -11,61 +17,79 @@ the app sets when it opens.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
+import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
+from pydantic import StringConstraints
 
+from services.review_notifier.auth import APPROVER, BREAK_GLASS, Authenticator, Person, Refusal, may
 from services.review_notifier.channels import Channel
 from services.review_notifier.channels.base import refused, reviewer_of
 from services.review_notifier.reviews import Refused
 from services.review_notifier.service import Reviewer
 from shared.events import Frozen, NonEmpty, Vote, utcnow
+from shared.identity import normalise
 
 CHANNEL = "http"  # Vote.channel of the decision API
+log = structlog.get_logger()
 
 
 class DecisionRequest(Frozen):
     decision: Literal["approve", "reject"]
-    approver: NonEmpty
     reason: NonEmpty
     break_glass: bool = False
+    # No longer who votes (the credential is); accepted only to refuse a mismatch with a reason.
+    approver: Annotated[str, StringConstraints(max_length=512)] | None = None
 
 
-def make_api(channels: Iterable[Channel], api_token: str | None) -> FastAPI:
+def make_api(channels: Iterable[Channel], auth: Authenticator) -> FastAPI:
     api = FastAPI(title="Signoff review-notifier")
 
-    def authorize(authorization: str | None = Header(default=None)) -> None:
-        if not api_token:
-            raise HTTPException(503, "decisions are disabled: REVIEW_NOTIFIER_API_TOKEN is not set")
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), api_token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token in the Authorization header")
+    # A plain function: FastAPI runs it in its thread pool, where reading the token file or
+    # fetching the issuer's JWKS blocks no request.
+    def person(authorization: str | None = Header(default=None)) -> Person:
+        try:
+            return auth.person(authorization)
+        except Refusal as r:
+            log.info("credential_refused", channel=CHANNEL, status=r.status, why=r.message)
+            raise HTTPException(r.status, r.message,
+                                headers={"WWW-Authenticate": "Bearer"} if r.status == 401 else None) from None
 
     @api.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
     @api.get("/reviews/{submission_id}")
-    async def get_review(submission_id: uuid.UUID, reviewer: Reviewer = Depends(reviewer_of)) -> dict:
+    async def get_review(submission_id: uuid.UUID, reader: Person = Depends(person),
+                         reviewer: Reviewer = Depends(reviewer_of)) -> dict:
         review = reviewer.store.get(submission_id)
         if review is None:
             raise HTTPException(404, "no review for this submission")
         return review.model_dump(mode="json")
 
-    @api.post("/reviews/{submission_id}/decision", dependencies=[Depends(authorize)], response_model=None)
-    async def decide(submission_id: uuid.UUID, body: DecisionRequest,
+    @api.post("/reviews/{submission_id}/decision", response_model=None)
+    async def decide(submission_id: uuid.UUID, body: DecisionRequest, voter: Person = Depends(person),
                      reviewer: Reviewer = Depends(reviewer_of)) -> dict | JSONResponse:
-        vote = Vote(approver=body.approver, decision=body.decision, reason=body.reason, channel=CHANNEL,
+        context = {"submission_id": str(submission_id), "approver": voter.name, "credential": voter.credential}
+        if body.approver is not None and normalise(body.approver) != voter.name:
+            return refused(CHANNEL, 403, f"votes are cast as the credential's person ({voter.name}), not as a name "
+                                         "in the request: drop `approver`, or use that person's own credential",
+                           **context)
+        try:
+            may(voter, BREAK_GLASS if body.break_glass else APPROVER)
+        except Refusal as r:
+            return refused(CHANNEL, r.status, r.message, **context)
+        vote = Vote(approver=voter.name, decision=body.decision, reason=body.reason, channel=CHANNEL,
                     at=utcnow(), break_glass=body.break_glass)
         try:
             review, decision = await reviewer.vote(submission_id, vote)
         except Refused as r:
-            return refused(CHANNEL, r.status, r.message, submission_id=str(submission_id), approver=body.approver)
-        return {"submission_id": str(submission_id), "votes": len(review.votes),
+            return refused(CHANNEL, r.status, r.message, **context)
+        return {"submission_id": str(submission_id), "approver": voter.name, "votes": len(review.votes),
                 "outcome": decision.outcome if decision else "pending",
                 "break_glass": bool(decision and decision.break_glass)}
 

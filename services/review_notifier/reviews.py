@@ -1,7 +1,11 @@
 """Review rules, as pure functions of a review's state, a vote and the time.
 
 - Only the listed approvers vote (groups arrive expanded); after an escalation the escalation
-  approvers join them. The submitter never approves their own model (separation of duties).
+  approvers join them. The submitter never approves their own model (separation of duties,
+  `approval_refused`): the submitter is who *proved* they submitted (the owner of the pipeline key
+  that signed it, `submitted_by`); a claimed name can only take approval away, never give it. An
+  unsigned submission's claimed name counts as the known user it names or looks like; one that
+  is malformed or names nobody known proves nothing, so no one may approve it (when in doubt, no).
 - `quorum` distinct approvals approve. With `veto` (the default) one rejection rejects; without it,
   rejections need the quorum too, or a review rejects once approval can no longer reach it.
 - Break-glass: someone in the request's `break_glass` list approves alone, with a written
@@ -31,6 +35,7 @@ from shared.events import (
     UtcDatetime,
     Vote,
 )
+from shared.identity import Directory, IdentityError, normalise, skeleton, well_formed
 
 TIMEOUT_DECIDER = "review-notifier/timeout"
 MIN_JUSTIFICATION = 20  # characters of written justification a break-glass approval needs
@@ -80,7 +85,7 @@ class Review(Frozen):
         """Those who may still vote: not yet voted, and not the submitter."""
         voted = {v.approver for v in self.votes}
         return tuple(a for a in self.approvers
-                     if a not in voted and a != self.request.submission.submitter)
+                     if a not in voted and not is_submitter(self.request, a))
 
 
 class Refused(Exception):
@@ -125,20 +130,21 @@ def reshown(review: Review, production: CurrentProduction) -> Reshown | None:
     return Reshown(review.model_copy(update={"shown": production}), was=review.shown)
 
 
-def cast(review: Review | None, vote: Vote,
-         production: CurrentProduction = UNKNOWN) -> tuple[Review, ReviewDecided | None]:
+def cast(review: Review | None, vote: Vote, production: CurrentProduction = UNKNOWN,
+         people: Directory | None = None) -> tuple[Review, ReviewDecided | None]:
     """Record the vote; returns the review and, when the vote settles it, the decision. Raises
     Refused when the vote may not count; Reshown when it may, but `production` (the model in
-    production now) is not what the review showed."""
+    production now) is not what the review showed. `people`: the known users (separation of
+    duties judges an unsigned submission's claimed submitter against them)."""
     if review is None:
         raise Refused(404, "no review is pending for this submission")
     if review.decision is not None:
         raise Refused(409, f"the review is already decided: {review.decision.outcome} "
                            f"by {review.decision.decided_by}")
     if vote.break_glass:
-        _may_break_glass(review, vote)
+        _may_break_glass(review, vote, people)
     else:
-        _may_vote(review, vote)
+        _may_vote(review, vote, people)
     # Only a vote that would count is judged against the evidence: a refusal above says more.
     if (stale := reshown(review, production)) is not None:
         raise stale
@@ -171,17 +177,58 @@ def tally(review: Review) -> str | None:
     return None
 
 
-def _may_vote(review: Review, vote: Vote) -> None:
+# --- separation of duties ----------------------------------------------------------------------
+
+def _same(a: str, b: str) -> bool:
+    """Whether two names are, or look like, the same identity (normalised; in-ASCII look-alikes)."""
+    a, b = normalise(a), normalise(b)
+    return a == b or skeleton(a) == skeleton(b)
+
+
+def is_submitter(request: ReviewRequested, person: str) -> bool:
+    """Whether `person` is, or by name may be, who submitted: the signer's owner or principal, or
+    the claimed submitter (a claim only ever counts against a person)."""
+    signer = request.submitted_by
+    names = (request.submission.submitter, *((signer.identity, signer.name) if signer else ()))
+    return any(_same(person, name) for name in names)
+
+
+def approval_refused(request: ReviewRequested, approver: str, people: Directory | None) -> str | None:
+    """Why `approver` may not approve `request`'s model (they are, or may be, its submitter); None
+    when they may. `people`: the known users; without them, an unsigned submission's claimed name
+    is only compared, not judged."""
+    signer = request.submitted_by
+    if is_submitter(request, approver):
+        if signer is not None and _same(approver, signer.identity):
+            return (f"the submitter cannot approve their own model: {approver} owns the key "
+                    f"{signer.name} that signed the submission")
+        return "the submitter cannot approve their own model"
+    if signer is not None:
+        return None
+    claimed = request.submission.submitter
+    try:
+        claim = well_formed(claimed)
+    except IdentityError as exc:
+        return (f"the submission is unsigned and its claimed submitter is not an identity ({exc}), so no "
+                "approver can be shown not to be its submitter; the pipeline must sign its submissions")
+    if people is not None and not any(skeleton(claim) == skeleton(u) for u in people.users):
+        return (f"the submission is unsigned and its claimed submitter {claim!r} is not a known user, so no "
+                "approver can be shown not to be its submitter; the pipeline must sign its submissions "
+                "(or submit as a known user)")
+    return None
+
+
+def _may_vote(review: Review, vote: Vote, people: Directory | None) -> None:
     if vote.approver not in review.approvers:
         raise Refused(403, f"{vote.approver!r} is not an approver of this review "
                            f"(approvers: {', '.join(review.approvers)})")
-    if vote.approver == review.request.submission.submitter and vote.decision == "approve":
-        raise Refused(403, "the submitter cannot approve their own model")
+    if vote.decision == "approve" and (why := approval_refused(review.request, vote.approver, people)):
+        raise Refused(403, why)
     if any(v.approver == vote.approver for v in review.votes):
         raise Refused(409, f"{vote.approver!r} has already voted on this review")
 
 
-def _may_break_glass(review: Review, vote: Vote) -> None:
+def _may_break_glass(review: Review, vote: Vote, people: Directory | None) -> None:
     request = review.request
     if vote.approver not in request.break_glass:
         raise Refused(403, f"{vote.approver!r} may not break glass on this review"
@@ -189,8 +236,8 @@ def _may_break_glass(review: Review, vote: Vote) -> None:
                               else " (the workflow allows no break-glass approval)"))
     if vote.decision != "approve":
         raise Refused(422, "break-glass is for approving alone; reject as a normal approver")
-    if vote.approver == request.submission.submitter:
-        raise Refused(403, "the submitter cannot approve their own model, not even by breaking glass")
+    if (why := approval_refused(request, vote.approver, people)) is not None:
+        raise Refused(403, f"{why}; not even by breaking glass")
     if len(vote.reason.strip()) < MIN_JUSTIFICATION:
         raise Refused(422, f"a break-glass approval needs a written justification of at least "
                            f"{MIN_JUSTIFICATION} characters")
@@ -236,7 +283,7 @@ def due(review: Review, now: datetime) -> Due:
             policy=request.policy.model_copy(update={"rule": f"{request.policy.rule}.on_timeout"}),
             votes=review.votes,
             # Nobody judged the artifact: it may be submitted again and reviewed again.
-            final_for_artifact=False)
+            final_for_artifact=False, checks_event_id=request.causation_id)
         return Due(review.model_copy(update={"decision": decision}), decision=decision)
     every = request.remind_every
     last = review.reminded_at or request.occurred_at
@@ -267,6 +314,7 @@ def _decided(review: Review, outcome: str, by: str, reason: str, break_glass: bo
         policy=request.policy,
         votes=review.votes,
         break_glass=break_glass,
+        checks_event_id=request.causation_id,  # the policy asked for review on these checks
     )
 
 

@@ -23,6 +23,11 @@ import structlog
 from services.review_notifier import reviews
 from services.review_notifier.reviews import UNKNOWN, CurrentProduction, Refused, Reshown, Review
 from shared.events import Event, Production, ReviewDecided, ReviewRequested, Vote, utcnow
+from shared.identity import Directory, IdentityError
+
+# Channels whose credential carries the break-glass role (the review API's tokens and OIDC roles):
+# a Slack click or an email link proves a person, not that they act in the break-glass role.
+BREAK_GLASS_CHANNELS = frozenset({"http"})
 
 if TYPE_CHECKING:
     from services.review_notifier.channels import Receipt
@@ -34,11 +39,13 @@ log = structlog.get_logger()
 
 class Reviewer:
     def __init__(self, store: ReviewStore, emit: Callable[[Event], Awaitable[None]], notifier: Notifier,
-                 clock: Callable[[], datetime] = utcnow, production: Callable[[str], object] | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, production: Callable[[str], object] | None = None,
+                 people: Directory | None = None) -> None:
         """`production`: the model in production for a name (ProductionBook.get); without it, or
-        when it answers neither a release nor None, votes are judged as if production never changed."""
+        when it answers neither a release nor None, votes are judged as if production never changed.
+        `people`: the known users; every channel's voter is normalised and must be one of them."""
         self.store, self.emit, self.notifier, self.clock = store, emit, notifier, clock
-        self.production = production
+        self.production, self.people = production, people
         self.lock = asyncio.Lock()  # one change at a time: read, decide, emit, save
         self.wake = asyncio.Event()
 
@@ -59,12 +66,21 @@ class Reviewer:
         """Count one vote; Refused when it may not count (and then nothing changed). `receipt`:
         what carried the vote, saved with it, refused when seen before (409). `reply_to`: where
         the vote's channel may answer the voter (Slack's response_url)."""
+        if vote.break_glass and vote.channel not in BREAK_GLASS_CHANNELS:
+            raise Refused(403, f"break-glass is not taken from {vote.channel}: it needs the break-glass "
+                               "role's own credential, through the review API (`signoff review ID approve "
+                               "--break-glass --reason ...` with your break-glass token)")
+        if self.people is not None:  # one identity rule for every channel (shared/identity.py)
+            try:
+                vote = vote.model_copy(update={"approver": self.people.resolve(vote.approver)})
+            except IdentityError as exc:
+                raise Refused(403, str(exc)) from None
         async with self.lock:
             if receipt is not None and self.store.receipt_seen(receipt):
                 raise Refused(409, receipt.replayed)
             current = self.store.get(submission_id)
             try:
-                review, decision = reviews.cast(current, vote, self._production_of(current))
+                review, decision = reviews.cast(current, vote, self._production_of(current), people=self.people)
             except Reshown as stale:
                 # Not counted; the request that carried it is spent when it names only itself (a
                 # Slack click), so it cannot count later against evidence its voter never saw.

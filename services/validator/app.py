@@ -13,15 +13,16 @@ from faststream import FastStream
 
 from services.validator import SERVICE, checks
 from services.validator import __doc__ as ABOUT
-from services.validator.run_checks import run_checks
+from services.validator.run_checks import refuses_unsigned, run_checks, signed, submitter_of
 from services.validator.settings import ValidatorSettings
 from shared import topics
 from shared.admin import ensure_topics
-from shared.broker import Emitter, make_app, make_broker, subscribe
+from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
+from shared.signing import verified_signer
 from shared.sources import ArtifactSource
 from shared.workflow.loading import load_or_exit
 from shared.workflow.matching import WorkflowSet
@@ -47,15 +48,17 @@ class Validator:
         self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
 
     def open(self) -> None:
+        keys_of(self.broker).open()  # no key or trust file: the service does not start
         self.workflows = load_or_exit(self.settings.workflows, self.log)
         self.settings.download_dir.mkdir(parents=True, exist_ok=True)
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topic_partitions)
+        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
         # Know what is in production before the first submission is checked; the followers then
         # read the topics again from the start (applying an event twice changes nothing).
-        events = await rebuild(self.settings.kafka_bootstrap_servers, self.production.apply, *EVENTS)
+        events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
+                               keyring=keys_of(self.broker).keyring)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
 
     async def close(self) -> None:
@@ -65,11 +68,13 @@ class Validator:
         model = event.submission.candidate.model
         loaded, no_match = self.workflows.match(model)
         step = loaded.workflow.checks if loaded else None
+        submitted_by = submitter_of(verified_signer())  # who the signature proved, None if unsigned
         results = await run_checks(event.submission, step, no_match, self.production.get(model), self.sources,
-                                   self.settings.max_document_bytes)
+                                   self.settings.max_document_bytes,
+                                   unsigned_refused_by=refuses_unsigned(loaded, submitted_by))
         ref = PolicyRef(name=loaded.workflow.name, rule=loaded.workflow.checks.name,
                         digest=loaded.digest) if loaded else None
-        outcome = checks.verdict(event, results, ref)
+        outcome = signed(checks.verdict(event, results, ref), submitted_by)
         self.log.info("checks_completed", outcome=outcome.type, failed=[r.name for r in results if not r.passed])
         await self.emitter.emit(outcome)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from shared.events import (
@@ -16,6 +17,22 @@ from shared.events import (
 from shared.production import Unknown
 
 LINEAGE_FIELDS = ("data_version", "code_commit", "training_run_id")
+
+# A name read from a submitted file that may appear in a check's message as it is: short, and
+# nothing a reviewer's Slack, mail or page could take for markup, a link or a mention.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:+/-]{0,63}")
+
+
+def plain_name(text: str, otherwise: str) -> str:
+    """`text` when it is a plain name (letters, digits, ` _.:+/-`, at most 64 characters), else
+    `otherwise`, which says where the name is (`the group first on line 7`), not what it is.
+    Messages report what is wrong with a submitted file and where, never its content: a reviewer
+    reads them in Slack and email."""
+    return text if is_plain(text) else otherwise
+
+
+def is_plain(text: str) -> bool:
+    return _PLAIN_NAME.fullmatch(text) is not None
 
 
 def integrity(declared: str, measured: str | None, error: str | None = None) -> CheckResult:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.validator.checks import plain_name
 from shared.events import CheckResult
 
 if TYPE_CHECKING:
@@ -122,11 +123,12 @@ def _count(reader: _csv.Reader) -> Cells:
     if not header:
         raise _Unusable(f"evaluation file is empty; {_FIX_FORMAT}, then one row per example")
     missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise _Unusable(f"evaluation file lacks column {', '.join(missing)} (header: "
-                        f"{', '.join(header)[:200]}); {_FIX_FORMAT}")
+    if missing:  # the header is the submitter's text: say what is missing, not what is there
+        raise _Unusable(f"evaluation file lacks column {', '.join(missing)} in its header (line "
+                        f"{reader.line_num}, {len(header)} columns); {_FIX_FORMAT}")
     at = [header.index(c) for c in COLUMNS]
     cells: Cells = {}
+    first: dict[str, int] = {}  # group -> the line it first appears on
     rows = 0
     for row in reader:
         if not row:
@@ -141,19 +143,27 @@ def _count(reader: _csv.Reader) -> Cells:
         label, prediction, group = (row[i].strip() for i in at)
         y, p = _BIT.get(label), _BIT.get(prediction)
         if y is None or p is None:
-            column, value = ("label", label) if y is None else ("prediction", prediction)
-            raise _Unusable(f"{column} is {value[:40]!r} at line {reader.line_num}; {column} must "
-                            "be 0 or 1 (binary classification)")
+            column = "label" if y is None else "prediction"
+            raise _Unusable(f"{column} at line {reader.line_num} (column {at[COLUMNS.index(column)] + 1}) "
+                            f"is not 0 or 1; {column} must be 0 or 1 (binary classification)")
         counts = cells.get(group)
         if counts is None:
             counts = cells[group] = _new_group(group, len(cells), reader.line_num)
+            first[group] = reader.line_num
         counts[y * 2 + p] += 1
     if not rows:
         raise _Unusable("evaluation file has a header but no rows; add one row per example")
+    named = {_shown_group(g, first[g]): c for g, c in cells.items()}
     if len(cells) < 2:
-        raise _Unusable(f"evaluation file has one group only ({next(iter(cells))!r}); fairness "
+        raise _Unusable(f"evaluation file has one group only ({next(iter(named))!r}); fairness "
                         "needs rows from at least two values of the group column")
-    return cells
+    return named
+
+
+def _shown_group(group: str, line: int) -> str:
+    """How results name a group of the file: itself when plain (see `checks.plain_name`), else
+    by where it first appears; distinct groups keep distinct names (no plain name has brackets)."""
+    return plain_name(group, f"(group first on line {line})")
 
 
 def _new_group(group: str, known: int, line: int) -> list[int]:

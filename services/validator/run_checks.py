@@ -3,6 +3,12 @@ them, and hand the figures to the pure checks in `checks`, `security` and `fairn
 
 Nothing here loads or unpickles an artifact; hashing and scanning run in worker threads, so the
 event loop keeps serving other partitions while a large artifact is read.
+
+Who submitted is what the signature proved (`submitted_by`, from the verified signer of the
+model.submitted), never the claimed `submitter`. A workflow with `require_signed_submission` fails
+an unsigned submission at once, before anything it names is fetched: an unauthenticated sender
+makes the validator read no URL of its choosing, and the failure bans no digest (no bytes were
+verified), so an unsigned copy of someone's artifact cannot get that artifact rejected for good.
 """
 
 from __future__ import annotations
@@ -10,18 +16,49 @@ from __future__ import annotations
 import asyncio
 
 from services.validator import checks, fairness, security
-from shared.events import CheckResult, Production, Submission
+from shared.events import CheckResult, ChecksFailed, ChecksPassed, Production, Submission, Submitter
 from shared.production import Unknown
+from shared.signing import Principal
 from shared.sources import ArtifactError, ArtifactSource
+from shared.workflow.matching import Loaded
 from shared.workflow.schema import ChecksStep, Fairness
+
+
+def submitter_of(signer: Principal | None) -> Submitter | None:
+    """The verified signer of a model.submitted as the checks event records it (None: unsigned)."""
+    if signer is None:
+        return None
+    return Submitter(name=signer.name, owner=signer.owner or None, team=signer.team or None)
+
+
+def signed(outcome: ChecksPassed | ChecksFailed, submitted_by: Submitter | None) -> ChecksPassed | ChecksFailed:
+    """The checks event, recording who proved they submitted (the event_id stays the cause's)."""
+    return outcome.model_copy(update={"submitted_by": submitted_by})
+
+
+def refuses_unsigned(loaded: Loaded | None, submitted_by: Submitter | None) -> str | None:
+    """The workflow's name when it requires signed submissions and this one is unsigned."""
+    if loaded is not None and loaded.workflow.require_signed_submission and submitted_by is None:
+        return loaded.workflow.name
+    return None
+
+
+def unsigned_refused(workflow: str) -> CheckResult:
+    return CheckResult(name="signed_submission", passed=False,
+                       message=f"the submission is unsigned, and workflow {workflow!r} requires signed "
+                               "submissions (require_signed_submission): submit with the pipeline's "
+                               "signing key; nothing it names was read")
 
 
 async def run_checks(submission: Submission, step: ChecksStep | None, no_match: str,
                      production: Production | Unknown | None, sources: ArtifactSource,
-                     max_document_bytes: int) -> list[CheckResult]:
+                     max_document_bytes: int, *, unsigned_refused_by: str | None = None) -> list[CheckResult]:
     """Every check `step` asks for, in order; without a workflow, integrity and why none matched.
     Model cards and evaluation files are read up to `max_document_bytes`, artifacts up to the
-    sources' own limit."""
+    sources' own limit. `unsigned_refused_by`: the workflow that requires signed submissions when
+    this one is unsigned; then it fails at once, and nothing is fetched."""
+    if unsigned_refused_by is not None:
+        return [unsigned_refused(unsigned_refused_by)]
     candidate = submission.candidate
     results = await _artifact(candidate.artifact_uri, candidate.artifact_sha256, step, sources)
     if step is None:

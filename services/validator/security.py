@@ -23,6 +23,7 @@ from typing import IO
 
 from picklescan.scanner import SafetyLevel, scan_pickle_bytes
 
+from services.validator.checks import is_plain, plain_name
 from shared.events import CheckResult
 
 # picklescan logs a warning for every file that is not a pickle; our result already says what it is.
@@ -64,7 +65,7 @@ def scan(path: Path, allowed_globals: Collection[str]) -> CheckResult:
     except (OSError, EOFError, RuntimeError, NotImplementedError, ValueError, struct.error,
             zipfile.BadZipFile) as exc:
         return CheckResult(name="security", passed=False, measured="unreadable", threshold=threshold,
-                           message=f"artifact cannot be verified, re-export it: {exc}")
+                           message=f"artifact cannot be verified, re-export it: {_unreadable(exc)}")
     if problem is not None:
         return CheckResult(name="security", passed=False, measured=kind, threshold=threshold, message=problem)
     if not streams:
@@ -81,15 +82,36 @@ def scan(path: Path, allowed_globals: Collection[str]) -> CheckResult:
                        message=f"imports only allowed globals: {', '.join(imports) or 'none'}")
 
 
+_UNREADABLE: dict[type[Exception], str] = {
+    zipfile.BadZipFile: "not a valid zip archive", struct.error: "a header is truncated",
+    EOFError: "it ends early", NotImplementedError: "it uses a compression method that cannot be read",
+    RecursionError: "it is nested too deeply"}
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why the artifact could not be read, in our words: the errors of zipfile and struct quote
+    member names and bytes of the artifact, which a reviewer must not be shown."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _UNREADABLE.get(type(exc), f"it cannot be parsed ({type(exc).__name__})")
+
+
+def _global(name: str) -> str:
+    """A global a pickle imports, as a message shows it: `module.name` when both are Python
+    identifiers; otherwise the pickle's own text is not repeated."""
+    return name if all(_IDENTIFIER.match(p) for p in name.rsplit(".", 1)) and len(name) <= 200 else (
+        f"a global whose name is not a Python identifier ({len(name)} characters)")
+
+
 def _problems(stream: _Stream, allowed: frozenset[str]) -> list[str]:
     where = f"{stream.where}: " if stream.where else ""
     found = []
     for name in sorted(stream.imports):
         if name not in allowed:
             rated = " (picklescan rates it dangerous)" if name in stream.dangerous else ""
-            found.append(f"{where}imports {name}, which is not in the allowlist{rated}")
+            found.append(f"{where}imports {_global(name)}, which is not in the allowlist{rated}")
         elif name in stream.dangerous:
-            found.append(f"{where}imports {name}: allowed by the workflow but picklescan rates it dangerous")
+            found.append(f"{where}imports {_global(name)}: allowed by the workflow but picklescan rates it dangerous")
     if stream.error is not None:
         hint = ("; joblib writes numpy arrays inline, which no static parser can skip: re-export as "
                 "safetensors, ONNX or skops" if any(i.startswith("joblib.") for i in stream.imports) else "")
@@ -126,16 +148,18 @@ def _zip_streams(f: IO[bytes]) -> list[_Stream]:
     Other members (tensor storage) are raw data no loader unpickles, and are not parsed."""
     streams = []
     with zipfile.ZipFile(f) as archive:
-        for info in archive.infolist():  # infolist, not namelist: duplicate names are each scanned
+        # infolist, not namelist: duplicate names are each scanned
+        for number, info in enumerate(archive.infolist(), start=1):
             if info.is_dir():
                 continue
+            where = plain_name(info.filename, f"zip member {number}")  # a member's name is the artifact's text
             with archive.open(info) as member:
                 head = member.read(8)
                 member.seek(0)
                 if head.startswith(NPY_MAGIC):
-                    streams += [s for s in [_npy(member, info.filename, info.file_size)] if s]
+                    streams += [s for s in [_npy(member, where, info.file_size)] if s]
                 elif head.startswith(PICKLE_MAGIC) or Path(info.filename).suffix.lower() in PICKLE_SUFFIXES:
-                    streams.append(_pickle(member, info.filename, 0, info.file_size))
+                    streams.append(_pickle(member, where, 0, info.file_size))
     return streams
 
 
@@ -162,7 +186,7 @@ def _pickle(f: IO[bytes], where: str, start: int, size: int) -> _Stream:
     try:
         result = scan_pickle_bytes(f, where or "artifact", multiple_pickles=True)
     except Exception as exc:  # noqa: BLE001 - whatever picklescan fails on, we could not verify
-        stream.error = stream.error or f"picklescan could not parse it: {exc}"
+        stream.error = stream.error or f"picklescan could not parse it ({type(exc).__name__})"
         return stream
     if result.scan_err and stream.error is None:
         stream.error = "picklescan could not parse it to the end"
@@ -208,12 +232,13 @@ def _safetensors_error(f: IO[bytes], size: int) -> str | None:
     if not isinstance(header, dict):
         return f"header is a JSON {type(header).__name__}, not an object"
     data_bytes = size - 8 - length
-    for name, entry in header.items():
+    for number, (name, entry) in enumerate(header.items(), start=1):
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
                 and isinstance(entry.get("shape"), list) and isinstance(offsets, list) and len(offsets) == 2
                 and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1] <= data_bytes):
-            return f"tensor {name!r} needs dtype, shape and data_offsets within the {data_bytes} data bytes"
+            tensor = repr(name) if is_plain(name) else f"number {number} in the header"  # the artifact's text
+            return f"tensor {tensor} needs dtype, shape and data_offsets within the {data_bytes} data bytes"
     return None

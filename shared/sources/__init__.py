@@ -54,19 +54,22 @@ SCHEMES: dict[str, Scheme] = {
 
 @dataclass(frozen=True, kw_only=True)
 class ArtifactSource:
-    """Where artifacts may be read from and how much of them: `file://` in place under `roots`,
-    `http(s)://` under `url_prefixes`, downloaded into `workdir` within `timeout` seconds."""
+    """Where artifacts may be read from and how much of them: `file://` in place under `roots`
+    (files with one link only, unless `allow_hard_links`), `http(s)://` under `url_prefixes`,
+    downloaded into `workdir` within `timeout` seconds."""
 
     roots: tuple[Path, ...]
     url_prefixes: tuple[str, ...] = ()
     max_bytes: int = 20 * 2**30
     timeout: float = 600.0
     workdir: Path
+    allow_hard_links: bool = False  # see `policy.check_links`
 
     @classmethod
     def from_settings(cls, settings: ArtifactSourceSettings, workdir: Path) -> ArtifactSource:
         return cls(roots=tuple(settings.artifact_roots), url_prefixes=tuple(settings.artifact_url_prefixes),
-                   max_bytes=settings.max_artifact_bytes, timeout=settings.fetch_timeout, workdir=workdir)
+                   max_bytes=settings.max_artifact_bytes, timeout=settings.fetch_timeout, workdir=workdir,
+                   allow_hard_links=settings.artifact_allow_hard_links)
 
     async def fetch(self, uri: str, max_bytes: int | None = None) -> Fetched:
         """The artifact at `uri`, at most `max_bytes` long (the source's limit unless given),

@@ -8,30 +8,41 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.sources.base import CHUNK, ArtifactError, Fetched
-from shared.sources.policy import resolve, too_big
+from shared.sources.policy import check_links, resolve, too_big
 
 if TYPE_CHECKING:
     from shared.sources import ArtifactSource
 
 
 async def fetch(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
-    """The file at `uri` if it lies under `source.roots` (see `policy.resolve`); never copied."""
+    """The file at `uri` if it lies under `source.roots` (see `policy.resolve`) and is its only
+    name there (see `policy.check_links`); never copied."""
     path = resolve(uri, source.roots)
-    digest, size = await asyncio.to_thread(_hash_capped, path, uri, max_bytes)
+    digest, size = await asyncio.to_thread(_hash_capped, path, uri, max_bytes, source.allow_hard_links)
     return Fetched(path, digest, size, temporary=False)
 
 
-def _hash_capped(path: Path, uri: str, max_bytes: int) -> tuple[str, int]:
-    """Counts the bytes actually read, so a file growing after the size check is still capped."""
+def _hash_capped(path: Path, uri: str, max_bytes: int,
+                 allow_hard_links: bool = False) -> tuple[str, int]:
+    """Opened once, without following a symbolic link swapped in since `resolve`; the checks
+    (a regular file, its link count, its size) are made on that open file, and the bytes hashed
+    are read from it. Counts the bytes actually read, so a file growing after the size check is
+    still capped."""
     digest, size = hashlib.sha256(), 0
     try:
-        if (stated := path.stat().st_size) > max_bytes:
-            raise too_big(uri, f"{stated} bytes", max_bytes)
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ArtifactError(f"artifact_uri {uri!r} is not a regular file; point it at the artifact itself")
+            check_links(uri, info.st_nlink, allow_hard_links)
+            if (stated := info.st_size) > max_bytes:
+                raise too_big(uri, f"{stated} bytes", max_bytes)
             while chunk := f.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:

@@ -53,6 +53,20 @@ def resolve(uri: str, allowed_roots: tuple[Path, ...]) -> Path:
     return real
 
 
+def check_links(uri: str, links: int, allowed: bool) -> None:
+    """Refuse a file with more than one name. A hard link is the file itself under another name:
+    a link inside an allowed root to a file outside it resolves inside (no `..`, no symbolic link
+    to see), so the roots would be no boundary. Neither path nor inode tells which name is the
+    original, so the rule is on the link count, checked on the opened file; a store that keeps
+    artifacts hard-linked (deduplication, snapshots) allows them explicitly."""
+    if links > 1 and not allowed:
+        raise ArtifactError(
+            f"artifact_uri {uri!r} has {links} hard links: a hard link can bring a file from outside the "
+            "allowed roots inside them, so only files with a single link are read; copy the artifact into "
+            "the root (cp, not ln), or set <SERVICE>_ARTIFACT_ALLOW_HARD_LINKS=true if your store links "
+            "files on purpose")
+
+
 # --- http(s):// -------------------------------------------------------------------------------
 
 

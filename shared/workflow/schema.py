@@ -184,6 +184,9 @@ class Workflow(Strict):
     name: Name
     match: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
     default: bool = False
+    require_signed_submission: bool = Field(
+        default=False, description="Refuse submissions not signed by a pipeline key of the trust file: "
+        "the validator fails them without reading anything they point to")
     steps: tuple[Step, ...] = Field(min_length=1)
 
     @field_validator("match", mode="before")

@@ -20,7 +20,8 @@ from faststream import Context
 from faststream.kafka import KafkaBroker
 
 from shared import codec, topics
-from shared.events import Event
+from shared.events import BY_TOPIC, Event
+from tests import keys
 from tests.component import modes
 from tests.component.modes import running, settle
 from tests.unit.factories import workflow_folder
@@ -87,7 +88,7 @@ def broker_mode(request: pytest.FixtureRequest) -> str:
     """`--broker`: memory (default), or kafka, which starts the real broker for the session."""
     modes.MODE = request.config.getoption("--broker")
     if modes.MODE == "kafka":
-        modes.SERVERS = request.getfixturevalue("kafka")
+        modes.KAFKA = request.getfixturevalue("kafka")  # the admin: see tests/component/modes.py
     return modes.MODE
 
 
@@ -103,7 +104,7 @@ async def build_app(tmp_path, artifact_root, workflows, broker_mode):
             modes.truncate_now()
         defaults: dict[str, Any] = {
             # In memory the address is never contacted: TestKafkaBroker fakes it.
-            "kafka_bootstrap_servers": modes.SERVERS or "127.0.0.1:1",
+            **modes.kafka_fields(),
             "consumer_group_prefix": group_prefix,
             "max_attempts": 2,
             "workflows": workflows,
@@ -112,6 +113,7 @@ async def build_app(tmp_path, artifact_root, workflows, broker_mode):
             "state_db": tmp_path / name / "state.db",
             "model_store": tmp_path / "store",
             "api_token": "s3cret",
+            **keys.service_fields(name),  # its own signing key, and the trust file of the test keys
         }
         settings_module = importlib.import_module(f"services.{name}.settings")
         settings_cls = getattr(settings_module, SETTINGS[name])
@@ -161,17 +163,22 @@ def capture(broker: KafkaBroker, topic: str) -> Captured:
     return captured
 
 
-async def publish(broker: KafkaBroker, event: Event, source: str = "/test") -> None:
-    """Publish as a producer would; returns once the app has handled it (and what followed)."""
-    record = codec.encode(event, source)
+async def publish(broker: KafkaBroker, event: Event, source: str = "/test", by: str | None = None) -> None:
+    """Publish as a producer would, signed by the role that owns the event type (or the test
+    principal `by`, tests.keys); returns once the app has handled it (and what followed)."""
+    await publish_record(broker, keys.signed(event, source, by))
+
+
+async def publish_record(broker: KafkaBroker, record: codec.Record) -> None:
+    """Publish a record exactly as given (signed or not), and settle."""
     await broker.publish(record.value, topic=record.topic, key=record.key, headers=record.headers)
     await settle(broker)
 
 
 async def publish_raw(broker: KafkaBroker, topic: str, value: bytes, key: bytes = b"fraud-detector") -> None:
-    await broker.publish(value, topic=topic, key=key,
-                         headers={"ce_id": "raw-1", "content-type": "application/json"})
-    await settle(broker)
+    """Bytes that are no valid event, signed by the topic's role: they reach the parser."""
+    headers = {"ce_id": "raw-1", "ce_type": BY_TOPIC[topic].type, "content-type": "application/json"}
+    await publish_record(broker, keys.sign(codec.Record(topic, key, value, headers)))
 
 
 DLQ = topics.dlq

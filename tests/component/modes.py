@@ -7,6 +7,12 @@ temporal's `--workflow-environment` do it):
   own, and `settle` waits, with a deadline, until every subscriber of the app has handled every
   record on its topics, including what the handlers emitted meanwhile: a handler emits before it
   returns, so its output is on the log before its input counts as handled.
+
+On the real broker the apps connect as the admin (a super user), not as their own principals: a
+component test publishes the app's input and observes its output through the app's own broker
+object, which as the service's principal could do neither. Who may write and read what is proven
+by tests/integration/test_acl.py on the same broker, and the end-to-end tests run each service as
+its own principal.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from faststream._internal.middlewares import BaseMiddleware
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from shared.admin import partitions_of
+from shared.kafka import KafkaAccess
 from shared.topics import ALL_TOPICS
 
 MODE = "memory"
-SERVERS = ""
+KAFKA: KafkaAccess | None = None  # kafka mode: the cluster as the admin
+# In memory nothing is contacted (TestKafkaBroker fakes the connection): any credentials do.
+_MEMORY = KafkaAccess(bootstrap_servers="127.0.0.1:1", sasl_username="memory", sasl_password="unused")
 SETTLE_SECONDS = 60.0
 
 # (subscriber, topic, partition) -> the highest offset a group-less subscriber finished with.
@@ -44,10 +53,23 @@ class _Tracker(BaseMiddleware):
         return False
 
 
+def access() -> KafkaAccess:
+    """Where the apps connect: the real broker as the admin, or nowhere (in memory)."""
+    return KAFKA if MODE == "kafka" and KAFKA is not None else _MEMORY
+
+
+def kafka_fields() -> dict[str, object]:
+    """`access()` as settings fields (ServiceSettings(**kafka_fields(), ...))."""
+    kafka = access()
+    return {"kafka_bootstrap_servers": kafka.bootstrap_servers, "kafka_security_protocol": kafka.security_protocol,
+            "kafka_sasl_username": kafka.sasl_username, "kafka_sasl_password": kafka.sasl_password,
+            "kafka_ssl_cafile": kafka.ssl_cafile}
+
+
 async def truncate() -> None:
     """Delete every record of Signoff's topics: the test starts on empty logs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=SERVERS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=SERVERS, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**access().client_kwargs())
+    consumer = AIOKafkaConsumer(**access().client_kwargs(), enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -100,8 +122,8 @@ async def settle(*brokers: KafkaBroker, timeout: float = SETTLE_SECONDS) -> None
     again after what that produced. Memory mode: nothing to wait for."""
     if MODE == "memory":
         return
-    consumer = AIOKafkaConsumer(bootstrap_servers=SERVERS, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=SERVERS)
+    consumer = AIOKafkaConsumer(**access().client_kwargs(), enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**access().client_kwargs())
     await consumer.start()
     await admin.start()
     deadline = asyncio.get_running_loop().time() + timeout

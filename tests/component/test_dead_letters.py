@@ -12,6 +12,7 @@ from shared.codec import MAX_EVENT_BYTES
 from shared.events import CheckResult, ChecksPassed, ModelSubmitted
 from shared.settings import ServiceSettings
 from shared.values import MAX_TEXT
+from tests import keys
 from tests.component import modes
 from tests.component.conftest import DLQ, capture, publish, publish_raw, running
 from tests.unit import factories as f
@@ -23,8 +24,9 @@ SERVICE = "probe"
 def broker(broker_mode, unique):
     if broker_mode == "kafka":
         modes.truncate_now()  # empty topics: the probe's new consumer group reads from the beginning
-    settings = ServiceSettings(kafka_bootstrap_servers=modes.SERVERS or "127.0.0.1:1",
-                               consumer_group_prefix=f"test-{unique}", max_attempts=5)
+    settings = ServiceSettings(**modes.kafka_fields(),
+                               consumer_group_prefix=f"test-{unique}", max_attempts=5,
+                               **keys.service_fields("validator"))
     return make_broker(settings, SERVICE)
 
 

@@ -12,6 +12,8 @@ from services.deployer import app
 from services.deployer.settings import DeployerSettings
 from shared import topics
 from shared.events import DeploymentFailed, DeploymentSucceeded, DeploymentSuperseded
+from tests import keys
+from tests.component import modes
 from tests.component.conftest import publish, running, sent, sent_all
 from tests.unit import factories as f
 
@@ -133,7 +135,8 @@ def test_building_the_app_opens_nothing(tmp_path):
     """`build` only wires: no state file, no workflow read (the folder does not even exist), no
     folder created; the start-up hook opens them."""
     settings = DeployerSettings(workflows=tmp_path / "missing-workflows", state_db=tmp_path / "state" / "state.db",
-                                model_store=tmp_path / "store", download_dir=tmp_path / "downloads")
+                                model_store=tmp_path / "store", download_dir=tmp_path / "downloads",
+                                **keys.service_fields("deployer"), **modes.kafka_fields())
     wiring = app.build(settings)
     assert isinstance(wiring.app, FastStream) and isinstance(app.create_app(settings), FastStream)
     assert list(tmp_path.iterdir()) == []

@@ -45,7 +45,8 @@ def deployer(build_app, workflows, registry, receiver, monkeypatch, tmp_path):
     (workflows / "hook.yaml").write_text(HOOK.format(url=receiver.url))
     monkeypatch.setenv("HOOK_SECRET", SECRET)  # the secret itself stays in the environment
     return build_app("deployer", artifact_url_prefixes=(registry.prefix,), download_dir=tmp_path / "downloads",
-                     webhook_secret_envs=("HOOK_SECRET",), retry_backoff_seconds=0.01)
+                     webhook_secret_envs=("HOOK_SECRET",), retry_backoff_seconds=0.01,
+                     webhook_allow_http_loopback=True)  # the test receiver is http://127.0.0.1
 
 
 def approved(uri: str, sha256: str, model: str = "fraud-detector"):

@@ -75,7 +75,7 @@ def start(build_app, workflows, receiver, monkeypatch):
             url=receiver.url, env=env, strategy=strategy, stages=HOOK_STAGES if strategy == "canary" else ""))
         monkeypatch.setenv("HOOK_SECRET", SECRET)  # the secret itself stays in the environment
         return build_app("deployer", webhook_secret_envs=("HOOK_SECRET",), retry_attempts=4,
-                         retry_backoff_seconds=0.01, **extra)
+                         retry_backoff_seconds=0.01, webhook_allow_http_loopback=True, **extra)
     return load
 
 
@@ -334,7 +334,7 @@ async def test_rollback_aborts_a_canary_in_progress(start, artifact_root, tmp_pa
 # --- revocation ------------------------------------------------------------------------------------------
 
 def revocation(cause, model: str) -> RevocationRequested:
-    return RevocationRequested(submission_id=cause.submission_id, model=model, requested_by="security",
+    return RevocationRequested(submission_id=cause.submission_id, model=model, requested_by="oncall",
                                reason="training data included customer PII")
 
 
@@ -355,7 +355,7 @@ async def test_revoking_the_live_version_rolls_back_and_bans_it(start, artifact_
         [revoked] = emitted(deployer, DeploymentRevoked)
         [rolled] = emitted(deployer, DeploymentRolledBack)
         refused_again, refused_rollback = emitted(deployer, DeploymentFailed)
-    assert revoked.was_in_production and revoked.requested_by == "security"
+    assert revoked.was_in_production and revoked.requested_by == "oncall"
     assert revoked.submission_id == v2.submission_id and revoked.candidate.version == "2"
     assert (rolled.from_version, rolled.to_version) == ("2", "1")
     assert not (root / "plain-d" / "2").exists() and len(list((root / ".revoked" / "plain-d").iterdir())) == 1

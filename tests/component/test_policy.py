@@ -102,7 +102,7 @@ async def test_bad_checks_event_is_dead_lettered_then_the_next_is_decided(policy
         policy.emitter.publishers[ReviewDecided].mock.assert_called_once()
     [record] = dead.records
     assert record.value == b'{"schema_version": 1}'
-    assert "submission: Field required" in dead.headers()["dlq_reason"]
+    assert "missing envelope field event_id, occurred_at" in dead.headers()["dlq_reason"]
 
 
 @pytest.mark.parametrize(("accuracy", "kind"), [(0.95, ReviewDecided), (0.85, ReviewRequested)])

@@ -22,14 +22,18 @@ from services.review_notifier.channels.slack import blocks as sb
 from services.review_notifier.channels.slack.signing import sign
 from shared import topics
 from shared.events import Escalation, ReviewDecided, ReviewEscalated, utcnow
+from shared.values import Submitter
 from signoff.standins import MailSink, SlackStandIn, block_actions, body_of, links, signed_request
 from tests.component.conftest import publish, running, sent, settle
+from tests.component.people import KNOWN, People
 from tests.component.test_review_notifier import deployed, production
 from tests.unit import factories as f
 
 SECRET = "slack-signing-secret-for-tests"
 TOKEN_KEY = "token-key-for-tests-0123456789"
-USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0MALLORY": "mallory", "U0ONCALL": "oncall"}
+USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0MALLORY": "mallory", "U0ONCALL": "oncall",
+         "U0CAROL2": "Ｃarol ",  # carol again, written otherwise: normalised to her
+         "U0LOOKALIKE": "c\u0430rol"}  # Cyrillic 'а': a look-alike of carol, refused
 EMAILS = {"alice": "alice@example.com", "bob": "bob@example.com", "carol": "carol@example.com",
           "dave": "dave@example.com", "mallory": "mallory@example.com"}
 JUSTIFICATION = "card fraud spike tonight; the current model misses the new pattern"
@@ -50,12 +54,18 @@ def mail():
 
 
 @pytest.fixture
-def fields(slack, mail) -> dict:
+def people(tmp_path) -> People:
+    return People(tmp_path, known=(*KNOWN, "mallory"))  # mallory is known, but approves nothing
+
+
+@pytest.fixture
+def fields(slack, mail, people) -> dict:
     """The settings of a review-notifier with both channels on, against the stand-ins."""
-    return dict(slack_signing_secret=SECRET, slack_bot_token="xoxb-test-token", slack_api_url=slack.api_url,
+    return dict(**people.settings,
+                slack_signing_secret=SECRET, slack_bot_token="xoxb-test-token", slack_api_url=slack.api_url,
                 slack_channel="C0REVIEWS", slack_users=USERS, smtp_host=mail.host, smtp_port=mail.port,
                 token_key=TOKEN_KEY, approver_emails=EMAILS, public_url="http://review.test",
-                mail_from="signoff@example.com")
+                mail_from="signoff@example.com", slack_allow_http_loopback=True)  # the stand-in is http://
 
 
 @pytest.fixture
@@ -181,7 +191,9 @@ def _no_headers(body: bytes, headers: dict) -> tuple[bytes, dict]:
     (dict(user="U0NOBODY"), 403, "not mapped"),
     (dict(user="U0MALLORY"), 403, "not an approver"),
     (dict(user="U0CAROL"), 403, "submitter cannot approve"),
-    (dict(user="U0ALICE", action=sb.BREAK_GLASS), 403, "may not break glass"),
+    (dict(user="U0CAROL2"), 403, "submitter cannot approve"),
+    (dict(user="U0LOOKALIKE"), 403, "U+0430 CYRILLIC SMALL LETTER A"),
+    (dict(user="U0ALICE", action=sb.BREAK_GLASS), 403, "break-glass is not taken from slack"),
 ])
 async def test_bad_slack_requests_are_refused_and_change_nothing(notifier, slack, logs, kwargs, status, says):
     event = request_event()
@@ -238,19 +250,25 @@ async def test_slack_without_a_signing_secret_is_503(build_app, fields):
         assert (await click(http, "U0ALICE", sb.APPROVE, uuid.uuid4())).status_code == 503
 
 
-async def test_break_glass_from_slack_is_flagged_everywhere(notifier, slack):
+async def test_slack_offers_no_break_glass_and_it_is_flagged_everywhere(notifier, slack, people):
+    """A Slack click proves a person, not the break-glass role: the message says where to break
+    glass instead, a forged break-glass click is refused, and the role's own credential works."""
     event = request_event(quorum=2, break_glass=("oncall",))
+    sid = event.submission_id
     async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
-        assert buttons(slack.requests("chat.postMessage")[0]["body"]) == [sb.APPROVE, sb.REJECT, sb.BREAK_GLASS]
-        short = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id)
-        assert short.status_code == 422 and "justification" in short.json()["detail"]
-        r = await click(http, "U0ONCALL", sb.BREAK_GLASS, event.submission_id, reason=JUSTIFICATION)
-        assert r.status_code == 200 and r.json()["outcome"] == "approved"
+        posted = slack.requests("chat.postMessage")[0]["body"]
+        assert buttons(posted) == [sb.APPROVE, sb.REJECT] and "--break-glass" in json.dumps(posted)
+        r = await click(http, "U0ONCALL", sb.BREAK_GLASS, sid, reason=JUSTIFICATION)
+        assert r.status_code == 403 and "break-glass role's own credential" in r.json()["detail"]
+        assert notifier.store.get(sid).votes == ()
+        glass = {"decision": "approve", "reason": JUSTIFICATION, "break_glass": True}
+        r = await http.post(f"/reviews/{sid}/decision", json=glass, headers=people.auth("oncall", "break-glass"))
+        assert r.status_code == 200 and r.json()["outcome"] == "approved", r.text
         await notified(notifier)
         await settle(notifier.broker)  # what the vote emitted has gone round
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
-        shown = (await http.get(f"/reviews/{event.submission_id}")).json()
+        shown = (await http.get(f"/reviews/{sid}", headers=people.auth("oncall"))).json()
     assert out.break_glass and out.votes[0].break_glass and JUSTIFICATION in out.reason
     assert shown["decision"]["break_glass"] and shown["votes"][0]["break_glass"]
     assert "BREAK-GLASS" in json.dumps(slack.requests("chat.update")[-1]["body"])
@@ -310,6 +328,15 @@ async def test_an_email_vote_after_production_changed_is_refused_and_the_page_sh
         await settle(notifier.broker)
         out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert [(v.approver, v.channel) for v in out.votes] == [("bob", "email")]
+
+
+async def test_no_approve_link_goes_to_the_owner_of_the_key_that_signed_the_submission(notifier, mail):
+    """The submitter is who signed (alice's pipeline key), whatever name the submission claims."""
+    event = request_event(submitted_by=Submitter(name="pipeline-fraud", owner="alice", team="fraud"))
+    async with running(notifier.broker) as br:
+        await publish(br, event)
+        assert mail.to("bob@example.com")
+        assert not mail.to("alice@example.com") and not mail.to("carol@example.com")
 
 
 async def test_email_carries_the_evidence_and_its_link_decides_once(notifier, mail):
@@ -473,14 +500,15 @@ async def test_webhook_mode_posts_and_updates_through_the_response_url(build_app
     assert slack.requests("chat.") == []
 
 
-async def test_webhook_mode_says_anew_when_another_channel_found_production_changed(build_app, fields, slack):
+async def test_webhook_mode_says_anew_when_another_channel_found_production_changed(build_app, fields, slack,
+                                                                                      people):
     notifier = built(build_app, **{**fields, "slack_bot_token": "", "slack_webhook_url": slack.webhook_url})
     event = request_event()
     async with running(notifier.broker) as br, client(notifier) as http:
         await publish(br, event)
         await publish(br, deployed("1.6.0", accuracy=0.97, auc=0.98))
-        r = await http.post(f"/reviews/{event.submission_id}/decision", headers={"Authorization": "Bearer s3cret"},
-                            json={"decision": "approve", "approver": "alice", "reason": "ok"})
+        r = await http.post(f"/reviews/{event.submission_id}/decision", headers=people.auth("alice"),
+                            json={"decision": "approve", "reason": "ok"})
         assert r.status_code == 409 and CHANGED in r.json()["detail"]
         await notified(notifier)
         first, anew = slack.requests("webhook")  # a webhook's message cannot change: a new one
@@ -499,7 +527,9 @@ async def test_webhook_mode_says_anew_when_another_channel_found_production_chan
 async def test_smtp_credentials_are_used(build_app, fields):
     with MailSink(auth=("signoff", "smtp-pass")) as sink:
         notifier = built(build_app, **{**fields, "smtp_host": sink.host, "smtp_port": sink.port,
-                                       "smtp_username": "signoff", "smtp_password": "smtp-pass"})
+                                       "smtp_username": "signoff", "smtp_password": "smtp-pass",
+                                       # the sink has no TLS (tests/component/test_hardening.py has STARTTLS)
+                                       "smtp_starttls": False, "smtp_allow_plaintext_login": True})
         async with running(notifier.broker) as br:
             await publish(br, request_event())
         assert sink.logins and len(sink.to("bob@example.com")) == 1

@@ -7,32 +7,53 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from signoff.devstack import Stack, free_port
+from services.review_notifier.api_tokens import TokenFile, issue
+from shared.events import utcnow
+from shared.kafka import KafkaAccess
+from signoff.devstack import SERVICES, Stack, free_port
+from tests import keys
 from tests.eventlog import EventLog
+from tests.kafka_broker import Cluster
 
 pytestmark = pytest.mark.kafka
 
 
 @dataclass
 class Env:
-    bootstrap: str
+    cluster: Cluster  # the broker; `cluster.access(principal)` for any principal of shared/acl.py
     workdir: Path
     artifacts: Path
     model_store: Path
     review_url: str
-    token: str
+    tokens: dict[str, str]  # person -> their own API token for the review API (`signoff token create`)
     stack: Stack
     workflow_digest: str
+
+    @property
+    def pipeline(self) -> KafkaAccess:
+        """As a training pipeline: submits (model.submitted) and watches."""
+        return self.cluster.access("pipeline")
+
+    @property
+    def operator(self) -> KafkaAccess:
+        """As an operator: rollbacks and revocations."""
+        return self.cluster.access("operator")
+
+    @property
+    def admin(self) -> KafkaAccess:
+        """As the admin (a super user): for records no other principal may write, such as a forged
+        approval or a redelivered event, when the test is about a consumer's own defence."""
+        return self.cluster.admin
 
     def artifact(self, name: str, content: bytes | None = None) -> tuple[Path, str]:
         """A model file under the allowed root, and its sha256."""
@@ -45,15 +66,30 @@ class Env:
         deadline = asyncio.get_running_loop().time() + timeout
         async with httpx.AsyncClient(base_url=self.review_url) as http:
             while asyncio.get_running_loop().time() < deadline:
-                response = await http.get(f"/reviews/{submission_id}")
+                response = await http.get(f"/reviews/{submission_id}", headers=self.auth("dave"))
                 if response.status_code == 200:
                     return response.json()
                 await asyncio.sleep(0.05)
         raise AssertionError(f"review of {submission_id} not opened within {timeout}s")
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-               "SIGNOFF_REVIEW_URL": self.review_url, "SIGNOFF_API_TOKEN": self.token}
+    def auth(self, person: str) -> dict[str, str]:
+        """The Authorization header of `person`'s own API token."""
+        return {"Authorization": f"Bearer {self.tokens[person]}"}
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120, principal: str | None = None,
+            signer: str | None = None, person: str | None = None) -> subprocess.CompletedProcess:
+        """`signoff ARGS` as the principal who runs that command: an operator for rollback and
+        revoke, the admin for topics and acl, a pipeline for the rest (or `principal`). It
+        signs with the test key of `signer` (tests/keys.py; rollback and revoke need an
+        operator's, "oncall" unless told) and believes the tests' trust file. With `person`, it
+        holds that person's API token (`signoff review` votes as them)."""
+        principal = principal or CLI_PRINCIPALS.get(args[0] if args else "", "pipeline")
+        signer = signer or ("oncall" if args and args[0] in ("rollback", "revoke") else None)
+        env = {**_without_kafka(os.environ), **self.cluster.access(principal).env(),
+               "SIGNOFF_REVIEW_URL": self.review_url,
+               **({"SIGNOFF_API_TOKEN": self.tokens[person]} if person else {}),
+               "SIGNOFF_TRUSTED_KEYS": str(keys.keys().trust),
+               **({"SIGNOFF_SIGNING_KEY_FILE": str(keys.keys().files[signer])} if signer else {})}
         result = subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env,
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
@@ -61,6 +97,19 @@ class Env:
                                  f"{result.stdout}\n{result.stderr}")
         return result
 
+
+
+CLI_PRINCIPALS = {"rollback": "operator", "revoke": "operator", "topics": "admin", "acl": "admin"}
+
+
+def _without_kafka(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment without any KAFKA_* variable: a child is given its own principal only."""
+    return {k: v for k, v in env.items() if not k.startswith("KAFKA_")}
+
+
+def service_env(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """Each service's KAFKA_* variables: the cluster as its own principal."""
+    return {module: cluster.service_env(module) for module in SERVICES}
 
 
 # Approve automatically above 90% accuracy, otherwise ask alice or bob.
@@ -101,6 +150,19 @@ steps:
 """
 
 
+# Everyone the tests vote or read as; each has an API token in the stack's token file.
+PEOPLE = ("alice", "bob", "carol", "dave", "erin", "oncall")
+
+
+def people_tokens(path: Path) -> dict[str, str]:
+    """An approver token per person in PEOPLE, written to `path` as `signoff token create` does."""
+    tokens = {}
+    for person in PEOPLE:
+        tokens[person], record = issue(person, "approver", timedelta(days=1), utcnow())
+        TokenFile(path).add(record)
+    return tokens
+
+
 def write_workflows(folder: Path) -> Path:
     folder.mkdir()
     (folder / "default.yaml").write_text(WORKFLOW)
@@ -110,31 +172,33 @@ def write_workflows(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def e2e(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def e2e(kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("stack")
     artifacts, store = workdir / "artifacts", workdir / "model-store"
     artifacts.mkdir()
-    port, token = free_port(), secrets.token_urlsafe(24)
+    port, tokens = free_port(), people_tokens(workdir / "tokens.json")
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
         "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
         "DEPLOYER_MODEL_STORE": str(store),
         "DEPLOYER_STATE_DB": str(workdir / "deployer.db"),
         "REVIEW_NOTIFIER_STATE_DB": str(workdir / "reviews.db"),
         "REVIEW_NOTIFIER_HTTP_PORT": str(port),
-        "REVIEW_NOTIFIER_API_TOKEN": token,
+        "SIGNOFF_TOKENS_FILE": str(workdir / "tokens.json"),  # the review API's people (auth.py)
+        "SIGNOFF_KNOWN_USERS": json.dumps(PEOPLE),
         "POLICY_STATE_DB": str(workdir / "policy.db"),
         "SIGNOFF_WORKFLOWS": str(write_workflows(workdir / "workflows")),
+        **keys.env(),  # each service's signing key and the trust file (tests/keys.py)
     }
-    with Stack(workdir, env) as stack:
+    with Stack(workdir, env, service_env=service_env(kafka_cluster)) as stack:
         stack.start_all()
         digest = hashlib.sha256((workdir / "workflows" / "default.yaml").read_bytes()).hexdigest()
-        yield Env(kafka, workdir, artifacts, store, f"http://127.0.0.1:{port}", token, stack, digest)
+        yield Env(kafka_cluster, workdir, artifacts, store, f"http://127.0.0.1:{port}", tokens, stack, digest)
 
 
 @pytest.fixture(scope="session")
-async def events(kafka: str) -> AsyncIterator[EventLog]:
+async def events(kafka: KafkaAccess) -> AsyncIterator[EventLog]:
+    """Every record, read as the admin (it reads the dead-letter topics too)."""
     log = EventLog(kafka)
     await log.start()
     yield log

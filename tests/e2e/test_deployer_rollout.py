@@ -52,7 +52,8 @@ def receiver(e2e: Env) -> Iterator[Receiver]:
     (folder / "e2e-hook.yaml").write_text(HOOK.format(url=receiver.url))
     (folder / "e2e-canary.yaml").write_text(CANARY)
     e2e.stack.env.update({"E2E_HOOK_SECRET": SECRET, "DEPLOYER_WEBHOOK_SECRET_ENVS": '["E2E_HOOK_SECRET"]',
-                          "DEPLOYER_SCHEDULE_POLL_SECONDS": "0.1", "DEPLOYER_RETRY_BACKOFF_SECONDS": "0.05"})
+                          "DEPLOYER_SCHEDULE_POLL_SECONDS": "0.1", "DEPLOYER_RETRY_BACKOFF_SECONDS": "0.05",
+                          "DEPLOYER_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true"})  # the receiver is http://127.0.0.1
     for service in ("policy", "deployer"):  # workflows are read at start
         e2e.stack.stop(service)
         e2e.stack.start(service)
@@ -79,7 +80,7 @@ async def barrier(e2e: Env, events: EventLog, model: str) -> None:
 
 async def redeliver(e2e: Env, record) -> None:
     """The very same record again, twice: what a redelivery looks like to the deployer."""
-    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**e2e.admin.client_kwargs(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for _ in range(2):
@@ -136,14 +137,14 @@ async def test_rollback_and_revocation_through_kafka_with_their_history(
         assert (await events.wait_terminal(sids[version])).topic == topics.DEPLOYMENT_SUCCEEDED
     assert store_files.production(e2e.model_store, model) == "3"
 
-    rolled = e2e.cli("rollback", model, "--as", "oncall", "--reason", "p99 latency doubled", "--wait",
-                     "--timeout", "60")
+    rolled = e2e.cli("rollback", model, "--reason", "p99 latency doubled", "--wait", "--timeout", "60",
+                     signer="oncall")  # who asked is the holder of the signing key
     op = rolled.stdout.splitlines()[0]
     assert "=> rolled back" in rolled.stdout and f"{model} 3 -> 2, by oncall" in rolled.stdout
     assert store_files.production(e2e.model_store, model) == "2"
 
-    revoked = e2e.cli("revoke", sids["2"], "--as", "security", "--reason", "trained on PII", "--wait",
-                      "--timeout", "60")
+    revoked = e2e.cli("revoke", sids["2"], "--reason", "trained on PII", "--wait", "--timeout", "60",
+                      signer="security")
     assert "=> revoked" in revoked.stdout
     assert store_files.production(e2e.model_store, model) == "1"
     assert not (e2e.model_store / model / "2").exists()
@@ -154,7 +155,7 @@ async def test_rollback_and_revocation_through_kafka_with_their_history(
                      f"{model} 2 -> 1, by security", "revoked by security (was in production)", "=> revoked"):
         assert expected in lines, (expected, lines)
 
-    nothing = e2e.cli("rollback", model, "--to", "2", "--as", "oncall", "--reason", "try 2 again",
+    nothing = e2e.cli("rollback", model, "--to", "2", "--reason", "try 2 again",
                       "--wait", "--timeout", "60", check=False)
     assert nothing.returncode == 4 and "was revoked; a revoked version is never redeployed" in nothing.stdout
 
@@ -177,7 +178,7 @@ async def test_rollback_with_nothing_to_go_back_to_is_refused(e2e: Env, events: 
     sid = submit(e2e, model, "1", accuracy=0.95)
     assert (await events.wait_terminal(sid)).topic == topics.DEPLOYMENT_SUCCEEDED
 
-    result = e2e.cli("rollback", model, "--as", "oncall", "--reason", "bad", "--wait", "--timeout", "60",
+    result = e2e.cli("rollback", model, "--reason", "bad", "--wait", "--timeout", "60",
                      check=False)
 
     assert result.returncode == 4 and "nothing to roll back to" in result.stdout

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from shared import topics
 from shared.events import ReviewDecided
 from signoff import client
+from tests import keys
 from tests.e2e.conftest import Env
 from tests.eventlog import EventLog
 
@@ -86,9 +87,9 @@ async def test_reviewed_approved_and_deployed(e2e: Env, events: EventLog, unique
     sid = submit(e2e, model, "2.0.0", accuracy=0.85)
     await e2e.review_open(sid)
 
-    refused = e2e.cli("review", sid, "approve", "--as", "carol", "--reason", "mine", check=False)
+    refused = e2e.cli("review", sid, "approve", "--reason", "mine", person="carol", check=False)
     assert refused.returncode == 1 and "not an approver" in refused.stderr
-    e2e.cli("review", sid, "approve", "--as", "alice", "--reason", "metrics acceptable for v2")
+    e2e.cli("review", sid, "approve", "--reason", "metrics acceptable for v2", person="alice")
 
     watched = e2e.cli("watch", sid, "--timeout", "60")
     assert "deployment.succeeded" in watched.stdout and "=> deployed" in watched.stdout
@@ -106,10 +107,10 @@ async def test_reviewed_rejected_is_never_deployed(e2e: Env, events: EventLog, u
     model = f"rejected-{unique}"
     sid = submit(e2e, model, "1.0.0", accuracy=0.85)
     await e2e.review_open(sid)
-    e2e.cli("review", sid, "reject", "--as", "bob", "--reason", "parity gap on group b")
+    e2e.cli("review", sid, "reject", "--reason", "parity gap on group b", person="bob")
     await events.wait_terminal(sid)
 
-    late = e2e.cli("review", sid, "approve", "--as", "alice", "--reason", "too late", check=False)
+    late = e2e.cli("review", sid, "approve", "--reason", "too late", person="alice", check=False)
     assert late.returncode == 1 and "already decided" in late.stderr
 
     # An approval that arrives anyway (forged, or replayed from elsewhere) deploys nothing.
@@ -117,7 +118,9 @@ async def test_reviewed_rejected_is_never_deployed(e2e: Env, events: EventLog, u
     forged = ReviewDecided(submission_id=rejected.submission_id, candidate=rejected.candidate,
                            outcome="approved", mode="human", decided_by="alice", reason="forged",
                            policy=rejected.policy)
-    await client.publish(e2e.bootstrap, [forged], source="/tests/forger")
+    # As the admin (no one else may write it), signed by a key trusted for decisions (a replay, a
+    # stolen key): the rejection is final all the same. Unsigned, it is not even read (test_forgery).
+    await client.publish(e2e.admin, [forged], source="/tests/forger", signer=keys.signer("review-notifier"))
     await _barrier(e2e, events, model)
 
     assert events.about(sid, topics.DEPLOYMENT_SUCCEEDED) == []
@@ -131,7 +134,7 @@ async def test_a_rejected_digest_resubmitted_is_rejected_at_once(
     model = f"resubmit-{unique}"
     first = submit(e2e, model, "1.0.0", accuracy=0.85)
     await e2e.review_open(first)
-    e2e.cli("review", first, "reject", "--as", "bob", "--reason", "leaks the label")
+    e2e.cli("review", first, "reject", "--reason", "leaks the label", person="bob")
     rejection = (await events.wait_terminal(first)).event
 
     # The same bytes under a new version, even with better metrics: no review, no deployment.
@@ -154,7 +157,7 @@ async def test_redelivered_approval_deploys_once(e2e: Env, events: EventLog, uni
     approval = events.about(sid, topics.REVIEW_DECIDED)[0]
 
     # The very same record again, twice: what a redelivery looks like to the deployer.
-    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**e2e.admin.client_kwargs(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for _ in range(2):
@@ -187,7 +190,7 @@ async def test_plain_kafka_client_follows_the_contract(e2e: Env, events: EventLo
     headers = {"ce_id": eid, "ce_type": "signoff.model.submitted", "ce_source": "/tests/plain",
                "ce_specversion": "1.0", "ce_time": "2026-11-25T10:00:00Z", "ce_subject": sid,
                "content-type": "application/json"}
-    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**e2e.pipeline.client_kwargs(), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topics.MODEL_SUBMITTED, json.dumps(body).encode(), key=model.encode(),

@@ -21,6 +21,7 @@ from shared.events import (
     Submission,
 )
 from signoff import client
+from tests import keys
 from tests.e2e.conftest import Env
 from tests.e2e.test_paths import submit
 from tests.eventlog import EventLog
@@ -37,7 +38,7 @@ async def reject_while_down(e2e: Env, events: EventLog, model: str,
     await e2e.review_open(first)
     for service in down:
         e2e.stack.kill(service)
-    e2e.cli("review", first, "reject", "--as", "bob", "--reason", "trained on leaked labels")
+    e2e.cli("review", first, "reject", "--reason", "trained on leaked labels", person="bob")
     rejection = (await events.wait_terminal(first)).event
     assert rejection.outcome == "rejected" and rejection.final_for_artifact
     return rejection, (e2e.artifacts / f"{model}-1.0.0.bin").read_bytes()
@@ -56,7 +57,7 @@ async def test_the_policy_rejects_every_copy_at_once_after_a_rejection_it_slept_
     model = f"probe-{unique}"
     try:
         rejection, content = await reject_while_down(e2e, events, model, ("policy", "deployer"))
-        copies = [await client.submit(e2e.bootstrap, copy_of(e2e, f"{model}-{i}", content)) for i in range(COPIES)]
+        copies = [await client.submit(e2e.pipeline, copy_of(e2e, f"{model}-{i}", content)) for i in range(COPIES)]
         sids = [str(c.submission_id) for c in copies]
         await events.wait_for(lambda log: all(log.about(s, topics.CHECKS_PASSED) for s in sids), 120,
                               "the copies' checks to pass")
@@ -90,9 +91,12 @@ async def test_the_deployer_deploys_no_copy_approved_after_a_rejection_it_slept_
                 passed, candidate=submitted.submission.candidate, outcome="approved", mode="automatic",
                 decided_by="policy:e2e-default/manual_approval.when", reason="above the bar",
                 policy=PolicyRef(name="e2e-default", rule="manual_approval.when",
-                                 digest=hashlib.sha256(b"forged").hexdigest()))
+                                 digest=hashlib.sha256(b"forged").hexdigest()), checks_event_id=passed.event_id)
             forged += [passed, approved]
-        await client.publish(e2e.bootstrap, forged)
+        # As the admin (no pipeline may write them), signed by the validator's and the policy's keys:
+        # a policy that approves anyway (a bug, or its key stolen) meets the deployer's backstop.
+        await client.publish(e2e.admin, forged[::2], signer=keys.signer("validator"))
+        await client.publish(e2e.admin, forged[1::2], signer=keys.signer("policy"))
         e2e.stack.start("deployer")  # the policy stays down: only the deployer's backstop is at work
         sids = [str(e.submission_id) for e in forged[::2]]
         ends = [await events.wait_terminal(s, timeout=120) for s in sids]

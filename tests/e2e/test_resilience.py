@@ -9,10 +9,11 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared import topics
+from shared import codec, topics
 from shared.events import Candidate, ModelSubmitted, Submission
 from signoff import client
 from signoff.devstack import Stack
+from tests import keys
 from tests.e2e.conftest import Env
 from tests.eventlog import EventLog
 
@@ -40,16 +41,18 @@ async def test_bad_events_are_dead_lettered_and_the_stream_flows_on(
         json.dumps(wrong_type).encode(): "accuracy",
         json.dumps(future).encode(): "schema_version 99 is newer",
     }
-    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**e2e.pipeline.client_kwargs(), acks="all")  # a pipeline's garbage
     await producer.start()
     try:
-        for value in bad:
-            await producer.send_and_wait(topics.MODEL_SUBMITTED, value, key=model.encode(),
-                                         headers=[("origin", f"test-{unique}".encode())])
+        for value in bad:  # with the CloudEvents headers, signed: only the body is bad
+            headers = {"origin": f"test-{unique}", "ce_id": str(uuid.uuid4()), "ce_type": "signoff.model.submitted"}
+            record = keys.sign(codec.Record(topics.MODEL_SUBMITTED, model.encode(), value, headers))
+            await producer.send_and_wait(topics.MODEL_SUBMITTED, value, key=record.key,
+                                         headers=[(k, v.encode()) for k, v in record.headers.items()])
     finally:
         await producer.stop()
     after = good_submission(e2e, model, "1")
-    await client.publish(e2e.bootstrap, [after])
+    await client.publish(e2e.pipeline, [after])
 
     dlq = topics.dlq(topics.MODEL_SUBMITTED)
     mine = lambda log: [s for s in log.records if s.topic == dlq and s.key == model.encode()]  # noqa: E731
@@ -70,7 +73,7 @@ async def test_service_stopped_mid_stream_loses_nothing(
     """kill -9 (no shutdown at all) or SIGTERM (graceful: the in-flight event is finished)."""
     model = f"{how}-{service}-{unique}"
     batch = [good_submission(e2e, model, str(i)) for i in range(40)]
-    publishing = asyncio.create_task(client.publish(e2e.bootstrap, batch[:20]))
+    publishing = asyncio.create_task(client.publish(e2e.pipeline, batch[:20]))
     # Kill -9 once the service is demonstrably in the middle of the stream, and publish the
     # rest while it is down.
     ids = {str(e.submission_id) for e in batch}
@@ -82,7 +85,7 @@ async def test_service_stopped_mid_stream_loses_nothing(
     else:
         assert e2e.stack.stop(service) == 0  # a clean exit, within the grace period
     await publishing
-    await client.publish(e2e.bootstrap, batch[20:])
+    await client.publish(e2e.pipeline, batch[20:])
     e2e.stack.start(service)
 
     for event in batch:
@@ -102,7 +105,8 @@ def test_a_service_refuses_to_start_on_an_invalid_workflow(e2e: Env, tmp_path) -
         "name: bad\ndefault: true\nsteps:\n"
         "  - {name: checks, type: checks}\n"
         "  - {name: review, type: approval, inputs: {approvers: 'bob'}}\n")
-    stack = Stack(tmp_path, {**e2e.stack.env, "SIGNOFF_WORKFLOWS": str(folder)}, services=("policy",))
+    stack = Stack(tmp_path, {**e2e.stack.env, "SIGNOFF_WORKFLOWS": str(folder)}, services=("policy",),
+                  service_env=e2e.stack.service_env)
     with pytest.raises(RuntimeError) as failed:
         stack.start("policy", timeout=30)
     assert "approvers must be a list, such as ['bob']" in str(failed.value)

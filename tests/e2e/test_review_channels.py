@@ -14,17 +14,20 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from services.review_notifier.api_tokens import TokenFile, issue
 from services.review_notifier.channels.slack import blocks as sb
 from shared import topics
+from shared.events import utcnow
 from signoff.devstack import Stack, free_port
 from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import PEOPLE, Env
 from tests.eventlog import EventLog
 
 pytestmark = pytest.mark.kafka
@@ -89,7 +92,7 @@ class Review:
 
     async def state(self, sid: str) -> dict:
         async with httpx.AsyncClient(base_url=self.url) as http:
-            return (await http.get(f"/reviews/{sid}")).json()
+            return (await http.get(f"/reviews/{sid}", headers=self.env.auth("dave"))).json()
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,6 @@ def review(e2e: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revie
     port = free_port()
     with SlackStandIn() as slack, MailSink() as mail:
         env = {
-            "KAFKA_BOOTSTRAP_SERVERS": e2e.bootstrap,
             "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(e2e.artifacts)]),
             "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(e2e.artifacts)]),
             "DEPLOYER_MODEL_STORE": str(workdir / "model-store"),
@@ -113,11 +115,13 @@ def review(e2e: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revie
             "REVIEW_NOTIFIER_STATE_DB": str(workdir / "reviews.db"),
             "REVIEW_NOTIFIER_HTTP_PORT": str(port),
             "REVIEW_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "REVIEW_NOTIFIER_API_TOKEN": e2e.token,
+            "SIGNOFF_TOKENS_FILE": str(e2e.workdir / "tokens.json"),  # the people of tests/e2e/conftest.py
+            "SIGNOFF_KNOWN_USERS": json.dumps(PEOPLE),
             "REVIEW_NOTIFIER_TICK_SECONDS": "0.5",
             "REVIEW_NOTIFIER_SLACK_SIGNING_SECRET": SECRET,
             "REVIEW_NOTIFIER_SLACK_BOT_TOKEN": "xoxb-e2e",
             "REVIEW_NOTIFIER_SLACK_API_URL": slack.api_url,
+            "REVIEW_NOTIFIER_SLACK_ALLOW_HTTP_LOOPBACK": "true",  # the stand-in is http://127.0.0.1
             "REVIEW_NOTIFIER_SLACK_CHANNEL": "C0REVIEWS",
             "REVIEW_NOTIFIER_SLACK_USERS": json.dumps(USERS),
             "REVIEW_NOTIFIER_SMTP_HOST": mail.host,
@@ -127,7 +131,7 @@ def review(e2e: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revie
         }
         e2e.stack.stop_all()
         try:
-            with Stack(workdir, env) as stack:
+            with Stack(workdir, env, service_env=e2e.stack.service_env) as stack:
                 stack.start_all()
                 yield Review(e2e, stack, f"http://127.0.0.1:{port}", slack, mail, workdir / "model-store")
         finally:
@@ -153,7 +157,7 @@ def page(link: str) -> str:
 async def test_quorum_two_across_slack_and_email_then_deployed(review: Review, events: EventLog, unique: str):
     sid = submit(review, f"rvq-{unique}")
     (post,) = await review.posted(sid)
-    assert buttons(post["body"]) == [sb.APPROVE, sb.REJECT, sb.BREAK_GLASS]
+    assert buttons(post["body"]) == [sb.APPROVE, sb.REJECT]  # break-glass: the API, with its own credential
 
     first = signed_request(SECRET, block_actions("U0ALICE", sb.APPROVE, sid, reason="eval matches"))
     assert (await review.click("", "", sid, request=first)).json()["outcome"] == "pending"
@@ -207,11 +211,19 @@ async def test_one_rejection_by_email_stops_deployment(review: Review, events: E
 
 
 async def test_break_glass_approves_alone_flagged(review: Review, events: EventLog, unique: str):
+    """Not from Slack (a click proves a person, not the role): through the review API, with
+    oncall's break-glass credential."""
     sid = submit(review, f"rvq-bg-{unique}")
     await review.posted(sid)
     justification = "production model is down; this one passed every check; risk agreed with CISO"
-    r = await review.click("U0ONCALL", sb.BREAK_GLASS, sid, reason=justification)
-    assert r.status_code == 200 and r.json()["outcome"] == "approved"
+    clicked = await review.click("U0ONCALL", sb.BREAK_GLASS, sid, reason=justification)
+    assert clicked.status_code == 403 and "break-glass role's own credential" in clicked.json()["detail"]
+    token, record = issue("oncall", "break-glass", timedelta(hours=1), utcnow())
+    TokenFile(review.env.workdir / "tokens.json").add(record)  # as `signoff token create --role break-glass`
+    async with httpx.AsyncClient(base_url=review.url) as http:
+        r = await http.post(f"/reviews/{sid}/decision", headers={"Authorization": f"Bearer {token}"},
+                            json={"decision": "approve", "reason": justification, "break_glass": True})
+    assert r.status_code == 200 and r.json()["outcome"] == "approved", r.text
     end = await events.wait_terminal(sid)
     assert end.topic == topics.DEPLOYMENT_SUCCEEDED
     decision = events.about(sid, topics.REVIEW_DECIDED)[0].event
@@ -250,7 +262,7 @@ async def test_timeout_escalates_and_the_escalation_group_decides(review: Review
 
 async def test_votes_tokens_and_deadlines_survive_a_restart(review: Review, events: EventLog, unique: str):
     # A review with a vote, a used link and a counted Slack request, across a restart.
-    sid = submit(review, f"rvq-restart-{unique}", submitter="pipeline@ci")
+    sid = submit(review, f"rvq-restart-{unique}")  # carol: "pipeline@ci" is no known user, nobody could approve
     await review.posted(sid)
     first = signed_request(SECRET, block_actions("U0ALICE", sb.APPROVE, sid))
     assert (await review.click("", "", sid, request=first)).status_code == 200
@@ -285,11 +297,15 @@ async def test_votes_tokens_and_deadlines_survive_a_restart(review: Review, even
 async def test_the_http_api_still_decides(review: Review, events: EventLog, unique: str):
     sid = submit(review, f"rvh-{unique}")
     await review.posted(sid)
-    assert review.env.token
     async with httpx.AsyncClient(base_url=review.url) as http:
-        r = await http.post(f"/reviews/{sid}/decision", headers={"Authorization": f"Bearer {review.env.token}"},
-                            json={"decision": "approve", "approver": "alice", "reason": "looked at it"})
-        assert r.status_code == 200 and r.json()["outcome"] == "approved"
+        anonymous = await http.get(f"/reviews/{sid}")
+        assert anonymous.status_code == 401
+        as_bob = await http.post(f"/reviews/{sid}/decision", headers=review.env.auth("alice"),
+                                 json={"decision": "approve", "approver": "bob", "reason": "looked at it"})
+        assert as_bob.status_code == 403
+        r = await http.post(f"/reviews/{sid}/decision", headers=review.env.auth("alice"),
+                            json={"decision": "approve", "reason": "looked at it"})
+        assert r.status_code == 200 and r.json()["outcome"] == "approved" and r.json()["approver"] == "alice"
     end = await events.wait_terminal(sid)
     assert end.topic == topics.DEPLOYMENT_SUCCEEDED
     assert events.about(sid, topics.REVIEW_DECIDED)[0].event.votes[0].channel == "http"

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from shared import codec, topics
 from signoff import client
 from signoff.devstack import READY_LINE
+from tests import keys
 from tests.e2e.conftest import Env
 from tests.e2e.test_resilience import good_submission
 from tests.eventlog import EventLog
@@ -47,11 +48,14 @@ def replay_log(e2e: Env, service: str, offset: int) -> dict:
 async def test_services_start_with_poison_records_on_the_deployment_topics(
         e2e: Env, events: EventLog, unique: str) -> None:
     model = f"poison-{unique}"
-    producer = AIOKafkaProducer(bootstrap_servers=e2e.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**e2e.admin.client_kwargs(), acks="all")  # only the deployer (or admin) may
     await producer.start()
     try:
-        for topic, value in poison(model):
-            await producer.send_and_wait(topic, value, key=model.encode())
+        for topic, value in poison(model):  # signed by the deployer: they reach the parser
+            ce = {"ce_id": f"poison-{unique}", "ce_type": f"signoff.{topic}"}  # only the body is poison
+            record = keys.sign(codec.Record(topic, model.encode(), value, ce))
+            await producer.send_and_wait(topic, value, key=record.key,
+                                         headers=[(k, v.encode()) for k, v in record.headers.items()])
     finally:
         await producer.stop()
 
@@ -65,7 +69,7 @@ async def test_services_start_with_poison_records_on_the_deployment_topics(
                 topics.DEPLOYMENT_REVOKED} <= set(skipped["by_topic"]), skipped
 
     after = good_submission(e2e, model, "1")  # and the restarted services decide as before
-    await client.publish(e2e.bootstrap, [after])
+    await client.publish(e2e.pipeline, [after])
     end = await events.wait_terminal(after.submission_id, timeout=120)
     assert end.topic == topics.DEPLOYMENT_SUCCEEDED
 
@@ -77,7 +81,7 @@ def test_the_review_notifier_exits_non_zero_when_its_port_is_taken(e2e: Env, tmp
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        env = {**e2e.stack.env, "REVIEW_NOTIFIER_HTTP_PORT": str(port),
+        env = {**e2e.stack.env_of("review_notifier"), "REVIEW_NOTIFIER_HTTP_PORT": str(port),
                "REVIEW_NOTIFIER_STATE_DB": str(tmp_path / "reviews.db"),
                "SIGNOFF_CONSUMER_GROUP_PREFIX": f"test-{unique}"}
         done = subprocess.run(

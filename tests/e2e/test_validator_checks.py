@@ -43,7 +43,7 @@ def strict_submission(e2e: Env, model: str, version: str, content: bytes | None 
 
 
 async def run(e2e: Env, events: EventLog, event: ModelSubmitted) -> dict:
-    await client.publish(e2e.bootstrap, [event])
+    await client.publish(e2e.pipeline, [event])
     await events.wait_for(lambda log: log.about(event.submission_id, topics.CHECKS_PASSED)
                           or log.about(event.submission_id, topics.CHECKS_FAILED), what="checks")
     [checked] = [s.event for s in events.about(event.submission_id) if s.topic.startswith("checks.")]
@@ -91,7 +91,7 @@ async def test_a_regression_against_production_fails_with_the_figures(
         e2e: Env, events: EventLog, unique: str) -> None:
     model = f"strict-regress-{unique}"
     first = strict_submission(e2e, model, "1", pickle.dumps([1]), accuracy=0.95)
-    await client.publish(e2e.bootstrap, [first])
+    await client.publish(e2e.pipeline, [first])
     assert (await events.wait_terminal(first.submission_id)).topic == topics.DEPLOYMENT_SUCCEEDED
 
     worse = strict_submission(e2e, model, "2", pickle.dumps([2]), accuracy=0.92)
@@ -104,7 +104,7 @@ async def test_a_regression_against_production_fails_with_the_figures(
 
 async def deploy(e2e: Env, events: EventLog, model: str, version: str, accuracy: float) -> ModelSubmitted:
     event = strict_submission(e2e, model, version, pickle.dumps([version]), accuracy=accuracy)
-    await client.publish(e2e.bootstrap, [event])
+    await client.publish(e2e.pipeline, [event])
     assert (await events.wait_terminal(event.submission_id)).topic == topics.DEPLOYMENT_SUCCEEDED
     return event
 
@@ -129,7 +129,7 @@ async def test_after_a_rollback_the_regression_check_compares_with_the_release_r
     await deploy(e2e, events, model, "1", accuracy=0.95)
     await deploy(e2e, events, model, "2", accuracy=0.97)
 
-    op = e2e.cli("rollback", model, "--to", "1", "--as", "ops", "--reason", "2 misbehaves").stdout.strip()
+    op = e2e.cli("rollback", model, "--to", "1", "--reason", "2 misbehaves").stdout.strip()
     [rolled] = await events.wait_for(lambda log: log.about(op, topics.DEPLOYMENT_ROLLED_BACK),
                                      what="deployment.rolled_back")
     assert (rolled.event.from_version, rolled.event.to_version) == ("2", "1")
@@ -151,8 +151,8 @@ async def test_a_restarted_validator_rebuilds_production_from_a_revocation(
     await deploy(e2e, events, model, "1", accuracy=0.95)
     live = await deploy(e2e, events, model, "2", accuracy=0.97)
 
-    revoked = e2e.cli("revoke", str(live.submission_id), "--as", "security", "--reason", "trained on PII",
-                      "--wait", "--timeout", "60")
+    revoked = e2e.cli("revoke", str(live.submission_id), "--reason", "trained on PII", "--wait", "--timeout", "60",
+                      signer="security")
     assert "=> revoked" in revoked.stdout
     # The events are on their topics; a validator starting now reads them all before it is ready
     # (the replay runs in on_startup, before FastStream logs that it started): no race to wait out.

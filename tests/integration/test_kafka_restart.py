@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from shared.admin import ensure_topics
+from shared.acl import Table
+from shared.admin import apply_acls, ensure_topics
 from shared.events import Candidate, ModelSubmitted, Submission
 from signoff import client
-from signoff.devstack import Stack, free_port
+from signoff.devstack import SERVICES, Stack, free_port
 from tests.eventlog import EventLog
-from tests.kafka_broker import KAFKA_SH
+from tests.kafka_broker import KAFKA_SH, local_cluster, local_env
 
 pytestmark = pytest.mark.kafka
 
 
 def kafka(env: dict[str, str], command: str) -> None:
-    subprocess.run(["bash", str(KAFKA_SH), command], env={**os.environ, **env}, check=True)
+    subprocess.run(["bash", str(KAFKA_SH), command], env=env, check=True)
 
 
 def submission(artifacts: Path, i: int) -> ModelSubmitted:
@@ -38,16 +39,15 @@ def submission(artifacts: Path, i: int) -> ModelSubmitted:
 
 async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
     port = free_port()
-    broker = {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
-              "KAFKA_DATA_DIR": str(tmp_path / "kafka")}
-    bootstrap = f"127.0.0.1:{port}"
+    broker = local_env(port, free_port(), tmp_path / "kafka")
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     kafka(broker, "up")
     try:
-        await ensure_topics(bootstrap, partitions=3)
+        cluster = local_cluster(port, tmp_path / "kafka")
+        await ensure_topics(cluster.admin, partitions=3)
+        await apply_acls(cluster.admin, Table())
         services = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "VALIDATOR_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
             "DEPLOYER_ARTIFACT_ROOTS": json.dumps([str(artifacts)]),
             "DEPLOYER_MODEL_STORE": str(tmp_path / "store"),
@@ -57,16 +57,17 @@ async def test_kafka_stop_and_start_loses_no_event(tmp_path: Path) -> None:
             "SIGNOFF_WORKFLOWS": str(Path(__file__).resolve().parents[2] / "workflows"),
             "REVIEW_NOTIFIER_HTTP_PORT": str(free_port()),
         }
-        with Stack(tmp_path / "run", services) as stack:
+        with Stack(tmp_path / "run", services,
+                   service_env={m: cluster.service_env(m) for m in SERVICES}) as stack:
             stack.start_all()
             batch = [submission(artifacts, i) for i in range(20)]
-            await client.publish(bootstrap, batch)
+            await client.publish(cluster.access("pipeline"), batch)
             kafka(broker, "down")  # mid-stream: the services are still working on the batch
             kafka(broker, "up")
             later = [submission(artifacts, i) for i in range(20, 30)]
-            await client.publish(bootstrap, later)
+            await client.publish(cluster.access("pipeline"), later)
 
-            log = EventLog(bootstrap)
+            log = EventLog(cluster.admin)
             await log.start()
             try:
                 for event in batch + later:

@@ -1,6 +1,7 @@
 """The one topic reader on the real broker: from the beginning or a time, until the end or a
 predicate with a deadline, the newest match read backwards; and `signoff watch` built on it. A
-read ends on empty and truncated partitions, and the start-up replay on truncated topics."""
+read ends on empty and truncated partitions, and the start-up replay on truncated topics. The
+tests run as the admin (`kafka`): they make topics and delete records, which only it may do."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
-from shared import codec, reader, topics
+from shared import codec, reader, signing, topics
 from shared.admin import partitions_of
 from shared.events import Production, RollbackRequested
+from shared.kafka import KafkaAccess
 from shared.production import EVENTS, ProductionBook
 from shared.replay import rebuild
 from signoff import client
+from tests import keys
 from tests.unit import factories as f
 
 pytestmark = pytest.mark.kafka
@@ -31,7 +34,7 @@ def rollback(model: str, reason: str) -> RollbackRequested:
     return RollbackRequested(submission_id=uuid.uuid4(), model=model, requested_by="ops", reason=reason)
 
 
-async def keyed(servers: str, model: str, **options) -> list[RollbackRequested]:
+async def keyed(servers: KafkaAccess, model: str, **options) -> list[RollbackRequested]:
     out = []
     async for record in reader.read(servers, (topics.ROLLBACK_REQUESTED,), **options):
         if record.key == model.encode():
@@ -39,7 +42,7 @@ async def keyed(servers: str, model: str, **options) -> list[RollbackRequested]:
     return out
 
 
-async def test_from_the_beginning_until_the_end_and_from_a_time(kafka: str, unique: str) -> None:
+async def test_from_the_beginning_until_the_end_and_from_a_time(kafka: KafkaAccess, unique: str) -> None:
     model = f"reader-{unique}"
     early = [rollback(model, f"early {i}") for i in range(3)]
     await client.publish(kafka, early)
@@ -52,7 +55,7 @@ async def test_from_the_beginning_until_the_end_and_from_a_time(kafka: str, uniq
     assert [e.reason for e in await keyed(kafka, model, since=middle)] == [e.reason for e in late]
 
 
-async def test_until_a_predicate_reads_past_the_end_and_a_deadline_ends_it(kafka: str, unique: str) -> None:
+async def test_until_a_predicate_reads_past_the_end_and_a_deadline_ends_it(kafka: KafkaAccess, unique: str) -> None:
     model = f"reader-{unique}"
     seen: list[str] = []
 
@@ -74,7 +77,7 @@ async def test_until_a_predicate_reads_past_the_end_and_a_deadline_ends_it(kafka
     assert never == [] and loop.time() - started >= 1.0
 
 
-async def test_find_newest_reads_backwards_and_answers_none_for_an_unknown_id(kafka: str, unique: str) -> None:
+async def test_find_newest_reads_backwards_and_answers_none_for_an_unknown_id(kafka: KafkaAccess, unique: str) -> None:
     model = f"reader-{unique}"
     events = [rollback(model, f"r{i}") for i in range(5)]
     await client.publish(kafka, events)
@@ -85,16 +88,16 @@ async def test_find_newest_reads_backwards_and_answers_none_for_an_unknown_id(ka
     assert await reader.find_newest(kafka, (topics.ROLLBACK_REQUESTED,), lambda r: False) is None
 
 
-def test_watch_of_an_id_never_published_fails_fast(kafka: str) -> None:
+def test_watch_of_an_id_never_published_fails_fast(kafka: KafkaAccess) -> None:
     missing = uuid.uuid4()
     result = subprocess.run([sys.executable, "-m", "signoff.cli", "watch", str(missing), "--timeout", "300"],
-                            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka},
+                            env={**os.environ, **kafka.env()},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"no submission or rollback {missing}" in result.stderr
 
 
-async def test_watch_starts_from_the_operation_not_from_the_beginning(kafka: str, unique: str) -> None:
+async def test_watch_starts_from_the_operation_not_from_the_beginning(kafka: KafkaAccess, unique: str) -> None:
     """A rollback of a model never deployed gets no outcome here (no deployer runs): the follow
     yields the request alone and ends at its deadline; it read from the request's own time."""
     model = f"reader-{unique}"
@@ -106,8 +109,8 @@ async def test_watch_starts_from_the_operation_not_from_the_beginning(kafka: str
     assert followed == [request]
 
 
-async def _delete_up_to(servers: str, offsets: dict[TopicPartition, int]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+async def _delete_up_to(servers: KafkaAccess, offsets: dict[TopicPartition, int]) -> None:
+    admin = AIOKafkaAdminClient(**servers.client_kwargs())
     await admin.start()
     try:
         await admin.delete_records({tp: RecordsToDelete(o) for tp, o in offsets.items() if o})
@@ -115,8 +118,8 @@ async def _delete_up_to(servers: str, offsets: dict[TopicPartition, int]) -> Non
         await admin.close()
 
 
-async def _ends(servers: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+async def _ends(servers: KafkaAccess, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**servers.client_kwargs())
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -124,17 +127,17 @@ async def _ends(servers: str, partitions: list[TopicPartition]) -> dict[TopicPar
         await consumer.stop()
 
 
-async def test_a_read_ends_on_empty_and_truncated_partitions(kafka: str, unique: str) -> None:
+async def test_a_read_ends_on_empty_and_truncated_partitions(kafka: KafkaAccess, unique: str) -> None:
     """Partition 0 written and then emptied (as retention or delete_records leaves it: start ==
     end), 1 partly truncated, 2 never written, 3 emptied too: every read returns, with what is left."""
     topic = f"reader-truncated-{unique}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all")
     await producer.start()
     try:
         for partition, n in ((0, 3), (1, 3), (3, 2)):
@@ -157,7 +160,7 @@ async def test_a_read_ends_on_empty_and_truncated_partitions(kafka: str, unique:
     assert await asyncio.wait_for(values(), 30) == []
 
 
-async def test_rebuild_returns_on_truncated_deployment_topics_and_skips_poison(kafka: str, unique: str) -> None:
+async def test_rebuild_returns_on_truncated_deployment_topics_and_skips_poison(kafka: KafkaAccess, unique: str) -> None:
     """The start-up replay on the services' own topics, emptied by delete_records, then one
     poison record (a 5,000-digit number) and one good deployment: it returns, applies the good
     one and counts the poison. (It truncates the shared deployment topics: integration tests run
@@ -168,16 +171,23 @@ async def test_rebuild_returns_on_truncated_deployment_topics_and_skips_poison(k
     await _delete_up_to(kafka, await _ends(kafka, parts))
     good = f.deployment_succeeded(f.submitted(f.submission(f.candidate(model=model))))
     bad = codec.encode(good, "/test").value.replace(b'"accuracy":0.95', b'"accuracy":' + b"9" * 5000)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    ce = {"ce_id": "bad", "ce_type": "signoff.deployment.succeeded"}  # only the body is bad
+    bad_record = keys.sign(codec.Record(topics.DEPLOYMENT_SUCCEEDED, model.encode(), bad, ce))  # reaches the parser
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topics.DEPLOYMENT_SUCCEEDED, bad, key=model.encode())
+        await producer.send_and_wait(bad_record.topic, bad_record.value, key=bad_record.key,
+                                     headers=[(k, v.encode()) for k, v in bad_record.headers.items()])
     finally:
         await producer.stop()
-    await client.publish(kafka, [good])
+    await client.publish(kafka, [good], signer=keys.signer("deployer"))
+    forged = f.deployment_succeeded(f.submitted(f.submission(f.candidate(model=f"forged-{model}"))))
+    await client.publish(kafka, [forged])  # unsigned: never in the book
 
     book = ProductionBook()
-    applied = await asyncio.wait_for(rebuild(kafka, book.apply, *EVENTS), 30)
+    trusted = signing.load_trust(keys.keys().trust)
+    applied = await asyncio.wait_for(rebuild(kafka, book.apply, *EVENTS, keyring=trusted), 30)
+    assert book.get(f"forged-{model}") is None
     assert applied >= 1 and book.get(model) == Production(candidate=good.candidate, metrics=good.metrics,
                                                           submission_id=good.submission_id)
     skipped: Counter[str] = Counter()
@@ -185,8 +195,8 @@ async def test_rebuild_returns_on_truncated_deployment_topics_and_skips_poison(k
     assert skipped[topics.DEPLOYMENT_SUCCEEDED] >= 1
 
 
-async def _partitions(servers: str, topic: str) -> set[int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+async def _partitions(servers: KafkaAccess, topic: str) -> set[int]:
+    consumer = AIOKafkaConsumer(**servers.client_kwargs())
     await consumer.start()
     try:
         return await partitions_of(consumer, topic)

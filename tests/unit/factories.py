@@ -26,6 +26,7 @@ from shared.events import (
     RevocationRequested,
     RollbackRequested,
     Submission,
+    Submitter,
 )
 from shared.workflow.loading import load_file
 from shared.workflow.matching import Loaded
@@ -33,6 +34,7 @@ from shared.workflow.matching import Loaded
 SHA = hashlib.sha256(b"model bytes").hexdigest()
 OTHER_SHA = hashlib.sha256(b"other bytes").hexdigest()
 POLICY = PolicyRef(name="default", rule="auto_approve", digest="a" * 64)
+PIPELINE = Submitter(name="pipeline-test")  # the pipeline key of tests/keys.py, owned by nobody
 
 
 def candidate(**over: object) -> Candidate:
@@ -74,7 +76,8 @@ def review_requested(cause: ModelSubmitted | None = None, **over: object) -> Rev
     fields = dict(submission=cause.submission, results=results(), approvers=("alice", "bob"),
                   quorum=1, deadline=cause.occurred_at + timedelta(hours=24),
                   policy=POLICY.model_copy(update={"rule": "manual_approval"}),
-                  reason="accuracy = 0.85 (auto-approve needs >= 0.9)")
+                  reason="accuracy = 0.85 (auto-approve needs >= 0.9)",
+                  submitted_by=PIPELINE)  # signed by the tests' pipeline key (tests/keys.py)
     return ReviewRequested.caused_by(cause, **{**fields, **over})
 
 
@@ -82,7 +85,8 @@ def decided(cause: ModelSubmitted | None = None, outcome: str = "approved",
             cand: Candidate | None = None, salt: str = "", **over: object) -> ReviewDecided:
     cause = cause or submitted()
     fields = dict(candidate=cand or cause.submission.candidate, outcome=outcome, mode="human",
-                  decided_by="alice", reason="looks good", policy=POLICY)
+                  decided_by="alice", reason="looks good", policy=POLICY,
+                  checks_event_id=checks_passed(cause).event_id)  # the checks it follows
     return ReviewDecided.caused_by(cause, salt=salt, **{**fields, **over})
 
 

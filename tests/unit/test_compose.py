@@ -24,6 +24,7 @@ from services.policy.settings import PolicySettings
 from services.review_notifier.channels.email import EmailChannel
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.validator.settings import ValidatorSettings
+from shared import acl
 from tests import kafka_broker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,11 @@ def interpolated(value: str) -> str:
     """The value as Compose would pass it, with defaults applied and required variables filled."""
     def one(match: re.Match) -> str:
         operator, word = match.group(2), match.group(3)
-        return word if operator in (":-", "-") else "value-from-the-environment"
+        if operator in (":-", "-"):
+            return word
+        # A URL variable gets a URL (settings refuse anything but https:// for them).
+        return "https://value.example/from-the-environment" if match.group(1).endswith("_URL") \
+            else "value-from-the-environment"
     return INTERPOLATION.sub(one, value).replace("$$", "$")
 
 
@@ -128,7 +133,7 @@ THIRD_PARTY = {"kafka", "mailpit"}  # images we pull rather than build
 
 def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
     ours = {n: s for n, s in compose["services"].items() if n not in THIRD_PARTY}
-    assert set(ours) == {"topics", *SERVICES}
+    assert set(ours) == {"topics", "acl", "keys", *SERVICES}
     builds = {json.dumps([s.get("image"), s.get("build")], sort_keys=True) for s in ours.values()}
     assert len(builds) == 1, f"services differ in image/build: {builds}"
     build = next(iter(ours.values()))["build"]
@@ -161,6 +166,18 @@ def test_services_start_once_topics_exist(compose: dict) -> None:
         assert services[name]["restart"] == "unless-stopped"
 
 
+def test_services_sign_with_their_own_key_made_before_they_start(compose: dict) -> None:
+    services = compose["services"]
+    assert command_of(services["keys"]) == ["signoff", "keys", "init", "--dir", "/data/keys"]
+    assert ("signing-keys", "/data/keys", False) in mounts(services["keys"])
+    for name, (package, _) in SERVICES.items():
+        service = services[name]
+        assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        assert env_of(service)[f"{package.upper()}_SIGNING_KEY_FILE"] == f"/data/keys/{name}.pem"
+        assert env_of(service)["SIGNOFF_TRUSTED_KEYS"] == "/data/keys/trusted-keys.yaml"
+        assert ("signing-keys", "/data/keys", True) in mounts(service)  # read-only
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_shutdown_is_given_longer_than_the_broker_drains(compose: dict, name: str) -> None:
     grace = seconds(compose["services"][name].get("stop_grace_period", "10s"))
@@ -182,7 +199,7 @@ def test_settings_load_from_the_compose_environment(
     ("validator", [], ["artifact_roots"]),
     ("policy", ["state_db"], []),
     ("deployer", ["model_store", "state_db"], ["artifact_roots"]),
-    ("review-notifier", ["state_db"], []),
+    ("review-notifier", ["state_db", "tokens_file"], []),  # people's API tokens outlive the container
 ])
 def test_data_paths_live_on_named_volumes(
     compose: dict, name: str, writes: list[str], reads: list[str], monkeypatch: pytest.MonkeyPatch
@@ -240,11 +257,10 @@ def test_kafka_keeps_its_data_and_serves_the_host(compose: dict) -> None:
 
 
 def test_no_secret_is_written_in_the_file(compose: dict) -> None:
-    token = env_of(compose["services"]["review-notifier"]).get("REVIEW_NOTIFIER_API_TOKEN")
-    assert token is not None, "the review API would refuse every decision without a token"
     literal = [f"{name}.{key}" for name, service in compose["services"].items()
                for key, value in env_of(service).items()
-               if SECRET_NAME.search(key) and not FROM_ENVIRONMENT.fullmatch(value)]
+               if SECRET_NAME.search(key) and not key.endswith("_FILE")  # a path: SIGNOFF_TOKENS_FILE
+               and not FROM_ENVIRONMENT.fullmatch(value)]
     assert not literal, f"secrets must come from ${{VAR}} / ${{VAR:?...}} interpolation: {literal}"
 
 
@@ -272,3 +288,38 @@ def test_slack_is_off_unless_configured_and_its_secrets_come_from_the_environmen
         assert FROM_ENVIRONMENT.fullmatch(env[key]), f"{key} must come from the environment"
     assert json.loads(interpolated(env["REVIEW_NOTIFIER_SLACK_USERS"])) == {}
     assert json.loads(interpolated(env["REVIEW_NOTIFIER_APPROVER_EMAILS"])) == {}
+
+
+def test_kafka_is_secured_and_each_container_is_its_own_principal(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SASL_SSL everywhere (no PLAINTEXT listener), the authorizer configured by the mounted entry
+    script, the ACLs applied by a one-shot the services wait for, and every container connecting
+    as the principal shared/acl.py knows it by, with its password from a Docker secret."""
+    services = compose["services"]
+    kafka = services["kafka"]
+    protocols = dict(item.split(":") for item in env_of(kafka)["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert protocols == {"INTERNAL": "SASL_SSL", "EXTERNAL": "SASL_SSL", "CONTROLLER": "SASL_PLAINTEXT"}
+    assert kafka["entrypoint"] == ["sh", "/signoff/docker-entry.sh"]
+    assert ("./deploy/kafka/docker-entry.sh", "/signoff/docker-entry.sh", True) in mounts(kafka)
+    assert (ROOT / "deploy" / "kafka" / "docker-entry.sh").is_file()
+    entry = (ROOT / "deploy" / "kafka" / "docker-entry.sh").read_text()
+    assert "allow.everyone.if.no.acl.found=false" in entry and "StandardAuthorizer" in entry
+    assert "--command-config" in kafka["healthcheck"]["test"]
+    assert command_of(services["acl"]) == ["signoff", "acl", "apply"]
+    declared = compose["secrets"]
+    for source in declared.values():
+        assert source["file"].startswith("./.data/compose/"), "made by deploy/kafka/compose-init.sh"
+    principals = {"topics": "admin", "acl": "admin", **{name: acl.SERVICE_OF_MODULE[package]
+                                                        for name, (package, _) in SERVICES.items()}}
+    for name, principal in principals.items():
+        env = env_of(services[name])
+        assert (env["KAFKA_SECURITY_PROTOCOL"], env["KAFKA_SSL_CAFILE"]) == ("SASL_SSL", "/run/secrets/kafka-ca")
+        assert env["KAFKA_SASL_USERNAME"] == principal and "KAFKA_SASL_PASSWORD" not in env
+        assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/{principal}"
+        assert set(services[name]["secrets"]) == {principal, "kafka-ca"} <= set(declared), name
+        assert principal in kafka["secrets"]  # the broker formats its credential in
+    for name in SERVICES:
+        assert services[name]["depends_on"]["acl"]["condition"] == "service_completed_successfully"
+        settings = load_settings(compose, name, monkeypatch)
+        assert settings.kafka_security_protocol == "SASL_SSL"

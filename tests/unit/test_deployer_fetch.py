@@ -253,7 +253,7 @@ def hook(tmp_path, source, monkeypatch):
     monkeypatch.setenv("HOOK", SECRET.decode())
     inputs = webhook.Inputs(url=receiver.url, secret_env="HOOK")
     target = webhook.build(inputs, deps(tmp_path, source, RetryPolicy(attempts=1), webhook_secret_envs=("HOOK",),
-                                        webhook_timeout_seconds=5.0))
+                                        webhook_timeout_seconds=5.0, webhook_allow_http_loopback=True))
     yield target, receiver
     receiver.stop()
 

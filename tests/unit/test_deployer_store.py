@@ -145,3 +145,46 @@ def test_version_dir_refuses_escape(tmp_path, model, version):
 
 def test_version_dir_of_a_safe_name(tmp_path):
     assert target.version_dir(tmp_path, f.candidate()) == (tmp_path / "fraud-detector" / "1.4.0").resolve()
+
+
+# --- the sequence production is ordered by ------------------------------------------------------
+
+def test_production_changes_are_numbered_per_model_and_the_numbers_survive_a_restart(tmp_path):
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    first = StateStore(tmp_path / "state.db")
+    try:
+        assert [first.number(a, "fraud"), first.number(b, "fraud"), first.number(c, "churn")] == [1, 2, 1]
+    finally:
+        first.close()
+    again = StateStore(tmp_path / "state.db")
+    try:
+        assert again.number(uuid.uuid4(), "fraud") == 3 and again.number(uuid.uuid4(), "churn") == 2
+    finally:
+        again.close()
+
+
+def test_an_event_emitted_again_keeps_its_number_until_production_moved_on(store):
+    """A redelivery repeating its step re-emits the same event with the same number; once
+    something else changed the model, emitting it again moves production again: a new number."""
+    deployed, rolled_back = uuid.uuid4(), uuid.uuid4()
+    assert store.number(deployed, "fraud") == 1
+    assert store.number(deployed, "fraud") == 1  # the same event again
+    assert store.number(rolled_back, "fraud") == 2
+    assert store.number(deployed, "fraud") == 3  # after the rollback: it comes after it
+
+
+def test_numbers_are_at_least_the_deployers_clock_so_an_empty_state_file_still_numbers_after(tmp_path):
+    """What a deployer numbered before its state file was lost stays below what it numbers now,
+    as long as its clock did not go back; a clock that jumped ahead only makes numbers larger."""
+    before = StateStore(tmp_path / "lost.db")
+    try:
+        old = before.number(uuid.uuid4(), "fraud", at_least=1_764_000_000_000)
+    finally:
+        before.close()
+    fresh = StateStore(tmp_path / "new.db")
+    try:
+        assert fresh.number(uuid.uuid4(), "fraud", at_least=1_764_000_000_500) > old
+        jumped = fresh.number(uuid.uuid4(), "fraud", at_least=4_070_908_800_000)  # a clock in 2099
+        assert fresh.number(uuid.uuid4(), "fraud", at_least=1_764_000_001_000) == jumped + 1  # and back
+    finally:
+        fresh.close()

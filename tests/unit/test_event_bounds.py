@@ -28,6 +28,7 @@ from shared import codec, reader, topics
 from shared.broker import NotYet, transient
 from shared.codec import MAX_DEPTH, MAX_EVENT_BYTES, MAX_NUMBER_CHARS, BadEvent
 from shared.events import (
+    BY_TOPIC,
     Candidate,
     CheckResult,
     ChecksPassed,
@@ -116,12 +117,16 @@ def test_a_poison_record_is_a_bad_event_naming_where(shape):
 @pytest.mark.parametrize("shape", POISON)
 def test_a_reader_skips_a_poison_record(shape):
     topic, value, _ = POISON[shape]
-    assert reader.decode(SimpleNamespace(topic=topic, value=value)) is None
+    headers = [("ce_id", b"1"), ("ce_type", BY_TOPIC[topic].type.encode())]  # only the body is bad
+    assert reader.decode(SimpleNamespace(topic=topic, key=b"fraud-detector", value=value, headers=headers)) is None
 
 
 def test_a_reader_still_decodes_a_good_record_beside_them():
     event = f.deployment_succeeded()
-    assert reader.decode(SimpleNamespace(topic=event.topic, value=codec.encode(event, SOURCE).value)) == event
+    record = codec.encode(event, SOURCE)
+    headers = [(k, v.encode()) for k, v in record.headers.items()]
+    found = reader.decode(SimpleNamespace(topic=event.topic, key=record.key, value=record.value, headers=headers))
+    assert found == event
 
 
 # --- each bound: at the limit it passes, one past it is refused --------------------------------------

@@ -296,3 +296,29 @@ def test_the_service_judges_digests_with_the_view_it_is_given(tmp_path):
         assert service.rejected(REJECTED.candidate.artifact_sha256)
     finally:
         store.close()
+
+
+# --- the approval's chain: it cites the checks it follows ----------------------------------------
+
+def test_an_approval_carries_the_checks_it_follows():
+    assert APPROVED.checks_event_id == PASSED.event_id  # what every test above deploys with
+    state, _ = advance(Lifecycle(submission_id=CAUSE.submission_id), PASSED)
+    assert state.checks_event_id == PASSED.event_id
+
+
+@pytest.mark.parametrize("cited", ["another checks event", "none"])
+@pytest.mark.parametrize("order", ["checks-first", "approval-first"])
+def test_an_approval_citing_other_checks_never_deploys(cited, order):
+    """Same candidate, same submission, but it follows other checks (a forged or stale approval),
+    or none (written before approvals cited theirs): the submission fails, saying which."""
+    other = f.checks_passed(f.submitted(submission_id=CAUSE.submission_id)).event_id
+    approval = APPROVED.model_copy(update={"checks_event_id": other if cited != "none" else None})
+    events = [PASSED, approval] if order == "checks-first" else [approval, PASSED]
+    state, actions = run(events)
+    assert actions[0] == []  # the first half waits for the other
+    [fail] = actions[1]
+    assert isinstance(fail, Fail) and deploys(actions) == 0 and state.status == "failed"
+    assert str(PASSED.event_id) in fail.reason
+    assert (str(other) if cited != "none" else "cites no checks event") in fail.reason
+    assert run([*events, APPROVED])[1][2] == []  # terminal: nothing deploys it afterwards
+

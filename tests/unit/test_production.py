@@ -255,3 +255,50 @@ def test_no_anchor_without_a_person_or_after_a_revocation() -> None:
 def test_after_a_rollback_the_anchor_follows_production() -> None:
     first, second = approved("1", T0, "human"), approved("2", T0 + timedelta(hours=1), "human")
     assert anchor_version(book_of(first, second, rolled_back(first, T0 + timedelta(hours=2), "2"))) == "1"
+
+
+# --- the deployer's sequence, not a timestamp, orders production -------------------------------
+
+def numbered(event: Event, sequence: int, at: datetime | None = None) -> Event:
+    return event.model_copy(update={"sequence": sequence, **({"occurred_at": at} if at else {})})
+
+
+FAR = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("order", ["dated-first", "dated-last"])
+def test_an_event_dated_2099_does_not_reorder_production(order) -> None:
+    """A release dated in 2099 (a clock, or a producer, that chose the date) is production only
+    until the deployer's next change: it is ordered by its number."""
+    dated, after = numbered(deployed("1", FAR, 0.5), 1), numbered(V2, 2)
+    book = book_of(*((dated, after) if order == "dated-first" else (after, dated)))
+    assert version(book) == "2" and book.known(MODEL).metrics == {"accuracy": 0.97}
+
+
+def test_a_rollback_or_revocation_is_ordered_by_its_number_too() -> None:
+    v1, v2 = numbered(V1, 1, FAR), numbered(V2, 2, T0 - timedelta(days=1))
+    assert version(book_of(v1, v2, numbered(rolled_back(V1, T0 - timedelta(days=9)), 3))) == "1"
+    assert version(book_of(v1, v2, numbered(revoked(V2, T0 - timedelta(days=9)), 3))) is None
+    assert version(book_of(v1, numbered(revoked(V2, FAR), 2), numbered(V2, 3))) == "2"  # revoked before
+
+
+def test_events_without_a_number_order_before_every_numbered_one() -> None:
+    """Events from before the deployer numbered them keep their order among themselves (by
+    occurred_at) and come before the first numbered one, whatever their dates."""
+    old_late, old_early = deployed("9", FAR, 0.9), deployed("8", T0, 0.8)
+    assert version(book_of(old_late, old_early)) == "9"
+    assert version(book_of(old_late, numbered(V1, 1, T0 - timedelta(days=1)))) == "1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(range(10)), st.lists(st.integers(0, 9), max_size=6),
+       st.lists(st.integers(-10**6, 10**6), min_size=10, max_size=10))
+def test_numbered_history_with_any_dates_gives_the_same_production(order, repeats, minutes) -> None:
+    """The life of `history`, numbered as the deployer emitted it, with any dates at all, in any
+    arrival order and with redeliveries: the same production as the history in time order."""
+    life = [numbered(e, i + 1, T0 + timedelta(minutes=m)) for i, (e, m) in enumerate(zip(history(), minutes,
+                                                                                          strict=True))]
+    arrived = [life[i] for i in order] + [life[i] for i in repeats]
+    assert version(book_of(*arrived)) == "3"
+    for n, expected in {4: "2", 5: "1", 8: None}.items():
+        assert version(book_of(*[e for e in arrived if e.sequence <= n])) == expected

@@ -13,6 +13,7 @@ import pytest
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from services.review_notifier.auth import Authenticator
 from services.review_notifier.channels import CHANNELS, Notices, Receipt
 from services.review_notifier.channels.base import refused, reviewer_of
 from services.review_notifier.http import make_api
@@ -22,6 +23,7 @@ from services.review_notifier.service import Reviewer
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
 from shared.events import Production, Vote
+from shared.identity import Directory
 from tests.unit import factories as f
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -138,7 +140,7 @@ async def test_a_new_channel_mounts_its_routes_and_its_votes_count_once(store):
     async def emit(event) -> None:
         emitted.append(event)
 
-    api = make_api([pager], api_token=None)
+    api = make_api([pager], Authenticator(Directory(["alice", "bob"])))
     notifier = opened(store, pager)
     api.state.reviewer = Reviewer(store, emit, notifier)
     rev = review(quorum=2)

@@ -22,7 +22,8 @@ from services.review_notifier import reviews, state
 from services.review_notifier.channels import Receipt
 from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.state import ReviewStore
-from shared.events import Escalation, Production, ReviewRequested, Vote
+from shared.events import Escalation, Production, ReviewRequested, Submitter, Vote
+from shared.identity import Directory
 from shared.upcasting import UPCASTERS
 from tests.unit import factories as f
 
@@ -371,13 +372,14 @@ def test_a_stored_review_written_under_an_older_event_version_is_upcast(tmp_path
         store.db.execute("UPDATE review SET review = ?", (json.dumps(row),))
         assert store.get(rev.submission_id) is None  # unreadable without an upcaster
 
-        def v1_to_v2(data: dict) -> dict:
+        def renamed(data: dict) -> dict:
             data["quorum"] = data.pop("min_approvals")
             return data
-        monkeypatch.setattr(ReviewRequested, "class_version", 2)
-        monkeypatch.setitem(UPCASTERS, (ReviewRequested.type, 1), v1_to_v2)
+        now = ReviewRequested.class_version  # the stored row is at it; the class goes one up
+        monkeypatch.setattr(ReviewRequested, "class_version", now + 1)
+        monkeypatch.setitem(UPCASTERS, (ReviewRequested.type, now), renamed)
         upcast = store.get(rev.submission_id)
-        assert upcast is not None and upcast.request.quorum == 2 and upcast.request.schema_version == 2
+        assert upcast is not None and upcast.request.quorum == 2 and upcast.request.schema_version == now + 1
         assert store.pending() == [upcast]
     finally:
         store.close()
@@ -428,3 +430,77 @@ def test_the_rules_import_no_io_framework_or_settings():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
+
+
+# --- separation of duties on verified identities -----------------------------------------------
+
+ALICES_PIPELINE = Submitter(name="fraud-ci", owner="alice", team="risk")
+PEOPLE = Directory(["alice", "bob", "carol", "oncall"])
+
+
+def signed_review(by: Submitter | None, submitter: str = "pipeline", **over) -> Review:
+    rev = review(submitter=submitter, break_glass=("oncall", "alice"), **over)
+    return rev.model_copy(update={"request": rev.request.model_copy(update={"submitted_by": by})})
+
+
+def refused_with(rev: Review, v: Vote, people: Directory | None = PEOPLE) -> Refused:
+    with pytest.raises(Refused) as info:
+        reviews.cast(rev, v, people=people)
+    return info.value
+
+
+@pytest.mark.parametrize("claimed", ["pipeline", "bob", "pipeline@ci", "аlice"])
+def test_a_signed_submission_by_alices_pipeline_cannot_be_approved_by_alice(claimed):
+    """Whatever name the submission claims, the key that signed it is alice's."""
+    rev = signed_review(ALICES_PIPELINE, submitter=claimed)
+    r = refused_with(rev, vote("alice"))
+    assert r.status == 403 and "alice owns the key fraud-ci" in r.message
+    g = refused_with(rev, vote("alice", reason=JUSTIFICATION, break_glass=True))
+    assert g.status == 403 and "not even by breaking glass" in g.message
+    assert reviews.cast(rev, vote("carol"), people=PEOPLE)[1].outcome == "approved"
+    assert "alice" not in rev.pending_approvers
+
+
+def test_a_claimed_name_only_takes_approval_away():
+    """Signed by a shared bot key, but claiming bob: bob may still not approve it."""
+    rev = signed_review(Submitter(name="ci-bot"), submitter="Bob")
+    assert "submitter cannot approve" in refused_with(rev, vote("bob")).message
+    assert reviews.cast(rev, vote("alice"), people=PEOPLE)[1].outcome == "approved"
+
+
+@pytest.mark.parametrize("claimed", ["аlice", "ALICE", "Ａlice", "a1ice", " alice "])
+def test_a_look_alike_submitter_cannot_self_approve(claimed):
+    """Cyrillic 'а', case, fullwidth letters, in-ASCII look-alikes: alice may not approve."""
+    rev = signed_review(None, submitter=claimed)
+    for v in (vote("alice"), vote("alice", reason=JUSTIFICATION, break_glass=True)):
+        r = refused_with(rev, v)
+        assert r.status == 403 and "submitter" in r.message
+
+
+def test_an_unsigned_submission_claiming_a_malformed_name_cannot_be_approved_by_anyone():
+    rev = signed_review(None, submitter="аlice")  # Cyrillic а: not an identity at all
+    r = refused_with(rev, vote("bob"))
+    assert r.status == 403 and "not an identity" in r.message and "sign its submissions" in r.message
+    assert refused_with(rev, vote("bob"), people=None).status == 403  # with or without the directory
+
+
+def test_an_unsigned_submission_claiming_nobody_known_cannot_be_approved_by_anyone():
+    """`pipeline@ci` is no known user: nothing shows that the approver did not submit it."""
+    rev = signed_review(None, submitter="pipeline@ci")
+    r = refused_with(rev, vote("alice"))
+    assert r.status == 403 and "'pipeline@ci' is not a known user" in r.message
+    assert reviews.cast(rev, vote("bob", "reject"), people=PEOPLE)[1].outcome == "rejected"  # a no still counts
+
+
+def test_an_unsigned_submission_claiming_a_known_user_is_theirs():
+    rev = signed_review(None, submitter="carol")
+    assert "submitter cannot approve" in refused_with(rev, vote("carol")).message
+    assert reviews.cast(rev, vote("bob"), people=PEOPLE)[1].outcome == "approved"
+
+
+def test_a_human_decision_cites_the_checks_the_review_was_requested_on():
+    rev = signed_review(ALICES_PIPELINE)
+    _, decision = reviews.cast(rev, vote("bob"), people=PEOPLE)
+    assert decision.checks_event_id == rev.request.causation_id is not None
+    timed_out = reviews.due(rev, rev.deadline).decision
+    assert timed_out.checks_event_id == rev.request.causation_id

@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.policy import rules
-from shared.events import CheckResult, ChecksFailed, ChecksPassed, Production, ReviewDecided, ReviewRequested
+from shared.events import (
+    CheckResult,
+    ChecksFailed,
+    ChecksPassed,
+    Production,
+    ReviewDecided,
+    ReviewRequested,
+    Submitter,
+)
 from shared.workflow.matching import WorkflowSet
 from tests.unit import factories as f
 
@@ -310,3 +318,53 @@ def test_a_check_failed_without_blocking_and_no_approval_step_is_rejected_not_fo
 def test_a_passed_non_blocking_check_changes_nothing(strict):
     ok = UNKNOWN.model_copy(update={"passed": True})
     assert (type(out := decide(strict, passed_flagged(0.99, ok))), out.outcome) == (ReviewDecided, "approved")
+
+
+# --- decisions on signed facts ------------------------------------------------------------------
+
+ALICES_PIPELINE = Submitter(name="fraud-ci", owner="alice", team="risk")
+
+
+def signed(event: ChecksPassed, by: Submitter | None = ALICES_PIPELINE) -> ChecksPassed:
+    return event.model_copy(update={"submitted_by": by})
+
+
+def test_every_decision_cites_the_checks_it_follows(strict, tmp_path):
+    approved = passed_with(accuracy=0.95, auc=0.99)
+    assert decide(strict, approved).checks_event_id == approved.event_id
+    reviewed = passed_with(accuracy=0.85, auc=0.99)
+    request = decide(strict, reviewed)
+    assert type(request) is ReviewRequested and request.causation_id == reviewed.event_id
+    failed = f.checks_failed()
+    assert rules.on_checks_failed(failed, match(strict)).checks_event_id == failed.event_id
+    assert rules.on_checks_passed(approved, rules.Match(None, "no workflow", "d" * 64), None, None) \
+        .checks_event_id == approved.event_id
+
+
+def test_a_review_request_carries_the_verified_submitter(strict):
+    request = decide(strict, signed(passed_with(accuracy=0.85, auc=0.99)))
+    assert type(request) is ReviewRequested and request.submitted_by == ALICES_PIPELINE
+    assert decide(strict, passed_with(accuracy=0.85, auc=0.99)).submitted_by is None
+
+
+REQUIRE_SIGNED = STRICT.replace("match: [\"fraud-*\"]\n", "match: [\"fraud-*\"]\nrequire_signed_submission: true\n")
+
+
+def test_an_unsigned_submission_is_rejected_not_for_good_when_the_workflow_requires_signatures(tmp_path):
+    loaded = f.load_workflow(tmp_path, REQUIRE_SIGNED)
+    assert loaded.workflow.require_signed_submission
+    out = decide(loaded, passed_with(accuracy=0.95, auc=0.99))
+    assert type(out) is ReviewDecided and out.outcome == "rejected" and not out.final_for_artifact
+    assert out.policy.rule == "require_signed_submission" and "unsigned" in out.reason
+    assert decide(loaded, signed(passed_with(accuracy=0.95, auc=0.99))).outcome == "approved"
+
+
+def test_conditions_see_the_signer_as_the_submitter_not_the_claim(tmp_path):
+    """A workflow that skips review for its release bot must not skip it for anyone who types
+    the bot's name: `submitter` is the key's owner when the submission is signed."""
+    text = STRICT.replace('when: "metrics.accuracy < 0.9"', 'when: "submitter != \'release-bot\'"')
+    loaded = f.load_workflow(tmp_path, text)
+    claim = f.checks_passed(f.submitted(f.submission(submitter="release-bot")))
+    bot = Submitter(name="release-bot-key", owner="release-bot")
+    assert type(decide(loaded, signed(claim, bot))) is ReviewDecided
+    assert type(decide(loaded, signed(claim))) is ReviewRequested  # alice's key, claiming to be the bot

@@ -85,9 +85,9 @@ def test_upcasters_are_per_event_type(bumped):
 
 def test_a_bump_of_one_type_leaves_the_others_at_their_version(bumped):
     """Only the bumped type needs an upcaster; every other type still decodes at version 1."""
-    passed = f.checks_passed()
-    decoded = codec.decode(topics.CHECKS_PASSED, codec.encode(passed, "/test").value)
-    assert decoded == passed and decoded.schema_version == 1
+    failed = f.deployment_failed()  # a type still at version 1
+    decoded = codec.decode(topics.DEPLOYMENT_FAILED, codec.encode(failed, "/test").value)
+    assert decoded == failed and decoded.schema_version == 1
     assert [cls for cls in EVENT_TYPES if cls.class_version != DECLARED[cls]] == [ModelSubmitted]
 
 
@@ -104,7 +104,7 @@ def test_current_version_passes_through_untouched():
 
 def test_events_built_in_code_are_at_their_type_version(bumped):
     assert f.submitted().schema_version == 3
-    assert f.checks_passed().schema_version == 1
+    assert f.deployment_failed().schema_version == 1
 
 
 def test_registry_is_clean_after_the_tests():
@@ -115,4 +115,7 @@ def test_the_contract_has_one_upcaster_per_bump():
     """Every type above version 1 has an upcaster from each earlier version, and no other has one."""
     expected = {(cls.type, v) for cls in EVENT_TYPES for v in range(1, DECLARED[cls])}
     assert set(CONTRACT_UPCASTERS) == expected
-    assert {cls.__name__ for cls in EVENT_TYPES if DECLARED[cls] > 1} == {"ReviewDecided", "DeploymentSucceeded"}
+    assert {cls.__name__ for cls in EVENT_TYPES if DECLARED[cls] > 1} == {
+        "ReviewDecided", "DeploymentSucceeded",  # anchored_to
+        "ChecksPassed", "ChecksFailed", "ReviewRequested",  # submitted_by
+        "DeploymentRolledBack", "DeploymentRevoked"}  # sequence (and ReviewDecided's checks_event_id)

@@ -24,12 +24,14 @@ from services.deployer.rollout import Release, Stage
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets.base import Deps, TargetError, retrying
 from shared.events import utcnow
+from shared.transport import InsecureUrl, require_secure
 from shared.workflow.schema import DeployInputs
 
 NAME: Final = "webhook"
 SIGNATURE = "X-Signoff-Signature"
 TIMESTAMP = "X-Signoff-Timestamp"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+ALLOW_HTTP_LOOPBACK = "DEPLOYER_WEBHOOK_ALLOW_HTTP_LOOPBACK"
 VERIFIED_SCHEMES = ("file", "http", "https")  # any other scheme is passed on for the receiver to verify
 
 
@@ -54,13 +56,24 @@ class Inputs(DeployInputs):
 
 
 def problems(inputs: Inputs, settings: DeployerSettings) -> list[str]:
-    """A secret the deployer cannot read: said at start-up, so the first deployment does not have
-    to discover it."""
+    """A secret the deployer cannot read, or a URL it will not call: said at start-up, so the
+    first deployment does not have to discover it."""
+    found = []
     try:
         settings.secret(inputs.secret_env)
     except KeyError as exc:
-        return [exc.args[0]]
-    return []
+        found.append(exc.args[0])
+    try:
+        checked_url(inputs.url, settings)
+    except InsecureUrl as exc:
+        found.append(str(exc))
+    return found
+
+
+def checked_url(url: str, settings: DeployerSettings) -> str:
+    """The webhook's URL if requests carrying the release and its signature may go there:
+    https://, or http:// to loopback when DEPLOYER_WEBHOOK_ALLOW_HTTP_LOOPBACK allows it."""
+    return require_secure(url, "webhook url", settings.webhook_allow_http_loopback, ALLOW_HTTP_LOOPBACK)
 
 
 def build(inputs: Inputs, deps: Deps) -> Webhook:
@@ -101,6 +114,7 @@ class Webhook:
         in place, an `http(s)://` one downloaded under the allowed prefixes, then deleted), so a
         digest that changed since approval is refused here and nothing is signed or sent."""
         self._secret()  # refuse before anything starts (or is downloaded) when the secret is missing
+        self._checked_url()  # or when the URL is not one the request may go to
         if urlparse(release.candidate.artifact_uri).scheme.lower() in VERIFIED_SCHEMES:
             (await self.deps.verified(release.candidate)).cleanup()
         return self.url
@@ -121,10 +135,16 @@ class Webhook:
         except KeyError as exc:
             raise TargetError(f"webhook {self.url}: {exc.args[0]}") from None
 
+    def _checked_url(self) -> str:
+        try:
+            return checked_url(self.url, self.deps.settings)
+        except InsecureUrl as exc:
+            raise TargetError(str(exc)) from None  # the same every time: not retried
+
     async def send(self, body: dict, key: str) -> None:
         if self.deps.deliveries.delivered(key):
             return  # acknowledged before a restart or redelivery: never sent twice
-        secret = self._secret()
+        secret, url = self._secret(), self._checked_url()
 
         async def once() -> None:
             stamp = utcnow().isoformat()
@@ -135,7 +155,7 @@ class Webhook:
             try:
                 async with httpx.AsyncClient(timeout=self.deps.settings.webhook_timeout_seconds,
                                              follow_redirects=False) as http:
-                    response = await http.post(self.url, content=raw, headers=headers)
+                    response = await http.post(url, content=raw, headers=headers)
             except httpx.TransportError as exc:
                 raise TargetError(f"webhook {self.url}: {type(exc).__name__}: {exc}", transient=True) from exc
             if response.is_success:

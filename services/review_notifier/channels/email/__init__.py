@@ -10,12 +10,14 @@ stage), a fresh mail at each reminder, and votes from the links' confirmation fo
 from __future__ import annotations
 
 import smtplib
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from services.review_notifier import reviews
 from services.review_notifier.channels.base import Notices, failed, secret, stage, unset_when_empty
 from services.review_notifier.channels.email import messages, routes, tokens
 from services.review_notifier.channels.email.mailer import Mailer
@@ -30,11 +32,20 @@ log = structlog.get_logger()
 
 
 class EmailSettings(BaseModel):
-    """Email over SMTP; the links are signed with `token_key` and lead to `public_url`."""
+    """Email over SMTP; the links are signed with `token_key` and lead to `public_url`. A login
+    (username and password) only ever goes over TLS: STARTTLS by default, or implicit TLS."""
 
     smtp_host: str | None = Field(default=None, description="SMTP server; unset: no email")
     smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS")
+    smtp_starttls: bool | None = Field(
+        default=None, description="Upgrade the connection with STARTTLS (refusing a server that does not "
+        "offer it); unset: yes when a username is set and smtp_tls is not")
+    smtp_tls: bool = Field(default=False, description="Implicit TLS from the first byte (SMTPS, usually port 465)")
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle (PEM) the SMTP server's certificate "
+                                      "is verified against; unset: the system's")
+    smtp_allow_plaintext_login: bool = Field(
+        default=False, description="Development only: log in over an unencrypted connection "
+        "(smtp_starttls=false, smtp_tls=false); the password then crosses the network in clear")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     mail_from: str = Field(default="signoff@localhost")
@@ -53,6 +64,27 @@ class EmailSettings(BaseModel):
                              "email links are signed with it")
         return self
 
+    @model_validator(mode="after")
+    def _login_over_tls(self) -> EmailSettings:
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("REVIEW_NOTIFIER_SMTP_TLS and REVIEW_NOTIFIER_SMTP_STARTTLS are both set: implicit "
+                             "TLS (port 465) and STARTTLS (port 587) exclude each other; set one")
+        if self.smtp_username and not self.smtp_encrypted and not self.smtp_allow_plaintext_login:
+            raise ValueError("REVIEW_NOTIFIER_SMTP_STARTTLS=false with REVIEW_NOTIFIER_SMTP_USERNAME would send the "
+                             "SMTP password in clear: leave STARTTLS on (the default with a username) or set "
+                             "REVIEW_NOTIFIER_SMTP_TLS=true; only for a local test server, "
+                             "REVIEW_NOTIFIER_SMTP_ALLOW_PLAINTEXT_LOGIN=true")
+        return self
+
+    @property
+    def smtp_uses_starttls(self) -> bool:
+        """STARTTLS as configured; by default whenever there are credentials to protect."""
+        return self.smtp_starttls if self.smtp_starttls is not None else bool(self.smtp_username) and not self.smtp_tls
+
+    @property
+    def smtp_encrypted(self) -> bool:
+        return self.smtp_tls or self.smtp_uses_starttls
+
 
 class EmailChannel:
     name: ClassVar[str] = "email"
@@ -67,8 +99,10 @@ class EmailChannel:
     @classmethod
     def from_settings(cls, settings: ReviewNotifierSettings) -> EmailChannel:
         key = secret(settings.token_key)
-        mailer = Mailer(settings.smtp_host, settings.smtp_port, settings.smtp_starttls, settings.smtp_username,
-                        secret(settings.smtp_password)) if settings.smtp_host else None
+        mailer = Mailer(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_uses_starttls,
+                        tls=settings.smtp_tls, username=settings.smtp_username,
+                        password=secret(settings.smtp_password), ca_file=settings.smtp_ca_file,
+                        allow_plaintext_login=settings.smtp_allow_plaintext_login) if settings.smtp_host else None
         return cls(token_key=key.encode() if key else None, mailer=mailer,
                    public_url=settings.public_url, mail_from=settings.mail_from,
                    addresses=settings.approver_emails)
@@ -101,7 +135,7 @@ class EmailChannel:
     async def _mail(self, review: Review, approver: str, reminder: bool = False) -> bool:
         """One mail with fresh links (they expire at the review's deadline); never to the submitter."""
         address = self.addresses.get(approver)
-        if not (self.sends and address) or approver == review.request.submission.submitter:
+        if not (self.sends and address) or reviews.is_submitter(review.request, approver):
             return False
         assert self.token_key is not None and self.mailer is not None  # both, since self.sends
         links = {action: messages.link(self.public_url, tokens.issue(

@@ -1,6 +1,7 @@
 """The pages an email link leads to. GET changes nothing (mail scanners open links): it shows the
 evidence and a form; the form's POST decides. The voter is the approver the signed token was
-issued to; the token's hash is the vote's receipt, so a link decides once.
+issued to; the token's id (`Claims.token_id`) is the vote's receipt, so a link decides once,
+however it is spelt.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ def router(channel: EmailChannel) -> APIRouter:
         if channel.token_key is None:
             raise tokens.TokenError(503, "email decisions are not configured (REVIEW_NOTIFIER_TOKEN_KEY)")
         claims = tokens.verify(channel.token_key, token, utcnow())
-        if reviewer.store.receipt_seen(receipt_of(token)):
+        if (reviewer.store.receipt_seen(receipt_of(claims))
+                or reviewer.store.receipt_seen(Receipt(channel.name, tokens.legacy_id(token), USED))):
             raise tokens.TokenError(409, USED)
         return claims
 
-    def receipt_of(token: str) -> Receipt:
-        return Receipt(channel.name, tokens.token_id(token), USED)
+    def receipt_of(claims: tokens.Claims) -> Receipt:
+        return Receipt(channel.name, claims.token_id, USED)
 
     @routes.get(messages.CONFIRM_PATH, response_class=HTMLResponse)
     async def email_confirm(token: str = "", reviewer: Reviewer = Depends(reviewer_of)) -> HTMLResponse:
@@ -63,7 +65,7 @@ def router(channel: EmailChannel) -> APIRouter:
             claims = claims_of(token, reviewer)
             vote = Vote(approver=claims.approver, decision=claims.action,
                         reason=reason[:512] or f"{claims.action}d by email", channel=channel.name, at=utcnow())
-            _, decided = await reviewer.vote(claims.submission_id, vote, receipt=receipt_of(token))
+            _, decided = await reviewer.vote(claims.submission_id, vote, receipt=receipt_of(claims))
         except (tokens.TokenError, Refused) as r:
             log.info("email_vote_refused", status=r.status, why=r.message)
             return HTMLResponse(messages.result_page("Not counted", r.message), status_code=r.status)

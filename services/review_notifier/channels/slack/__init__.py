@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from services.review_notifier.channels.base import Notices, failed, secret, stage, unset_when_empty
 from services.review_notifier.channels.slack import blocks, routes
 from services.review_notifier.channels.slack.client import SlackClient, SlackError
 from services.review_notifier.reviews import Review
+from shared.transport import require_secure
 
 if TYPE_CHECKING:
     import httpx
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from services.review_notifier.settings import ReviewNotifierSettings
 
 log = structlog.get_logger()
+
+
+ALLOW_HTTP_LOOPBACK = "REVIEW_NOTIFIER_SLACK_ALLOW_HTTP_LOOPBACK"
 
 
 class SlackSettings(BaseModel):
@@ -39,10 +43,23 @@ class SlackSettings(BaseModel):
     slack_channel: str | None = Field(default=None, description="Channel id reviews are posted to (bot token)")
     slack_users: dict[str, str] = Field(default_factory=dict,
                                         description="Slack user id -> approver identity, JSON")
+    slack_allow_http_loopback: bool = Field(
+        default=False, description="Development only: allow http:// Slack URLs (API, webhook, response_url) "
+        "to a loopback address, for a local stand-in; otherwise only https:// is used")
 
     # A validator, not a field: the pydantic plugin recognizes only field_validator(...)(f) written out.
     unset_slack = unset_when_empty(  # type: ignore[pydantic-field]
         "slack_signing_secret", "slack_bot_token", "slack_webhook_url", "slack_channel")
+
+    @model_validator(mode="after")
+    def _https_only(self) -> SlackSettings:
+        """The bot token and the votes' messages go to these URLs: refused at start-up unless https."""
+        urls = [("REVIEW_NOTIFIER_SLACK_API_URL", self.slack_api_url)]
+        if self.slack_webhook_url is not None:
+            urls.append(("REVIEW_NOTIFIER_SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
+        for name, url in urls:
+            require_secure(url, name, self.slack_allow_http_loopback, ALLOW_HTTP_LOOPBACK)
+        return self
 
 
 class SlackChannel:
@@ -51,8 +68,10 @@ class SlackChannel:
 
     def __init__(self, *, signing_secret: str | None = None, bot_token: str | None = None,
                  channel: str | None = None, webhook_url: str | None = None,
-                 api_url: str = "https://slack.com/api", users: dict[str, str] | None = None) -> None:
+                 api_url: str = "https://slack.com/api", users: dict[str, str] | None = None,
+                 allow_http_loopback: bool = False) -> None:
         self.signing_secret, self.users = signing_secret, users or {}
+        self.allow_http_loopback = allow_http_loopback
         self._bot_token, self._channel, self._webhook_url, self._api_url = bot_token, channel, webhook_url, api_url
         self.ids: dict[str, list[str]] = {}  # approver -> Slack user ids, for mentions
         for user_id, approver in self.users.items():
@@ -67,7 +86,8 @@ class SlackChannel:
                         why="REVIEW_NOTIFIER_SLACK_BOT_TOKEN is set without REVIEW_NOTIFIER_SLACK_CHANNEL")
         return cls(signing_secret=secret(settings.slack_signing_secret), bot_token=secret(settings.slack_bot_token),
                    channel=settings.slack_channel, webhook_url=secret(settings.slack_webhook_url),
-                   api_url=settings.slack_api_url, users=settings.slack_users)
+                   api_url=settings.slack_api_url, users=settings.slack_users,
+                   allow_http_loopback=settings.slack_allow_http_loopback)
 
     @property
     def sends(self) -> bool:
@@ -78,7 +98,7 @@ class SlackChannel:
         self.notices = notices
         if self.sends:
             self.client = SlackClient(http, self._api_url, self._bot_token if self._channel else None,
-                                      self._channel, self._webhook_url)
+                                      self._channel, self._webhook_url, allow_http_loopback=self.allow_http_loopback)
 
     def router(self) -> APIRouter:
         return routes.router(self)
@@ -139,7 +159,7 @@ class SlackChannel:
         if self.client is None or not response_url:
             return
         try:
-            await self.client.respond(response_url, {"text": text, "response_type": "ephemeral"},
+            await self.client.respond(response_url, {"text": blocks.escape(text), "response_type": "ephemeral"},
                                       replace_original=False)
         except Exception as exc:  # noqa: BLE001
             log.warning("slack_answer_failed", error=type(exc).__name__)

@@ -18,35 +18,38 @@ REASON_BLOCK, REASON_INPUT = "signoff_reason", "reason"
 def message(review: Review) -> dict:
     """`text` (the notification fallback) and `blocks`, for chat.postMessage, chat.update or a webhook."""
     sid = str(review.submission_id)
-    metric_lines = "\n".join(f"`{n}` {cand} (vs {prod})" for n, cand, prod in evidence.metrics(review))
-    check_lines = "\n".join(f"{':white_check_mark:' if ok else ':x:'} {_esc(text)}"
+    metric_lines = "\n".join(f"`{escape(n)}` {cand} (vs {prod})" for n, cand, prod in evidence.metrics(review))
+    check_lines = "\n".join(f"{':white_check_mark:' if ok else ':x:'} {escape(text)}"
                             for ok, text in evidence.checks(review))
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": evidence.title(review)[:150]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{_esc(v)}"[:2000]}
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{escape(v)}"[:2000]}
                                        for k, v in evidence.facts(review)[:10]]},
-        *([{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {_esc(changed)}"[:3000]}}]
+        *([{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {escape(changed)}"[:3000]}}]
           if (changed := evidence.production_changed(review)) else []),
         {"type": "section", "text": {"type": "mrkdwn", "text": (
-            f"*Metrics* (against {evidence.production_label(review)})\n{metric_lines or '-'}")[:3000]}},
+            f"*Metrics* (against {escape(evidence.production_label(review))})\n{metric_lines or '-'}")[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Checks*\n{check_lines or '-'}"[:3000]}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(evidence.status(review))[:3000]}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(evidence.status(review))[:3000]}]},
     ]
     if review.decision is None:
         blocks.append({"type": "input", "block_id": REASON_BLOCK, "optional": True,
-                       "label": {"type": "plain_text", "text": "Reason (required to break glass)"},
+                       "label": {"type": "plain_text", "text": "Reason (optional)"},
                        "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": True}})
         buttons = [_button("Approve", APPROVE, sid, "primary"), _button("Reject", REJECT, sid, "danger")]
-        if review.request.break_glass:
-            buttons.append(_button("Break glass: approve alone", BREAK_GLASS, sid, None))
         blocks.append({"type": "actions", "block_id": f"signoff_vote:{sid}", "elements": buttons})
-    return {"text": f"{evidence.title(review)}: {evidence.status(review)}"[:3000], "blocks": blocks}
+        if review.request.break_glass:  # not a button: it needs the break-glass role's own credential
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+                f"Break-glass ({escape(', '.join(review.request.break_glass))}): with your break-glass "
+                f"credential, `signoff review {sid} approve --break-glass --reason ...`")[:3000]}]})
+    # `text` is mrkdwn too (the notification and the fallback): escaped like the blocks
+    return {"text": escape(f"{evidence.title(review)}: {evidence.status(review)}")[:3000], "blocks": blocks}
 
 
 def reminder(review: Review, slack_names: list[str]) -> dict:
     c = review.request.submission.candidate
-    who = ", ".join(slack_names) or "approvers"
-    return {"text": f"Reminder for {who}: {c.model} {c.version} still needs review "
+    who = ", ".join(slack_names) or "approvers"  # mentions (<@U…>) built by the channel, not submitted text
+    return {"text": f"Reminder for {who}: {escape(c.model)} {escape(c.version)} still needs review "
                     f"(deadline {review.deadline.isoformat()})"}
 
 
@@ -58,6 +61,6 @@ def _button(label: str, action_id: str, value: str, style: str | None) -> dict:
     return button
 
 
-def _esc(text: str) -> str:
+def escape(text: str) -> str:
     """Slack's three control characters, so submitted text cannot forge mentions or links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

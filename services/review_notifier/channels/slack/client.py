@@ -5,19 +5,36 @@ from __future__ import annotations
 
 import httpx
 
+from shared.transport import InsecureUrl, require_secure
+
+ALLOW = "REVIEW_NOTIFIER_SLACK_ALLOW_HTTP_LOOPBACK"
+
 
 class SlackError(Exception):
     pass
 
 
+class SlackUrlRefused(SlackError):
+    """A URL the bot token or a review's message must not go to (not https://)."""
+
+
 class SlackClient:
     def __init__(self, http: httpx.AsyncClient, api_url: str, bot_token: str | None = None,
-                 channel: str | None = None, webhook_url: str | None = None) -> None:
+                 channel: str | None = None, webhook_url: str | None = None, *,
+                 allow_http_loopback: bool = False) -> None:
         self.http = http
-        self.api_url = api_url.rstrip("/")
+        self.allow_http_loopback = allow_http_loopback
+        self.api_url = self._secure(api_url, "Slack API URL").rstrip("/")
         self.bot_token = bot_token
         self.channel = channel
-        self.webhook_url = webhook_url
+        self.webhook_url = self._secure(webhook_url, "Slack webhook URL") if webhook_url else None
+
+    def _secure(self, url: str, what: str) -> str:
+        """Checked here too, not only in the settings: a response_url comes in a request."""
+        try:
+            return require_secure(url, what, self.allow_http_loopback, ALLOW)
+        except InsecureUrl as exc:
+            raise SlackUrlRefused(str(exc)) from None
 
     @property
     def can_update(self) -> bool:
@@ -40,7 +57,8 @@ class SlackClient:
         await self._api("chat.update", {"channel": ref["channel"], "ts": ref["ts"], **message})
 
     async def respond(self, response_url: str, message: dict, replace_original: bool = True) -> None:
-        response = await self.http.post(response_url, json={**message, "replace_original": replace_original})
+        url = self._secure(response_url, "Slack response_url")
+        response = await self.http.post(url, json={**message, "replace_original": replace_original})
         if response.status_code != 200:
             raise SlackError(f"response_url answered HTTP {response.status_code}")
 
