@@ -132,6 +132,9 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         decoder=_decoder(broker),
+        # Never answer a record's `reply_to` header: a sender would choose a topic this service
+        # then writes to, as its own principal (the header is not signed).
+        no_reply=True,
         **options,
     )
 
@@ -144,6 +147,7 @@ def follow(broker: KafkaBroker, topic: str, **options: Any):
         group_id=None,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
+        no_reply=True,  # as `subscribe`
         **{"decoder": _decoder(broker), **options},
     )
 

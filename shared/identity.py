@@ -62,9 +62,13 @@ def well_formed(name: str) -> str:
 
 def skeleton(name: str) -> str:
     """What a well-formed identity looks like: its in-ASCII confusables folded to one form."""
-    for look_alike, canonical in _ASCII_CONFUSABLES:
-        name = name.replace(look_alike, canonical)
-    return name
+    while True:  # to a fixed point: 'c1' folds to 'cl', which folds on to 'd'
+        folded = name
+        for look_alike, canonical in _ASCII_CONFUSABLES:
+            folded = folded.replace(look_alike, canonical)
+        if folded == name:
+            return name
+        name = folded
 
 
 class Directory:

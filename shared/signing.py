@@ -317,7 +317,9 @@ class TrustEntry(BaseModel):
     public_key: str = Field(max_length=64, description="base64 of the 32 raw bytes of the Ed25519 public key")
     owner: str | None = Field(default=None, max_length=200)
     team: str | None = Field(default=None, max_length=200)
-    not_after: datetime | None = Field(default=None, description="Events signed later than this are refused")
+    not_after: datetime | None = Field(
+        default=None, description="Events whose signed time (ce_time) is later are refused; no revocation: "
+        "remove a leaked key's entry")
 
     @field_validator("not_after")
     @classmethod

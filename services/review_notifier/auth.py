@@ -10,7 +10,8 @@ look-alike or an unknown name is refused even with a valid signature.
 Roles: an `approver` credential votes and reads; a `break-glass` credential (an API token created
 with `--role break-glass`, or an OIDC token whose roles claim holds the configured break-glass
 role) breaks glass and reads. A person's normal credential cannot break glass, and their
-break-glass credential does not cast normal votes: each use of it is deliberate and visible.
+break-glass API token does not cast normal votes: each use of it is deliberate and visible (an OIDC
+token carrying the break-glass role may do both; the request's `break_glass` flag says which).
 """
 
 from __future__ import annotations

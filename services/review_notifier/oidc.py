@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import jwt
 
+from shared.identity import normalise
+
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 MAX_JWKS_BYTES = 1 * 2**20
@@ -127,6 +129,11 @@ class OidcVerifier:
         identity = claims.get(self.identity_claim)
         if not isinstance(identity, str) or not identity.strip():
             raise OidcError(f"the token has no {self.identity_claim!r} claim naming the person")
+        if normalise(identity) != identity:
+            # Folding would make another account ('Ａlice', 'ALICE ') the known user alice: an
+            # identity provider's name is taken only as it is, already in normal form.
+            raise OidcError(f"the token's {self.identity_claim!r} claim is not in normal form (NFKC, lower "
+                            "case, no surrounding spaces): it is not taken as any user")
         return identity
 
 

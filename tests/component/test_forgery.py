@@ -27,7 +27,7 @@ from shared.events import (
 from shared.settings import ServiceSettings
 from tests import keys
 from tests.component import modes
-from tests.component.conftest import DLQ, capture, publish, publish_record, running, sent_all
+from tests.component.conftest import DLQ, capture, publish, publish_record, running, sent_all, settle
 from tests.unit import factories as f
 
 
@@ -255,3 +255,17 @@ async def test_an_approval_is_acted_on_only_from_its_owner(build_app, artifact_r
         "refused: an approval of mode automatic is the policy's to make, but it was signed by review-notifier (role "
         "review-notifier): only the owner of a decision can make it",
     ]
+
+
+async def test_a_reply_to_header_makes_no_service_write_where_the_sender_says(build_app):
+    """FastStream answers a record's `reply_to` header by publishing the handler's result there,
+    with the consuming service's own producer: the sender would choose a topic the service then
+    writes to (here checks.failed, which only the validator may write). No subscriber answers."""
+    validator = build_app("validator")
+    written = capture(validator.broker, topics.CHECKS_FAILED)
+    record = keys.signed(f.submitted())
+    async with running(validator.broker) as br:
+        await br.publish(record.value, topic=record.topic, key=record.key,
+                         headers={**record.headers, "reply_to": topics.CHECKS_FAILED})
+        await settle(br)
+    assert [r for r in written.records if not dict(r.headers).get(signing.KID_HEADER)] == []

@@ -180,7 +180,7 @@ async def test_oidc_tokens_vote_and_break_glass_through_the_api(build_app, peopl
         glass = body(reason=JUSTIFICATION, break_glass=True)
         async with running(notifier.broker) as br, client(notifier) as http:
             await publish(br, event)
-            r = await http.post(url, json=body(), headers={"Authorization": f"Bearer {idp.mint('Bob', 'ec-1')}"})
+            r = await http.post(url, json=body(), headers={"Authorization": f"Bearer {idp.mint('bob', 'ec-1')}"})
             assert r.status_code == 200 and r.json()["approver"] == "bob", r.text
             r = await http.post(url, json=glass, headers={"Authorization": f"Bearer {idp.mint('erin')}"})
             assert r.status_code == 403 and "break-glass credential" in r.json()["detail"]

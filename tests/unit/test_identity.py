@@ -55,6 +55,9 @@ def test_a_directory_refuses_two_users_that_look_alike():
         Directory(["modest", "rnodest"])
     with pytest.raises(IdentityError, match="known user 'b\u043eb'"):
         Directory(["bob", "b\u043eb"])
+    for pair in (["clark", "c1ark"], ["dl", "c1l"]):  # 'c1' folds to 'cl', and 'cl' on to 'd'
+        with pytest.raises(IdentityError, match="look alike"):
+            Directory(pair)
 
 
 def test_the_same_user_twice_is_one():
