@@ -97,6 +97,10 @@ class ModelSubmitted(Event):
         return self.submission.candidate.model
 
 
+# Checks whose verdict is about the artifact's bytes alone (see ChecksCompleted.condemns_artifact).
+BYTE_CHECKS = frozenset({"security"})
+
+
 class ChecksCompleted(Event):
     class_version = 2  # 2: submitted_by
 
@@ -116,6 +120,15 @@ class ChecksCompleted(Event):
     def artifact_verified(self) -> bool:
         """The artifact's bytes were read and have the declared digest."""
         return any(r.name == "integrity" and r.passed for r in self.results)
+
+    @property
+    def condemns_artifact(self) -> bool:
+        """The checks judged the bytes themselves, and they failed (the security scan of verified
+        bytes): a rejection for good of the digest. Metrics, lineage, fairness, regression and the
+        model card are what the submission *declares* beside the bytes: anyone may submit someone
+        else's artifact with bad declarations, and must not get it banned for every model."""
+        return self.artifact_verified and any(r.name in BYTE_CHECKS and r.blocking and not r.passed
+                                              for r in self.results)
 
 
 class ChecksPassed(ChecksCompleted):

@@ -7,8 +7,9 @@ Kinds of submission, and how each must end:
     approve        0.81-0.90: a reviewer approves                         deployed (or superseded)
     reject         0.81-0.90: a reviewer rejects                          rejected
     checks_failed  below 0.80                                             rejected
-    copy           the bytes of an earlier rejected submission, under     rejected (citing the first)
-                   another model name or version, at 0.91-0.99
+    copy           the bytes of an earlier submission a reviewer          rejected (citing the first)
+                   rejected, under another model name or version,
+                   at 0.91-0.99
 
 "Or superseded": an approval of a submission older than the one in production ends `superseded`
 rather than moving production backwards (`figures` checks which of the two was right). The
@@ -104,7 +105,9 @@ def build(seed: int, submissions: int, models: int = 4, *, probe_copies: int = 4
     pool = [f"m{i}" for i in range(models)]
     while len(plan) < submissions:
         kind = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
-        rejected = [p.n for p in plan if p.kind in ("reject", "checks_failed")]
+        # Copies of what a person rejected: failed declared metrics do not ban the bytes (a copy of
+        # those, with good metrics, is a new submission like any other).
+        rejected = [p.n for p in plan if p.kind == "reject"]
         if kind == "copy" and rejected:
             source = rng.choice(rejected)
             model = rng.choice(pool) if rng.random() < 0.5 else f"copy{len(plan)}"

@@ -234,7 +234,7 @@ def bans_digest(event: SubmissionEvent) -> bool:
     were never verified to have that digest."""
     if isinstance(event, ReviewDecided):
         return event.final_for_artifact
-    return event.artifact_verified
+    return event.condemns_artifact
 
 
 # --- the steps of a deployment, recorded by the service as it carries them out --------------------

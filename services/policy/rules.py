@@ -119,10 +119,11 @@ def on_checks_failed(event: ChecksFailed, match: Match) -> ReviewDecided:
         return _unmatched(event, match)
     failed = [f"{r.name}: {r.message}" for r in event.results if r.blocking and not r.passed]
     checks = workflow.workflow.checks.name
-    # Bytes that did not match (or could not be read) say nothing about the declared digest: the
-    # submission ends, but the digest is not rejected for good.
+    # Final for the digest only when the checks condemned the bytes themselves (the security scan):
+    # bytes that did not match say nothing about the digest, and failed declarations (metrics,
+    # lineage, fairness, model card) are the submitter's, which anyone may make about any artifact.
     return _decide(event, workflow, "rejected", checks, "automated checks failed: " + "; ".join(failed),
-                   final_for_artifact=event.artifact_verified)
+                   final_for_artifact=event.condemns_artifact)
 
 
 def unsigned_reason(workflow: Loaded) -> str:

@@ -83,7 +83,7 @@ async def test_failed_checks_then_approval_never_deploys(deployer, cause, tmp_pa
 async def test_a_rejected_digest_is_refused_for_a_later_submission(deployer, cause):
     again = f.submitted(cause.submission)  # same artifact, new submission
     async with running(deployer.broker) as br:
-        await publish(br, f.checks_failed(cause))
+        await publish(br, f.checks_failed(cause, scan=True))
         await publish(br, f.checks_passed(again))
         await publish(br, f.decided(again))
         deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()

@@ -177,7 +177,7 @@ async def test_an_approval_does_not_ban_the_digest(policy):
 
 
 async def test_its_own_automatic_rejection_rejects_a_resubmission(policy):
-    failed = f.checks_failed()
+    failed = f.checks_failed(scan=True)  # the scan condemned the bytes
     again = passed_with(0.95, version="1.4.1")
     async with running(policy.broker) as br:
         await publish(br, failed)
@@ -185,6 +185,19 @@ async def test_its_own_automatic_rejection_rejects_a_resubmission(policy):
         first, second = decisions(policy)
     assert first.outcome == "rejected" and first.policy.rule == "automated_checks"
     assert (second.outcome, second.cites, second.submission_id) == ("rejected", first.event_id, again.submission_id)
+
+
+async def test_a_metric_failure_does_not_ban_the_artifact_for_a_resubmission(policy):
+    """Declared metrics are the submitter's word: someone else submitting this artifact with bad
+    ones must not get it rejected for good (the digest-ban attack)."""
+    failed = f.checks_failed()
+    again = passed_with(0.95, version="1.4.1")
+    async with running(policy.broker) as br:
+        await publish(br, failed)
+        await publish(br, again)
+        first, second = decisions(policy)
+    assert first.outcome == "rejected" and not first.final_for_artifact
+    assert (second.outcome, second.cites) == ("approved", None)
 
 
 def deployed(accuracy: float, code_commit: str = "3f2c9ab", version: str = "1.3.0") -> DeploymentSucceeded:

@@ -66,9 +66,13 @@ def checks_passed(cause: ModelSubmitted | None = None) -> ChecksPassed:
     return ChecksPassed.caused_by(cause, submission=cause.submission, results=results())
 
 
-def checks_failed(cause: ModelSubmitted | None = None) -> ChecksFailed:
+def checks_failed(cause: ModelSubmitted | None = None, scan: bool = False) -> ChecksFailed:
+    """Checks that failed on a declared metric; with `scan`, on the security scan of the bytes
+    (what condemns the artifact for good: ChecksCompleted.condemns_artifact)."""
     cause = cause or submitted()
-    return ChecksFailed.caused_by(cause, submission=cause.submission, results=results(passed=False))
+    found = (CheckResult(name="security", passed=False, message="pickle global os.system is not allowed"),)
+    return ChecksFailed.caused_by(cause, submission=cause.submission,
+                                  results=results(passed=not scan) + found if scan else results(passed=False))
 
 
 def review_requested(cause: ModelSubmitted | None = None, **over: object) -> ReviewRequested:

@@ -19,7 +19,7 @@ from tests.unit import factories as f
 
 CAUSE = f.submitted()
 PASSED = f.checks_passed(CAUSE)
-FAILED = f.checks_failed(CAUSE)
+FAILED = f.checks_failed(CAUSE, scan=True)  # the bytes condemned: the digest is banned
 APPROVED = f.decided(CAUSE)
 REJECTED = f.decided(CAUSE, outcome="rejected", salt="r")
 PLAN = Plan(inputs=DeployInputs(), workflow="test-policy", digest="d" * 64)
@@ -230,7 +230,10 @@ def test_only_verified_bytes_get_their_digest_banned():
     unread = ChecksFailed.caused_by(cause, submission=cause.submission, results=(
         CheckResult(name="integrity", passed=False, threshold=f.SHA, message="no such file"),))
     assert lifecycle.bans_digest(unread) is False
-    assert lifecycle.bans_digest(f.checks_failed(cause)) is True
+    assert lifecycle.bans_digest(f.checks_failed(cause, scan=True)) is True
+    # Declared metrics are the submitter's word: anyone may submit someone else's artifact with
+    # bad ones, so failing them ends the submission, not the digest.
+    assert lifecycle.bans_digest(f.checks_failed(cause)) is False
     assert lifecycle.bans_digest(f.decided(cause, outcome="rejected")) is True
 
 

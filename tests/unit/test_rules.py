@@ -263,8 +263,16 @@ def test_evaluation_context_has_the_submission_checks_and_production():
     assert rules.evaluation_context(cause, None)["production"] == {}
 
 
-def test_a_metric_failure_rejects_the_digest_for_good(strict):
-    assert rules.on_checks_failed(f.checks_failed(), match(strict)).final_for_artifact is True
+def test_a_failed_security_scan_rejects_the_digest_for_good(strict):
+    assert rules.on_checks_failed(f.checks_failed(scan=True), match(strict)).final_for_artifact is True
+
+
+def test_a_metric_failure_rejects_the_submission_not_the_digest(strict):
+    """The attack: resubmit another team's artifact (its URI and digest are on the topics) with
+    declared metrics below the thresholds. Integrity passes; the rejection must not ban the bytes
+    for every model."""
+    out = rules.on_checks_failed(f.checks_failed(), match(strict))
+    assert out.outcome == "rejected" and out.final_for_artifact is False
 
 
 def test_an_integrity_failure_ends_the_submission_but_not_the_digest(strict):
