@@ -36,7 +36,8 @@ def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
                                             results=(CheckResult(name="integrity", passed=True),))
             decided = ReviewDecided.caused_by(
                 passed, candidate=event.submission.candidate, outcome="approved", mode="automatic",
-                decided_by="policy:bench/auto_approve", reason="bench", policy=POLICY)
+                decided_by="policy:bench/auto_approve", reason="bench", policy=POLICY,
+                checks_event_id=passed.event_id)  # an approval cites the checks it follows
             waiting, _ = lifecycle.advance(lifecycle.Lifecycle(submission_id=event.submission_id), passed, PLAN)
             deploying, [action] = lifecycle.advance(waiting, decided, PLAN)
             assert isinstance(action, lifecycle.Deploy), "an auto-approved submission deploys"
