@@ -129,14 +129,25 @@ def _check(error_code: int, error_message: str | None, what: str) -> None:
         raise error(text)
 
 
-async def describe_acls(kafka: KafkaAccess) -> list[Binding]:
-    """Every ACL on the cluster (the ones it can be told apart by: allow and deny, any resource)."""
+async def _acl_request(kafka: KafkaAccess, request: Any) -> Any:
+    """One ACL request, as the admin, on a client opened for it and closed whatever happens."""
     admin = await _started_admin(kafka)
     try:
-        response = await admin._send_request(_DescribeAcls(DescribeAclsRequest_v1(  # noqa: SLF001
-            ResourceType.ANY, None, PatternType.ANY, None, None, Operation.ANY, Permission.ANY)))
+        return await admin._send_request(request)  # noqa: SLF001 - aiokafka has no ACL admin call
     finally:
         await admin.close()
+
+
+def _fields(bindings: Sequence[Binding]) -> list[tuple]:
+    """Bindings as CreateAcls creations and DeleteAcls filters spell them (the same fields)."""
+    return [(b.resource_type, b.resource_name, b.pattern_type, b.principal, b.host, b.operation, b.permission)
+            for b in bindings]
+
+
+async def describe_acls(kafka: KafkaAccess) -> list[Binding]:
+    """Every ACL on the cluster (the ones it can be told apart by: allow and deny, any resource)."""
+    response = await _acl_request(kafka, _DescribeAcls(DescribeAclsRequest_v1(
+        ResourceType.ANY, None, PatternType.ANY, None, None, Operation.ANY, Permission.ANY)))
     _check(response.error_code, response.error_message, "describe ACLs")
     out = []
     for resource_type, name, pattern, acls in response.resources:
@@ -152,13 +163,7 @@ async def describe_acls(kafka: KafkaAccess) -> list[Binding]:
 async def create_acls(kafka: KafkaAccess, bindings: Sequence[Binding]) -> None:
     if not bindings:
         return
-    admin = await _started_admin(kafka)
-    try:
-        response = await admin._send_request(_CreateAcls(CreateAclsRequest_v1([  # noqa: SLF001
-            (b.resource_type, b.resource_name, b.pattern_type, b.principal, b.host, b.operation, b.permission)
-            for b in bindings])))
-    finally:
-        await admin.close()
+    response = await _acl_request(kafka, _CreateAcls(CreateAclsRequest_v1(_fields(bindings))))
     for binding, (code, message) in zip(bindings, response.creation_responses, strict=True):
         _check(code, message, f"create {binding}")
 
@@ -167,13 +172,7 @@ async def delete_acls(kafka: KafkaAccess, bindings: Sequence[Binding]) -> None:
     """Delete exactly these ACLs (each filter matches one binding and nothing else)."""
     if not bindings:
         return
-    admin = await _started_admin(kafka)
-    try:
-        response = await admin._send_request(_DeleteAcls(DeleteAclsRequest_v1([  # noqa: SLF001
-            (b.resource_type, b.resource_name, b.pattern_type, b.principal, b.host, b.operation, b.permission)
-            for b in bindings])))
-    finally:
-        await admin.close()
+    response = await _acl_request(kafka, _DeleteAcls(DeleteAclsRequest_v1(_fields(bindings))))
     for binding, (code, message, _matching) in zip(bindings, response.filter_responses, strict=True):
         _check(code, message, f"delete {binding}")
 
