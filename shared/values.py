@@ -4,6 +4,7 @@ a submission, a check result, a vote, ...). Frozen pydantic models, strict about
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 
 # What one event may carry. With strings of at most 512 characters (NonEmpty) and free text
@@ -28,6 +31,11 @@ MAX_GROUPS = 64          # sensitive groups in group_metrics
 MAX_GROUP_METRICS = 32   # metrics of one group
 MAX_TEXT = 4000          # free text (reasons, messages): clipped, never refused
 MAX_FIGURE_TEXT = 512    # a check's measured value or threshold, when it is text
+# A policy document (a workflow file, groups.yaml) travels in full inside the decisions made under
+# it (PolicyDocuments). 64 KiB each is ten times a large workflow or a groups file of ~3,000 people;
+# even written all in characters JSON escapes (doubling them), both add at most 256 KiB to the
+# largest review.requested, which stays under the record limit.
+MAX_POLICY_BYTES = 64 * 1024  # UTF-8 bytes of one policy document
 
 # Names and versions become folder names in the model store: one safe path segment each.
 ModelName = Annotated[
@@ -172,12 +180,70 @@ class Submitter(Frozen):
         return self.owner or self.name
 
 
+def _policy_text(value: str) -> str:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("must be UTF-8 text (it holds a lone surrogate)") from None
+    if size > MAX_POLICY_BYTES:
+        raise ValueError(f"{size} bytes, at most {MAX_POLICY_BYTES}: keep each workflow file and "
+                         f"groups.yaml under {MAX_POLICY_BYTES // 1024} KiB (split a large workflow, "
+                         "move comments into the repository's docs)")
+    return value
+
+
+POLICY_FRAMING = b"signoff-policy/v1\n"
+
+
+def policy_digest(workflow: str, groups: str) -> str:
+    r"""sha256 of b"signoff-policy/v1\n" + b"workflow <n>\n" + the workflow's n UTF-8 bytes +
+    b"groups <m>\n" + groups.yaml's m UTF-8 bytes. Lengths make the framing unambiguous: no byte
+    can move from one text to the other and keep the digest (anyone can recompute it from the texts)."""
+    digest = hashlib.sha256(POLICY_FRAMING)
+    for label, text in (("workflow", workflow), ("groups", groups)):
+        raw = text.encode("utf-8")
+        digest.update(f"{label} {len(raw)}\n".encode())
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+class PolicyDocuments(Frozen):
+    """The policy text in force for a decision, exactly as the service read it: the workflow file and
+    the groups.yaml beside it. A decision carrying it shows the audit what was in force without the
+    repository; its digest is the decision's PolicyRef.digest."""
+
+    workflow: Annotated[str, AfterValidator(_policy_text)] = Field(
+        description=f"The workflow file's text (at most {MAX_POLICY_BYTES} UTF-8 bytes)")
+    groups: Annotated[str, AfterValidator(_policy_text)] = Field(
+        default="", description="groups.yaml's text, read beside the workflow ('' when there is none)")
+
+    def digest(self) -> str:
+        """The policy digest (`policy_digest`): what PolicyRef.digest says for these texts."""
+        return policy_digest(self.workflow, self.groups)
+
+
 class PolicyRef(Frozen):
     """Which workflow produced a decision, for the audit trail (like OPA's policy revision)."""
 
     name: NonEmpty = Field(description="Workflow name")
     rule: NonEmpty = Field(description="Step or rule of the workflow that decided")
-    digest: Sha256 = Field(description="sha256 of the workflow file")
+    digest: Sha256 = Field(description="The policy digest: sha256 over the workflow file and groups.yaml "
+                           "as PolicyDocuments.digest frames them (events written before the policy "
+                           "digest: sha256 of the workflow file); for '(no workflow)', of the whole folder")
+    documents: PolicyDocuments | None = Field(
+        default=None, exclude_if=lambda documents: documents is None,
+        description="The workflow and groups.yaml texts the digest is of (None: not carried, as on "
+        "checks events and '(no workflow)' decisions, and on events written before it was)")
+
+    @field_validator("documents")
+    @classmethod
+    def _documents_match_digest(cls, documents: PolicyDocuments | None,
+                                info: ValidationInfo) -> PolicyDocuments | None:
+        digest = info.data.get("digest")
+        if documents is not None and digest is not None and documents.digest() != digest:
+            raise ValueError(f"the documents' policy digest is {documents.digest()}, but digest says {digest}: "
+                             "a decision must carry the texts its digest is of")
+        return documents
 
 
 class Production(Frozen):

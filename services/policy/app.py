@@ -3,8 +3,9 @@ beginning and read to its end before each decision, so no acknowledged rejection
 deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
 production.
 
-`build(settings)` wires everything and opens nothing; the app's start-up hook loads the workflows,
-opens the state, creates the topics and rebuilds production. Run it with
+`build(settings)` wires everything and opens nothing; the app's start-up hook loads the workflows
+(once: changes apply at restart, and a changed folder is reported, `shared.workflow.watch`),
+opens the state, checks the topics and rebuilds production. Run it with
 `faststream run --factory services.policy.app:create_app`.
 """
 
@@ -17,7 +18,6 @@ from services.policy import __doc__ as ABOUT
 from services.policy.settings import PolicySettings
 from services.policy.state import PolicyStore
 from shared import topics
-from shared.admin import ensure_topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, Event, ReviewDecided, ReviewRequested
 from shared.facts import Facts
@@ -25,8 +25,10 @@ from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
 from shared.rejections import Rejections, bans
 from shared.replay import follow_into, rebuild
+from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
 from shared.workflow.matching import WorkflowSet
+from shared.workflow.watch import FolderWatch
 
 
 class Policy:
@@ -38,6 +40,7 @@ class Policy:
         self.production = ProductionBook()
         self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
         self.workflows = WorkflowSet(())
+        self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
         self._store: PolicyStore | None = None
         # Every final rejection on review.decided, read to its end before each decision: a
         # rejection Kafka acknowledged is never missed, whatever partition it is on.
@@ -72,16 +75,19 @@ class Policy:
     def open(self) -> None:
         keys_of(self.broker).open()  # no key or trust file: the service does not start
         self.workflows = load_or_exit(self.settings.workflows, self.log)
+        self.watch = FolderWatch(self.settings.workflows, self.workflows, self.log)
         self._store = PolicyStore(self.settings.state_db)
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
+        await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
         # Know what is in production before the first checks event is decided; the followers then
         # read the topics again from the start (applying an event twice changes nothing).
         events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
                                keyring=keys_of(self.broker).keyring)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
+        if self.watch is not None:
+            self.watch.start(self.settings.workflows_check_seconds)
 
     def _learn(self, event: Event) -> bool:
         """Every rejection, automatic or human, makes its digest rejected for good (unless the
@@ -93,6 +99,8 @@ class Policy:
         return self.rejections.apply(event)
 
     async def close(self) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
         await self.facts.close()
         if self._store is not None:  # after the broker stopped: no handler is using the store any more
             self._store.close()

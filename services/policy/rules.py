@@ -13,10 +13,13 @@ the policy remembers (earlier rejections, the model in production).
                                             the last release a person approved, recorded as anchored_to)
     otherwise (or a condition errs)      -> review requested from the approvers
 
-Every decision on checks cites them (`checks_event_id`): the deployer deploys an approval only with
-the checks.passed it follows. A review request carries the verified submitter (`submitted_by`) for
-separation of duties, and workflow conditions see that identity as `submitter` when the submission
-was signed (a claimed name proves nothing).
+Every decision under a workflow carries its policy: the workflow's name, the rule that decided, the
+policy digest and the texts it is of (workflow file and groups.yaml, `PolicyDocuments`); a decision
+no workflow made names the whole folder's digest. Every decision on checks cites them
+(`checks_event_id`): the deployer deploys an approval only with the checks.passed it follows. A
+review request carries the verified submitter (`submitted_by`) for separation of duties, and
+workflow conditions see that identity as `submitter` when the submission was signed (a claimed name
+proves nothing).
 """
 
 from __future__ import annotations
@@ -199,4 +202,5 @@ def _decide(event: ChecksPassed | ChecksFailed, workflow: Loaded, outcome: str, 
 
 
 def _ref(workflow: Loaded, rule: str) -> PolicyRef:
-    return PolicyRef(name=workflow.workflow.name, rule=rule, digest=workflow.digest)
+    # With the texts in force (the workflow and groups.yaml): the audit shows exactly what decided.
+    return workflow.ref(rule)

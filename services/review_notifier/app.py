@@ -5,7 +5,7 @@ production (a vote counts only against the production its reviewers were shown).
 
 `build(settings)` wires everything and opens nothing (no SQLite, no HTTP client, no socket). The
 app's hooks take the HTTP port first (a port already taken stops the process, non-zero, before
-anything is opened), open the store and clients, create the topics and rebuild production (on
+anything is opened), open the store and clients, check the topics and rebuild production (on
 start-up), serve HTTP and run the deadline loop (after start-up: FastStream reports the app started
 only once HTTP is served), stop them (on shutdown) and close (after shutdown). Run it with
 `faststream run --factory services.review_notifier.app:create_app`.
@@ -32,12 +32,12 @@ from services.review_notifier.service import Reviewer
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
 from shared import topics
-from shared.admin import ensure_topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested
 from shared.logging import configure
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
+from shared.topic_admin import check_topics
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -93,7 +93,7 @@ class ReviewNotifier:
     async def start(self) -> None:
         self._socket = listen(self.settings.http_host, self.settings.http_port, self.log)
         self.open()
-        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
+        await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
         # Know what is in production before the first vote is judged (HTTP is served after
         # start-up); the followers then read the topics again from the start (applying an event
         # twice changes nothing).

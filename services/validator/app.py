@@ -3,7 +3,7 @@ deployment.succeeded / .rolled_back / .revoked followed from the beginning, to k
 production.
 
 `build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
-download folder), creates the topics and rebuilds production. Run it with
+download folder), checks the topics and rebuilds production. Run it with
 `faststream run --factory services.validator.app:create_app`.
 """
 
@@ -16,7 +16,6 @@ from services.validator import __doc__ as ABOUT
 from services.validator.run_checks import refuses_unsigned, run_checks, signed, submitter_of
 from services.validator.settings import ValidatorSettings
 from shared import topics
-from shared.admin import ensure_topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef
 from shared.logging import configure
@@ -24,8 +23,10 @@ from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
 from shared.signing import verified_signer
 from shared.sources import ArtifactSource
+from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
 from shared.workflow.matching import WorkflowSet
+from shared.workflow.watch import FolderWatch
 
 
 class Validator:
@@ -38,6 +39,7 @@ class Validator:
         self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
         self.sources = ArtifactSource.from_settings(settings, settings.download_dir)
         self.workflows = WorkflowSet(())
+        self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
 
         # One consumer per partition: a large artifact being hashed holds up only its own partition.
         @subscribe(self.broker, topics.MODEL_SUBMITTED, SERVICE, max_workers=settings.topic_partitions)
@@ -50,19 +52,24 @@ class Validator:
     def open(self) -> None:
         keys_of(self.broker).open()  # no key or trust file: the service does not start
         self.workflows = load_or_exit(self.settings.workflows, self.log)
+        self.watch = FolderWatch(self.settings.workflows, self.workflows, self.log)
         self.settings.download_dir.mkdir(parents=True, exist_ok=True)
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
+        await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
         # Know what is in production before the first submission is checked; the followers then
         # read the topics again from the start (applying an event twice changes nothing).
         events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
                                keyring=keys_of(self.broker).keyring)
         self.log.info("production_rebuilt", events=events, models=len(self.production))
+        if self.watch is not None:
+            self.watch.start(self.settings.workflows_check_seconds)
 
     async def close(self) -> None:
-        pass  # nothing held open: artifacts are read and released per submission
+        # Only the folder watch runs between events: artifacts are read and released per submission.
+        if self.watch is not None:
+            await self.watch.stop()
 
     async def check(self, event: ModelSubmitted) -> None:
         model = event.submission.candidate.model

@@ -4,13 +4,17 @@ A workflow folder holds one workflow per `*.yaml` file and, optionally, `groups.
 members). `load_folder` either loads every file or raises one `WorkflowError` listing every
 problem, each naming the file, the step, the field and the fix: a folder never half-loads.
 
+Each workflow keeps the texts it was read from, the file and groups.yaml (`PolicyDocuments`):
+its digest, the policy digest decisions record, covers both, and decisions carry the texts.
+Services read the folder once, at start: changes apply at restart (`shared.workflow.watch` says
+when the folder changed under a running service; it never reloads).
+
 `deploy_inputs`, when given (the deployer's target registry), validates each deploy step's
 target-specific keys and replaces the step's inputs by the target's typed inputs.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,9 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from shared.values import PolicyDocuments
 from shared.workflow import conditions
+from shared.workflow.documents import read_groups, read_text
 from shared.workflow.matching import ConditionError, Loaded, WorkflowSet
 from shared.workflow.schema import DeployInputs, Workflow, WorkflowError
 
@@ -54,8 +60,9 @@ def load_or_exit(folder: Path, log: Any, targets: DeployTargets | None = None) -
         for problem in exc.problems:
             log.error("invalid_workflow", problem=problem)
         raise SystemExit(f"refusing to start: invalid workflows in {folder}:\n{exc}") from None
-    log.info("workflows_loaded", folder=str(folder),
-             workflows={w.workflow.name: w.digest[:12] for w in workflows.workflows})
+    log.info("workflows_loaded", folder=str(folder), digest=workflows.digest,
+             workflows={w.workflow.name: w.digest for w in workflows.workflows},
+             changes="apply at restart: the folder is read once, at start")
     return workflows
 
 
@@ -72,10 +79,10 @@ def load_files(files: list[Path], targets: DeployTargets | None = None) -> tuple
 def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
     """One workflow file, validated, with `groups.yaml` from the same folder; with `targets`, its
     deploy step's inputs are the typed inputs of the target they name."""
+    text = read_text(path)
     try:
-        raw = path.read_bytes()
-        data = yaml.safe_load(raw)
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise WorkflowError([f"{path}: {exc}"]) from None
     if not isinstance(data, dict):
         raise WorkflowError([f"{path}: expected a mapping with name, match and steps"])
@@ -91,7 +98,7 @@ def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
     if deploy is not None and workflow.deploy is not None:
         steps = tuple(s.model_copy(update={"inputs": deploy}) if s is workflow.deploy else s for s in workflow.steps)
         workflow = workflow.model_copy(update={"steps": steps})
-    groups = _load_groups(path.parent / GROUPS_FILE)
+    groups_text, groups = read_groups(path.parent / GROUPS_FILE)
     problems = _semantics(path, workflow, groups)
     programs: dict[str, Any] = {}
     for step in workflow.steps:
@@ -106,7 +113,8 @@ def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
                 problems.append(f"{path}: step {step.name!r}: {attr}: {exc}")
     if problems:
         raise WorkflowError(problems)
-    return Loaded(workflow, hashlib.sha256(raw).hexdigest(), str(path), groups, programs)
+    return Loaded(workflow, PolicyDocuments(workflow=text, groups=groups_text), str(path), groups, programs)
+
 
 
 def _deploy_inputs(path: Path, data: dict, targets: DeployTargets | None) -> tuple[Any, list[str]]:
@@ -127,20 +135,6 @@ def _deploy_inputs(path: Path, data: dict, targets: DeployTargets | None) -> tup
                                                               else err["loc"]))}
                   for err in exc.errors()]
         return None, [_explain(path, data, err) for err in errors]
-
-
-def _load_groups(path: Path) -> dict[str, tuple[str, ...]]:
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise WorkflowError([f"{path}: {exc}"]) from None
-    if not isinstance(data, dict) or not all(
-            isinstance(v, list) and v and all(isinstance(m, str) and m for m in v) for v in data.values()):
-        raise WorkflowError([f"{path}: expected group names mapped to lists of members, "
-                             "such as risk: ['dave', 'erin']"])
-    return {str(k): tuple(v) for k, v in data.items()}
 
 
 def _semantics(path: Path, workflow: Workflow, groups: dict[str, tuple[str, ...]]) -> list[str]:

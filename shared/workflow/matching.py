@@ -1,5 +1,5 @@
-"""Which workflow decides for a model, and a workflow as loaded: its file digest, its groups and
-its compiled conditions. Pure: conditions arrive compiled (`shared.workflow.loading`) behind the
+"""Which workflow decides for a model, and a workflow as loaded: its texts and their policy digest,
+its groups and its compiled conditions. Pure: conditions arrive compiled (`shared.workflow.loading`) behind the
 `Condition` protocol, so the services' decisions can use them without importing CEL.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared.values import PolicyDocuments, PolicyRef
 from shared.workflow.schema import Workflow
 
 
@@ -28,13 +29,27 @@ class Condition(Protocol):
 
 @dataclass(frozen=True)
 class Loaded:
-    """A validated workflow, the sha256 of its file, and its compiled conditions."""
+    """A validated workflow, the texts it was read from (the file and groups.yaml beside it), their
+    policy digest (`digest`: changes when either text changes), and its compiled conditions."""
 
     workflow: Workflow
-    digest: str
+    documents: PolicyDocuments
     source: str
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     programs: dict[str, Condition] = field(default_factory=dict)
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", self.documents.digest())
+
+    def policy_documents(self) -> PolicyDocuments:
+        """The texts in force, for decisions to carry (the audit shows exactly what decided)."""
+        return self.documents
+
+    def ref(self, rule: str, *, with_documents: bool = True) -> PolicyRef:
+        """This workflow as a decision names it: `rule` decided, under these texts."""
+        return PolicyRef(name=self.workflow.name, rule=rule, digest=self.digest,
+                         documents=self.documents if with_documents else None)
 
     def approvers(self) -> tuple[str, ...]:
         """The approval step's approvers with each `group:x` replaced by its members."""
@@ -56,8 +71,9 @@ class WorkflowSet:
 
     @property
     def digest(self) -> str:
-        """sha256 over every workflow's file digest: identifies the whole set, for decisions that
-        no single workflow made (a model that no workflow matches)."""
+        """sha256 over every workflow's policy digest (so groups.yaml too): identifies the whole set,
+        for decisions that no single workflow made (a model that no workflow matches), and tells a
+        service that the folder changed under it."""
         lines = sorted(f"{w.source}:{w.digest}" for w in self.workflows)
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 

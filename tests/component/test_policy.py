@@ -3,7 +3,6 @@ and deployment.succeeded / .rolled_back / .revoked in, remembered for later deci
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from shared.events import (
     ReviewDecided,
     ReviewRequested,
 )
+from shared.values import PolicyDocuments
 from tests.component.conftest import DLQ, capture, publish, publish_raw, running, sent, sent_all, write_workflows
 from tests.unit import factories as f
 
@@ -57,8 +57,10 @@ def requests(policy) -> list[ReviewRequested]:
     return sent_all(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
 
 
-def file_digest(workflows) -> str:
-    return hashlib.sha256((workflows / "default.yaml").read_bytes()).hexdigest()
+def documents(workflows) -> PolicyDocuments:
+    """What was in force: the workflow file and the groups.yaml beside it, as written."""
+    return PolicyDocuments(workflow=(workflows / "default.yaml").read_text(),
+                           groups=(workflows / "groups.yaml").read_text())
 
 
 async def test_auto_approves_above_the_bar(policy, workflows):
@@ -69,7 +71,8 @@ async def test_auto_approves_above_the_bar(policy, workflows):
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.mode, out.decided_by) == (
         "approved", "automatic", "policy:test-policy/manual_approval.when")
-    assert out.policy.digest == file_digest(workflows) == policy.workflows.workflows[0].digest
+    assert out.policy.documents == documents(workflows)  # the audit sees the texts that decided
+    assert out.policy.digest == documents(workflows).digest() == policy.workflows.workflows[0].digest
     assert out.causation_id == cause.event_id
 
 
@@ -82,7 +85,22 @@ async def test_requests_a_review_below_the_bar(policy, workflows):
     assert out.approvers == ("alice", "bob") and out.quorum == 1  # bob through group:leads
     assert out.reason == "`metrics.accuracy < 0.9` is true"
     assert out.deadline == cause.occurred_at + timedelta(hours=24)
-    assert (out.policy.rule, out.policy.digest) == ("manual_approval", file_digest(workflows))
+    assert (out.policy.rule, out.policy.digest) == ("manual_approval", documents(workflows).digest())
+    assert out.policy.documents == documents(workflows)
+
+
+async def test_a_changed_folder_is_reported_and_decisions_keep_the_policy_loaded_at_start(policy, workflows):
+    """Changes apply at restart: a person added to a group is said to need one, and until then the
+    review is still asked of the groups the service loaded, under their digest."""
+    in_force = documents(workflows)
+    (workflows / "groups.yaml").write_text("leads: [bob, mallory]\n")
+    warned = policy.watch.check()
+    assert warned is not None and warned["old_digest"] == policy.workflows.digest != warned["new_digest"]
+    async with running(policy.broker) as br:
+        await publish(br, passed_with(0.85))
+        out = sent(policy.emitter.publishers[ReviewRequested], topics.REVIEW_REQUESTED)
+    assert out.approvers == ("alice", "bob")  # not mallory: nothing was reloaded
+    assert out.policy.documents == in_force and out.policy.digest == in_force.digest()
 
 
 async def test_failed_checks_are_rejected(policy):
@@ -92,6 +110,7 @@ async def test_failed_checks_are_rejected(policy):
         out = sent(policy.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
     assert (out.outcome, out.decided_by) == ("rejected", "policy:test-policy/automated_checks")
     assert "metric:accuracy" in out.reason
+    assert out.policy.documents is not None and out.policy.digest == out.policy.documents.digest()
 
 
 async def test_bad_checks_event_is_dead_lettered_then_the_next_is_decided(policy):

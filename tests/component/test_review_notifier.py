@@ -14,7 +14,7 @@ from faststream import FastStream
 from services.review_notifier.app import build, create_app
 from services.review_notifier.settings import ReviewNotifierSettings
 from shared import topics
-from shared.events import DeploymentSucceeded, Production, ReviewDecided, utcnow
+from shared.events import DeploymentSucceeded, PolicyDocuments, PolicyRef, Production, ReviewDecided, utcnow
 from tests import keys
 from tests.component import modes
 from tests.component.conftest import publish, running, sent, settle
@@ -153,3 +153,21 @@ async def test_building_the_app_opens_nothing(tmp_path, people):
             assert r.status_code == 404
     finally:
         await wiring.close()
+
+
+async def test_the_human_decision_carries_the_policy_texts_the_review_was_requested_under(notifier, people):
+    """The audit sees what was in force when review was asked: the same workflow and groups texts,
+    through the stored review (SQLite) and the vote."""
+    documents = PolicyDocuments(workflow="name: strict\n# the file as read\n", groups="leads: [bob]\n")
+    policy = PolicyRef(name="strict", rule="manual_approval", digest=documents.digest(), documents=documents)
+    request = f.review_requested(f.submitted(f.submission(submitter="carol")), policy=policy)
+    async with running(notifier.broker) as br, client(notifier) as http:
+        await publish(br, request)
+        assert notifier.store.get(request.submission_id).request.policy == policy  # stored with its texts
+        r = await http.post(f"/reviews/{request.submission_id}/decision", json=vote("reject"),
+                            headers=people.auth("bob"))
+        assert r.status_code == 200, r.text
+        await settle(notifier.broker)
+        out = sent(notifier.emitter.publishers[ReviewDecided], topics.REVIEW_DECIDED)
+    assert (out.mode, out.decided_by) == ("human", "bob")
+    assert out.policy == policy and out.policy.documents == documents

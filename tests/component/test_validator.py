@@ -11,8 +11,13 @@ import pytest
 from shared import codec, topics
 from shared.broker import DeadLetters
 from shared.events import ChecksFailed, ChecksPassed, DeploymentRolledBack, DeploymentSucceeded, PolicyRef
+from shared.values import policy_digest
 from tests.component.conftest import DLQ, Artifact, capture, publish, publish_raw, running, sent, write_workflows
 from tests.unit import factories as f
+
+
+def policy_digest_of(path) -> str:
+    return policy_digest(path.read_text(), (path.parent / "groups.yaml").read_text())
 
 
 @pytest.fixture
@@ -162,8 +167,7 @@ async def test_thresholds_lineage_and_fairness_come_from_the_workflow(fraud_vali
     assert by_name["fairness:parity_ratio"].measured == 0.666667
     assert by_name["lineage"].message == "missing lineage: training_run_id"
     assert by_name["metric:accuracy"].threshold == 0.85
-    assert out.workflow == PolicyRef(name="fraud-models", rule="automated_checks",
-                                     digest=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert out.workflow == PolicyRef(name="fraud-models", rule="automated_checks", digest=policy_digest_of(path))
 
 
 async def test_a_model_no_workflow_is_for_fails_its_checks(fraud_validator, artifact):
@@ -183,8 +187,10 @@ async def test_the_default_workflow_ref_is_on_the_outcome(validator, artifact, w
     async with running(validator.broker) as br:
         await publish(br, submitted_for(artifact))
         out = sent(validator.emitter.publishers[ChecksPassed], topics.CHECKS_PASSED)
+    # The policy digest (the file and groups.yaml); checks events name it without carrying the texts.
     assert out.workflow == PolicyRef(name="test-policy", rule="automated_checks",
-                                     digest=hashlib.sha256((workflows / "default.yaml").read_bytes()).hexdigest())
+                                     digest=policy_digest_of(workflows / "default.yaml"))
+    assert out.workflow.documents is None
 
 
 REGRESSION = """\

@@ -20,6 +20,7 @@ import pytest
 from services.review_notifier.api_tokens import TokenFile, issue
 from shared.events import utcnow
 from shared.kafka import KafkaAccess
+from shared.values import policy_digest
 from signoff.devstack import SERVICES, Stack, free_port
 from tests import keys
 from tests.eventlog import EventLog
@@ -192,7 +193,8 @@ def e2e(kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     with Stack(workdir, env, service_env=service_env(kafka_cluster)) as stack:
         stack.start_all()
-        digest = hashlib.sha256((workdir / "workflows" / "default.yaml").read_bytes()).hexdigest()
+        folder = workdir / "workflows"  # the policy digest: the workflow file and groups.yaml beside it
+        digest = policy_digest((folder / "default.yaml").read_text(), (folder / "groups.yaml").read_text())
         yield Env(kafka_cluster, workdir, artifacts, store, f"http://127.0.0.1:{port}", tokens, stack, digest)
 
 

@@ -4,7 +4,6 @@ a digest rejected before, of failed checks and of a model no workflow is for."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +19,7 @@ from shared.events import (
     ReviewRequested,
     Submitter,
 )
+from shared.values import PolicyDocuments
 from shared.workflow.matching import WorkflowSet
 from tests.unit import factories as f
 
@@ -87,7 +87,9 @@ def test_auto_approve_above_the_bar_names_the_workflow_and_its_file(strict, tmp_
     assert (out.outcome, out.mode) == ("approved", "automatic")
     assert out.decided_by == "policy:strict/manual_approval.when"
     assert (out.policy.name, out.policy.rule) == ("strict", "manual_approval.when")
-    assert out.policy.digest == hashlib.sha256((tmp_path / "workflow.yaml").read_bytes()).hexdigest()
+    assert out.policy.documents == PolicyDocuments(workflow=(tmp_path / "workflow.yaml").read_text(),
+                                                   groups=(tmp_path / "groups.yaml").read_text())
+    assert out.policy.digest == out.policy.documents.digest() == strict.digest
     assert out.reason == ("all automated checks passed and review is not needed: "
                           "`metrics.accuracy < 0.9` is false")
     assert out.candidate == cause.submission.candidate
@@ -108,7 +110,9 @@ def test_review_requested_below_the_bar_from_the_expanded_approvers(strict, tmp_
     assert out.on_timeout == "reject"
     assert out.reason == "`metrics.accuracy < 0.9` is true"
     assert (out.policy.name, out.policy.rule) == ("strict", "manual_approval")
-    assert out.policy.digest == hashlib.sha256((tmp_path / "workflow.yaml").read_bytes()).hexdigest()
+    assert out.policy.documents == strict.policy_documents()
+    assert out.policy.documents.workflow == (tmp_path / "workflow.yaml").read_text()
+    assert out.policy.digest == out.policy.documents.digest()
     assert out.results == cause.results and out.submission == cause.submission
     assert out.production is None and out.causation_id == cause.event_id
 
@@ -126,6 +130,7 @@ def test_checks_failed_is_a_rejection_naming_the_failed_checks(strict):
     assert (out.outcome, out.mode) == ("rejected", "automatic")
     assert out.decided_by == "policy:strict/automated_checks"
     assert out.policy.rule == "automated_checks" and out.policy.digest == strict.digest
+    assert out.policy.documents == strict.policy_documents()
     assert out.reason == "automated checks failed: metric:accuracy: accuracy = 0.95 (required >= 0.8)"
     assert "integrity" not in out.reason  # only the failed checks are reasons
     assert out.candidate == cause.submission.candidate
@@ -250,6 +255,7 @@ def test_no_workflow_is_a_rejection_with_the_reason_and_the_set_digest(tmp_path)
         assert out.decided_by == "policy:(no workflow)"
         assert (out.policy.name, out.policy.rule) == ("(no workflow)", "no_workflow")
         assert out.policy.digest == workflows.digest
+        assert out.policy.documents is None  # no one workflow's texts decided
 
 
 def test_evaluation_context_has_the_submission_checks_and_production():

@@ -3,12 +3,12 @@ fix; a folder that loads whole or not at all; matching a model to its workflow; 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
 from services.deployer.targets import INPUTS
+from shared.values import PolicyDocuments, policy_digest
 from shared.workflow.loading import load_file, load_folder, load_or_exit
 from shared.workflow.matching import WorkflowSet
 from shared.workflow.schema import ApprovalStep, ChecksStep, WorkflowError
@@ -60,7 +60,8 @@ def workflow(name: str, match: str | None = None, default: bool = False) -> str:
 def test_a_valid_workflow_loads_with_its_digest_and_compiled_conditions(tmp_path):
     loaded = f.load_workflow(tmp_path, VALID)
     path = tmp_path / "workflow.yaml"
-    assert loaded.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.digest == policy_digest(path.read_text(), f.GROUPS)
+    assert loaded.policy_documents() == PolicyDocuments(workflow=VALID, groups=f.GROUPS)
     assert loaded.source == str(path)
     assert loaded.workflow.name == "strict" and loaded.workflow.match == ("fraud-*",)
     assert isinstance(loaded.workflow.checks, ChecksStep)
@@ -79,7 +80,7 @@ def test_digest_is_of_the_file_bytes_so_a_comment_changes_it(tmp_path):
     second = f.load_workflow(tmp_path / "b", "# reviewed by risk\n" + VALID)
     assert first.workflow == second.workflow
     assert first.digest != second.digest
-    assert second.digest == hashlib.sha256(("# reviewed by risk\n" + VALID).encode()).hexdigest()
+    assert second.digest == policy_digest("# reviewed by risk\n" + VALID, f.GROUPS)
 
 
 @pytest.mark.parametrize(("timeout", "seconds"), [("45s", 45), ("30m", 1800), ("24h", 86400), ("7d", 604800)])
