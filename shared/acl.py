@@ -17,9 +17,10 @@ for all) and the operators are principals of their own:
 
 Consumer groups are `<prefix>-<service>.<topic>` (shared/broker.py subscribe): each service may
 use the groups under its own prefix `<prefix>-<service>.` and no other. A service writes the
-dead-letter topic of each topic it consumes. Every service may DESCRIBE every Signoff topic (its
-start-up checks they exist). Nobody but the admin may create topics, alter configs or delete
-records: no ACL here grants CREATE, ALTER_CONFIGS, DELETE or ALTER.
+dead-letter topic of each topic it consumes. Every service may DESCRIBE every Signoff topic and
+DESCRIBE_CONFIGS on it (its start-up checks they exist and keep their records). Nobody but the
+admin may create topics, alter configs or delete records: no ACL here grants CREATE, ALTER_CONFIGS,
+DELETE or ALTER.
 
 Pure: the table, the bindings it implies, and the diff against what a cluster has. The wire part
 is shared/admin.py (describe_acls, create_acls, delete_acls); `signoff acl apply` joins them.
@@ -196,8 +197,8 @@ class Table:
             for name in self.operators:  # operators inspect dead letters
                 topic_acl(name, topics.dlq(rule.topic), Operation.READ, Operation.DESCRIBE)
         for service in SERVICES:
-            for topic in topics.ALL_TOPICS:  # start-up checks the topics exist (shared/admin.py)
-                topic_acl(service, topic, Operation.DESCRIBE)
+            for topic in topics.ALL_TOPICS:  # start-up checks the topics and their configs (shared/topic_admin.py)
+                topic_acl(service, topic, Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS)
             if any(service in rule.consumers for rule in RULES):
                 out.add(Binding(user(service), ResourceType.GROUP, self.group(service), PatternType.PREFIXED,
                                 Operation.READ))

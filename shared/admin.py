@@ -1,5 +1,6 @@
-"""Creates Signoff's topics explicitly (idempotent), with a configurable partition count; reads and
-writes the cluster's ACLs (shared/acl.py says which)."""
+"""Creates Signoff's topics explicitly (idempotent), as shared/topic_config.py lays them out (their
+check and repair are shared/topic_admin.py); reads and writes the cluster's ACLs (shared/acl.py
+says which)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    InvalidReplicationFactorError,
     KafkaConnectionError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
@@ -25,6 +27,7 @@ from aiokafka.protocol.api import Request
 
 from shared.acl import Binding, Diff, Operation, PatternType, Permission, ResourceType, Table, diff
 from shared.kafka import KafkaAccess, unreachable
+from shared.topic_config import TopicLayout
 from shared.topics import ALL_TOPICS
 
 
@@ -34,30 +37,39 @@ class NotAuthorized(Exception):
 
 async def ensure_topics(
     kafka: KafkaAccess,
-    partitions: int,
-    replication_factor: int = 1,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
     topics: tuple[str, ...] = ALL_TOPICS,
     timeout: float = 60.0,
+    *,
+    layout: TopicLayout | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones it created. Only the admin may
-    create topics: a service finds them all there (it may describe them) and creates nothing."""
+    """Create the topics that do not exist yet, each with its replication factor and configs
+    (shared.topic_config: record topics kept for ever, dead letters for their own time); returns
+    the ones it created. `layout` is the settings' `topic_layout`; `partitions` and
+    `replication_factor` override it (tests, benchmarks). Only the admin may create topics; an
+    existing topic is left as it is (`shared.topic_admin.apply_topics` also fixes its configs)."""
+    layout = (layout or TopicLayout()).model_copy(update={
+        k: v for k, v in (("partitions", partitions), ("replication_factor", replication_factor)) if v is not None})
     admin = await _started_admin(kafka, timeout)
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor) for t in missing]
-            )
+        specs = [layout.spec(t) for t in topics if t not in existing]
+        if specs:
+            response = await admin.create_topics([
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+                         topic_configs=dict(s.configs)) for s in specs])
             for topic, code, *message in response.topic_errors:
                 if code in (0, TopicAlreadyExistsError.errno):
-                    continue  # created, or concurrently by another service: that is the goal
+                    continue  # created, or concurrently by another admin: that is the goal
                 if code in (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno):
                     raise NotAuthorized(f"topic {topic} does not exist (or {kafka.sasl_username} may not describe "
                                         "it), and only the admin may create topics: run `signoff topics create` "
                                         "as the admin")
-                raise for_code(code)(f"create topic {topic}: {message[0] if message else ''}")
-        return missing
+                hint = (": set SIGNOFF_TOPIC_REPLICATION_FACTOR to at most the number of brokers"
+                        if code == InvalidReplicationFactorError.errno else "")
+                raise for_code(code)(f"create topic {topic}: {message[0] if message else ''}{hint}")
+        return [s.name for s in specs]
     finally:
         await admin.close()
 

@@ -4,27 +4,70 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka import KafkaSettings
+from shared.topic_config import DAY_MS, FOREVER, DeadLetterRetention, RecordRetention, TopicLayout
 
 
-class ServiceSettings(KafkaSettings):
+class TopicSettings(BaseSettings):
+    """How Signoff's topics are made (SIGNOFF_TOPIC_* and SIGNOFF_*_RETENTION), for the services'
+    start-up check and `signoff topics`; `topic_layout` is the pure shared.topic_config.TopicLayout."""
+
+    topic_partitions: int = Field(
+        default=3, ge=1, le=10_000, validation_alias=AliasChoices("SIGNOFF_TOPIC_PARTITIONS", "topic_partitions"),
+        description="Partitions of each topic when Signoff creates it (never changed afterwards)",
+    )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, le=32,
+        validation_alias=AliasChoices("SIGNOFF_TOPIC_REPLICATION_FACTOR", "topic_replication_factor"),
+        description="Replicas of each topic's partitions: 1 on a laptop, 3 on a cluster",
+    )
+    topic_min_insync_replicas: int = Field(
+        default=1, ge=1, le=32,
+        validation_alias=AliasChoices("SIGNOFF_TOPIC_MIN_INSYNC_REPLICAS", "topic_min_insync_replicas"),
+        description="Replicas that must have a write before it is acknowledged (at most the replication "
+        "factor): 1 on a laptop, 2 on a cluster",
+    )
+    record_retention: RecordRetention = Field(
+        default=FOREVER, validation_alias=AliasChoices("SIGNOFF_RECORD_RETENTION", "record_retention"),
+        description="How long the record topics keep events: 'forever', or a duration of at least 365d",
+    )
+    dead_letter_retention: DeadLetterRetention = Field(
+        default=30 * DAY_MS, validation_alias=AliasChoices("SIGNOFF_DEAD_LETTER_RETENTION", "dead_letter_retention"),
+        description="How long the dead-letter topics keep letters: a duration of at least 1d, or 'forever'",
+    )
+
+    @model_validator(mode="after")
+    def _layout_is_valid(self) -> TopicSettings:
+        self.topic_layout  # noqa: B018 - fails at start, naming the variables, rather than at first use
+        return self
+
+    @property
+    def topic_layout(self) -> TopicLayout:
+        return TopicLayout(partitions=self.topic_partitions, replication_factor=self.topic_replication_factor,
+                           min_insync_replicas=self.topic_min_insync_replicas,
+                           record_retention_ms=self.record_retention,
+                           dead_letter_retention_ms=self.dead_letter_retention)
+
+
+class ServiceSettings(KafkaSettings, TopicSettings):
     """Base of each service's settings class; subclasses set their own `env_prefix`. The Kafka
     fields (KAFKA_* variables, `settings.kafka`) come from shared.kafka.KafkaSettings: each
-    service connects as its own principal."""
+    service connects as its own principal; the topic fields from TopicSettings."""
 
     # populate_by_name: tests and embedders build settings from field names, not variable names.
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    topic_partitions: int = Field(
-        default=3, ge=1, validation_alias=AliasChoices("SIGNOFF_TOPIC_PARTITIONS"),
-        description="Partitions of each topic when Signoff creates it",
-    )
     workflows: Path = Field(
         default=Path("workflows"), validation_alias=AliasChoices("SIGNOFF_WORKFLOWS"),
         description="Folder of approval workflow files (*.yaml) and groups.yaml",
+    )
+    workflows_check_seconds: float = Field(
+        default=30.0, ge=0, le=86_400, validation_alias=AliasChoices("SIGNOFF_WORKFLOWS_CHECK_SECONDS"),
+        description="How often a service looks whether its workflow folder changed since it started "
+        "(it logs workflows_changed_restart_needed; changes apply at restart); 0: never",
     )
     consumer_group_prefix: str = Field(
         default="signoff", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",

@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 from shared.acl import Table
-from shared.admin import apply_acls, ensure_topics
+from shared.admin import apply_acls
+from shared.topic_admin import apply_topics
 from signoff.devstack import Stack, as_principal, credentials_env, signing_env
 from signoff.settings import ClientSettings
 from signoff.standins import MailSink, SlackStandIn, block_actions, links, signed_request
@@ -79,7 +80,8 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     artifacts = workdir / "artifacts"
     artifacts.mkdir(parents=True)
-    admin = ClientSettings().kafka  # the Makefile runs the demo as the admin of its broker
+    settings = ClientSettings()  # the services inherit this environment: the same topic layout
+    admin = settings.kafka  # the Makefile runs the demo as the admin of its broker
     # Each service, and the CLI (as the pipeline), as its own principal: kafka.sh's password files.
     credentials = Path(os.environ.get("KAFKA_CREDENTIALS_DIR", ".data/kafka-demo/credentials")).resolve()
     secured = admin.security_protocol != "PLAINTEXT"
@@ -97,7 +99,7 @@ def main() -> int:
         "SIGNOFF_REVIEW_URL": f"http://127.0.0.1:{PORT}",
         **signing_env(workdir / "keys"),  # every service signs what it emits; signoff submits as the pipeline
     }
-    asyncio.run(ensure_topics(admin, partitions=3))
+    asyncio.run(apply_topics(admin, settings.topic_layout))  # what `signoff topics create` does
     if secured:
         changes = asyncio.run(apply_acls(admin, Table()))
         print(f"signoff acl apply: {len(changes.create)} ACLs created" if changes else "signoff acl apply: no changes")

@@ -6,16 +6,17 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.kafka import KafkaSettings
+from shared.settings import TopicSettings
 
 
-class ClientSettings(KafkaSettings):
+class ClientSettings(KafkaSettings, TopicSettings):
     """The CLI's settings. Kafka (KAFKA_* variables, shared.kafka.KafkaSettings): a pipeline
     submits and watches as its pipeline principal, an operator rolls back and revokes as an
-    operator, `signoff topics create` and `signoff acl apply` run as the admin."""
+    operator, `signoff topics create` and `signoff acl apply` run as the admin. The topic fields
+    (SIGNOFF_TOPIC_*, SIGNOFF_*_RETENTION) come from shared.settings.TopicSettings."""
 
     model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore", frozen=True)
 
-    topic_partitions: int = Field(default=3, ge=1)
     review_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the review-notifier")
     api_token: SecretStr | None = Field(default=None, description="Bearer token of the review API")
     # Signed events (shared.signing): SIGNOFF_SIGNING_KEY_FILE is the key this person or pipeline
@@ -24,3 +25,6 @@ class ClientSettings(KafkaSettings):
     signing_key_file: Path | None = Field(default=None, description="Your Ed25519 private key (mode 600)")
     signing_key: SecretStr | None = Field(default=None, description="The same key's PEM text, instead of a file")
     trusted_keys: Path | None = Field(default=None, description="Trust file of the public keys (YAML or JSON)")
+    # `signoff audit` (shared.audit): the index it keeps up to date from the topics, beside the token file.
+    audit_index: Path = Field(default=Path(".data/signoff/audit.sqlite"),
+                              description="The audit index (SQLite), built and caught up by `signoff audit`")

@@ -3,7 +3,7 @@ in; deployment.* out; a scheduler task moves canary rollouts on after their bake
 
 `build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
 validated by the deploy targets; the SQLite state; the model store's staging; the download folder),
-creates the topics, and once the broker runs starts the scheduler. Run it with
+checks the topics (shared/topic_admin.py), and once the broker runs starts the scheduler. Run it with
 `faststream run --factory services.deployer.app:create_app`.
 """
 
@@ -21,7 +21,6 @@ from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
 from services.deployer.targets import Deps, model_store
 from shared import signing, topics
-from shared.admin import ensure_topics
 from shared.broker import Emitter, Refused, keys_of, make_app, make_broker, subscribe
 from shared.events import (
     ChecksFailed,
@@ -39,7 +38,9 @@ from shared.events import (
 from shared.facts import Facts
 from shared.logging import configure
 from shared.rejections import Rejections
+from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
+from shared.workflow.watch import FolderWatch
 
 
 class Deployer:
@@ -52,6 +53,7 @@ class Deployer:
                                DeploymentSuperseded)
         self._service: Service | None = None
         self._scheduler: asyncio.Task | None = None
+        self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
         self.rejections = Rejections()
         self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self.rejections.apply,
                            settings.kafka)
@@ -97,21 +99,25 @@ class Deployer:
         keys_of(self.broker).open()  # no key or trust file: the service does not start
         settings = self.settings
         workflows = load_or_exit(settings.workflows, self.log, targets=targets.INPUTS)
+        self.watch = FolderWatch(settings.workflows, workflows, self.log, targets.INPUTS)
         store = StateStore(settings.state_db)
         model_store.clean_staging(settings)
         settings.download_dir.mkdir(parents=True, exist_ok=True)
         deps = Deps.from_settings(settings, store)
         self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit,
-                                rejections=self.rejections, caught_up=self.facts.caught_up)
+                                rejections=self.rejections, caught_up=self.facts.caught_up,
+                                signer=keys_of(self.broker).signer)  # also signs the attestations
         for problem in targets.problems(workflows, settings):
             self.log.warning("target_not_ready", problem=problem)  # its deployments will fail, saying so
 
     async def start(self) -> None:
         self.open()
-        await ensure_topics(self.settings.kafka, self.settings.topic_partitions)
+        await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
 
     async def start_scheduler(self) -> None:
         self._scheduler = asyncio.create_task(self.service.run_scheduler(self.settings.schedule_poll_seconds))
+        if self.watch is not None:
+            self.watch.start(self.settings.workflows_check_seconds)
 
     async def stop_scheduler(self) -> None:
         if self._scheduler is not None:
@@ -122,6 +128,8 @@ class Deployer:
 
     async def close(self) -> None:
         await self.stop_scheduler()  # a start-up that failed half-way never reached on_shutdown
+        if self.watch is not None:
+            await self.watch.stop()
         await self.facts.close()
         if self._service is not None:  # after the broker stopped: no handler is using the store any more
             self._service.store.close()

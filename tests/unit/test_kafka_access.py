@@ -104,7 +104,10 @@ def test_the_diff_creates_what_is_missing_and_deletes_only_managed_extras() -> N
 def test_nobody_but_the_admin_is_granted_configs_deletes_or_creates() -> None:
     table = acl.Table(pipelines=("team-a", "team-b"))
     ops = {b.operation for b in table.bindings()}
-    assert ops == {acl.Operation.READ, acl.Operation.WRITE, acl.Operation.DESCRIBE}
+    assert ops == {acl.Operation.READ, acl.Operation.WRITE, acl.Operation.DESCRIBE, acl.Operation.DESCRIBE_CONFIGS}
+    # Reading configs is the services' start-up check (shared/topic_admin.py); nobody else reads them.
+    assert {b.principal for b in table.bindings() if b.operation == acl.Operation.DESCRIBE_CONFIGS} == {
+        acl.user(s) for s in acl.SERVICES}
     assert not any(b.principal == acl.user(acl.ADMIN) for b in table.bindings())  # a super user
     assert table.allows("team-b", acl.Operation.WRITE, topics.MODEL_SUBMITTED)
     assert not table.allows("team-b", acl.Operation.WRITE, topics.CHECKS_PASSED)

@@ -21,6 +21,7 @@ DECIDERS = (
     "shared.workflow.schema",
     "shared.workflow.matching",
     "shared.sources.policy",
+    "shared.topic_config",
 )
 FORBIDDEN = ("yaml", "celpy", "httpx", "aiokafka", "faststream", "sqlite3", "pydantic_settings",
              "fastapi", "uvicorn", "shared.settings")
