@@ -19,6 +19,7 @@ from typing import Annotated, ClassVar, Literal, Self
 from pydantic import Field, model_validator
 
 from shared import topics
+from shared.attestation import Envelope
 from shared.upcasting import upcast, upcaster
 
 # What events carry, re-exported: `from shared.events import Candidate` keeps working.
@@ -32,6 +33,7 @@ from shared.values import (  # noqa: F401
     Metrics,
     ModelName,
     NonEmpty,
+    PolicyDocuments,
     PolicyRef,
     Production,
     Sha256,
@@ -146,7 +148,7 @@ class ReviewRequested(Event):
 
     topic = topics.REVIEW_REQUESTED
     type = "signoff.review.requested"
-    class_version = 2  # 2: submitted_by
+    class_version = 3  # 2: submitted_by; 3: policy.documents
 
     submission: Submission
     results: tuple[CheckResult, ...]
@@ -173,7 +175,7 @@ class ReviewRequested(Event):
 class ReviewDecided(Event):
     topic = topics.REVIEW_DECIDED
     type = "signoff.review.decided"
-    class_version = 3  # 2: anchored_to; 3: checks_event_id
+    class_version = 4  # 2: anchored_to; 3: checks_event_id; 4: policy.documents
 
     candidate: Candidate
     outcome: Literal["approved", "rejected"]
@@ -210,7 +212,7 @@ class DeploymentSucceeded(Event):
     topic = topics.DEPLOYMENT_SUCCEEDED
     type = "signoff.deployment.succeeded"
 
-    class_version = 3  # 2: approval_mode, anchored_to; 3: sequence
+    class_version = 4  # 2: approval_mode, anchored_to; 3: sequence; 4: attestation
 
     candidate: Candidate
     target: NonEmpty
@@ -223,6 +225,10 @@ class DeploymentSucceeded(Event):
         default=None, description="A carried-forward release: the release approved by a person it "
         "was compared with (its approval's anchored_to)")
     sequence: DeployerSequence = None
+    attestation: Envelope | None = Field(
+        default=None, description="The release's approval attestation: an in-toto Statement in a DSSE "
+        "envelope signed by the deployer (shared.attestation; `signoff verify` checks it). None: "
+        "deployed before attestations were made")
 
 
 class DeploymentFailed(Event):
@@ -377,3 +383,16 @@ upcaster(ReviewDecided.type, from_version=2)(_cites_no_checks)
 upcaster(DeploymentSucceeded.type, from_version=2)(_unnumbered)
 upcaster(DeploymentRolledBack.type, from_version=1)(_unnumbered)
 upcaster(DeploymentRevoked.type, from_version=1)(_unnumbered)
+
+
+@upcaster(DeploymentSucceeded.type, from_version=3)
+def _unattested(data: dict) -> dict:
+    return {**data, "attestation": None}  # deployed before the deployer attested its releases
+
+
+@upcaster(ReviewRequested.type, from_version=2)
+@upcaster(ReviewDecided.type, from_version=3)
+def _policy_without_documents(data: dict) -> dict:
+    # Written before decisions carried the policy text: its digest is the workflow file's sha256.
+    policy = data.get("policy")
+    return {**data, "policy": {**policy, "documents": None}} if isinstance(policy, dict) else data

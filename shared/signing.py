@@ -198,6 +198,11 @@ class Signer:
     def sign(self, record: codec.Record) -> codec.Record:
         return record._replace(headers=self.headers(record))
 
+    def sign_bytes(self, message: bytes) -> bytes:
+        """The raw signature of `message`, for a protocol that frames its own bytes (DSSE's PAE in
+        shared.attestation begins b"DSSEv1 ", and `signed_bytes` with a length prefix: never equal)."""
+        return self._private.sign(message)
+
 
 # -- verifying ------------------------------------------------------------------------------
 

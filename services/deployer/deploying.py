@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from services.deployer import lifecycle, rollout
+from services.deployer import attesting, lifecycle, rollout
 from services.deployer.lifecycle import Lifecycle, SubmissionEvent
 from services.deployer.rollout import Release
-from services.deployer.targets import TargetError
+from services.deployer.targets import Target, TargetError
+from services.deployer.targets._store_files import uri_name
+from shared.attestation import ATTESTATION_FILE, AttestationError
 from shared.events import ChecksFailed, DeploymentProgressed, utcnow
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
                       approval=action.approval, metrics=state.metrics, deploy=inputs, checked_at=state.checked_at)
     try:
         target = s.target(inputs)
+        release = attested(s, state, release, target)
         location = await target.prepare(release, manifest(release, action.plan))
     except TargetError as exc:  # bad input or a target that stayed down: nothing was changed
         await fail(s, state, str(exc), inputs.target)
@@ -87,6 +90,20 @@ async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
     await stage(s, state, release, 0)
 
 
+def attested(s: Service, state: Lifecycle, release: Release, target: Target) -> Release:
+    """`release` with its approval attestation, signed with the deployer's own key before anything
+    is prepared: the model store installs it beside the artifact, the webhook sends it, and
+    deployment.succeeded carries it. The same facts give the same bytes on a repeat."""
+    if s.signer is None:
+        return release
+    try:
+        envelope = attesting.attest(state, release.approval, uri_name(release.candidate.artifact_uri), target.name,
+                                    target.location(release), s.signer.kid, s.signer.sign_bytes)
+    except AttestationError as exc:
+        raise TargetError(f"cannot attest the release: {exc}") from None
+    return release.model_copy(update={"attestation": envelope})
+
+
 async def stage(s: Service, state: Lifecycle, release: Release, index: int) -> None:
     """Hand stage `index` to the target; then schedule the next one, or finish."""
     assert state.deploy is not None and state.approval is not None
@@ -97,7 +114,7 @@ async def stage(s: Service, state: Lifecycle, release: Release, index: int) -> N
     progressed = DeploymentProgressed.caused_by(
         state.approval, salt=step.name, candidate=release.candidate, target=name,
         stage=step.name, traffic_percent=step.traffic_percent)
-    succeeded = lifecycle.succeeded_event(state, name, release.location)
+    succeeded = lifecycle.succeeded_event(state, name, release.location, release.attestation)
     try:
         await s.target(state.deploy).shift(release, step, previous,
                                            str((progressed if canary else succeeded).event_id))
@@ -179,5 +196,6 @@ def manifest(release: Release, plan: rollout.Plan) -> dict:
         "deploy_workflow": {"name": plan.workflow, "digest": plan.digest,
                             "target": release.deploy.target, "strategy": release.deploy.strategy},
         "metrics": release.metrics,
+        "attestation": ATTESTATION_FILE if release.attestation else None,
         "deployed_at": utcnow().isoformat(),
     }

@@ -27,8 +27,10 @@ import uuid
 from typing import Literal
 
 from services.deployer.rollout import Plan, Release, StoredInputs
+from shared.attestation import Envelope
 from shared.events import (
     Candidate,
+    CheckResult,
     ChecksFailed,
     ChecksPassed,
     DeploymentFailed,
@@ -39,6 +41,7 @@ from shared.events import (
     Metrics,
     ReviewDecided,
     RevocationRequested,
+    Submitter,
 )
 from shared.values import UtcDatetime
 from shared.workflow.schema import DeployInputs
@@ -55,6 +58,12 @@ class Lifecycle(Frozen):
     checked_at: UtcDatetime | None = None  # when they first passed: the submission's place in order
     checks_event_id: uuid.UUID | None = None  # the checks.passed held: what an approval must cite
     metrics: Metrics = {}
+    # What the attestation records from checks.passed besides the candidate (defaults: stored before).
+    results: tuple[CheckResult, ...] = ()
+    submitted_by: Submitter | None = None  # the verified signer of the submission
+    claimed_submitter: str | None = None  # the name the submission typed
+    training_run_id: str | None = None
+    submitted_event_id: uuid.UUID | None = None  # the model.submitted the checks followed
     approval: ReviewDecided | None = None
     note: str = ""
     # Set when the deployment starts: how (the workflow's deploy step) and what it replaces.
@@ -157,6 +166,10 @@ def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_reje
         state = state.model_copy(update={"checked": event.submission.candidate,
                                          "checks_event_id": event.event_id,
                                          "metrics": event.submission.metrics,
+                                         "results": event.results, "submitted_by": event.submitted_by,
+                                         "claimed_submitter": event.submission.submitter,
+                                         "training_run_id": event.submission.training_run_id,
+                                         "submitted_event_id": event.causation_id,
                                          "checked_at": state.checked_at or event.occurred_at})
     elif state.approval is not None and state.approval.candidate != event.candidate:
         reason = (f"two approvals for different artifacts ({state.approval.candidate.artifact_sha256} "
@@ -264,13 +277,14 @@ def revoke(state: Lifecycle, request: RevocationRequested) -> Lifecycle:
         "revocation": request, "announced": state.candidate is not None})
 
 
-def succeeded_event(state: Lifecycle, target: str, location: str) -> DeploymentSucceeded:
+def succeeded_event(state: Lifecycle, target: str, location: str,
+                    attestation: Envelope | None = None) -> DeploymentSucceeded:
     """Derived from the approval, so a repeated deploy emits the same event_id."""
     assert state.approval is not None
     return DeploymentSucceeded.caused_by(state.approval, candidate=state.approval.candidate,
                                          target=target, location=location, metrics=state.metrics,
                                          approval_mode=state.approval.mode,
-                                         anchored_to=state.approval.anchored_to)
+                                         anchored_to=state.approval.anchored_to, attestation=attestation)
 
 
 def failed_event(approval: ReviewDecided, target: str, reason: str) -> DeploymentFailed:

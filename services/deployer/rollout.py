@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import PlainSerializer
 
+from shared.attestation import Envelope
 from shared.events import Candidate, Frozen, Metrics, ReviewDecided
 from shared.values import UtcDatetime
 from shared.workflow.matching import Loaded
@@ -45,6 +46,8 @@ class Release(Frozen):
     promoted: int = 0
     # When its checks passed: the order of a model's submissions (None: stored before it was kept).
     checked_at: UtcDatetime | None = None
+    # The approval attestation the deployer signed for it (None: prepared before attestations).
+    attestation: Envelope | None = None
 
     @property
     def target(self) -> str:

@@ -31,6 +31,7 @@ from shared.events import (
     RollbackRequested,
 )
 from shared.rejections import Rejections
+from shared.signing import Signer
 from shared.workflow.matching import WorkflowSet
 from shared.workflow.schema import DeployInputs
 
@@ -46,13 +47,14 @@ async def _nothing_to_wait_for() -> None:
 
 class Service:
     """The deployer's state, workflows, targets (`target(inputs)` builds the one a deploy step
-    names), emitter and clock, and one lock per model."""
+    names), emitter, signing key and clock, and one lock per model."""
 
     def __init__(self, store: StateStore, workflows: WorkflowSet, target: Callable[[DeployInputs], Target],
                  emit: Callable[[Event], Awaitable[None]], clock: Callable[[], float] = time.time,
                  rejections: Rejections | None = None,
-                 caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
+                 caught_up: Callable[[], Awaitable[None]] | None = None, signer: Signer | None = None) -> None:
         self.store, self.workflows, self.target, self.clock = store, workflows, target, clock
+        self.signer = signer  # the deployer's own key: signs each release's attestation (None: none made)
         self._emit = emit
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Every final rejection on review.decided, and a wait until they are all read (shared.facts).

@@ -8,7 +8,12 @@ removed at the next start.
 Beside the versions, per model: `PRODUCTION` (one line: the version in production) and
 `traffic.json` (the split between versions while a canary bakes), each replaced atomically
 (temporary file, fsync, rename, fsync of the folder). A revoked version is moved out of the
-serving tree into `<root>/.revoked/<model>/`, so no serving policy can pick it up again.
+serving tree into `<root>/.revoked/<model>/`, so no serving policy can pick it up again, with a
+`REVOKED` file in it first (who and why: plain JSON, unsigned, since a mark that can only deny needs
+no proof; `signoff verify` refuses a version holding one, or kept under `.revoked/`).
+
+A version folder holds the artifact, `manifest.json` and, when the deployer attested the release,
+`attestation.intoto.json` (shared.attestation); an artifact never takes one of those names.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from shared.attestation import ATTESTATION_FILE, MANIFEST_FILE, REVOKED_FILE
 from shared.events import Candidate
 from shared.sources import ArtifactError
 from shared.sources.local import copy_verified
 
 STAGING = ".staging"
 REVOKED = ".revoked"
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 POINTER = "PRODUCTION"
 TRAFFIC = "traffic.json"
+RESERVED = (MANIFEST, ATTESTATION_FILE, REVOKED_FILE)  # a version folder's own files
 
 
 def version_dir(root: Path, candidate: Candidate) -> Path:
@@ -51,22 +58,33 @@ def artifact_name(uri: str, local: Path) -> str:
     read, `local`); a downloaded one takes the last segment of its URL path, decoded, when that is
     a safe single name (letters, digits, `._+-`, not hidden, at most 128 characters), else `model`
     plus the segment's suffix when that is safe (`model.onnx`), else `model`. Either way it never
-    takes the manifest's name."""
-    if urlsplit(uri).scheme.lower() == "file":
-        name = local.name
-    else:
-        name = unquote(urlsplit(uri).path.rpartition("/")[2])
-        if not _SAFE_NAME.fullmatch(name):
-            suffix = PurePosixPath(name).suffix
-            name = FALLBACK_NAME + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
-    return FALLBACK_NAME + ".json" if name == MANIFEST else name
+    takes the name of one of the folder's own files (RESERVED)."""
+    if urlsplit(uri).scheme.lower() != "file":
+        return uri_name(uri)
+    return _unreserved(local.name)
 
 
-def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name: str | None = None) -> Path:
+def uri_name(uri: str) -> str:
+    """The artifact's file name from its URI alone (what an attested release is installed as, and
+    what its attestation's subject names): the last segment of the URI's path, decoded, when that
+    is a safe single name, else `model` plus its safe suffix, else `model`."""
+    name = unquote(urlsplit(uri).path.rpartition("/")[2])
+    if not _SAFE_NAME.fullmatch(name):
+        suffix = PurePosixPath(name).suffix
+        name = FALLBACK_NAME + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
+    return _unreserved(name)
+
+
+def _unreserved(name: str) -> str:
+    return FALLBACK_NAME + PurePosixPath(name).suffix if name in RESERVED else name
+
+
+def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name: str | None = None,
+            attestation: bytes | None = None) -> Path:
     """Install the artifact as `<root>/<model>/<version>/<name>` (`name`: the source's by default)
-    beside its manifest; idempotent for the same digest."""
+    beside its manifest and its attestation (the file's bytes); idempotent for the same digest."""
     name = name or source.name
-    if Path(name).name != name or name in ("", ".", "..", MANIFEST):
+    if Path(name).name != name or name in ("", ".", "..", *RESERVED):
         raise ArtifactError(f"artifact file name {name!r} is not a single safe file name")
     dest = version_dir(root, candidate)
     if dest.exists():
@@ -82,6 +100,8 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name
     try:
         copy_verified(source, staging / name, candidate.artifact_sha256)
         _write_synced(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        if attestation is not None:
+            _write_synced(staging / ATTESTATION_FILE, attestation)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, dest)  # atomic: the version appears complete or not at all
         _fsync_dir(dest.parent)
@@ -129,13 +149,17 @@ def set_traffic(root: Path, model: str, split: dict[str, int], stage: str) -> No
     _replace(folder / TRAFFIC, json.dumps({"stage": stage, "split": split}, indent=2, sort_keys=True))
 
 
-def retire(root: Path, model: str, version: str) -> Path | None:
-    """Move a revoked version out of the serving tree (kept as evidence under .revoked/)."""
+def retire(root: Path, model: str, version: str, why: dict | None = None) -> Path | None:
+    """Move a revoked version out of the serving tree (kept as evidence under .revoked/), marked
+    REVOKED first (`why`: who and why), so a copy taken meanwhile is refused too."""
     source = model_dir(root, model) / version
     if source.resolve().parent != model_dir(root, model):
         raise ArtifactError(f"model {model!r} version {version!r} escapes the store root")
     if not source.exists():
         return None  # never installed here, or already retired by an earlier delivery
+    if not (source / REVOKED_FILE).exists():  # an earlier delivery may have marked it already
+        _write_synced(source / REVOKED_FILE, json.dumps({"model": model, "version": version, **(why or {})},
+                                                        indent=2, sort_keys=True) + "\n")
     dest = root / REVOKED / model / f"{version}-{uuid.uuid4().hex[:8]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.rename(source, dest)
@@ -162,9 +186,9 @@ def _replace(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "x") as f:
-        f.write(text)
+def _write_synced(path: Path, text: str | bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
         f.flush()
         os.fsync(f.fileno())
 

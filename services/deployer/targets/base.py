@@ -33,11 +33,15 @@ class TargetError(Exception):
 
 class Target(Protocol):
     """Four operations, each idempotent (a redelivery or a restart may repeat them): `prepare` the
-    release (read and verify the bytes; returns where it is), `shift` traffic to it for a stage
-    (100%: production), `restore` production to another release (None: take the model out), and
-    `retire` a revoked one. `key` is stable per step, for a receiver to drop repeats."""
+    release (read and verify the bytes; install it with `release.attestation` where the target
+    keeps files; returns where it is), `shift` traffic to it for a stage (100%: production),
+    `restore` production to another release (None: take the model out), and `retire` a revoked
+    one. `key` is stable per step, for a receiver to drop repeats. `location` says, before
+    anything is done, where `prepare` will put the release (what its attestation records)."""
 
     name: str
+
+    def location(self, release: Release) -> str: ...
 
     async def prepare(self, release: Release, manifest: dict) -> str: ...
     async def shift(self, release: Release, stage: Stage, previous: Release | None, key: str) -> None: ...

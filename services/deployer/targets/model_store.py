@@ -13,6 +13,7 @@ from services.deployer.rollout import Release, Stage
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets import _store_files as files
 from services.deployer.targets.base import Deps, TargetError, retrying
+from shared import attestation
 from shared.sources import ArtifactError
 from shared.workflow.schema import DeployInputs
 
@@ -56,14 +57,23 @@ class ModelStore:
                 raise TargetError(f"{what}: {exc}", transient=True) from exc
         return await retrying(once, self.deps.policy, what)
 
+    def location(self, release: Release) -> str:
+        try:
+            return str(files.version_dir(self.root, release.candidate))
+        except ArtifactError as exc:
+            raise TargetError(str(exc)) from exc
+
     async def prepare(self, release: Release, manifest: dict) -> str:
-        """Fetch and verify the approved bytes, then install them (copied and verified again,
-        into staging, renamed into place); a download is deleted whatever happens."""
-        candidate = release.candidate
+        """Fetch and verify the approved bytes, then install them with the release's attestation,
+        under the name its subject gives (copied and verified again, into staging, renamed into
+        place, all in one step); a download is deleted whatever happens."""
+        candidate, attested = release.candidate, release.attestation
         fetched = await self.deps.verified(candidate)
         try:
-            name = files.artifact_name(candidate.artifact_uri, fetched.path)
-            path = await self._run("install", files.install, self.root, candidate, fetched.path, manifest, name)
+            name = (attestation.subject_of(attested).name if attested is not None
+                    else files.artifact_name(candidate.artifact_uri, fetched.path))
+            path = await self._run("install", files.install, self.root, candidate, fetched.path, manifest, name,
+                                   attestation.file_bytes(attested) if attested is not None else None)
         finally:
             fetched.cleanup()
         return str(path)
@@ -84,4 +94,4 @@ class ModelStore:
         await self._run("set traffic", files.set_traffic, self.root, model, split, why.get("operation", "restore"))
 
     async def retire(self, release: Release, key: str, why: dict) -> None:
-        await self._run("retire", files.retire, self.root, release.candidate.model, release.version)
+        await self._run("retire", files.retire, self.root, release.candidate.model, release.version, why)

@@ -90,6 +90,8 @@ def verify(secret: bytes, body: bytes, signature: str) -> bool:
 
 
 def summary(release: Release | None) -> dict | None:
+    """A release as a receiver sees it: with its attestation (the DSSE envelope the deployer
+    signed; `signoff.verify.verify_envelope` checks it against the fetched artifact), or null."""
     if release is None:
         return None
     c, a = release.candidate, release.approval
@@ -100,6 +102,7 @@ def summary(release: Release | None) -> dict | None:
         "approval": {"event_id": str(a.event_id), "decided_by": a.decided_by, "mode": a.mode,
                      "reason": a.reason, "policy": a.policy.model_dump(mode="json"),
                      "votes": [v.model_dump(mode="json") for v in a.votes]},
+        "attestation": release.attestation.model_dump(mode="json") if release.attestation else None,
     }
 
 
@@ -108,6 +111,9 @@ class Webhook:
 
     def __init__(self, inputs: Inputs, deps: Deps) -> None:
         self.url, self.secret_env, self.deps = inputs.url, inputs.secret_env, deps
+
+    def location(self, release: Release) -> str:
+        return self.url
 
     async def prepare(self, release: Release, manifest: dict) -> str:
         """The receiver fetches the artifact itself; the deployer reads it first (a `file://` one
