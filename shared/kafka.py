@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from aiokafka.errors import KafkaConnectionError
-from faststream.security import BaseSecurity, SASLScram512
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings
+
+if TYPE_CHECKING:  # faststream is imported where a broker is built, not by every CLI command
+    from faststream.security import BaseSecurity
 
 log = structlog.get_logger()
 
@@ -87,6 +89,8 @@ class KafkaAccess(BaseModel):
         _note_protocol(self)
         if self.security_protocol == "PLAINTEXT":
             return None
+        from faststream.security import SASLScram512
+
         assert self.sasl_username is not None and self.sasl_password is not None, "checked by _complete"
         return SASLScram512(self.sasl_username, self.sasl_password.get_secret_value(),
                             ssl_context=self.ssl_context(), use_ssl=self.security_protocol == "SASL_SSL")

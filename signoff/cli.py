@@ -12,26 +12,26 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from services.deployer import targets as deploy_targets
 from shared import codec, topics
-from shared.admin import ensure_topics
 from shared.kafka import KafkaAccess
-from shared.workflow.loading import load_files
-from signoff import client, keys_cli, manifest
+from signoff import client, keys_cli, manifest, verify
 from signoff.acl_cli import acl_app
+from signoff.audit_cli import audit_app
 from signoff.settings import ClientSettings
 from signoff.timeline import history_line, line, outcome
 from signoff.token_cli import token_app
+from signoff.topics_cli import topics_app
 
 app = typer.Typer(help="Signoff: approve trained models for production, and put them there.",
                   no_args_is_help=True, add_completion=False)
-topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(token_app, name="token")
 app.add_typer(acl_app, name="acl")
 app.add_typer(keys_cli.keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.command("verify")(verify.command)
 
 EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
               "superseded": 5, "pending": 2}
@@ -236,27 +236,16 @@ def history(
 
 @workflow_app.command("validate")
 def workflow_validate(
-    files: Annotated[list[Path], typer.Argument(help="Workflow files; groups.yaml is read beside each")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="Workflow files (groups.yaml is read beside each, and skipped when given) or folders (checked whole)")],
 ) -> None:
-    """Check workflow files exactly as the services do at start-up; exit 1 on any problem."""
-    loaded, problems = load_files(files, deploy_targets.INPUTS)
-    for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
-    for workflow in loaded:
-        typer.echo(f"ok: {workflow.source}: workflow {workflow.workflow.name!r} (sha256 {workflow.digest})")
-    if problems:
-        raise typer.Exit(1)
+    """Check workflows exactly as the services do at start-up and print each one's policy digest;
+    exit 1 on any problem. Services apply workflow changes when they restart."""
+    from signoff.workflow_cli import validate as validate_workflows  # CEL loads only for this command
 
-
-@topics_app.command("create")
-def topics_create(
-    partitions: Annotated[int | None, typer.Option(help="Partitions per topic")] = None,
-) -> None:
-    """Create Signoff's topics (and their dead-letter topics) if they do not exist."""
-    settings = ClientSettings()
-    created = asyncio.run(ensure_topics(_kafka(),
-                                        partitions or settings.topic_partitions))
-    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+    code = validate_workflows(paths, typer.echo, lambda text: typer.echo(text, err=True))
+    if code:
+        raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""The audit index: every verified event of Signoff's record topics in one SQLite file, kept up
+to date incrementally, and the questions an auditor asks of it (`signoff audit`).
+
+    index.py    the SQLite file: events, stored offsets, gaps, problems, open chain links, policies
+    ingest.py   one partition's records into the index: verify, decode, detect gaps (pure of Kafka)
+    feed.py     catch_up(kafka, keyring, index): read each partition from its stored offset to its end
+    queries.py  releases(model), production_at(model, t), export rows: answers from the index alone
+    views.py    the typed answers (pydantic), shared by the queries and the CLI
+
+Nothing in the index is a fact unless its signature verified while it was indexed: a record that
+does not verify or decode is a problem (topic, partition, offset, reason), never an event. What
+is missing is said, never skipped: a partition whose log starts after the index's stored offset
+(records deleted or expired before they were indexed) is a gap, and so is an event whose cause,
+checks, approval or submission the index does not hold (an open chain link).
+"""
