@@ -9,6 +9,7 @@ from shared.acl import Table
 from shared.admin import apply_acls, ensure_topics
 from shared.kafka import KafkaAccess
 from tests.kafka_broker import Cluster, kafka_broker
+from tests.s3_server import S3Server, s3_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,3 +47,11 @@ async def kafka(kafka_cluster: Cluster) -> KafkaAccess:
 def unique() -> str:
     """A short unique suffix, for model names and consumer groups private to one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 API server (moto in server mode, tests/s3_server.py) for the whole session; each
+    test makes its own bucket."""
+    with s3_server() as server:
+        yield server

@@ -60,7 +60,8 @@ async def test_an_http_artifact_is_checked_approved_and_deployed_with_its_exact_
     assert decision.mode == "automatic" and decision.candidate.artifact_uri == uri
     version_dir = e2e.model_store / model / "1.0.0"
     assert end.event.location == str(version_dir.resolve())
-    assert sorted(p.name for p in version_dir.iterdir()) == [f"{model}-1.0.0.onnx", "manifest.json"]
+    assert sorted(p.name for p in version_dir.iterdir()) == ["attestation.intoto.json", f"{model}-1.0.0.onnx",
+                                                             "manifest.json"]
     assert (version_dir / f"{model}-1.0.0.onnx").read_bytes() == weights
     assert json.loads((version_dir / "manifest.json").read_text())["artifact_sha256"] == sha
     # Both services downloaded it (the validator to check, the deployer to install) and kept nothing.
