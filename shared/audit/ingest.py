@@ -7,33 +7,46 @@ got there first) and is passed over; one above it means the records in between w
 the log was read: a gap. A log that starts after the stored offset (`skip_to`) is a gap too,
 including on a first index of a topic that no longer starts at 0.
 
-A record is an event only if its signature verifies against the keyring *and* it decodes as the
-services decode it; otherwise it is a problem, with the reason, and never an event. A decision
-carrying its policy texts gets them stored under their digest, and a digest that does not match
-the one the decision names is a problem too (the event itself stays: its signature holds).
+A record is an event only if its signature verifies against the keyring, it decodes as the
+services decode it, its signer may make it (an approval is the policy's or the review-notifier's
+to sign, as the deployer requires: shared.signing.approval_refusal), and it does not conflict with
+an indexed event (shared.audit.index); otherwise it is a problem, with the reason, and never an
+event. A decision carrying its policy texts gets them stored under their digest, and a digest that
+does not match the one the decision names is a problem too (the event itself stays: its signature
+holds).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared import codec, signing
 from shared.audit.index import Index
-from shared.events import Event
+from shared.events import Event, ReviewDecided
 
 DELETED_WHILE_READ = "deleted while the index read the partition (retention or delete_records)"
 DELETED_BEFORE = "deleted before they were indexed (retention or delete_records)"
 
 
 class Record(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    """What is read of a record (read-only: aiokafka's records and the tests' are frozen); and,
+    when present, `timestamp` (the record's timestamp, milliseconds)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass
@@ -70,7 +83,7 @@ def ingest(index: Index, topic: str, partition: int, records: Iterable[Record], 
     """Index `records` of one partition, in offset order, below `upto` (when given), in one transaction."""
     progress = Progress()
     with index.transaction():
-        expected = index.next_offset(topic, partition)
+        expected, last = index.next_offset(topic, partition), None
         for record in records:
             if upto is not None and record.offset >= upto:
                 break
@@ -82,9 +95,22 @@ def ingest(index: Index, topic: str, partition: int, records: Iterable[Record], 
             progress.read += 1
             outcome = take(index, record, keyring)
             setattr(progress, outcome, getattr(progress, outcome) + 1)
-            expected = record.offset + 1
-        index.set_offset(topic, partition, expected)
+            expected, last = record.offset + 1, record
+        if last is not None:
+            index.set_offset(topic, partition, expected, witness(last))
     return progress
+
+
+def witness(record: Record) -> str:
+    """What identifies a record of a log: its timestamp, key and value. The record just below the
+    stored offset is read again before a catch-up reads on (shared.audit.feed): another record
+    there means the topic was deleted and created again. Value bytes carry an event_id and a
+    signed occurred_at, and the timestamp is the producer's send time, so the same bytes at the
+    same offset are the same record, unless someone wrote that very record again on purpose."""
+    digest = hashlib.sha256()
+    for part in (str(getattr(record, "timestamp", None)).encode(), record.key, record.value):
+        digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()[:32]
 
 
 def take(index: Index, record: Record, keyring: signing.Keyring) -> str:
@@ -104,9 +130,15 @@ def take(index: Index, record: Record, keyring: signing.Keyring) -> str:
     except codec.BadEvent as exc:
         index.add_problem(*where, "undecodable", str(exc), key)
         return "problems"
+    if isinstance(event, ReviewDecided) and (
+            refusal := signing.approval_refusal(event.outcome, event.mode, signer)) is not None:
+        index.add_problem(*where, "untrusted", f"{event.type} {event.event_id}: {refusal}", key)
+        return "problems"
     kid = next((v.decode(errors="replace") for n, v in record.headers if n == signing.KID_HEADER), None)
-    _policy_texts(index, record, event, key)
-    return "indexed" if index.add_event(*where, event, signer, kid if signer else None) else "duplicates"
+    outcome = index.add_event(*where, event, signer, kid if signer else None)
+    if outcome != "problems":  # a redelivery too: its body is compared without the texts
+        _policy_texts(index, record, event, key)
+    return outcome
 
 
 def _policy_texts(index: Index, record: Record, event: Event, key: str | None) -> None:

@@ -6,6 +6,11 @@ as flat rows for compliance tools.
 before T: the same book the services keep, ordered by the deployer's sequence, so the audit and
 the services never disagree about an order. Only `occurred_at` (signed, the deployer's clock)
 chooses which events had happened by T.
+
+A release's submission is the model.submitted its checks event cites (causation_id), of the same
+model: a pipeline may write model.submitted with any submission_id and any date, so neither the
+id nor the earliest date says which one was checked and approved. Other claims on the id are
+listed as `disputed` (and were reported as conflicts when indexed).
 """
 
 from __future__ import annotations
@@ -60,10 +65,13 @@ def releases(index: Index, model: str) -> ModelAudit:
             left = _deployed_as(found, event.from_version, entry)
             if left is not None and entry not in found[left]["deployments"]:
                 _part(found, left, entry)
-    out = [Release(submission_id=sid, version=_version(parts), submitted=next(iter(parts["submitted"]), None),
-                   checks=parts["checks"], reviews=parts["reviews"], decisions=parts["decisions"],
-                   deployments=parts["deployments"], revocations=parts["revocations"])
-           for sid, parts in found.items()]
+    out = []
+    for sid, parts in found.items():
+        submitted = submission(parts["checks"], parts["submitted"])
+        out.append(Release(submission_id=sid, version=_version(parts, submitted), submitted=submitted,
+                           checks=parts["checks"], reviews=parts["reviews"], decisions=parts["decisions"],
+                           deployments=parts["deployments"], revocations=parts["revocations"],
+                           disputed=[e for e in parts["submitted"] if e is not submitted]))
     ops = [Operation(operation_id=oid, request=next(iter(parts["request"]), None), outcomes=parts["outcomes"])
            for oid, parts in operations.items()]
     return ModelAudit(model=model, releases=out, operations=ops)
@@ -97,8 +105,20 @@ def _deployed_as(found: dict[uuid.UUID, dict[str, list[Entry]]], version: str, r
     return max(deployed, key=lambda pair: pair[0])[1] if deployed else None
 
 
-def _version(parts: dict[str, list[Entry]]) -> str | None:
-    for entry in (e for es in parts.values() for e in es):
+def submission(checks: list[Entry], claims: list[Entry]) -> Entry | None:
+    """The model.submitted among `claims` (one model's, one submission_id's) that the checks
+    cite; without checks, the only claim. None when that is not one event: the chain's submission
+    is not indexed (an open link says so) or the claims cannot be told apart."""
+    cited = {c.event.causation_id for c in checks}
+    chosen = [e for e in claims if e.event.event_id in cited] if checks else claims
+    return chosen[0] if len(chosen) == 1 else None
+
+
+def _version(parts: dict[str, list[Entry]], submitted: Entry | None) -> str | None:
+    if submitted is not None:
+        assert isinstance(submitted.event, ModelSubmitted)
+        return submitted.event.submission.candidate.version
+    for entry in (e for name, es in parts.items() if name != "submitted" for e in es):
         event = entry.event
         if isinstance(event, ModelSubmitted):
             return event.submission.candidate.version
@@ -126,18 +146,22 @@ def production_at(index: Index, model: str, at: datetime) -> InProduction:
         return InProduction(model=model, at=at, state="nothing", taken_out_by=revoked[-1] if revoked else None,
                             note="the release in production had been revoked")
     set_by = max((e for e in setters if _restored(e) == current.submission_id), key=lambda e: place(e.event))
-    request = index.entry(set_by.event.causation_id) if isinstance(set_by.event, DeploymentRolledBack) else None
+    request = (index.entry(set_by.event.causation_id, topics.ROLLBACK_REQUESTED)
+               if isinstance(set_by.event, DeploymentRolledBack) else None)
     if isinstance(current, Unknown):
         return InProduction(model=model, at=at, state="unknown", version=current.version,
                             submission_id=current.submission_id, set_by=set_by, rollback_request=request,
                             note=current.reason)
-    deployment = index.first_of(current.submission_id, topics.DEPLOYMENT_SUCCEEDED)
-    approval = index.entry(deployment.event.causation_id) if deployment is not None else None
+    deployment = next(iter(index.of_submission(model, current.submission_id, (topics.DEPLOYMENT_SUCCEEDED,))), None)
+    approval = index.entry(deployment.event.causation_id, topics.REVIEW_DECIDED) if deployment is not None else None
+    if approval is not None and approval.event.key != model:
+        approval = None
+    checks = index.of_submission(model, current.submission_id, (topics.CHECKS_PASSED, topics.CHECKS_FAILED))
     return InProduction(
         model=model, at=at, state="deployed", version=current.candidate.version,
         submission_id=current.submission_id, set_by=set_by, rollback_request=request, deployment=deployment,
-        approval=approval if approval is not None and isinstance(approval.event, ReviewDecided) else None,
-        submitted=index.first_of(current.submission_id, topics.MODEL_SUBMITTED),
+        approval=approval, submitted=submission(
+            checks, index.of_submission(model, current.submission_id, (topics.MODEL_SUBMITTED,))),
         note="" if approval is not None else "the decision this deployment acted on is not in the index")
 
 

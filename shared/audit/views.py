@@ -44,32 +44,58 @@ class Entry(View):
     offset: int
 
 
-class Gap(View):
-    """Offsets of a partition that were gone (deleted, expired) before the index read them."""
+class Ack(View):
+    """Who acknowledged a gap or a problem (`signoff audit ack`), when and why: it is still listed,
+    and no longer changes the exit code. A note in this index file, not a signed event."""
 
+    by: str
+    at: datetime
+    why: str
+
+
+class Gap(View):
+    """Offsets of a partition that were gone (deleted, expired, or in a log deleted with its topic)
+    before the index read them. `last_offset` -1: how many is unknown (a topic created again)."""
+
+    id: int = 0
     topic: str
     partition: int
     first_offset: int
     last_offset: int
     found_at: datetime
     why: str
+    ack: Ack | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"G{self.id}"
 
     def line(self) -> str:
-        return (f"gap in {self.topic} partition {self.partition}: offsets {self.first_offset}-{self.last_offset} "
-                f"{self.why}")
+        offsets = (f"offsets {self.first_offset}-{self.last_offset}" if self.last_offset >= self.first_offset
+                   else f"offsets from {self.first_offset} of the earlier log")
+        return f"gap in {self.topic} partition {self.partition}: {offsets} {self.why}"
 
 
 class Problem(View):
-    """A record that is not a fact: it did not verify or decode (or a decision's policy texts
-    did not hash to its digest). Never indexed as an event."""
+    """A record that is not a fact: it did not verify or decode, its signer may not make it
+    (untrusted), or it conflicts with an indexed event (an event_id or a submission claimed
+    twice: `conflict`, about the models `key` and `other_key`). Or a decision's policy texts did
+    not hash to its digest (`policy`; that event stays, its signature holds)."""
 
+    id: int = 0
     topic: str
     partition: int
     offset: int
-    kind: Literal["untrusted", "undecodable", "policy"]
+    kind: Literal["untrusted", "undecodable", "policy", "conflict"]
     reason: str
     key: str | None
+    other_key: str | None = None
     found_at: datetime
+    ack: Ack | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"P{self.id}"
 
     def line(self) -> str:
         about = f" (key {self.key!r})" if self.key else ""
@@ -111,6 +137,7 @@ class Release(View):
     decisions: list[Entry]      # review.decided
     deployments: list[Entry]    # deployment.* about this release, rollbacks to or from it
     revocations: list[Entry]    # revocation.requested
+    disputed: list[Entry] = []  # other model.submitted claiming this submission_id, not the one its checks cite
 
 
 class Operation(View):
@@ -146,23 +173,32 @@ class InProduction(View):
 
 
 class Health(View):
-    """Everything that makes an answer incomplete or suspect; printed with every answer."""
+    """Everything that makes an answer incomplete or suspect; printed with every answer.
+    `blocking` counts what makes it incomplete for the question asked (the exit code): every gap
+    and open link, a conflict about the model, and (about the model, or any with --strict) a
+    record refused. Acknowledged gaps and problems are listed apart and never block."""
 
     gaps: list[Gap]
     problems: list[Problem]
     open_links: list[OpenLink]
     more_problems: int = 0
     more_links: int = 0
+    acknowledged: list[Gap | Problem] = []
+    blocking: int = 0
 
     @property
     def clean(self) -> bool:
         return not (self.gaps or self.problems or self.open_links or self.more_problems or self.more_links)
 
     def lines(self) -> list[str]:
-        out = [g.line() for g in self.gaps] + [p.line() for p in self.problems]
+        out = [f"{g.line()} [{g.ref}]" for g in self.gaps] + [f"{p.line()} [{p.ref}]" for p in self.problems]
         if self.more_problems:
-            out.append(f"and {self.more_problems} more records that did not verify or decode")
+            out.append(f"and {self.more_problems} more records that did not verify, decode or agree")
         out += [link.line() for link in self.open_links]
         if self.more_links:
             out.append(f"and {self.more_links} more missing links")
         return out
+
+    def acknowledged_lines(self) -> list[str]:
+        return [f"[{a.ref}] by {a.ack.by} at {a.ack.at.isoformat()} ({a.ack.why}): {a.line()}"
+                for a in self.acknowledged if a.ack is not None]

@@ -6,6 +6,7 @@ about this test's model or this test's offsets."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.errors import TopicAlreadyExistsError
 
 from shared import codec, topics
 from shared.admin import partitions_of
@@ -88,7 +90,7 @@ async def test_a_signed_history_is_indexed_answered_and_caught_up_incrementally(
     second = await catch_up(operator, keyring(), index)
     # Only what was appended since is fetched: a re-read from the start would fetch every record again.
     assert second.fetched == second.read == sum(grown[tp] - before[tp] for tp in grown) >= 2
-    assert index.entry(later.checks.event_id) is not None
+    assert index.entry(later.checks.event_id, topics.CHECKS_PASSED) is not None
 
 
 async def _delete_to_end(kafka: KafkaAccess, tp: TopicPartition) -> int:
@@ -153,7 +155,50 @@ async def test_a_forged_record_is_reported_and_never_indexed(
     [(partition, offset)] = await publish(kafka, [forged])
     index = Index.open(tmp_path / "audit.sqlite")
     await catch_up(kafka_cluster.access("operator"), keyring(), index)
-    assert index.entry(one.decision.event_id) is None
+    assert index.entry(one.decision.event_id, topics.REVIEW_DECIDED) is None
     [problem] = [p for p in index.health(limit=10_000).problems
                  if (p.topic, p.partition, p.offset) == (topics.REVIEW_DECIDED, partition, offset)]
     assert problem.kind == "untrusted" and "signature does not verify" in problem.reason and problem.key == model
+
+
+async def test_a_topic_deleted_and_created_again_is_a_gap_and_the_new_log_is_read_from_its_start(
+        kafka: KafkaAccess, unique: str, tmp_path: Path) -> None:
+    """On a topic of this test's own (its records are problems to the index, not events: what is
+    tested is which offsets are read): the new log has grown past the offsets indexed from the
+    old one, so only the record below the stored offset tells them apart (aiokafka 0.14 sees no
+    topic ids)."""
+    name = f"audit-recreated-{unique}"
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1)])
+        await publish(kafka, [codec.Record(name, b"k", f"old {i}".encode(), {}) for i in range(2)])
+        index = Index.open(tmp_path / "audit.sqlite")
+        assert (await catch_up(kafka, keyring(), index, (name,))).problems == 2
+        await admin.delete_topics([name])
+        await _created_again(admin, name)
+    finally:
+        await admin.close()
+    await publish(kafka, [codec.Record(name, b"k", f"new {i}".encode(), {}) for i in range(3)])
+    progress = await catch_up(kafka, keyring(), index, (name,))
+    assert (progress.gaps, progress.read) == (1, 3)  # the new log's offsets 0, 1 and 2, not only 2
+    [gap] = index.health().gaps
+    assert (gap.topic, gap.first_offset, gap.last_offset) == (name, 2, -1)
+    assert "another record is at offset 1" in gap.why
+    assert [p.offset for p in index.health().problems] == [0, 1, 0, 1, 2]  # the old log's, then the new one's
+    again = await catch_up(kafka, keyring(), index, (name,))
+    assert (again.gaps, again.read) == (0, 0)
+
+
+async def _created_again(admin: AIOKafkaAdminClient, name: str, timeout: float = 30.0) -> None:
+    """Create `name` again once the broker has finished deleting it (deletion is asynchronous)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await admin.create_topics([NewTopic(name, 1, 1)])
+            return
+        except TopicAlreadyExistsError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # polling the broker's deletion, bounded by the deadline

@@ -27,7 +27,7 @@ def test_every_verified_event_is_indexed_once_with_its_signer(tmp_path: Path) ->
     assert (first.read, first.indexed, first.problems, first.gaps) == (len(history.events), len(history.events), 0, 0)
     again = log.feed(idx)  # nothing new: nothing read
     assert (again.read, again.indexed) == (0, 0)
-    entry = idx.entry(release.decision.event_id)
+    entry = idx.entry(release.decision.event_id, topics.REVIEW_DECIDED)
     assert entry is not None and entry.event == without_texts(release.decision)  # texts kept apart, by digest
     assert (entry.signer.name, entry.signer.role) == ("review-notifier", "review-notifier")
     assert entry.signer.kid == keys.signer("review-notifier").kid
@@ -54,7 +54,7 @@ def test_an_unsigned_submission_is_indexed_as_unsigned(tmp_path: Path) -> None:
     log.append(codec.encode(history.events[0], "/test"))  # no signature
     idx = index(tmp_path)
     assert log.feed(idx).indexed == 1
-    entry = idx.entry(history.events[0].event_id)
+    entry = idx.entry(history.events[0].event_id, topics.MODEL_SUBMITTED)
     assert entry is not None and entry.signer.name == UNSIGNED and entry.signer.kid is None
 
 
