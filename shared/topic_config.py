@@ -30,6 +30,10 @@ RECORD_RETENTION_FLOOR_MS = 365 * DAY_MS
 DEAD_LETTER_RETENTION_FLOOR_MS = DAY_MS  # an operator must have time to read a letter
 MAX_RETENTION_MS = 1000 * 365 * DAY_MS  # far below Kafka's long; a typo of extra digits is refused
 CONFIG_KEYS = ("cleanup.policy", "retention.ms", "retention.bytes", "min.insync.replicas")
+# What keeps a record topic's events: set on the topic itself (DYNAMIC_TOPIC_CONFIG), never taken
+# from the broker's defaults, which an operator changes for every topic at once (and a broker
+# started with other defaults, or a cluster whose brokers differ, would expire the record silently).
+PINNED_KEYS = ("cleanup.policy", "retention.ms", "retention.bytes")
 CREATE = "run `signoff topics create` as the admin"
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS}
 _DURATION = re.compile(r"^(\d{1,12})(ms|s|m|h|d)?$")
@@ -204,8 +208,17 @@ def _config(spec: TopicSpec, state: TopicState, key: str, wanted: str) -> Differ
             fix += f", or set {variable}={_setting(have)}"
     elif key == "min.insync.replicas":
         fix += ", or set SIGNOFF_TOPIC_MIN_INSYNC_REPLICAS to match"
-    refuses = spec.record and _expires_early(key, actual, wanted)
+    inherited = key in PINNED_KEYS and key not in state.overridden  # see PINNED_KEYS
+    refuses = spec.record and (_expires_early(key, actual, wanted) or inherited)
     return Difference(spec.name, key, actual or "", wanted, Fix.ALTER, refuses, f"{head}: {fix}")
+
+
+def _inherited(spec: TopicSpec, state: TopicState, key: str, wanted: str) -> Difference:
+    """A record topic's value as wanted, but from the broker's defaults: set it on the topic."""
+    shown = _shown(key, state.configs.get(key), "the broker's default")
+    return Difference(spec.name, key, state.configs.get(key) or "", wanted, Fix.ALTER, True,
+                      f"{spec.name}: {key} is {shown}, not set on the topic: a record topic keeps its events by "
+                      f"its own config, which a change of the broker's defaults does not reach: {CREATE}")
 
 
 def differences(spec: TopicSpec, state: TopicState | None) -> list[Difference]:
@@ -219,6 +232,8 @@ def differences(spec: TopicSpec, state: TopicState | None) -> list[Difference]:
                 if key == "cleanup.policy" else actual == wanted)
         if not same:
             out.append(_config(spec, state, key, wanted))
+        elif spec.record and key in PINNED_KEYS and key not in state.overridden:
+            out.append(_inherited(spec, state, key, wanted))
     if state.replication_factor != spec.replication_factor:
         out.append(Difference(
             spec.name, "replication factor", str(state.replication_factor), str(spec.replication_factor),

@@ -19,12 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from shared.values import PolicyDocuments
 from shared.workflow import conditions
-from shared.workflow.documents import read_groups, read_text
+from shared.workflow.documents import load_yaml, read_groups, read_text
 from shared.workflow.matching import ConditionError, Loaded, WorkflowSet
 from shared.workflow.schema import DeployInputs, Workflow, WorkflowError
 
@@ -80,10 +79,7 @@ def load_file(path: Path, targets: DeployTargets | None = None) -> Loaded:
     """One workflow file, validated, with `groups.yaml` from the same folder; with `targets`, its
     deploy step's inputs are the typed inputs of the target they name."""
     text = read_text(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise WorkflowError([f"{path}: {exc}"]) from None
+    data = load_yaml(path, text)
     if not isinstance(data, dict):
         raise WorkflowError([f"{path}: expected a mapping with name, match and steps"])
     deploy, problems = _deploy_inputs(path, data, targets)

@@ -98,6 +98,50 @@ async def test_topics_are_created_with_their_retention_replication_and_partition
             await admin.close()
 
 
+async def unset_config(kafka: KafkaAccess, topic: str, key: str, timeout: float = 30.0) -> None:
+    """Remove a config from a topic (IncrementalAlterConfigs DELETE), so the broker's default applies,
+    and wait (with a deadline) until the broker shows it inherited."""
+    from shared.admin import _started_admin
+    from shared.topic_admin import _IncrementalAlterConfigs, _IncrementalAlterConfigsRequest_v0
+
+    admin = await _started_admin(kafka, timeout)
+    try:
+        request = _IncrementalAlterConfigsRequest_v0([(int(ConfigResourceType.TOPIC), topic, [(key, 1, "")])], False)
+        [(code, message, _type, _name)] = (await admin._send_request(_IncrementalAlterConfigs(request))).responses
+        assert code == 0, message
+    finally:
+        await admin.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await raw_configs(kafka, topic))[key][1]:
+        assert loop.time() < deadline, f"the broker still shows {key} set on {topic}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_record_topic_keeping_its_events_by_a_broker_default_is_refused_and_set_on_the_topic(
+        kafka: KafkaAccess) -> None:
+    """retention.bytes inherited from the broker is -1 today, as wanted; a change of the broker's
+    default would cap every record topic, so it must be the topic's own."""
+    record = f"topics-{uuid.uuid4().hex[:8]}.record"
+    layout = TopicLayout(partitions=1)
+    try:
+        await apply_topics(kafka, layout, [record])
+        await unset_config(kafka, record, "retention.bytes")
+        [found] = await topic_differences(kafka, layout, [record])
+        assert found.refuses and found.fix is Fix.ALTER and (found.key, found.actual) == ("retention.bytes", "-1")
+        assert "not set on the topic" in found.line
+        report = await apply_topics(kafka, layout, [record])
+        assert ([d.key for d in report.fixed], report.left) == (["retention.bytes"], [])
+        assert (await describe_topics(kafka, [record]))[record].overridden == frozenset(CONFIG_KEYS)
+    finally:
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+        await admin.start()
+        try:
+            await admin.delete_topics([record])
+        finally:
+            await admin.close()
+
+
 async def test_the_sessions_topics_are_as_the_default_settings_lay_them_out(kafka: KafkaAccess) -> None:
     assert await topic_differences(kafka, TopicLayout(), topics.ALL_TOPICS) == []
     states = await describe_topics(kafka)

@@ -28,8 +28,9 @@ WEEK_MS = 7 * DAY_MS
 AS_WANTED = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"}
 
 
-def state(topic: str = topics.MODEL_SUBMITTED, partitions: int = 3, rf: int = 1, overridden=frozenset(),
+def state(topic: str = topics.MODEL_SUBMITTED, partitions: int = 3, rf: int = 1, overridden=frozenset(AS_WANTED),
           **configs: str) -> TopicState:
+    """A topic as the broker describes it; its configs set on the topic itself unless `overridden` says."""
     return TopicState(topic, partitions, rf, {**AS_WANTED, **{k.replace("_", "."): v for k, v in configs.items()}},
                       frozenset(overridden))
 
@@ -132,7 +133,8 @@ def test_a_missing_topic_refuses_and_says_to_create_it() -> None:
 
 
 def test_a_record_topic_on_the_brokers_seven_days_refuses_naming_topic_and_fix() -> None:
-    [seven] = differences(TopicLayout().spec(topics.MODEL_SUBMITTED), state(retention_ms=str(WEEK_MS)))
+    [seven] = differences(TopicLayout().spec(topics.MODEL_SUBMITTED),
+                          state(retention_ms=str(WEEK_MS), overridden=set(AS_WANTED) - {"retention.ms"}))
     assert seven.refuses and seven.fix is Fix.ALTER and (seven.key, seven.wanted) == ("retention.ms", "-1")
     assert str(seven) == ("model.submitted: retention.ms is 604800000 (7 days, the broker's default), want -1 "
                           "(for ever): run `signoff topics create` as the admin")
@@ -150,7 +152,7 @@ def test_a_record_topic_on_the_brokers_seven_days_refuses_naming_topic_and_fix()
 ])
 def test_a_record_topic_refuses_only_what_would_silently_drop_events(configs, wanted_ms, refuses) -> None:
     spec = TopicLayout(record_retention_ms=wanted_ms).spec(topics.DEPLOYMENT_SUCCEEDED)
-    [found] = differences(spec, state(topics.DEPLOYMENT_SUCCEEDED, overridden={"retention.ms"}, **configs))
+    [found] = differences(spec, state(topics.DEPLOYMENT_SUCCEEDED, **configs))
     assert found.refuses is refuses and found.fix is Fix.ALTER, found
     letters = TopicLayout(record_retention_ms=wanted_ms).spec(topics.dlq(topics.REVIEW_DECIDED))
     assert not any(d.refuses for d in differences(letters, state(topics.dlq(topics.REVIEW_DECIDED), **configs)))
@@ -158,7 +160,7 @@ def test_a_record_topic_refuses_only_what_would_silently_drop_events(configs, wa
 
 def test_a_kept_retention_the_settings_could_ask_for_names_the_variable_too() -> None:
     spec = TopicLayout(record_retention_ms=3650 * DAY_MS).spec(topics.MODEL_SUBMITTED)
-    [found] = differences(spec, state(retention_ms="-1", overridden={"retention.ms"}))
+    [found] = differences(spec, state(retention_ms="-1"))
     assert str(found) == ("model.submitted: retention.ms is -1 (for ever), want 315360000000 (3650 days): run "
                           "`signoff topics create` as the admin, or set SIGNOFF_RECORD_RETENTION=forever")
 
@@ -180,3 +182,29 @@ def test_min_insync_is_not_raised_above_the_replicas_a_topic_has() -> None:
     spec = TopicLayout(replication_factor=3, min_insync_replicas=2).spec(topics.MODEL_SUBMITTED)
     found = {d.key: d for d in differences(spec, state(rf=3))}
     assert found["min.insync.replicas"].fix is Fix.ALTER and found["min.insync.replicas"].wanted == "2"
+
+
+@pytest.mark.parametrize("key", ["cleanup.policy", "retention.ms", "retention.bytes"])
+def test_a_record_topic_keeping_its_events_by_the_brokers_defaults_refuses(key) -> None:
+    """As wanted today, but a change of the broker's defaults would expire the record: set it on the topic."""
+    spec = TopicLayout().spec(topics.REVIEW_DECIDED)
+    [found] = differences(spec, state(topics.REVIEW_DECIDED, overridden=set(AS_WANTED) - {key}))
+    assert found.refuses and found.fix is Fix.ALTER and (found.key, found.wanted) == (key, spec.configs[key])
+    assert str(found).startswith(f"review.decided: {key} is {spec.configs[key]} (")
+    assert str(found).endswith("the broker's default), not set on the topic: a record topic keeps its events by "
+                               "its own config, which a change of the broker's defaults does not reach: run "
+                               "`signoff topics create` as the admin")
+    assert all(d.refuses for d in differences(spec, state(topics.REVIEW_DECIDED, overridden=())))
+    assert len(differences(spec, state(topics.REVIEW_DECIDED, overridden=()))) == 3  # min.insync may be inherited
+
+
+def test_a_longer_retention_from_the_brokers_defaults_refuses_too() -> None:
+    spec = TopicLayout(record_retention_ms=400 * DAY_MS).spec(topics.REVIEW_DECIDED)
+    inherited = set(AS_WANTED) - {"retention.ms"}
+    [found] = differences(spec, state(topics.REVIEW_DECIDED, overridden=inherited, retention_ms=str(500 * DAY_MS)))
+    assert found.refuses and found.wanted == str(400 * DAY_MS) and "the broker's default" in str(found)
+
+
+def test_dead_letters_may_keep_the_brokers_defaults() -> None:
+    letters = topics.dlq(topics.REVIEW_DECIDED)
+    assert differences(TopicLayout().spec(letters), state(letters, overridden=(), retention_ms=str(30 * DAY_MS))) == []
