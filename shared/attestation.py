@@ -148,7 +148,13 @@ def verify(envelope: Envelope, keyring: Keyring, role: str = "deployer") -> tupl
 def subject_of(envelope: Envelope) -> Subject:
     """The artifact an envelope names, read without verifying it: for its own signer (the
     deployer installing what it just signed), never for a reader deciding whether to trust it."""
-    return parse_statement(_unb64(envelope.payload, "payload")).artifact
+    return claimed_statement(envelope).artifact
+
+
+def claimed_statement(envelope: Envelope) -> Statement:
+    """The statement an envelope carries, read without verifying it: only for what can only deny
+    (`signoff verify` matching a release against the versions the store retired), never to trust."""
+    return parse_statement(_unb64(envelope.payload, "payload"))
 
 
 def parse_statement(payload: bytes) -> Statement:

@@ -2,6 +2,7 @@
 
     verdict = verify(Path("/models/fraud-detector/1.4.0"), load_trust(trust_file))
     if not verdict.ok: refuse(verdict.reason)
+    load(verdict.artifact)  # the resolved file that was checked
 
 PATH is a version folder of the model store (the artifact, `manifest.json` and
 `attestation.intoto.json`) or the artifact file itself beside its attestation. Everything holds,
@@ -9,25 +10,27 @@ or the answer is one line saying what did not:
 
 - the attestation is the file the deployer wrote (bounded, strict JSON, canonical: shared.attestation)
   and is signed by a key the trust file lists for the role deployer;
-- the artifact is the attested subject: its file name, and the sha256 of its bytes (streamed);
+- it is this release's: the files are served as the model and version it attests, either as the
+  store's `<model>/<version>` folder, or as the release the caller names (--model/--version);
+- the artifact is the attested subject: its file name, and the sha256 of its bytes (streamed), or
+  for a folder artifact (an MLflow model) the folder's name and its tree digest (docs/sources.md);
   given a folder, nothing else is in it that a server might load instead (manifest.json aside);
 - it was not revoked: offline, the deployer's own marks in the store (a `REVOKED` file in the
-  folder, a folder kept under `.revoked/`, or the same version retired into the store's
-  `.revoked/`); online (`--online`), the signed events of deployment.revoked and
-  revocation.requested naming its submission, its digest or its model version.
+  folder, a folder kept under `.revoked/`, or a version with the same submission or bytes retired
+  into the store's `.revoked/<model>/`); online (`--online`), the signed events of
+  deployment.revoked and revocation.requested naming its submission, its digest or its model version.
 
-Offline it reads only the files and the trust file, so it answers in well under a second (the
-hashing is the artifact's size over the disk's speed). `verify_envelope` is the same check for a
-webhook receiver holding the envelope from the request body and the artifact it fetched.
+It checks a path at one moment: load `Verdict.artifact` (resolved) straight after, from a store
+only the deployer writes; a file swapped between the check and the load is not seen. Reading the
+files is signoff/verify_files.py. Offline it reads only the files and the trust file, so it answers
+in well under a second (the hashing is the artifact's size over the disk's speed). `verify_envelope`
+is the same check for a webhook receiver holding the envelope from the request body and the
+artifact it fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import os
-import stat
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,19 +41,9 @@ import typer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import attestation, signing
-from shared.attestation import (
-    ATTESTATION_FILE,
-    MANIFEST_FILE,
-    REVOKED_FILE,
-    AttestationError,
-    Envelope,
-    Statement,
-)
+from shared.attestation import AttestationError, Envelope, Statement
 from shared.events import DeploymentRevoked, Event, RevocationRequested
-
-CHUNK = 1 << 20
-REVOKED_DIR = ".revoked"  # where the deployer keeps retired versions (services/deployer/targets/_store_files)
-MAX_MARK_BYTES = 16_384
+from signoff import verify_files as files
 
 
 class VerifySettings(BaseSettings):
@@ -68,6 +61,7 @@ class Verdict:
     reason: str  # one line: what holds, or the first thing that does not
     statement: Statement | None = None
     signer: signing.Principal | None = None
+    artifact: Path | None = None  # the file checked (resolved): what to load
 
     @property
     def line(self) -> str:
@@ -103,24 +97,26 @@ class Revocations:
         return out
 
 
-def verify(path: Path, keyring: signing.Keyring, *, revoked: Revocations | None = None) -> Verdict:
-    """Whether the model at `path` may be served (see the module). Never raises for a bad file."""
+def verify(path: Path, keyring: signing.Keyring, *, revoked: Revocations | None = None,
+           expected_model: str | None = None, expected_version: str | None = None) -> Verdict:
+    """Whether the model at `path` may be served (see the module). Never raises for a bad file.
+
+    Give `expected_model` and `expected_version` (both) when the platform serves the files under a
+    name of its own; without them, PATH must be the store's `<model>/<version>` folder of the
+    attested release (or the artifact in it). Load `Verdict.artifact`: the file that was checked."""
+    if (expected_model is None) != (expected_version is None):
+        raise ValueError("expected_model and expected_version go together: name the release you serve")
     try:
-        folder, artifact = _locate(path)
-        envelope = attestation.read_envelope(_read_capped(folder / ATTESTATION_FILE))
-        statement, signer = attestation.verify(envelope, keyring)
-        name = statement.artifact.name
-        if artifact is None:
-            artifact = folder / name
-            _only_attested_files(folder, name)
-        elif artifact.name != name:
-            raise AttestationError(f"the attestation is for {name!r}, not {artifact.name!r}")
-        _check_digest(artifact, statement.artifact.digest.sha256)
-        if (why := _revoked_offline(folder, statement)) or (revoked and (why := revoked.of(statement))):
+        place = files.locate(path)
+        statement, signer = attestation.verify(files.read_envelope(place.folder), keyring)
+        artifact = _attested_artifact(place, statement.artifact.name)
+        if (why := files.revoked_offline(place, statement)) or (revoked and (why := revoked.of(statement))):
             raise AttestationError(f"{statement.predicate.model} {statement.predicate.version} was revoked ({why})")
+        _check_release(place, statement, expected_model, expected_version)
+        files.check_digest(artifact, statement.artifact.digest.sha256)
     except AttestationError as exc:
         return Verdict(False, str(exc))
-    return Verdict(True, _summary(statement, signer), statement, signer)
+    return Verdict(True, _summary(statement, signer), statement, signer, artifact)
 
 
 def verify_envelope(envelope: Envelope | dict[str, Any], artifact: Path, keyring: signing.Keyring, *,
@@ -130,12 +126,12 @@ def verify_envelope(envelope: Envelope | dict[str, Any], artifact: Path, keyring
         if not isinstance(envelope, Envelope):
             envelope = attestation.read_envelope(attestation.canonical(envelope) + b"\n")
         statement, signer = attestation.verify(envelope, keyring)
-        _check_digest(artifact, statement.artifact.digest.sha256)
+        files.check_digest(artifact, statement.artifact.digest.sha256)
         if revoked and (why := revoked.of(statement)):
             raise AttestationError(f"{statement.predicate.model} {statement.predicate.version} was revoked ({why})")
     except (AttestationError, ValueError, TypeError) as exc:  # a body that is no envelope too
         return Verdict(False, " ".join(str(exc).split()))
-    return Verdict(True, _summary(statement, signer), statement, signer)
+    return Verdict(True, _summary(statement, signer), statement, signer, artifact)
 
 
 def _summary(statement: Statement, signer: signing.Principal) -> str:
@@ -145,72 +141,34 @@ def _summary(statement: Statement, signer: signing.Principal) -> str:
             f"{d.policy.digest[:12]}, attested by {signer.name}")
 
 
-def _locate(path: Path) -> tuple[Path, Path | None]:
-    """The version folder, and the artifact when PATH names it (None: the subject says)."""
-    try:
-        info = path.lstat()
-    except OSError as exc:
-        raise AttestationError(f"{path}: {exc.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        return path, None
-    if path.name in (ATTESTATION_FILE, MANIFEST_FILE):
-        return path.parent, None
-    return path.parent, path
+def _attested_artifact(place: files.Place, name: str) -> Path:
+    """The file the attestation's subject names; given a folder, nothing else may be in it."""
+    if place.artifact is None:
+        files.only_attested_files(place.folder, name)
+        return place.folder / name
+    if place.artifact.name != name:
+        raise AttestationError(f"the attestation is for {name!r}, not {place.artifact.name!r}")
+    return place.artifact
 
 
-def _read_capped(file: Path) -> bytes:
-    try:
-        with open(file, "rb") as f:
-            raw = f.read(attestation.MAX_ENVELOPE_BYTES + 1)
-    except FileNotFoundError:
-        raise AttestationError(f"no attestation: {file} does not exist (was it deployed by Signoff?)") from None
-    except OSError as exc:
-        raise AttestationError(f"{file}: {exc.strerror}") from None
-    return raw
-
-
-def _only_attested_files(folder: Path, name: str) -> None:
-    """A server loading the folder loads only what was attested (manifest.json is the deployer's)."""
-    extra = sorted(set(os.listdir(folder)) - {name, ATTESTATION_FILE, MANIFEST_FILE, REVOKED_FILE})
-    if extra:
-        raise AttestationError(f"{folder} holds {extra[0]!r}" + (f" and {len(extra) - 1} more" if extra[1:] else "")
-                               + f", which the attestation does not cover (it attests {name!r})")
-
-
-def _check_digest(artifact: Path, expected: str) -> None:
-    digest = hashlib.sha256()
-    try:
-        fd = os.open(artifact, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise AttestationError(f"{artifact} is not a regular file")
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-    except OSError as exc:
-        raise AttestationError(f"the attested artifact {artifact} cannot be read: {exc.strerror}") from None
-    if digest.hexdigest() != expected:
-        raise AttestationError(f"{artifact.name} has sha256 {digest.hexdigest()}, the attestation says {expected}: "
-                               "the file was changed")
-
-
-def _revoked_offline(folder: Path, statement: Statement) -> str | None:
-    """The model store's own marks (services/deployer/targets/_store_files.retire)."""
+def _check_release(place: files.Place, statement: Statement, model: str | None, version: str | None) -> None:
+    """The files are served as the release the attestation is for: an approved release copied under
+    another model's or version's name is not that model or version. The name served under is the
+    caller's (`model`, `version`) or, in a model store, the folder's `<model>/<version>` as given.
+    (The attested deployer.location is not compared: a store is mounted at other paths on other
+    hosts, and the deployer builds it from the same model and version.)"""
     p = statement.predicate
-    if REVOKED_DIR in folder.resolve().parts:
-        return f"kept under {REVOKED_DIR}/ of the model store"
-    mark = folder / REVOKED_FILE
-    if mark.exists():
-        try:
-            with open(mark, "rb") as f:
-                data = json.loads(f.read(MAX_MARK_BYTES))
-            return f"marked in the model store by {data['requested_by']}: {data['reason']}"[:300]
-        except (OSError, ValueError, KeyError, TypeError):
-            return "marked REVOKED in the model store"
-    if folder.name == p.version and folder.parent.name == p.model:  # a store's <root>/<model>/<version>
-        retired = folder.parent.parent / REVOKED_DIR / p.model
-        if retired.is_dir() and any(n.rpartition("-")[0] == p.version for n in os.listdir(retired)):
-            return f"this version was retired into {retired}"
-    return None
+    if model is not None:
+        if (model, version) != (p.model, p.version):
+            raise AttestationError(f"the attestation is for {p.model} {p.version}, not {model} {version}: "
+                                   "these are another release's files")
+        return
+    served = (place.given.parent.name, place.given.name)
+    if served != (p.model, p.version):
+        raise AttestationError(
+            f"{place.given} would be served as {served[0] or '?'} {served[1] or '?'}, but the attestation is for "
+            f"{p.model} {p.version}: verify the folder <root>/{p.model}/{p.version} of the model store, or name "
+            "the release you serve these files as with --model and --version")
 
 
 async def online_revocations(kafka: Any, keyring: signing.Keyring) -> Revocations:
@@ -223,14 +181,22 @@ async def online_revocations(kafka: Any, keyring: signing.Keyring) -> Revocation
 
 
 def command(
-    path: Annotated[Path, typer.Argument(
-        help="The model's version folder, or the artifact file beside its attestation")],
+    path: Annotated[str, typer.Argument(
+        help="The model's version folder, or the artifact file beside its attestation, or a version the "
+             "s3 target deployed: s3://bucket/prefix/<model>/<version>/ (read with the standard AWS chain)")],
     online: Annotated[bool, typer.Option("--online", help="Also ask the topics whether it was revoked "
                                          "(KAFKA_* as a pipeline or an operator)")] = False,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="The model you serve these files as (with --version), when PATH is not the model "
+                        "store's <model>/<version> folder")] = None,
+    version: Annotated[str | None, typer.Option(
+        "--version", help="The version you serve these files as (with --model)")] = None,
 ) -> None:
     """Check a deployed model before serving it: the files against the attested digest, the
     signature against the trusted deployer keys (SIGNOFF_TRUSTED_KEYS), and that it was not revoked.
     Exit 0 when all hold, 1 with the reason otherwise."""
+    if (model is None) != (version is None):
+        _refuse("give --model and --version together: the release you serve these files as")
     settings = VerifySettings()
     if settings.trusted_keys is None:
         _refuse("set SIGNOFF_TRUSTED_KEYS to the trust file: it says which keys are the deployer's")
@@ -246,7 +212,12 @@ def command(
             revoked = asyncio.run(online_revocations(ClientSettings().kafka, keyring))
         except Exception as exc:  # noqa: BLE001 - asked to check online: not knowing refuses
             _refuse(f"cannot read the revocations from Kafka: {type(exc).__name__}: {exc}")
-    verdict = verify(path, keyring, revoked=revoked)
+    if path.startswith("s3://"):  # downloaded into a temporary folder, then the same checks
+        from signoff.verify_s3 import verify_s3
+
+        verdict = verify_s3(path, keyring, revoked=revoked, expected_model=model, expected_version=version)
+    else:
+        verdict = verify(Path(path), keyring, revoked=revoked, expected_model=model, expected_version=version)
     if not verdict.ok:
         _refuse(verdict.reason)
     typer.echo(verdict.line)

@@ -33,14 +33,15 @@ async def test_verify_passes_on_a_deployed_model_and_fails_once_tampered_or_revo
     data = bytearray(artifact.read_bytes())
     data[0] ^= 0x01
     artifact.write_bytes(bytes(data))
-    refused = e2e.cli("verify", str(tampered), check=False)
+    served_as = ("--model", model, "--version", "1.0.0")  # copies outside the store say what they are served as
+    refused = e2e.cli("verify", str(tampered), *served_as, check=False)
     assert refused.returncode == 1 and "the file was changed" in refused.stderr
 
     copy = e2e.workdir / f"copy-{unique}"  # what a serving node copied before the revocation
     shutil.copytree(folder, copy)
     e2e.cli("revoke", sid, "--reason", "trained on PII", "--wait", "--timeout", "60")
-    assert e2e.cli("verify", str(copy)).returncode == 0  # offline, a copy elsewhere cannot know
-    online = e2e.cli("verify", str(copy), "--online", check=False)
+    assert e2e.cli("verify", str(copy), *served_as).returncode == 0  # offline, a copy elsewhere cannot know
+    online = e2e.cli("verify", str(copy), *served_as, "--online", check=False)
     assert online.returncode == 1 and "was revoked" in online.stderr and "trained on PII" in online.stderr
     [kept] = (e2e.model_store / ".revoked" / model).iterdir()
     retired = e2e.cli("verify", str(kept), check=False)

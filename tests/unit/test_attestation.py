@@ -44,10 +44,10 @@ def keyring() -> signing.Keyring:
     return signing.load_trust(keys.keys().trust)
 
 
-def approved_state(artifact: Path) -> tuple[Lifecycle, ModelSubmitted]:
+def approved_state(artifact: Path, sha: str = SHA) -> tuple[Lifecycle, ModelSubmitted]:
     """The lifecycle of a submission whose checks passed and which a person approved, answering
     the review.requested of `f.review_requested(cause)`."""
-    cause = f.submitted(f.submission(f.candidate(artifact_uri=artifact.as_uri(), artifact_sha256=SHA)))
+    cause = f.submitted(f.submission(f.candidate(artifact_uri=artifact.as_uri(), artifact_sha256=sha)))
     state = Lifecycle(submission_id=cause.submission_id)
     state, _ = lifecycle.advance(state, f.checks_passed(cause), PLAN)
     answer = f.decided(cause).model_copy(update={"causation_id": f.review_requested(cause).event_id})
@@ -63,14 +63,16 @@ def envelope_for(state: Lifecycle, by: str = "deployer", location: str = "/store
                             signer.kid, signer.sign_bytes)
 
 
-def install(tmp_path: Path, by: str = "deployer") -> tuple[Path, Lifecycle, object]:
-    """A version folder written by the model store's install, with an attestation signed by `by`."""
+def install(tmp_path: Path, by: str = "deployer", weights: bytes = WEIGHTS) -> tuple[Path, Lifecycle, ModelSubmitted]:
+    """A version folder written by the model store's install, with an attestation signed by `by`
+    (fraud-detector 1.4.0, a new submission each time)."""
     source = tmp_path / "artifacts" / "fraud-1.4.0.onnx"
     source.parent.mkdir(exist_ok=True)
-    source.write_bytes(WEIGHTS)
-    state, cause = approved_state(source)
+    source.write_bytes(weights)
+    sha = hashlib.sha256(weights).hexdigest()
+    state, cause = approved_state(source, sha)
     assert state.checked is not None
-    folder = store_files.install(tmp_path / "store", state.checked, source, {"artifact_sha256": SHA},
+    folder = store_files.install(tmp_path / "store", state.checked, source, {"artifact_sha256": sha},
                                  "fraud-1.4.0.onnx", attestation.file_bytes(envelope_for(state, by)))
     return folder, state, cause
 
@@ -191,6 +193,7 @@ def test_a_changed_signature_is_refused(tmp_path, keyring):
 def test_a_key_the_trust_file_does_not_list_is_refused(tmp_path, keyring):
     folder, state, _ = install(tmp_path)
     stranger = signing.Signer(Ed25519PrivateKey.generate())
+    assert state.approval is not None
     forged = attesting.attest(state, state.approval, "fraud-1.4.0.onnx", "model-store", "/s", stranger.kid,
                               stranger.sign_bytes)
     (folder / ATTESTATION_FILE).write_bytes(attestation.file_bytes(forged))
@@ -219,7 +222,8 @@ def test_a_revoked_release_is_refused_offline(tmp_path, keyring):
     marked = verify(copy, keyring)
     assert not marked.ok and "marked in the model store by oncall: training data leak" in marked.reason
     (copy / "REVOKED").unlink()
-    assert verify(copy, keyring).ok  # the copy, unmarked, is not known offline to be revoked
+    # the copy, unmarked and away from the store, is not known offline to be revoked
+    assert verify(copy, keyring, expected_model="fraud-detector", expected_version="1.4.0").ok
 
 
 def test_a_version_retired_from_its_store_is_refused_when_put_back(tmp_path, keyring):
