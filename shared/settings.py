@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka import KafkaSettings
@@ -109,6 +109,39 @@ class ArtifactSourceSettings(ServiceSettings):
         description='http(s) URL prefixes artifacts may be fetched from (JSON list), '
         'e.g. ["https://models.internal/registry/"]; none by default',
     )
+    artifact_s3_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description='S3 buckets and prefixes artifacts may be read from (JSON list), matched by whole key '
+        'segments, e.g. ["s3://models/teams/"]; none by default. Credentials come from the standard AWS '
+        "chain (AWS_* variables, profile, role), never from Signoff's settings",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s@/?#]+/?$",
+        description="S3 API endpoint for MinIO, Ceph, R2 or a test server (http(s)://host:port); unset: "
+        "AWS, or AWS_ENDPOINT_URL_S3 as the AWS chain reads it",
+    )
+    s3_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$",
+                                  description="S3 region; unset: the AWS chain's (AWS_DEFAULT_REGION, profile)")
+    s3_connect_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to connect to S3")
+    s3_read_timeout: float = Field(default=60.0, gt=0, le=3600,
+                                   description="Seconds S3 may stay silent within one request")
+    s3_max_attempts: int = Field(default=3, ge=1, le=10,
+                                 description="Tries of one S3 request on a network error or throttling")
+    max_artifact_files: int = Field(default=10_000, ge=1, le=100_000,
+                                    description="Most files a folder artifact (file:// folder, s3:// prefix) may hold")
+
+    @field_validator("artifact_s3_prefixes")
+    @classmethod
+    def _s3_prefixes_are_valid(cls, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+        """Refused at start, naming the prefix, rather than at the first fetch."""
+        from shared.sources.policy import parse_s3
+
+        for prefix in prefixes:
+            try:
+                parse_s3(prefix)
+            except ValueError as exc:
+                raise ValueError(f"{prefix!r} is not an s3://bucket/prefix/ location: {exc}") from None
+        return prefixes
     max_artifact_bytes: int = Field(default=20 * 2**30, gt=0, description="Largest artifact read (bytes)")
     fetch_timeout: float = Field(default=600.0, gt=0, description="Seconds allowed for one download")
     artifact_allow_hard_links: bool = Field(

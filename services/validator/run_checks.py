@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.validator import checks, fairness, security
+from services.validator import checks, fairness, folder_scan, security
 from shared.events import CheckResult, ChecksFailed, ChecksPassed, Production, Submission, Submitter
 from shared.production import Unknown
 from shared.signing import Principal
@@ -79,7 +79,8 @@ async def run_checks(submission: Submission, step: ChecksStep | None, no_match: 
 
 async def _artifact(uri: str, declared: str, step: ChecksStep | None,
                     sources: ArtifactSource) -> list[CheckResult]:
-    """Integrity, and the security scan of the very bytes that were hashed."""
+    """Integrity, and the security scan of the very bytes that were hashed (of every file, for a
+    folder artifact: its tree digest, shared.sources.tree)."""
     try:
         fetched = await sources.fetch(uri)
     except (ArtifactError, OSError) as exc:
@@ -89,7 +90,8 @@ async def _artifact(uri: str, declared: str, step: ChecksStep | None,
         if not integrity.passed or step is None:
             return [integrity]  # nothing to scan against: the checks fail anyway
         allowed = step.inputs.security.allowed_globals
-        return [integrity, await asyncio.to_thread(security.scan, fetched.path, allowed)]
+        scan = folder_scan.scan_folder if fetched.folder else security.scan
+        return [integrity, await asyncio.to_thread(scan, fetched.path, allowed)]
     finally:
         fetched.cleanup()
 
@@ -107,6 +109,10 @@ async def _fairness(submission: Submission, spec: Fairness, sources: ArtifactSou
         except (ArtifactError, OSError) as exc:
             return [*results, CheckResult(name="fairness:evaluation", passed=False,
                                           message=f"evaluation file: {exc}")]
+        if fetched.folder:
+            fetched.cleanup()
+            return [*results, CheckResult(name="fairness:evaluation", passed=False,
+                                          message="evaluation file: it is a folder; point evaluation_uri at the file")]
         try:
             results += await asyncio.to_thread(fairness.from_evaluation, fetched.path, spec.min_parity_ratio,
                                                spec.max_equalized_odds_difference)
@@ -123,6 +129,9 @@ async def _document(uri: str | None, sources: ArtifactSource, max_bytes: int) ->
         fetched = await sources.fetch(uri, max_bytes)
     except (ArtifactError, OSError) as exc:
         return None, f"model card: {exc}"
+    if fetched.folder:
+        fetched.cleanup()
+        return None, "model card: it is a folder; point model_card_uri at the Markdown file"
     try:
         text = await asyncio.to_thread(fetched.path.read_bytes)
         if not text.strip():

@@ -3,7 +3,9 @@
 Used by the validator (to check the digest, and to read model cards and evaluation files) and the
 deployer (to copy exactly the approved bytes). `ArtifactSource.fetch` picks the source module by the
 URI's scheme in `SCHEMES`: `file://` is read in place under an allowed root (`local`), `http(s)://`
-is downloaded from under an allowed URL prefix (`http`). The allow-lists themselves are in `policy`.
+is downloaded from under an allowed URL prefix (`http`), `s3://` from under an allowed bucket prefix
+(`s3`). A `file://` folder or an `s3://.../` prefix is a folder artifact, digested as `tree` says.
+`ArtifactSource.digest` measures without keeping the bytes. The allow-lists themselves are in `policy`.
 Adding a source is one module and one line in `SCHEMES` (docs/sources.md).
 
 The registry names each module rather than importing it (as fsspec's `known_implementations` do):
@@ -19,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from shared.sources.base import ArtifactError, Fetched
+from shared.sources.base import ArtifactError, Digested, Fetched
 from shared.sources.policy import scheme_of, shown
 
 if TYPE_CHECKING:
     from shared.settings import ArtifactSourceSettings
 
-__all__ = ["SCHEMES", "ArtifactError", "ArtifactSource", "Fetched", "Scheme", "SchemeFetch"]
+__all__ = ["SCHEMES", "ArtifactError", "ArtifactSource", "Digested", "Fetched", "S3Config", "Scheme",
+           "SchemeFetch"]
 
 
 class SchemeFetch(Protocol):
@@ -33,6 +36,13 @@ class SchemeFetch(Protocol):
     most `max_bytes` long; or ArtifactError."""
 
     async def __call__(self, uri: str, source: ArtifactSource, max_bytes: int) -> Fetched: ...
+
+
+class SchemeDigest(Protocol):
+    """What a source module may define as `digest`: the artifact's digest, streamed and hashed
+    without keeping its bytes; a module without one is digested by `fetch` and `cleanup`."""
+
+    async def __call__(self, uri: str, source: ArtifactSource, max_bytes: int) -> Digested: ...
 
 
 class Scheme(NamedTuple):
@@ -44,11 +54,26 @@ class Scheme(NamedTuple):
     def fetch(self) -> SchemeFetch:
         return importlib.import_module(self.module).fetch
 
+    def digest(self) -> SchemeDigest | None:
+        return getattr(importlib.import_module(self.module), "digest", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Config:
+    """How the `s3` source reaches S3 (credentials: the standard AWS chain, never here)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+
 
 SCHEMES: dict[str, Scheme] = {
     "file": Scheme("shared.sources.local"),
     "http": Scheme("shared.sources.http", downloads=True),
     "https": Scheme("shared.sources.http", downloads=True),
+    "s3": Scheme("shared.sources.s3", downloads=True),
 }
 
 
@@ -56,7 +81,8 @@ SCHEMES: dict[str, Scheme] = {
 class ArtifactSource:
     """Where artifacts may be read from and how much of them: `file://` in place under `roots`
     (files with one link only, unless `allow_hard_links`), `http(s)://` under `url_prefixes`,
-    downloaded into `workdir` within `timeout` seconds."""
+    `s3://` under `s3_prefixes`, downloaded into `workdir` within `timeout` seconds; a folder
+    artifact holds at most `max_files` files and `max_bytes` in all."""
 
     roots: tuple[Path, ...]
     url_prefixes: tuple[str, ...] = ()
@@ -64,24 +90,47 @@ class ArtifactSource:
     timeout: float = 600.0
     workdir: Path
     allow_hard_links: bool = False  # see `policy.check_links`
+    s3_prefixes: tuple[str, ...] = ()
+    s3: S3Config = S3Config()
+    max_files: int = 10_000
 
     @classmethod
     def from_settings(cls, settings: ArtifactSourceSettings, workdir: Path) -> ArtifactSource:
+        s3 = S3Config(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+                      connect_timeout=settings.s3_connect_timeout, read_timeout=settings.s3_read_timeout,
+                      max_attempts=settings.s3_max_attempts)
         return cls(roots=tuple(settings.artifact_roots), url_prefixes=tuple(settings.artifact_url_prefixes),
                    max_bytes=settings.max_artifact_bytes, timeout=settings.fetch_timeout, workdir=workdir,
-                   allow_hard_links=settings.artifact_allow_hard_links)
+                   allow_hard_links=settings.artifact_allow_hard_links,
+                   s3_prefixes=tuple(settings.artifact_s3_prefixes), s3=s3, max_files=settings.max_artifact_files)
 
     async def fetch(self, uri: str, max_bytes: int | None = None) -> Fetched:
         """The artifact at `uri`, at most `max_bytes` long (the source's limit unless given),
         hashed without blocking the event loop. The caller owns the result: `cleanup()` it."""
+        source = self._scheme(uri)
+        if source.downloads:
+            await self._make_workdir(uri)
+        return await source.fetch()(uri, self, self.max_bytes if max_bytes is None else max_bytes)
+
+    async def digest(self, uri: str) -> Digested:
+        """The digest of the artifact at `uri` (a file's sha256, a folder's tree digest), its size
+        and number of files, streamed and hashed without keeping the bytes where the source
+        allows it (`file://` and `s3://`; `http(s)://` is downloaded and deleted again)."""
+        source = self._scheme(uri)
+        digest = source.digest()
+        if digest is not None:
+            return await digest(uri, self, self.max_bytes)
+        fetched = await self.fetch(uri)
+        fetched.cleanup()
+        return Digested(fetched.sha256, fetched.size, fetched.files, fetched.folder)
+
+    def _scheme(self, uri: str) -> Scheme:
         scheme = scheme_of(uri)
         source = SCHEMES.get(scheme)
         if source is None:
             raise ArtifactError(f"artifact_uri {shown(uri)!r}: scheme {scheme!r} is not supported; "
                                 f"use {_supported()}")
-        if source.downloads:
-            await self._make_workdir(uri)
-        return await source.fetch()(uri, self, self.max_bytes if max_bytes is None else max_bytes)
+        return source
 
     async def _make_workdir(self, uri: str) -> None:
         try:

@@ -6,8 +6,10 @@ registry in `shared.sources` (which imports them).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 CHUNK = 1024 * 1024  # bytes read, hashed and written at a time
 
@@ -27,14 +29,31 @@ class ArtifactError(ValueError):
 
 @dataclass(frozen=True)
 class Fetched:
-    """The bytes of an artifact in a local file, with their digest and size."""
+    """The bytes of an artifact in a local file, or a local folder for a folder artifact, with
+    their digest (a folder's: `shared.sources.tree`), total size and count of files."""
 
     path: Path
     sha256: str
     size: int
     temporary: bool  # `path` is a download the caller owns: call `cleanup()` when done
+    files: int = 1
+    folder: bool = False
 
     def cleanup(self) -> None:
         """Delete a download; an artifact read in place (`temporary=False`) is never touched."""
-        if self.temporary:
+        if not self.temporary:
+            return
+        if self.folder:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
             self.path.unlink(missing_ok=True)
+
+
+class Digested(NamedTuple):
+    """What `ArtifactSource.digest` measures: the digest (a file's sha256, or a folder's tree
+    digest), the total size in bytes, and the number of files (1 for a single file)."""
+
+    sha256: str
+    size: int
+    files: int
+    folder: bool = False  # a folder artifact, even one holding a single file

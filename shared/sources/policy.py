@@ -2,13 +2,15 @@
 at the local filesystem (to resolve `..` and symbolic links).
 
 `file://` URIs must resolve under an allowed root; `http(s)://` URLs are normalised the way a
-server routes them and must lie under an allowed URL prefix, by whole path segments. Every message
+server routes them and must lie under an allowed URL prefix, by whole path segments; `s3://` URIs
+must lie under an allowed bucket prefix, by whole key segments, with no empty, `.` or `..` segment. Every message
 shows a URI without its user info, so a password never lands in an event or a log.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse, urlsplit
@@ -31,8 +33,8 @@ def scheme_of(uri: str) -> str:
 
 
 def resolve(uri: str, allowed_roots: tuple[Path, ...]) -> Path:
-    """The local path of a `file://` artifact, refusing anything outside the allowed roots
-    (after resolving `..` and symbolic links)."""
+    """The local path of a `file://` artifact (a file, or a folder below a root: a folder
+    artifact), refusing anything outside the allowed roots (after resolving `..` and symbolic links)."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         raise ArtifactError(f"artifact_uri {uri!r}: only file:// URIs are supported here")
@@ -43,13 +45,16 @@ def resolve(uri: str, allowed_roots: tuple[Path, ...]) -> Path:
         raise ArtifactError(f"artifact_uri {uri!r}: the path must be absolute")
     real = Path(os.path.realpath(path))
     for root in allowed_roots:
+        if real == Path(os.path.realpath(root)):
+            raise ArtifactError(f"artifact_uri {uri!r} is an allowed root itself; point it at the artifact's "
+                                "file or folder below it")
         if real.is_relative_to(Path(os.path.realpath(root))):
             break
     else:
         roots = ", ".join(str(r) for r in allowed_roots) or "(none configured)"
         raise ArtifactError(f"artifact_uri {uri!r} is outside the allowed roots: {roots}")
-    if not real.is_file():
-        raise ArtifactError(f"artifact_uri {uri!r}: no such file")
+    if not (real.is_file() or real.is_dir()):
+        raise ArtifactError(f"artifact_uri {uri!r}: no such file or folder")
     return real
 
 
@@ -146,6 +151,78 @@ def _prefix(prefix: str) -> Url:
     if parsed.query:
         raise ArtifactError(f"allowed URL prefix {prefix!r} has a query; fix the configuration")
     return parsed
+
+
+# --- s3:// -------------------------------------------------------------------------------------
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules, in short
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """`s3://bucket/key` (one object) or `s3://bucket/prefix/` (a folder: every object under it)."""
+
+    bucket: str
+    key: str  # a folder's ends with '/'
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(s for s in self.key.split("/") if s)
+
+    @property
+    def is_folder(self) -> bool:
+        return self.key.endswith("/")
+
+    def is_under(self, prefix: S3Uri) -> bool:
+        """Whole key segments: `s3://models/teams/` covers `s3://models/teams/a/m.onnx`, not
+        `s3://models/teams-evil/m.onnx`; `s3://models/` covers the whole bucket."""
+        base = prefix.segments
+        return (self.bucket == prefix.bucket and self.segments[:len(base)] == base
+                and len(self.segments) > len(base))
+
+    def text(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3(uri: str) -> S3Uri:
+    """Raises ValueError saying what is wrong with the S3 URI."""
+    if not uri.startswith("s3://"):
+        raise ValueError("it does not start with s3://")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError("the bucket is not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+    if any(c < " " or c == "\x7f" or c == "\\" for c in key) or "?" in key or "#" in key:
+        raise ValueError("the key holds control characters, a backslash, '?' or '#'")
+    body = key[:-1] if key.endswith("/") else key
+    if body and any(s in ("", ".", "..") for s in body.split("/")):
+        raise ValueError("the key has an empty, '.' or '..' segment")
+    if len(key.encode("utf-8", "surrogatepass")) > 1024:
+        raise ValueError("the key is longer than 1024 bytes")
+    return S3Uri(bucket, key)
+
+
+def checked_s3(uri: str, prefixes: tuple[str, ...]) -> S3Uri:
+    """The parsed `uri` if it is an object or folder under an allowed bucket prefix."""
+    try:
+        parsed = parse_s3(uri)
+    except ValueError as exc:
+        raise ArtifactError(f"artifact_uri {uri!r} is refused: {exc}; use s3://bucket/key or "
+                            "s3://bucket/prefix/ under an allowed prefix") from None
+    if not parsed.key:
+        raise ArtifactError(f"artifact_uri {uri!r} names a whole bucket; name the object or the "
+                            "model's folder (s3://bucket/prefix/)")
+    if not any(parsed.is_under(_s3_prefix(p)) for p in prefixes):
+        allowed = ", ".join(prefixes) or "(none configured)"
+        raise ArtifactError(f"artifact_uri {uri!r} is not under an allowed S3 prefix ({allowed}); "
+                            "store the artifact there or add its location to <SERVICE>_ARTIFACT_S3_PREFIXES")
+    return parsed
+
+
+def _s3_prefix(prefix: str) -> S3Uri:
+    try:
+        return parse_s3(prefix)
+    except ValueError as exc:
+        raise ArtifactError(f"allowed S3 prefix {prefix!r} is invalid: {exc}; fix the configuration") from None
 
 
 # --- what every source says -------------------------------------------------------------------

@@ -86,10 +86,11 @@ def test_missing_file_is_refused(roots):
         policy.resolve((roots[0] / "absent.onnx").as_uri(), roots)
 
 
-def test_a_directory_is_not_an_artifact(roots):
+def test_a_directory_below_a_root_is_a_folder_artifact_but_a_root_itself_is_not(roots):
     (roots[0] / "dir").mkdir()
-    with pytest.raises(ArtifactError, match="no such file"):
-        policy.resolve((roots[0] / "dir").as_uri(), roots)
+    assert policy.resolve((roots[0] / "dir").as_uri(), roots) == (roots[0] / "dir").resolve()
+    with pytest.raises(ArtifactError, match="is an allowed root itself"):
+        policy.resolve(roots[0].as_uri(), roots)
 
 
 async def test_sha256_of_streams_the_file(roots, monkeypatch):

@@ -13,7 +13,9 @@ serving tree into `<root>/.revoked/<model>/`, so no serving policy can pick it u
 no proof; `signoff verify` refuses a version holding one, or kept under `.revoked/`).
 
 A version folder holds the artifact, `manifest.json` and, when the deployer attested the release,
-`attestation.intoto.json` (shared.attestation); an artifact never takes one of those names.
+`attestation.intoto.json` (shared.attestation); an artifact never takes one of those names. A
+folder artifact (an MLflow model, a SavedModel) is the folder `<root>/<model>/<version>/<name>/`
+with its files beneath, copied and verified against its tree digest (shared.sources.tree).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from shared.attestation import ATTESTATION_FILE, MANIFEST_FILE, REVOKED_FILE
 from shared.events import Candidate
 from shared.sources import ArtifactError
-from shared.sources.local import copy_verified
+from shared.sources.local import copy_tree_verified, copy_verified
 
 STAGING = ".staging"
 REVOKED = ".revoked"
@@ -37,6 +39,7 @@ MANIFEST = MANIFEST_FILE
 POINTER = "PRODUCTION"
 TRAFFIC = "traffic.json"
 RESERVED = (MANIFEST, ATTESTATION_FILE, REVOKED_FILE)  # a version folder's own files
+MAX_FILES_COPIED = 100_000  # the fetch enforced the configured cap (at most this); a copy never refuses less
 
 
 def version_dir(root: Path, candidate: Candidate) -> Path:
@@ -51,6 +54,7 @@ def version_dir(root: Path, candidate: Candidate) -> Path:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9_-]{1,16}")
 FALLBACK_NAME = "model"
+FOLDER_SCHEMES = ("file", "s3")  # the sources whose URIs can name a folder artifact
 
 
 def artifact_name(uri: str, local: Path) -> str:
@@ -67,8 +71,11 @@ def artifact_name(uri: str, local: Path) -> str:
 def uri_name(uri: str) -> str:
     """The artifact's file name from its URI alone (what an attested release is installed as, and
     what its attestation's subject names): the last segment of the URI's path, decoded, when that
-    is a safe single name, else `model` plus its safe suffix, else `model`."""
-    name = unquote(urlsplit(uri).path.rpartition("/")[2])
+    is a safe single name, else `model` plus its safe suffix, else `model`. A folder's URI (file,
+    s3) may end with '/' (`s3://bucket/models/churn/`): its name is the folder's (`churn`)."""
+    parts = urlsplit(uri)
+    path = parts.path.rstrip("/") if parts.scheme.lower() in FOLDER_SCHEMES else parts.path
+    name = unquote(path.rpartition("/")[2])
     if not _SAFE_NAME.fullmatch(name):
         suffix = PurePosixPath(name).suffix
         name = FALLBACK_NAME + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
@@ -82,7 +89,9 @@ def _unreserved(name: str) -> str:
 def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name: str | None = None,
             attestation: bytes | None = None) -> Path:
     """Install the artifact as `<root>/<model>/<version>/<name>` (`name`: the source's by default)
-    beside its manifest and its attestation (the file's bytes); idempotent for the same digest."""
+    beside its manifest and its attestation (the file's bytes); idempotent for the same digest.
+    A folder `source` is installed as the folder `<name>/`, every file copied and the copy's
+    tree digest checked against the approved one."""
     name = name or source.name
     if Path(name).name != name or name in ("", ".", "..", *RESERVED):
         raise ArtifactError(f"artifact file name {name!r} is not a single safe file name")
@@ -98,7 +107,10 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name
     staging = root / STAGING / f"{candidate.model}-{candidate.version}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        copy_verified(source, staging / name, candidate.artifact_sha256)
+        if source.is_dir():
+            copy_tree_verified(source, staging / name, candidate.artifact_sha256, MAX_FILES_COPIED)
+        else:
+            copy_verified(source, staging / name, candidate.artifact_sha256)
         _write_synced(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
         if attestation is not None:
             _write_synced(staging / ATTESTATION_FILE, attestation)
