@@ -111,6 +111,7 @@ RULES: tuple[Rule, ...] = (
     Rule(topics.DEPLOYMENT_ROLLED_BACK, (DEPLOYER,), (), (VALIDATOR, POLICY, REVIEW_NOTIFIER)),
     Rule(topics.DEPLOYMENT_REVOKED, (DEPLOYER,), (), (VALIDATOR, POLICY, REVIEW_NOTIFIER)),
     Rule(topics.DEPLOYMENT_SUPERSEDED, (DEPLOYER,)),
+    Rule(topics.DEPLOYMENT_DRIFTED, (DEPLOYER,)),  # read by operators and pipelines, like every record
 )
 
 

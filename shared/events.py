@@ -343,10 +343,35 @@ class DeploymentSuperseded(Event):
     reason: Text
 
 
+class DeploymentDrifted(Event):
+    """A target's production was found changed by someone other than Signoff (an MLflow alias
+    moved or deleted by hand): reported, and put back when the deploy step says `on_drift: revert`.
+    `submission_id` is the release that should be in production (when nothing should be: the last
+    release the deployer deployed of the model)."""
+
+    topic = topics.DEPLOYMENT_DRIFTED
+    type = "signoff.deployment.drifted"
+
+    model: ModelName
+    target: NonEmpty
+    where: NonEmpty = Field(description="What was found changed, e.g. models:/churn@champion",
+                            examples=["models:/churn@champion"])
+    expected_version: Version | None = Field(description="The version the deployer put in production (None: none)")
+    found_version: Version | None = Field(description="The version found there (None: nothing, e.g. the alias deleted)")
+    action: Literal["reported", "reverted", "revert_failed"] = Field(
+        description="reported: left as found (on_drift: report); reverted: put back to expected_version; "
+        "revert_failed: on_drift: revert, but putting it back failed (reason says why)")
+    reason: Text
+
+    @property
+    def key(self) -> str:
+        return self.model
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ModelSubmitted, ChecksPassed, ChecksFailed, ReviewRequested, ReviewDecided,
     DeploymentSucceeded, DeploymentFailed, ReviewEscalated, RollbackRequested, RevocationRequested,
-    DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked, DeploymentSuperseded,
+    DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked, DeploymentSuperseded, DeploymentDrifted,
 )
 BY_TOPIC: dict[str, type[Event]] = {cls.topic: cls for cls in EVENT_TYPES}
 BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in EVENT_TYPES}

@@ -73,6 +73,7 @@ TRUST: dict[str, frozenset[str]] = {
     "signoff.deployment.rolled_back": frozenset({"deployer"}),
     "signoff.deployment.revoked": frozenset({"deployer"}),
     "signoff.deployment.superseded": frozenset({"deployer"}),
+    "signoff.deployment.drifted": frozenset({"deployer"}),
     "signoff.rollback.requested": frozenset({"operator"}),
     "signoff.revocation.requested": frozenset({"operator"}),
 }

@@ -16,6 +16,7 @@ DEPLOYMENT_PROGRESSED = "deployment.progressed"
 DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
 DEPLOYMENT_REVOKED = "deployment.revoked"
 DEPLOYMENT_SUPERSEDED = "deployment.superseded"
+DEPLOYMENT_DRIFTED = "deployment.drifted"
 
 EVENT_TOPICS = (
     MODEL_SUBMITTED,
@@ -32,6 +33,7 @@ EVENT_TOPICS = (
     DEPLOYMENT_ROLLED_BACK,
     DEPLOYMENT_REVOKED,
     DEPLOYMENT_SUPERSEDED,
+    DEPLOYMENT_DRIFTED,
 )
 
 # Topics some service consumes: their bad events are dead-lettered.

@@ -145,11 +145,12 @@ HISTORY_TOPICS = (
     topics.REVIEW_DECIDED, topics.DEPLOYMENT_PROGRESSED, topics.DEPLOYMENT_SUCCEEDED,
     topics.DEPLOYMENT_FAILED, topics.ROLLBACK_REQUESTED, topics.REVOCATION_REQUESTED,
     topics.DEPLOYMENT_ROLLED_BACK, topics.DEPLOYMENT_REVOKED, topics.DEPLOYMENT_SUPERSEDED,
+    topics.DEPLOYMENT_DRIFTED,  # production changed by hand (an MLflow alias), and whether it was put back
 )
 
 
 async def history(kafka: KafkaAccess, model: str, keyring: signing.Keyring | None = None) -> list[Event]:
-    """Every decision, deployment, rollback and revocation of `model` (records keyed by it)."""
+    """Every decision, deployment, rollback, revocation and drift of `model` (records keyed by it)."""
     key = model.encode()
     return await read_events(kafka, HISTORY_TOPICS, lambda r: r.key == key, keyring)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.events import (
     ChecksCompleted,
+    DeploymentDrifted,
     DeploymentFailed,
     DeploymentProgressed,
     DeploymentRevoked,
@@ -106,6 +107,8 @@ def describe(event: Event) -> str:
             return f"not deployed, superseded by {version}: {reason}"
         case DeploymentRevoked(candidate=c, requested_by=by, reason=reason, was_in_production=live):
             return f"{c.model} {c.version} revoked by {by}{' (was in production)' if live else ''}: {reason}"
+        case DeploymentDrifted(action=action, reason=reason):
+            return f"{action}: {reason}"
     return ""
 
 

@@ -1,5 +1,6 @@
 """Wiring of the deployer: checks.*, review.decided, rollback.requested and revocation.requested
-in; deployment.* out; a scheduler task moves canary rollouts on after their bake time.
+in; deployment.* out; a scheduler task moves canary rollouts on after their bake time, and a
+drift task compares protected aliases with production (drift.py).
 
 `build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
 validated by the deploy targets; the SQLite state; the model store's staging; the download folder),
@@ -19,12 +20,13 @@ from services.deployer import __doc__ as ABOUT
 from services.deployer.service import Service
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
-from services.deployer.targets import Deps, model_store
+from services.deployer.targets import Deps, model_store, s3
 from shared import signing, topics
 from shared.broker import Emitter, Refused, keys_of, make_app, make_broker, subscribe
 from shared.events import (
     ChecksFailed,
     ChecksPassed,
+    DeploymentDrifted,
     DeploymentFailed,
     DeploymentProgressed,
     DeploymentRevoked,
@@ -50,9 +52,10 @@ class Deployer:
         self.broker = make_broker(settings, SERVICE)
         self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", DeploymentSucceeded, DeploymentFailed,
                                DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked,
-                               DeploymentSuperseded)
+                               DeploymentSuperseded, DeploymentDrifted)
         self._service: Service | None = None
         self._scheduler: asyncio.Task | None = None
+        self._drift: asyncio.Task | None = None  # the drift check of protected aliases (drift.py)
         self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
         self.rejections = Rejections()
         self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self.rejections.apply,
@@ -102,6 +105,7 @@ class Deployer:
         self.watch = FolderWatch(settings.workflows, workflows, self.log, targets.INPUTS)
         store = StateStore(settings.state_db)
         model_store.clean_staging(settings)
+        s3.clean_staging(settings)  # private copies a crash left before their upload
         settings.download_dir.mkdir(parents=True, exist_ok=True)
         deps = Deps.from_settings(settings, store)
         self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit,
@@ -116,15 +120,18 @@ class Deployer:
 
     async def start_scheduler(self) -> None:
         self._scheduler = asyncio.create_task(self.service.run_scheduler(self.settings.schedule_poll_seconds))
+        if self.settings.drift_check_seconds > 0:
+            self._drift = asyncio.create_task(self.service.run_drift_watch(self.settings.drift_check_seconds))
         if self.watch is not None:
             self.watch.start(self.settings.workflows_check_seconds)
 
     async def stop_scheduler(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
-            self._scheduler = None
+        for task in (self._scheduler, self._drift):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._scheduler = self._drift = None
 
     async def close(self) -> None:
         await self.stop_scheduler()  # a start-up that failed half-way never reached on_shutdown

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from services.deployer import deploying, revocation, rollback
+from services.deployer.drift import DriftWatch
 from services.deployer.state import StateStore
 from services.deployer.targets import Target
 from shared.events import (
+    DeploymentDrifted,
     DeploymentRevoked,
     DeploymentRolledBack,
     DeploymentSucceeded,
@@ -60,6 +62,7 @@ class Service:
         # Every final rejection on review.decided, and a wait until they are all read (shared.facts).
         self.rejections = rejections if rejections is not None else Rejections()  # empty is falsy
         self.caught_up = caught_up or _nothing_to_wait_for
+        self.drift = DriftWatch()  # protected production: see services/deployer/drift.py
 
     async def emit(self, event: Event) -> None:
         """Publish `event`; one that moves production first gets its number, kept in the state
@@ -86,6 +89,19 @@ class Service:
     async def run_due(self) -> int:
         """Move every rollout whose bake time is over to its next stage; returns how many moved."""
         return await deploying.run_due(self)
+
+    async def check_drift(self) -> list[DeploymentDrifted]:
+        """Compare each watched target (an MLflow alias) with production; report, or put back."""
+        return await self.drift.check(self)
+
+    async def run_drift_watch(self, period: float) -> None:
+        """The drift check every `period` seconds, cancellable; a failure is logged and retried."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.check_drift()
+            except Exception as exc:  # noqa: BLE001 - logged; the next check tries again
+                log.exception("drift_check_failed", error=repr(exc))
 
     async def run_scheduler(self, poll_seconds: float) -> None:
         """The scheduler: durable (the schedule is in SQLite, so a restart resumes it), cancellable,

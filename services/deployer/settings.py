@@ -27,6 +27,22 @@ class DeployerSettings(ArtifactSourceSettings):
     webhook_allow_http_loopback: bool = Field(
         default=False, description="Development only: allow a workflow's webhook url to be http:// to a loopback "
         "address (a receiver on this machine); otherwise only https:// is called")
+    s3_target_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description='S3 buckets and prefixes the s3 target may deploy to (JSON list), matched by whole key '
+        'segments, e.g. ["s3://serving/models/"]; none by default. Endpoint, region and timeouts: the '
+        "DEPLOYER_S3_* settings; credentials: the standard AWS chain",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, min_length=1, max_length=2000,
+        description="The MLflow tracking server the mlflow target moves aliases on (https://; MLflow's own "
+        "variables, such as MLFLOW_TRACKING_TOKEN, authenticate); unset: no workflow may use target mlflow")
+    mlflow_allow_http_loopback: bool = Field(
+        default=False, description="Development only: allow DEPLOYER_MLFLOW_TRACKING_URI to be http:// to a "
+        "loopback address; otherwise only https:// is called")
+    drift_check_seconds: float = Field(
+        default=30.0, ge=0, le=86_400, description="How often protected aliases (target mlflow) are compared "
+        "with what the deployer put in production; 0: never")
     retry_attempts: int = Field(default=5, ge=1, description="Tries of a target operation that fails transiently")
     retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First wait between tries; doubles")
     retry_max_backoff_seconds: float = Field(default=8.0, ge=0, description="Cap of the wait between tries")

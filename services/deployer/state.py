@@ -150,6 +150,10 @@ class StateStore:
         row = self.db.execute("SELECT submission_id FROM production WHERE model = ?", (model,)).fetchone()
         return self.release(uuid.UUID(row[0])) if row and row[0] else None
 
+    def production_models(self) -> list[str]:
+        """Every model that has been in production (also those a revocation left with none)."""
+        return [r[0] for r in self.db.execute("SELECT model FROM production ORDER BY model").fetchall()]
+
     def promote(self, model: str, submission_id: uuid.UUID | None) -> None:
         """`submission_id` is now in production for `model` (None: nothing is)."""
         with self.atomic():

@@ -12,6 +12,7 @@ from shared.events import (
     CheckResult,
     ChecksFailed,
     ChecksPassed,
+    DeploymentDrifted,
     DeploymentFailed,
     DeploymentProgressed,
     DeploymentRevoked,
@@ -124,6 +125,9 @@ def every_event(cause: ModelSubmitted | None = None) -> list:
                                  requested_by="ops", reason="latency regression"),
             DeploymentRevoked.caused_by(cause, candidate=cand, requested_by="sec", reason="leak",
                                         was_in_production=True),
+            DeploymentDrifted(submission_id=cause.submission_id, model=cand.model, target="mlflow",
+                              where=f"models:/{cand.model}@champion", expected_version="3", found_version="4",
+                              action="reverted", reason="moved by hand; put back"),
             DeploymentSuperseded.caused_by(cause, candidate=cand, target="model-store",
                                            superseded_by=uuid.uuid4(), superseded_by_version="1.6.0",
                                            reason="1.6.0, submitted later, is in production")]

@@ -41,7 +41,7 @@ def test_each_target_validates_its_own_keys():
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         targets.INPUTS.validate_python({"target": "model-store", "url": HOOK["url"]})
     with pytest.raises(ValidationError, match="does not match any of the expected tags"):
-        targets.INPUTS.validate_python({"target": "s3"})
+        targets.INPUTS.validate_python({"target": "gcs"})
 
 
 def test_a_stored_deploy_step_reads_back_as_its_targets_inputs(tmp_path):

@@ -94,6 +94,7 @@ def test_terminal_and_outcome_of_each_event():
         "RollbackRequested": (False, "pending"), "RevocationRequested": (False, "pending"),
         "DeploymentProgressed": (False, "pending"), "DeploymentRolledBack": (True, "rolled back"),
         "DeploymentRevoked": (True, "revoked"), "DeploymentSuperseded": (True, "superseded"),
+        "DeploymentDrifted": (False, "pending"),  # an observation about production, not an end
     }
     for event in f.every_event(cause):
         assert (timeline.is_terminal(event), timeline.outcome(event)) == expected[type(event).__name__]

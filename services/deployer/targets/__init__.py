@@ -45,6 +45,8 @@ def _registry(*modules: str) -> dict[str, TargetModule]:
 REGISTRY = _registry(
     "model_store",
     "webhook",
+    "s3",
+    "mlflow",
 )
 
 # Every target's inputs as one pydantic type, told apart by `target`: what the workflow loader

@@ -1,0 +1,159 @@
+"""The mlflow target's inputs and settings checks, how MLflow's failures are classified, and the drift
+check's own rules (what it leaves alone, what it reports once), with a stand-in target. The target
+against a real MLflow server: tests/unit/test_mlflow_target.py."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ErrorCode
+from pydantic import ValidationError
+
+from services.deployer.lifecycle import Lifecycle
+from services.deployer.rollout import Release
+from services.deployer.service import Service
+from services.deployer.settings import DeployerSettings
+from services.deployer.state import StateStore
+from services.deployer.targets import INPUTS, TargetError, mlflow
+from services.deployer.targets._mlflow_registry import as_target_error
+from shared.events import DeploymentDrifted, Event
+from shared.workflow.matching import WorkflowSet
+from tests.unit import factories as f
+
+
+def test_inputs_default_to_the_champion_alias_reported_not_reverted():
+    inputs = INPUTS.validate_python({"target": "mlflow"})
+    assert isinstance(inputs, mlflow.Inputs)
+    assert (inputs.registered_model, inputs.alias, inputs.on_drift) == (None, "champion", "report")
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ({"strategy": "canary", "stages": [{"name": "all", "traffic_percent": 100}]}, "use strategy direct"),
+    ({"alias": "latest"}, "reserved by MLflow"),
+    ({"alias": "v3"}, "reserved by MLflow"),
+    ({"alias": "prod alias"}, "alias"),
+    ({"registered_model": "a/b"}, "registered_model"),
+    ({"on_drift": "ignore"}, "on_drift"),
+    ({"url": "https://x"}, "url"),  # another target's key
+])
+def test_bad_inputs_are_refused_naming_the_key(given, says):
+    with pytest.raises(ValidationError, match=says):
+        INPUTS.validate_python({"target": "mlflow", **given})
+
+
+def test_problems_name_the_missing_or_insecure_tracking_server():
+    inputs = mlflow.Inputs()
+    assert "DEPLOYER_MLFLOW_TRACKING_URI" in mlflow.problems(inputs, DeployerSettings())[0]
+    insecure = DeployerSettings(mlflow_tracking_uri="http://mlflow.internal:5000")
+    assert "https://" in mlflow.problems(inputs, insecure)[0]
+    loopback = DeployerSettings(mlflow_tracking_uri="http://127.0.0.1:5000", mlflow_allow_http_loopback=True)
+    assert mlflow.problems(inputs, loopback) == []
+    assert mlflow.problems(inputs, DeployerSettings(mlflow_tracking_uri="https://mlflow.internal")) == []
+
+
+def release(version: str = "3", target: str = "mlflow", promoted: int = 0) -> Release:
+    cause = f.submitted(f.submission(f.candidate(model="churn", version=version)))
+    return Release(submission_id=cause.submission_id, candidate=cause.submission.candidate,
+                   approval=f.decided(cause), deploy=INPUTS.validate_python({"target": target}),
+                   promoted=promoted)
+
+
+def test_only_mlflow_version_numbers_are_deployed():
+    assert mlflow.mlflow_version(release("12")) == "12"
+    for bad in ("1.4.0", "0", "v3"):
+        with pytest.raises(TargetError, match="not an MLflow version number"):
+            mlflow.mlflow_version(release(bad))
+
+
+@pytest.mark.parametrize(("error_code", "transient"), [
+    ("RESOURCE_DOES_NOT_EXIST", False), ("PERMISSION_DENIED", False), ("INVALID_PARAMETER_VALUE", False),
+    ("INTERNAL_ERROR", True), ("TEMPORARILY_UNAVAILABLE", True), ("REQUEST_LIMIT_EXCEEDED", True),
+])
+def test_server_errors_and_throttling_are_retried_the_rest_fail_at_once(error_code, transient):
+    code = ErrorCode.Value(error_code)  # as the client raises them: a protocol code, named on the exception
+    error = as_target_error("moving alias", MlflowException("it went wrong", error_code=code))
+    assert error.transient is transient and str(error).startswith("moving alias: ")
+
+
+def test_a_network_failure_is_retried():
+    assert as_target_error("x", requests.ConnectionError("refused")).transient
+    assert not as_target_error("x", ValueError("bad")).transient
+
+
+class Stand_in:  # noqa: N801 - a Watched target whose alias the test sets
+    name = "mlflow"
+
+    def __init__(self, on_drift: Literal["report", "revert"] = "report") -> None:
+        self.on_drift = on_drift
+        self.found: str | None = None
+        self.restored: list[str | None] = []
+
+    def where(self, model: str) -> str:
+        return f"models:/{model}@champion"
+
+    async def live(self, model: str) -> str | None:
+        return self.found
+
+    async def restore(self, model: str, release: Release | None, key: str, why: dict) -> None:
+        self.restored.append(release.version if release else None)
+        self.found = release.version if release else None
+
+
+@pytest.fixture
+def watched(tmp_path):
+    store = StateStore(tmp_path / "state.db")
+    emitted: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        emitted.append(event)
+
+    target = Stand_in()
+    service = Service(store, WorkflowSet(()), lambda inputs: target, emit)
+    yield service, store, target, emitted
+    store.close()
+
+
+async def test_a_model_with_a_deployment_in_progress_is_left_alone(watched):
+    service, store, target, emitted = watched
+    live, coming = release("3"), release("4")
+    for r in (live, coming):
+        store.save_release(r)
+    store.promote("churn", live.submission_id)
+    store.save(Lifecycle(submission_id=coming.submission_id, status="rolling_out"))
+    target.found = "4"  # the alias moved, the deployer has not recorded it yet (or crashed in between)
+    assert await service.check_drift() == []
+    store.save(Lifecycle(submission_id=coming.submission_id, status="failed"))
+    [drifted] = await service.check_drift()
+    assert (drifted.expected_version, drifted.found_version, drifted.action) == ("3", "4", "reported")
+    assert emitted == [drifted] and drifted.submission_id == live.submission_id
+
+
+async def test_after_a_revocation_left_nothing_an_alias_set_by_hand_is_drift(watched):
+    service, store, target, _ = watched
+    gone = release("3")
+    store.save_release(gone)
+    store.promote("churn", gone.submission_id)
+    store.promote("churn", None)  # revoked, nothing to fall back to
+    target.on_drift, target.found = "revert", "3"
+    [drifted] = await service.check_drift()
+    assert (drifted.expected_version, drifted.found_version, drifted.action) == (None, "3", "reverted")
+    assert target.restored == [None] and target.found is None
+    assert "nothing (no version of it is in production)" in drifted.reason
+
+
+async def test_a_drift_is_reported_again_only_once_it_was_over(watched):
+    service, store, target, emitted = watched
+    live = release("3")
+    store.save_release(live)
+    store.promote("churn", live.submission_id)
+    target.found = "5"
+    assert len(await service.check_drift()) == 1
+    assert await service.check_drift() == []
+    target.found = "3"  # put back by someone
+    assert await service.check_drift() == []
+    target.found = "5"
+    assert len(await service.check_drift()) == 1
+    assert [type(e) for e in emitted] == [DeploymentDrifted, DeploymentDrifted]
