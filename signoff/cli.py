@@ -14,9 +14,11 @@ from pydantic import ValidationError
 
 from shared import codec, topics
 from shared.kafka import KafkaAccess
-from signoff import client, keys_cli, manifest, verify
+from signoff import client, digest_cli, keys_cli, manifest, verify
 from signoff.acl_cli import acl_app
 from signoff.audit_cli import audit_app
+from signoff.mlflow_cli import mlflow_app
+from signoff.mlflow_cli import submit as submit_from_mlflow
 from signoff.settings import ClientSettings
 from signoff.timeline import history_line, line, outcome
 from signoff.token_cli import token_app
@@ -31,7 +33,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(acl_app, name="acl")
 app.add_typer(keys_cli.keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(mlflow_app, name="mlflow")
 app.command("verify")(verify.command)
+app.command("digest")(digest_cli.command)
 
 EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
               "superseded": 5, "pending": 2}
@@ -63,8 +67,14 @@ def submit(
         help="Evaluation CSV (label, prediction, group) path or URI: fairness is computed from it")] = None,
     manifest_file: Annotated[Path | None, typer.Option(
         "--manifest", help="YAML/JSON manifest; flags override it")] = None,
+    mlflow: Annotated[str | None, typer.Option(
+        "--mlflow", help="An MLflow registered model version, models:/NAME/VERSION or models:/NAME@ALIAS: "
+        "everything else is read from MLflow (docs/mlflow.md)")] = None,
 ) -> None:
     """Submit a trained model for approval; prints the submission id."""
+    if mlflow is not None:
+        typer.echo(str(submit_from_mlflow(mlflow).submission_id))
+        return
     try:
         data = manifest.load(manifest_file) if manifest_file else {}
         candidate = dict(data.get("candidate") or {})

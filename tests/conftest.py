@@ -9,6 +9,7 @@ from shared.acl import Table
 from shared.admin import apply_acls, ensure_topics
 from shared.kafka import KafkaAccess
 from tests.kafka_broker import Cluster, kafka_broker
+from tests.mlflow_server import MlflowServer, mlflow_server
 from tests.s3_server import S3Server, s3_server
 
 
@@ -54,4 +55,12 @@ def s3() -> Iterator[S3Server]:
     """A real S3 API server (moto in server mode, tests/s3_server.py) for the whole session; each
     test makes its own bucket."""
     with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (tests/mlflow_server.py: SQLite backend, artifact root on the
+    `s3` server) for the whole session; each test registers models of its own names."""
+    with mlflow_server(s3, tmp_path_factory.mktemp("mlflow")) as server:
         yield server

@@ -128,12 +128,13 @@ def test_kafka_is_the_version_the_local_broker_pins(compose: dict) -> None:
     assert kafka_broker.IMAGE == f"apache/kafka:{version}", "tests/kafka_broker.py IMAGE drifted"
 
 
-THIRD_PARTY = {"kafka", "mailpit"}  # images we pull rather than build
+THIRD_PARTY = {"kafka", "mailpit", "minio", "minio-buckets", "mlflow"}  # images we pull rather than build
+BRIDGE = "mlflow-bridge"  # runs `signoff mlflow bridge` (a FastAPI app, not a FastStream one)
 
 
 def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
     ours = {n: s for n, s in compose["services"].items() if n not in THIRD_PARTY}
-    assert set(ours) == {"topics", "acl", "keys", *SERVICES}
+    assert set(ours) == {"topics", "acl", "keys", BRIDGE, *SERVICES}
     builds = {json.dumps([s.get("image"), s.get("build")], sort_keys=True) for s in ours.values()}
     assert len(builds) == 1, f"services differ in image/build: {builds}"
     build = next(iter(ours.values()))["build"]
@@ -142,7 +143,7 @@ def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
 
 def test_compose_runs_every_service_under_services(compose: dict) -> None:
     packages = {p.parent.name for p in (ROOT / "services").glob("*/app.py")}
-    assert packages == {package for package, _ in SERVICES.values()}
+    assert packages == {package for package, _ in SERVICES.values()} | {"mlflow_bridge"}
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -323,3 +324,49 @@ def test_kafka_is_secured_and_each_container_is_its_own_principal(
         assert services[name]["depends_on"]["acl"]["condition"] == "service_completed_successfully"
         settings = load_settings(compose, name, monkeypatch)
         assert settings.kafka_security_protocol == "SASL_SSL"
+
+
+def test_the_mlflow_bridge_is_a_pipeline_reading_minio_and_called_by_mlflow(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.mlflow_bridge.settings import MlflowBridgeSettings
+    from signoff.mlflow_source import MlflowSourceSettings
+
+    services = compose["services"]
+    bridge = services[BRIDGE]
+    assert command_of(bridge) == ["signoff", "mlflow", "bridge"]
+    env = {key: interpolated(value) for key, value in env_of(bridge).items()}
+    assert FROM_ENVIRONMENT.fullmatch(env_of(bridge)["MLFLOW_BRIDGE_WEBHOOK_SECRET"])
+    unknown = [k for k in env if k.startswith("MLFLOW_BRIDGE_") and
+               k.removeprefix("MLFLOW_BRIDGE_").lower() not in MlflowBridgeSettings.model_fields]
+    assert not unknown, f"the bridge's settings ignore these variables: {unknown}"
+    for key in list(os.environ):
+        if key.startswith(("MLFLOW_", "SIGNOFF_", "KAFKA_")):
+            monkeypatch.delenv(key)
+    for key, value in {**env, "MLFLOW_BRIDGE_WEBHOOK_SECRET": "x" * 32}.items():
+        monkeypatch.setenv(key, value)
+    settings, rules = MlflowBridgeSettings(), MlflowSourceSettings()
+    assert settings.kafka_sasl_username == acl.PIPELINE and settings.kafka_security_protocol == "SASL_SSL"
+    assert str(settings.kafka_sasl_password_file) == f"/run/secrets/{acl.PIPELINE}"
+    assert set(bridge["secrets"]) == {acl.PIPELINE, "kafka-ca"}
+    assert str(settings.signing_key_file) == "/data/keys/pipeline.pem"  # `signoff keys init` makes it
+    assert ("signing-keys", "/data/keys", True) in mounts(bridge)
+    assert any(source in compose["volumes"] and settings.state_db.is_relative_to(target) and not ro
+               for source, target, ro in mounts(bridge)), "the bridge's state must outlive the container"
+    # MLflow calls the bridge where it listens, and the bridge reads the registry MLflow serves.
+    assert settings.public_url == f"http://{BRIDGE}:{settings.http_port}/mlflow/webhook"
+    assert settings.http_host == "0.0.0.0"
+    mlflow = services["mlflow"]
+    assert rules.tracking_uri == "http://mlflow:5000" and "5000" in command_of(mlflow)
+    assert bridge["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    # Model files: MLflow's clients write them to MinIO, and every reader of them may read there.
+    root = command_of(mlflow)[command_of(mlflow).index("--default-artifact-root") + 1]
+    assert "--no-serve-artifacts" in command_of(mlflow), "download URIs must be s3://, not mlflow-artifacts:/"
+    assert root in settings.artifact_s3_prefixes and settings.s3_endpoint_url == "http://minio:9000"
+    for name in ("validator", "deployer"):
+        assert json.loads(env_of(services[name])[f"{name.upper()}_ARTIFACT_S3_PREFIXES"]) == [root]
+    assert "mc mb --ignore-existing local/" + root.removeprefix("s3://").strip("/") in \
+        " ".join(services["minio-buckets"]["entrypoint"])
+    for name in ("minio", "minio-buckets", "mlflow"):
+        image, _, tag = services[name]["image"].partition(":")
+        assert tag not in ("", "latest"), f"pin {name}'s version"
