@@ -86,7 +86,7 @@ def test_adding_a_person_to_a_group_changes_the_printed_digest(tmp_path):
 
 
 def test_every_file_is_reported_and_one_bad_file_fails_the_run(tmp_path):
-    f.workflow_folder(tmp_path, strict=VALID, bad=VALID.replace("target: model-store", "target: s3"))
+    f.workflow_folder(tmp_path, strict=VALID, bad=VALID.replace("target: model-store", "target: gcs"))
     result = validate(tmp_path / "strict.yaml", tmp_path / "bad.yaml")
     assert result.exit_code == 1
     assert f"ok: {tmp_path / 'strict.yaml'}: workflow 'strict'" in result.stdout

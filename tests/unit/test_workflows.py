@@ -135,8 +135,9 @@ def test_step_without_a_type(tmp_path):
 
 
 def test_unknown_target(tmp_path):
-    assert only_problem(tmp_path, VALID.replace("target: model-store", "target: s3")).endswith(
-        "step 'deploy' (steps[2]): inputs.target: target 's3' does not exist; use one of: model-store, webhook")
+    assert only_problem(tmp_path, VALID.replace("target: model-store", "target: gcs")).endswith(
+        "step 'deploy' (steps[2]): inputs.target: target 'gcs' does not exist; use one of: "
+        "model-store, webhook, s3, mlflow")
 
 
 def test_unknown_group_names_the_groups_file(tmp_path):
@@ -219,7 +220,7 @@ def test_not_a_mapping(tmp_path):
 
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
     text = (VALID.replace("name: strict\n", "name: strict\ncolour: red\n")
-            .replace("['alice', 'group:leads']", "'bob'").replace("target: model-store", "target: s3"))
+            .replace("['alice', 'group:leads']", "'bob'").replace("target: model-store", "target: gcs"))
     path, found = problems(tmp_path, text)
     assert len(found) == 3
     assert all(p.startswith(f"{path}: ") for p in found)
@@ -280,13 +281,13 @@ def test_an_invalid_file_stops_the_whole_folder_and_every_file_is_reported(tmp_p
     folder = f.workflow_folder(
         tmp_path, good=VALID,
         bad_approvers=VALID.replace("name: strict", "name: one").replace("['alice', 'group:leads']", "'bob'"),
-        bad_target=VALID.replace("name: strict", "name: two").replace("target: model-store", "target: s3"))
+        bad_target=VALID.replace("name: strict", "name: two").replace("target: model-store", "target: gcs"))
     with pytest.raises(WorkflowError) as caught:
         load_folder(folder, INPUTS)
     found = caught.value.problems
     assert len(found) == 2
     assert any(p.startswith(f"{folder / 'bad_approvers.yaml'}: ") and "approvers must be a list" in p for p in found)
-    assert any(p.startswith(f"{folder / 'bad_target.yaml'}: ") and "target 's3' does not exist" in p for p in found)
+    assert any(p.startswith(f"{folder / 'bad_target.yaml'}: ") and "target 'gcs' does not exist" in p for p in found)
 
 
 def test_two_defaults(tmp_path):
