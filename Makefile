@@ -98,9 +98,11 @@ test: venv ## run the tests, then the component tests again on the real broker (
 	$(BIN)/pytest
 	$(BIN)/pytest tests/component --broker=kafka
 
-bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing
+bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing; audit and verify on a big history; the digest of a 1 GiB S3 object
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.hashing
+	$(BIN)/python -m bench.record
+	$(BIN)/python -m bench.s3
 
 chaos: venv ## faults (service and broker kills) against a seeded scenario, beside a fault-free baseline: the figures (CHAOS="--seed 7")
 	$(KAFKA) fetch

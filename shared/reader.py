@@ -8,6 +8,7 @@ the CLI (watch, history), and the tests' event log.
     read(kafka, topics, until=FOREVER)             until cancelled (a live tail)
     find_newest(kafka, topics, match)              the newest record `match` accepts, read from
                                                    the end backwards, so a recent one costs little
+    read_at(kafka, topic, partition, offset)       the one record at that offset, or None
 
 `kafka` is a shared.kafka.KafkaAccess: the reader reads as that principal, which needs READ on
 the topics (shared/acl.py). Records come as aiokafka `ConsumerRecord`s; `decode` turns one into
@@ -39,6 +40,7 @@ from shared.kafka import KafkaAccess, unreachable
 Record = Any  # aiokafka.structs.ConsumerRecord
 FOREVER: Final = "forever"
 POLL_MS = 500
+FETCH_WAIT_MS = 50
 _WINDOW = 500  # records per partition read at a time by find_newest, doubling as it goes back
 
 
@@ -128,6 +130,20 @@ async def find_newest(kafka: KafkaAccess, topics: Sequence[str],
         return None
 
 
+async def read_at(kafka: KafkaAccess, topic: str, partition: int, offset: int) -> Record | None:
+    """The record at one offset of `topic`, or None when there is none there (no such partition,
+    not written yet, or deleted by retention). For a dead letter named by its coordinates."""
+    async with _consumer(kafka) as consumer:
+        if partition not in await partitions_of(consumer, topic):
+            return None
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        start, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+        if not start <= offset < end:
+            return None
+        return next((r for r in await _slice(consumer, tp, offset, offset + 1) if r.offset == offset), None)
+
+
 async def _slice(consumer: AIOKafkaConsumer, tp: TopicPartition, lower: int, upper: int) -> list[Record]:
     """The records of one partition at offsets [lower, upper)."""
     consumer.seek(tp, lower)
@@ -143,8 +159,10 @@ class _consumer:
 
     def __init__(self, kafka: KafkaAccess) -> None:
         self.kafka = kafka
+        # fetch_max_wait_ms: the broker holds a fetch of an empty partition this long, and stop()
+        # waits for the fetch in flight, so a read of empty topics cost 0.5 s at the default.
         self.consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False,
-                                         auto_offset_reset="earliest")
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_WAIT_MS)
 
     async def __aenter__(self) -> AIOKafkaConsumer:
         try:
