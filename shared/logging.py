@@ -28,9 +28,22 @@ def configure(level: str = "INFO") -> structlog.stdlib.BoundLogger:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # The stream is looked up at each write, and loggers are not cached: a logger made before
+        # sys.stderr was replaced (a test's capture, a daemon's redirect) must not keep writing to
+        # the old stream, or keep processors that a later configure (or capture_logs) replaced.
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]  # write/flush suffice
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
                         format="%(name)s %(levelname)s %(message)s")
     return structlog.get_logger()
+
+
+class _Stderr:
+    """sys.stderr as it is at each write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
