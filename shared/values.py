@@ -44,10 +44,27 @@ ModelName = Annotated[
     Field(description="Model name: lowercase letters, digits, '.', '_', '-'; starts alphanumeric",
           examples=["fraud-detector"]),
 ]
+# Beside a model's version folders the deployer keeps files of its own (the model store and the s3
+# target: the pointer, the traffic split; inside a version: manifest, attestation, revocation mark):
+# a version of one of these names (in any case: a store may sit on a case-insensitive disk) would
+# be a folder where the pointer is, or the pointer a folder's key in a bucket.
+RESERVED_VERSIONS = frozenset({"production", "traffic.json", "revoked", "manifest.json", "attestation.intoto.json"})
+
+
+def _unreserved_version(value: str) -> str:
+    if value.casefold() in RESERVED_VERSIONS:
+        raise ValueError(f"{value!r} is a name the model store keeps for its own files "
+                         f"({', '.join(sorted(RESERVED_VERSIONS))}, in any case); choose another version")
+    return value
+
+
 Version = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"),
-    Field(description="Model version: one path segment, starts alphanumeric", examples=["1.4.0"]),
+    AfterValidator(_unreserved_version),
+    Field(description="Model version: one path segment, starts alphanumeric, not one of the store's own "
+          "names (PRODUCTION, traffic.json, REVOKED, manifest.json, attestation.intoto.json)",
+          examples=["1.4.0"]),
 ]
 Sha256 = Annotated[
     str,

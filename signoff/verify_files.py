@@ -97,16 +97,23 @@ def only_attested_files(folder: Path, name: str) -> None:
 
 
 def check_digest(artifact: Path, expected: str) -> None:
-    """The attested sha256 of a file; of a folder artifact, its tree digest (shared.sources.tree)."""
+    """The attested sha256 of a file; of a folder artifact, its tree digest (shared.sources.tree).
+    A file that reads as a tree listing is refused: its sha256 is a folder's digest."""
     if stat.S_ISDIR(_mode(artifact)):
         return _check_tree(artifact, expected)
-    digest = hashlib.sha256()
+    from shared.sources import tree
+
+    digest, head = hashlib.sha256(), tree.FileHead()
     try:
         with open_regular(artifact) as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
+                head.feed(chunk)
     except OSError as exc:
         raise AttestationError(f"the attested artifact {artifact} cannot be read: {exc.strerror}") from None
+    if tree.reads_as_listing(head.head):  # it would have a folder's digest: no release is such a file
+        raise AttestationError(f"{artifact.name} is a file that reads as a folder's tree listing, not a model; "
+                               "a release is never such a file (docs/sources.md)")
     if digest.hexdigest() != expected:
         raise AttestationError(f"{artifact.name} has sha256 {digest.hexdigest()}, the attestation says {expected}: "
                                "the file was changed")

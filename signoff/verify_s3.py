@@ -40,13 +40,7 @@ def download(s3: Any, uri: str, dest: Path, max_bytes: int = MAX_BYTES, max_file
     bucket, key, model, version = split(uri)
     folder = dest / model / version
     folder.mkdir(parents=True)
-    listed = [item for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-              for item in page.get("Contents", [])]
-    if not listed:
-        raise ValueError(f"nothing is deployed at {uri}")
-    tree.check_count(uri, len(listed), max_files)
-    if sum(item["Size"] for item in listed) > max_bytes:
-        raise ValueError(f"{uri} holds more than {max_bytes} bytes")
+    listed = _listing(s3, uri, bucket, key, max_bytes, max_files)
     left = max_bytes
     for item in listed:
         rel = tree.check_name(uri, item["Key"][len(key):])
@@ -58,6 +52,26 @@ def download(s3: Any, uri: str, dest: Path, max_bytes: int = MAX_BYTES, max_file
                     raise ValueError(f"{uri} holds more than {max_bytes} bytes")
                 out.write(chunk)
     return folder
+
+
+def _listing(s3: Any, uri: str, bucket: str, key: str, max_bytes: int, max_files: int) -> list[dict]:
+    """The version folder's objects, the count and the total size checked page by page: a folder
+    of millions of keys is refused at the first page past the cap, never listed whole."""
+    listed: list[dict] = []
+    total = 0
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=key, PaginationConfig={"PageSize": min(1000, max_files + 1)})
+    for page in pages:
+        for item in page.get("Contents", []):
+            listed.append(item)
+            tree.check_count(uri, len(listed), max_files)
+            total += item["Size"]
+            if total > max_bytes:
+                raise ValueError(f"{uri} holds more than {max_bytes} bytes")
+    if not listed:
+        raise ValueError(f"nothing is deployed at {uri}")
+    tree.check_no_file_is_a_folder(uri, (item["Key"][len(key):] for item in listed))  # no disk holds both
+    return listed
 
 
 def verify_s3(uri: str, keyring: signing.Keyring, *, revoked: Revocations | None = None, s3: Any = None,

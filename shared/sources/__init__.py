@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -93,6 +93,8 @@ class ArtifactSource:
     s3_prefixes: tuple[str, ...] = ()
     s3: S3Config = S3Config()
     max_files: int = 10_000
+    # Bytes read and hashed so far, per scheme: signoff_artifact_bytes_hashed_total reads it.
+    hashed: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: ArtifactSourceSettings, workdir: Path) -> ArtifactSource:
@@ -110,7 +112,9 @@ class ArtifactSource:
         source = self._scheme(uri)
         if source.downloads:
             await self._make_workdir(uri)
-        return await source.fetch()(uri, self, self.max_bytes if max_bytes is None else max_bytes)
+        fetched = await source.fetch()(uri, self, self.max_bytes if max_bytes is None else max_bytes)
+        self._tally(uri, fetched.size)
+        return fetched
 
     async def digest(self, uri: str) -> Digested:
         """The digest of the artifact at `uri` (a file's sha256, a folder's tree digest), its size
@@ -119,10 +123,16 @@ class ArtifactSource:
         source = self._scheme(uri)
         digest = source.digest()
         if digest is not None:
-            return await digest(uri, self, self.max_bytes)
-        fetched = await self.fetch(uri)
+            digested = await digest(uri, self, self.max_bytes)
+            self._tally(uri, digested.size)
+            return digested
+        fetched = await self.fetch(uri)  # counted by fetch
         fetched.cleanup()
         return Digested(fetched.sha256, fetched.size, fetched.files, fetched.folder)
+
+    def _tally(self, uri: str, size: int) -> None:
+        scheme = scheme_of(uri)
+        self.hashed[scheme] = self.hashed.get(scheme, 0) + size
 
     def _scheme(self, uri: str) -> Scheme:
         scheme = scheme_of(uri)

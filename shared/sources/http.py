@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from shared.sources import tree
 from shared.sources.base import CHUNK, ArtifactError, Fetched
 from shared.sources.policy import Url, checked_url, shown, too_big
 
@@ -37,11 +38,12 @@ async def fetch(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
     except OSError as exc:
         raise ArtifactError(f"cannot download artifact_uri {shown(uri)!r}: workdir {str(workdir)!r} is not "
                             f"writable ({exc.strerror}); create it or configure another one") from None
-    path, writer = Path(name), _Writer(os.fdopen(fd, "wb"))
+    path, writer, head = Path(name), _Writer(os.fdopen(fd, "wb")), tree.FileHead()
     try:
         async with asyncio.timeout(timeout):
-            size = await _stream(uri, url, source.url_prefixes, max_bytes, timeout, writer)
+            size = await _stream(uri, url, source.url_prefixes, max_bytes, timeout, writer, head)
             digest = await writer.finish()
+        head.check(f"artifact_uri {shown(uri)!r}")  # a file that reads as a listing (shared.sources.tree)
     except BaseException as exc:
         writer.abort()
         path.unlink(missing_ok=True)
@@ -64,7 +66,7 @@ async def fetch(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
 
 
 async def _stream(uri: str, url: Url, prefixes: tuple[str, ...], max_bytes: int, timeout: float,
-                  writer: _Writer) -> int:
+                  writer: _Writer, head: tree.FileHead) -> int:
     """Download into `writer`, following only redirects that pass the same check; the size."""
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
@@ -80,6 +82,7 @@ async def _stream(uri: str, url: Url, prefixes: tuple[str, ...], max_bytes: int,
                     size += len(chunk)
                     if size > max_bytes:  # the Content-Length may have lied, or be absent
                         raise too_big(uri, f"more than {max_bytes} bytes", max_bytes)
+                    head.feed(chunk)
                     await writer.put(chunk)
                 return size
             finally:

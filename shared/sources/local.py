@@ -33,7 +33,9 @@ async def fetch(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
         digest, size, files = await asyncio.to_thread(hash_tree, path, uri, max_bytes, source.max_files,
                                                       source.allow_hard_links)
         return Fetched(path, digest, size, temporary=False, files=files, folder=True)
-    digest, size = await asyncio.to_thread(_hash_capped, path, uri, max_bytes, source.allow_hard_links)
+    head = tree.FileHead()  # a file that reads as a listing is refused (shared.sources.tree)
+    digest, size = await asyncio.to_thread(_hash_capped, path, uri, max_bytes, source.allow_hard_links, None, head)
+    head.check(f"artifact_uri {uri!r}")
     return Fetched(path, digest, size, temporary=False)
 
 
@@ -43,12 +45,12 @@ async def digest(uri: str, source: ArtifactSource, max_bytes: int) -> Digested:
     return Digested(fetched.sha256, fetched.size, fetched.files, fetched.folder)
 
 
-def _hash_capped(path: Path, uri: str, max_bytes: int,
-                 allow_hard_links: bool = False, dir_fd: int | None = None) -> tuple[str, int]:
+def _hash_capped(path: Path, uri: str, max_bytes: int, allow_hard_links: bool = False,
+                 dir_fd: int | None = None, head: tree.FileHead | None = None) -> tuple[str, int]:
     """Opened once, without following a symbolic link swapped in since `resolve`; the checks
     (a regular file, its link count, its size) are made on that open file, and the bytes hashed
-    are read from it. Counts the bytes actually read, so a file growing after the size check is
-    still capped."""
+    are read from it (and fed to `head`). Counts the bytes actually read, so a file growing after
+    the size check is still capped."""
     digest, size = hashlib.sha256(), 0
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -64,6 +66,8 @@ def _hash_capped(path: Path, uri: str, max_bytes: int,
                 if size > max_bytes:
                     raise too_big(uri, f"more than {max_bytes} bytes (it grew while read)", max_bytes)
                 digest.update(chunk)
+                if head is not None:
+                    head.feed(chunk)
     except OSError as exc:
         raise ArtifactError(f"artifact_uri {uri!r} cannot be read: {exc.strerror}; "
                             "check that the file exists and the service may read it") from None

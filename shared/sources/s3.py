@@ -4,12 +4,16 @@ object under the prefix), from AWS S3 or any S3-compatible endpoint (MinIO, Ceph
 The URI is checked against the allowed prefixes before anything touches the network
 (`policy.checked_s3`). A key without a trailing slash names an object; when no such object exists
 but objects lie under `key/`, it names that folder (an MLflow artifact location has no slash).
-A folder is listed first: its names checked (`tree.check_name`), its count and total size capped,
-before one byte is downloaded. Each object's body is streamed in chunks and hashed as it arrives:
-`digest` keeps nothing; `fetch` writes it into the source's workdir (a folder into a temporary
-folder), deleted again whatever goes wrong. Credentials come from the standard AWS chain (AWS_*
-variables, a profile, a role), never from Signoff's settings; timeouts and retries are botocore's
-(`S3Config`), and the whole read is bounded by the source's `timeout`.
+When both exist the URI is refused as ambiguous: what it names could change from object to folder
+by deleting the object. A folder is listed first: its names checked (`tree.check_name`), its count
+(with the folder markers, which hold nothing but still cost a listing) and total size capped,
+before one byte is downloaded; the listing stops at the read's deadline as the download does.
+Each object's body is streamed in chunks and hashed as it arrives (a single object that reads as
+a folder's listing is refused: `tree.FileHead`): `digest` keeps nothing; `fetch` writes it into
+the source's workdir (a folder into a temporary folder), deleted again whatever goes wrong.
+Credentials come from the standard AWS chain (AWS_* variables, a profile, a role), never from
+Signoff's settings; timeouts and retries are botocore's (`S3Config`), and the whole read is
+bounded by the source's `timeout`.
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ class _Read:
         s3 = client(self.source.s3)
         objects = self._objects(s3)
         if objects is None:
-            sha256, size = self._stream(s3, self.location.key, self.max_bytes, None, stop)
+            sha256, size = self._single(s3, None, stop)
             return Digested(sha256, size, 1)
         files = self._each(s3, objects, lambda rel: None, stop)
         return Digested(tree.digest(files, self.where), sum(f.size for f in files), len(files), True)
@@ -129,7 +133,7 @@ class _Read:
             fd, name = tempfile.mkstemp(dir=workdir, prefix=".fetch-", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    sha256, size = self._stream(s3, self.location.key, self.max_bytes, out, stop)
+                    sha256, size = self._single(s3, out, stop)
             except BaseException:
                 Path(name).unlink(missing_ok=True)
                 raise
@@ -143,26 +147,55 @@ class _Read:
         return Fetched(folder, tree.digest(files, self.where), sum(f.size for f in files), temporary=True,
                        files=len(files), folder=True)
 
+    def _single(self, s3: Any, out: BinaryIO | None, stop: threading.Event) -> tuple[str, int]:
+        """The one object's sha256 and size; refused when it reads as a folder's listing."""
+        head = tree.FileHead()
+        sha256, size = self._stream(s3, self.location.key, self.max_bytes, out, stop, head)
+        head.check(self.where)
+        return sha256, size
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise ArtifactError(f"{self.where}: the read did not finish within {self.source.timeout} s; "
+                                "retry later or raise the timeout", transient=True)
+
     def _objects(self, s3: Any) -> list[tuple[str, int]] | None:
         """None for a single object; else the folder's (relative name, size), checked and capped."""
         key = self.location.key
+        bucket = self.location.bucket
         if not self.location.is_folder:
             try:
-                s3.head_object(Bucket=self.location.bucket, Key=key)
-                return None
+                s3.head_object(Bucket=bucket, Key=key)
             except Exception as exc:  # noqa: BLE001 - anything but "not found" is raised as it is
                 if _code(exc) not in _NOT_FOUND:
                     raise
+            else:
+                if s3.list_objects_v2(Bucket=bucket, Prefix=key + "/", MaxKeys=1).get("Contents"):
+                    raise ArtifactError(f"{self.where} is ambiguous: both an object of that key and objects "
+                                        f"under {key + '/'!r} exist; give the folder with a trailing '/', or "
+                                        "delete or move the one that is not the model")
+                return None
             key += "/"  # no such object: a folder of that name, as MLflow names its artifacts
         objects: list[tuple[str, int]] = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=key):
+        # Every key listed counts, folder markers too (they are skipped, not free): at most twice
+        # the files allowed, so a prefix of markers cannot keep the listing going.
+        max_keys, listed = 2 * self.source.max_files, 0
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=key, PaginationConfig={"PageSize": min(1000, max_keys + 1)})
+        for page in pages:
+            self._in_time()
             for item in page.get("Contents", ()):
+                listed += 1
+                if listed > max_keys:
+                    raise ArtifactError(f"{self.where} lists more than {max_keys} keys (files and folder "
+                                        "markers); package the model in fewer files")
                 rel = item["Key"][len(key):]
                 if (rel == "" or rel.endswith("/")) and item["Size"] == 0:
                     continue  # a "folder" marker some consoles and tools write: no content
                 tree.check_name(self.where, rel)
                 objects.append((rel, item["Size"]))
                 tree.check_count(self.where, len(objects), self.source.max_files)
+        tree.check_no_file_is_a_folder(self.where, (rel for rel, _ in objects))  # before any download
         if not objects:
             what = "object or folder" if not self.location.is_folder else "folder (no object under it)"
             raise ArtifactError(f"{self.where}: no such {what}; check the bucket and key, and that the model "
@@ -187,8 +220,11 @@ class _Read:
         return files
 
     def _stream(self, s3: Any, key: str, max_bytes: int, out: BinaryIO | None,
-                stop: threading.Event) -> tuple[str, int]:
-        """GetObject's body, chunk by chunk: hashed, written to `out` if any, counted against the cap."""
+                stop: threading.Event, head: tree.FileHead | None = None) -> tuple[str, int]:
+        """GetObject's body, chunk by chunk: hashed, written to `out` if any, counted against the
+        cap, fed to `head` if any. The deadline is looked at before the request too: an empty
+        object has no chunk to look at it."""
+        self._in_time()
         response = s3.get_object(Bucket=self.location.bucket, Key=key)
         body = response["Body"]
         if (stated := response.get("ContentLength", 0)) > max_bytes:
@@ -202,9 +238,9 @@ class _Read:
                     raise too_big(self.uri, f"more than {max_bytes} bytes (it grew while read)", max_bytes)
                 if stop.is_set():
                     raise ArtifactError(f"{self.where}: the read was cancelled")
-                if time.monotonic() > self.deadline:
-                    raise ArtifactError(f"{self.where}: the download did not finish within {self.source.timeout} s; "
-                                        "retry later or raise the timeout", transient=True)
+                self._in_time()
+                if head is not None:
+                    head.feed(chunk)
                 sink.put(chunk)
             return sink.finish(), size
         finally:

@@ -8,17 +8,24 @@ orders them); the folder's digest is the sha256 of that listing. From a shell (d
     (cd DIR && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r sha256sum --) | sha256sum
 
 A single file's digest stays the sha256 of its bytes, so nothing changes for existing submissions.
+So that a digest still names one kind of artifact, a single file whose bytes read as a listing
+(they begin `<64 lowercase hex>  `, as every listing does) is refused as an artifact by every source
+(`FileHead`): its sha256 would be the digest of the folder it lists, and a file approved at check
+time could be swapped for that folder, unscanned, with the digest still matching.
 
 Names that would make the listing ambiguous, or its shell reproduction differ, are refused rather
 than escaped: a newline or another control character (one path could pass for two lines), a
 backslash (`sha256sum` escapes such names, so its line would differ), text that is not UTF-8, an
 empty, `.` or `..` segment (a folder climbing out of itself, or two spellings of one file), an
-absolute path. The count of files is capped, so a folder cannot make a listing of unbounded size.
+absolute path; a path that is also the folder of another (`x` and `x/y`: possible in S3, where keys
+are not paths, but no local folder can hold both). The count of files is capped, so a folder cannot
+make a listing of unbounded size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -89,9 +96,58 @@ def listing(files: Iterable[TreeFile], where: str = "artifact folder", max_files
     for before, after in zip(entries, entries[1:], strict=False):
         if before.path == after.path:
             raise ArtifactError(f"{where} lists {shown_name(after.path)} twice")
+    check_no_file_is_a_folder(where, (e.path for e in entries))
     return b"".join(f"{e.sha256}  {e.path}\n".encode() for e in entries)
 
 
 def digest(files: Iterable[TreeFile], where: str = "artifact folder", max_files: int = MAX_FILES) -> str:
     """The folder's digest: the sha256 of its listing."""
     return hashlib.sha256(listing(files, where, max_files)).hexdigest()
+
+
+def check_no_file_is_a_folder(where: str, names: Iterable[str]) -> None:
+    """Refuse `x` beside `x/y` (S3 keys can be both): the listing could be digested, but no
+    folder can be written from it. Checked before a listed folder is downloaded, too."""
+    paths = set(names)
+    for path in sorted(paths):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            if (parent := "/".join(parts[:depth])) in paths:
+                raise ArtifactError(f"{where} holds both a file {shown_name(parent)} and files under "
+                                    f"{shown_name(parent + '/')}; rename one (a folder artifact must be a folder "
+                                    "a disk can hold)")
+
+
+# --- a single file that reads as a listing ------------------------------------------------------
+
+LISTING_HEAD = re.compile(rb"[0-9a-f]{64}  ")  # how every listing begins (a folder holds a file)
+HEAD_BYTES = 66
+
+
+def reads_as_listing(head: bytes) -> bool:
+    """Whether a file beginning with `head` (its first HEAD_BYTES bytes, or all of a shorter file)
+    could be a folder's listing, and so have a folder's digest."""
+    return LISTING_HEAD.match(head) is not None
+
+
+def listing_refused(where: str) -> ArtifactError:
+    return ArtifactError(f"{where} is a single file that reads as a folder's tree listing (it begins "
+                         "'<sha256 hex>  '): its sha256 would be the digest of the folder it lists, so "
+                         "it is not accepted as an artifact; submit the model folder itself, or the "
+                         "model file (see docs/sources.md)")
+
+
+class FileHead:
+    """The first bytes of a single-file artifact, fed chunk by chunk as it is hashed; `check`
+    refuses it when it reads as a listing (see the module)."""
+
+    def __init__(self) -> None:
+        self.head = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[:HEAD_BYTES - len(self.head)]
+
+    def check(self, where: str) -> None:
+        if reads_as_listing(self.head):
+            raise listing_refused(where)

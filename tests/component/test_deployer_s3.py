@@ -5,6 +5,7 @@ changed since the checks fail the deployment and write nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from shared import attestation, signing, topics
 from shared.attestation import ATTESTATION_FILE
 from shared.events import DeploymentFailed, DeploymentRevoked, DeploymentSucceeded, RevocationRequested
+from shared.sources import tree
 from signoff import cli
 from signoff.verify_s3 import verify_s3
 from tests import keys
@@ -98,3 +100,33 @@ async def test_bytes_changed_since_the_checks_fail_the_deployment_and_write_noth
     assert "changed since it was checked" in out.reason
     assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)
     assert deployer.store.load(cause.submission_id).status == "failed"
+
+
+async def test_a_folder_model_goes_up_under_its_name_and_verify_accepts_it(deployer, artifact_root, s3, bucket):
+    """A folder is `<version>/<name>/...` in the bucket, as in the model store: the layout `signoff
+    verify s3://...` reads (the folder's files at the top of the version would be files the
+    attestation does not cover)."""
+    files = {"MLmodel": b"flavors: {}\n", "model.pkl": b"\x80\x04N.", "data/weights.bin": b"\x01" * 300}
+    folder = artifact_root / "churn-model"
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    digest = tree.digest(tree.TreeFile(rel, hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items())
+    cause = f.submitted(f.submission(f.candidate(model=MODEL, artifact_uri=folder.as_uri() + "/",
+                                                 artifact_sha256=digest)))
+    base, client, keyring = f"serving/prod/{MODEL}/1.4.0", s3.client(), signing.load_trust(keys.keys().trust)
+    async with running(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        await publish(br, f.decided(cause))
+        deployer.emitter.publishers[DeploymentFailed].mock.assert_not_called()
+        out = sent(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)
+    listed = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    beside = [f"{base}/{ATTESTATION_FILE}", f"{base}/manifest.json", f"serving/prod/{MODEL}/PRODUCTION",
+              f"serving/prod/{MODEL}/traffic.json"]
+    assert listed == sorted([f"{base}/churn-model/{rel}" for rel in files] + beside)
+    verdict = verify_s3(out.location, keyring, s3=client)
+    assert verdict.ok, verdict.reason
+    assert verdict.statement is not None and verdict.statement.artifact.name == "churn-model"
+    client.put_object(Bucket=bucket, Key=f"{base}/churn-model/data/weights.bin", Body=b"tampered")
+    tampered = verify_s3(out.location, keyring, s3=client)
+    assert not tampered.ok and "changed" in tampered.reason

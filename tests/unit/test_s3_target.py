@@ -271,20 +271,20 @@ async def test_a_folder_goes_up_file_by_file_under_its_tree_digest(world, tmp_pa
     digest = tree.digest(tree.TreeFile(rel, sha(data), len(data)) for rel, data in files.items())
     fetched = Fetched(folder, digest, 3012, temporary=False, files=3, folder=True)
     candidate = f.candidate(version="2.0.0", artifact_uri=folder.as_uri() + "/", artifact_sha256=digest)
-    staged = install.staged(fetched, digest, "ignored", world.settings.download_dir, 100)
+    staged = install.staged(fetched, digest, "churn-model", world.settings.download_dir, 100)
     client, place = s3_target._client(world.settings), world.target().place
     try:
         install.install(client, place, candidate, staged, {"artifact_sha256": digest}, b"{}\n")
     finally:
         staged.cleanup()
-    base = f"models/prod/{MODEL}/2.0.0"
-    assert world.keys() == sorted([f"{base}/{rel}" for rel in files] + [f"{base}/manifest.json",
-                                                                         f"{base}/attestation.intoto.json"])
-    assert all(world.read(f"{base}/{rel}") == data for rel, data in files.items())
+    base = f"models/prod/{MODEL}/2.0.0"  # the folder under its name, as the model store installs it
+    assert world.keys() == sorted([f"{base}/churn-model/{rel}" for rel in files] + [
+        f"{base}/manifest.json", f"{base}/attestation.intoto.json"])
+    assert all(world.read(f"{base}/churn-model/{rel}") == data for rel, data in files.items())
     (folder / "model.pkl").write_bytes(b"changed")  # the same folder, other bytes: refused before any write
     other = candidate.model_copy(update={"version": "2.0.1"})
     with pytest.raises(Exception, match="changed since it was checked"):
-        install.staged(fetched, digest, "ignored", world.settings.download_dir, 100)
+        install.staged(fetched, digest, "churn-model", world.settings.download_dir, 100)
     assert not any("/2.0.1/" in k for k in world.keys()) and other.version == "2.0.1"
 
 
@@ -330,7 +330,7 @@ async def test_an_artifact_read_from_s3_is_deployed_to_s3_a_file_and_a_folder(s3
         await deploy(world, release)
     base = f"models/prod/{MODEL}"
     assert world.read(f"{base}/1/m.onnx") == b"weights from s3"
-    assert all(world.read(f"{base}/2/{rel}") == data for rel, data in files.items())
+    assert all(world.read(f"{base}/2/folder/{rel}") == data for rel, data in files.items())
     assert world.json(f"{base}/PRODUCTION")["sha256"] == digest
     assert list((tmp_path / "downloads").iterdir()) in ([], [tmp_path / "downloads" / install.STAGING])
 

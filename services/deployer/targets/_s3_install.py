@@ -5,7 +5,8 @@ What is uploaded is read from a private, verified local copy (`staged`): a `file
 copied out of its folder while hashed (as the model store copies it), so a file swapped after the
 deployer's check cannot reach the bucket; a download is already the deployer's own, hashed as it
 was written. A folder's files are hashed one by one and their tree digest (shared.sources.tree)
-must be the approved one before anything is written; each file then goes up with its own sha256.
+must be the approved one before anything is written; each file then goes up with its own sha256,
+under `<version>/<name>/` as the model store installs a folder (and `signoff verify` reads it).
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class Staged:
 
 
 def staged(fetched: Fetched, expected: str, name: str, workdir: Path, max_files: int) -> Staged:
-    """The artifact's files as uploads, from bytes whose digest is `expected` (see the module)."""
+    """The artifact's files as uploads, from bytes whose digest is `expected` (see the module): a
+    file as `name`, a folder's files as `name/<path>`."""
+    if "/" in name or name in ("", ".", "..", *RESERVED):
+        raise ArtifactError(f"artifact name {name!r} is not a single safe name beside {', '.join(RESERVED)}")
     copy = None if fetched.temporary else workdir / STAGING / uuid.uuid4().hex
     try:
         if copy is not None:
@@ -72,7 +76,7 @@ def staged(fetched: Fetched, expected: str, name: str, workdir: Path, max_files:
         if measured != expected:
             raise ArtifactError(f"artifact digest is {measured}, approved digest is {expected}: "
                                 "the artifact changed since it was checked")
-        return Staged(tuple(uploads), copy)
+        return Staged(tuple(u._replace(name=f"{name}/{u.name}") for u in uploads), copy)
     except BaseException:
         if copy is not None:
             shutil.rmtree(copy, ignore_errors=True)
@@ -83,9 +87,6 @@ def _folder(root: Path, copy: Path | None, max_files: int) -> list[Upload]:
     uploads: list[Upload] = []
 
     def visit(rel: str, dir_fd: int, left: int) -> tree.TreeFile:
-        if "/" not in rel and rel in RESERVED:
-            raise ArtifactError(f"the artifact folder holds {rel!r} at its top, a name the version folder keeps "
-                                f"for its own ({', '.join(RESERVED)}); move it into a subfolder")
         fd = os.open(rel.rpartition("/")[2], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         digest, size = hashlib.sha256(), 0
         with open(fd, "rb") as src, _sink(root, copy, rel) as (out, local):

@@ -1,6 +1,7 @@
 """Where the s3 target puts things, and whether it may: pure functions of names, no I/O.
 
-    s3://<bucket>/<prefix>/<model>/<version>/<artifact files>   the approved bytes (a file, or a folder's files)
+    s3://<bucket>/<prefix>/<model>/<version>/<name>              the approved bytes: a file, or a folder
+                                                                 `<name>/...` holding the folder's files
                                              manifest.json       what was deployed (written last of the version)
                                              attestation.intoto.json
                                              REVOKED              once retired (who and why)
@@ -17,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from shared.attestation import ATTESTATION_FILE, MANIFEST_FILE, REVOKED_FILE
+from shared.values import RESERVED_VERSIONS
 
 POINTER = "PRODUCTION"
 TRAFFIC = "traffic.json"
@@ -97,6 +99,8 @@ def _segment(what: str, name: str) -> str:
 
 def version_key(place: Place, model: str, version: str, *parts: str) -> str:
     """A key in the version's folder (`parts`: a file's path in it; none: the folder itself)."""
+    if version.casefold() in RESERVED_VERSIONS:  # the pointer's key would be a version's folder
+        raise ValueError(f"version {version!r} is a name the model's folder keeps for its own objects")
     return place.key(_segment("model", model), _segment("version", version), *parts)
 
 

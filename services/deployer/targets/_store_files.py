@@ -32,6 +32,7 @@ from shared.attestation import ATTESTATION_FILE, MANIFEST_FILE, REVOKED_FILE
 from shared.events import Candidate
 from shared.sources import ArtifactError
 from shared.sources.local import copy_tree_verified, copy_verified
+from shared.values import RESERVED_VERSIONS
 
 STAGING = ".staging"
 REVOKED = ".revoked"
@@ -43,11 +44,12 @@ MAX_FILES_COPIED = 100_000  # the fetch enforced the configured cap (at most thi
 
 
 def version_dir(root: Path, candidate: Candidate) -> Path:
-    """The version folder; model and version are single safe segments (enforced by the contract,
-    and checked again here)."""
+    """The version folder; model and version are single safe segments, the version none of the
+    names the model folder keeps for its own files (enforced by the contract, and checked again here)."""
     dest = (root / candidate.model / candidate.version).resolve()
     if dest.parent.parent != root.resolve():
         raise ArtifactError(f"model {candidate.model!r} version {candidate.version!r} escapes the store root")
+    _not_reserved(candidate.model, candidate.version)
     return dest
 
 
@@ -123,6 +125,12 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name
     return dest
 
 
+def _not_reserved(model: str, version: str) -> None:
+    if version.casefold() in RESERVED_VERSIONS or version.startswith("."):
+        raise ArtifactError(f"model {model!r} version {version!r} is a name the model store keeps for its own "
+                            "files; choose another version")
+
+
 def model_dir(root: Path, model: str) -> Path:
     dest = (root / model).resolve()
     if dest.parent != root.resolve() or model.startswith("."):
@@ -148,6 +156,7 @@ def set_production(root: Path, model: str, version: str | None) -> None:
         return
     if (folder / version).resolve().parent != folder or not (folder / version / MANIFEST).is_file():
         raise ArtifactError(f"{model} {version} is not installed in the model store")
+    _not_reserved(model, version)  # a version folder of that name (made before it was refused) is not one
     _replace(folder / POINTER, version + "\n")
 
 
@@ -167,6 +176,7 @@ def retire(root: Path, model: str, version: str, why: dict | None = None) -> Pat
     source = model_dir(root, model) / version
     if source.resolve().parent != model_dir(root, model):
         raise ArtifactError(f"model {model!r} version {version!r} escapes the store root")
+    _not_reserved(model, version)
     if not source.exists():
         return None  # never installed here, or already retired by an earlier delivery
     if not (source / REVOKED_FILE).exists():  # an earlier delivery may have marked it already
