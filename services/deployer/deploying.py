@@ -13,7 +13,7 @@ from services.deployer.rollout import Release
 from services.deployer.targets import Target, TargetError
 from services.deployer.targets._store_files import uri_name
 from shared.attestation import ATTESTATION_FILE, AttestationError
-from shared.events import ChecksFailed, DeploymentProgressed, utcnow
+from shared.events import ChecksFailed, DeploymentProgressed, RevocationRequested, utcnow
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -23,7 +23,9 @@ __all__ = ["SubmissionEvent", "abort", "on_submission_event", "run_due"]
 log = structlog.get_logger()
 
 
-async def on_submission_event(s: Service, event: SubmissionEvent) -> None:
+async def on_submission_event(s: Service, event: SubmissionEvent) -> RevocationRequested | None:
+    """Returns the revocation announced now (revoked before its candidate was known), whose new
+    digest and version bans the caller applies to the other releases (`revocation.take_out_banned`)."""
     candidate = lifecycle.candidate_of(event)
     async with s.locks[candidate.model]:
         before = s.store.load(event.submission_id)
@@ -37,6 +39,7 @@ async def on_submission_event(s: Service, event: SubmissionEvent) -> None:
             digest_rejected=s.rejected(digest), ahead=ahead(s, candidate.model),
             revoked=s.store.revocation(event.submission_id, digest, candidate.model, candidate.version))
         await carry_out(s, before, state, actions)
+    return next((a.request for a in actions if isinstance(a, lifecycle.AnnounceRevocation)), None)
 
 
 def ahead(s: Service, model: str) -> Release | None:
@@ -110,7 +113,7 @@ async def stage(s: Service, state: Lifecycle, release: Release, index: int) -> N
     plan = rollout.stages(state.deploy)
     step, last, canary = plan[index], index == len(plan) - 1, state.deploy.strategy == "canary"
     name = state.deploy.target
-    previous = s.store.release(state.previous)
+    previous = replaced(s, state)
     progressed = DeploymentProgressed.caused_by(
         state.approval, salt=step.name, candidate=release.candidate, target=name,
         stage=step.name, traffic_percent=step.traffic_percent)
@@ -137,11 +140,22 @@ async def stage(s: Service, state: Lifecycle, release: Release, index: int) -> N
     log.info("deployed", version=release.version, target=name, location=release.location)
 
 
+def replaced(s: Service, state: Lifecycle) -> Release | None:
+    """What a rollout shares traffic with and goes back to: the release in production when it
+    started, unless a revocation banned its bytes or version since; then what production is now
+    (the revocation's fallback), or nothing. Banned bytes never get traffic back."""
+    previous = s.store.release(state.previous)
+    if previous is None or not s.store.banned([previous]):
+        return previous
+    current = s.store.production(previous.candidate.model)
+    return None if current is None or s.store.banned([current]) else current
+
+
 async def abort(s: Service, state: Lifecycle, reason: str) -> None:
     """Stop a rollout: traffic goes back to the version it was replacing, and it fails."""
     assert state.deploy is not None and state.approval is not None
     name = state.deploy.target
-    previous = s.store.release(state.previous)
+    previous = replaced(s, state)
     failed = lifecycle.failed_event(state.approval, name, reason)
     if state.stage >= 0:  # some traffic was moved: give it back
         try:

@@ -39,7 +39,8 @@ async def on_rollback(s: Service, event: RollbackRequested) -> None:
         if s.store.operation_done(event.event_id):
             return
         current = s.store.production(event.model)
-        choice = rollout.choose_rollback(event.model, s.store.releases(event.model), current, event.to_version)
+        releases = s.store.releases(event.model)
+        choice = rollout.choose_rollback(event.model, releases, current, event.to_version, s.store.banned(releases))
         if isinstance(choice, str):
             await refuse(s, event, current, f"rollback refused: {choice}")
             return

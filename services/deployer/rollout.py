@@ -9,6 +9,7 @@ choose it: a release rolled back from, or revoked, is not healthy.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import PlainSerializer
@@ -101,11 +102,15 @@ def stages(inputs: DeployInputs) -> tuple[Stage, ...]:
 
 
 def choose_rollback(model: str, releases: list[Release], current: Release | None,
-                    to_version: str | None) -> Release | str:
+                    to_version: str | None, banned: Mapping[uuid.UUID, str]) -> Release | str:
     """The release to put back in production, or why there is none.
 
-    Named version: the newest release of it, unless revoked or already in production.
-    Otherwise: the healthy release that was most recently in production before the current one.
+    `banned`: why each release whose submission, artifact digest or model version was revoked is
+    banned (`StateStore.banned`). A revocation bans bytes, not only the release it named: another
+    version or submission with the same digest is as banned, though its own health says nothing.
+
+    Named version: the newest release of it, unless banned, revoked or already in production.
+    Otherwise: the healthy, unbanned release that was most recently in production before the current one.
     """
     others = [r for r in releases if current is None or r.submission_id != current.submission_id]
     if to_version is not None:
@@ -116,12 +121,15 @@ def choose_rollback(model: str, releases: list[Release], current: Release | None
         release = max(named, key=lambda r: r.promoted)
         if release.health == "revoked":
             return f"{model} {to_version} was revoked; a revoked version is never redeployed"
+        if release.submission_id in banned:
+            return (f"{model} {to_version} cannot be restored: {banned[release.submission_id]}; a revoked "
+                    "artifact is never redeployed")
         if current is not None and release.submission_id == current.submission_id:
             return f"{model} {to_version} is already in production"
         if not release.promoted:
             return f"{model} {to_version} never reached production; only a version that did can be restored"
         return release
-    healthy = [r for r in others if r.health == "healthy" and r.promoted]
+    healthy = [r for r in others if r.health == "healthy" and r.promoted and r.submission_id not in banned]
     if not healthy:
         now = f" (in production: {current.version})" if current else " (nothing in production)"
         return f"nothing to roll back to: {model} has no earlier approved, healthy version{now}"
@@ -129,10 +137,11 @@ def choose_rollback(model: str, releases: list[Release], current: Release | None
 
 
 def after_revocation(model: str, releases: list[Release], current: Release | None,
-                     revoked: uuid.UUID) -> tuple[bool, Release | None]:
-    """Whether the revoked submission is in production, and if so what replaces it (None:
-    nothing; a revoked model is taken out even when no other version can serve)."""
+                     revoked: uuid.UUID, banned: Mapping[uuid.UUID, str]) -> tuple[bool, Release | None]:
+    """Whether `revoked` is in production, and if so what replaces it (None: nothing; a revoked
+    model is taken out even when no other version can serve). The replacement is never a banned
+    release: `banned` holds the revoked submission's digest and version already."""
     if current is None or current.submission_id != revoked:
         return False, None
-    choice = choose_rollback(model, [r for r in releases if r.submission_id != revoked], current, None)
+    choice = choose_rollback(model, [r for r in releases if r.submission_id != revoked], current, None, banned)
     return True, choice if isinstance(choice, Release) else None

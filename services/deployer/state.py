@@ -232,6 +232,20 @@ class StateStore:
                 return f"{what} was revoked ({row[0]})"
         return None
 
+    def banned(self, releases: list[Release]) -> dict[uuid.UUID, str]:
+        """Why each of `releases` may never serve again (its submission, digest or model version was
+        revoked), by submission id; the others are not in it."""
+        found = {r.submission_id: self.revocation(r.submission_id, r.candidate.artifact_sha256,
+                                                  r.candidate.model, r.version) for r in releases}
+        return {sid: why for sid, why in found.items() if why is not None}
+
+    def serving_models(self) -> list[str]:
+        """Every model with a release in production or a rollout scheduled: what a new ban may
+        have to take out."""
+        rows = self.db.execute("SELECT model FROM production WHERE submission_id IS NOT NULL "
+                               "UNION SELECT model FROM schedule ORDER BY model").fetchall()
+        return [r[0] for r in rows]
+
     def operation_done(self, event_id: uuid.UUID) -> bool:
         return self.db.execute("SELECT 1 FROM operation WHERE event_id = ?", (str(event_id),)).fetchone() is not None
 

@@ -29,6 +29,14 @@ def release(version: str, promoted: int = 1, health: str = "healthy") -> Release
                    approval=f.decided(cause), deploy=DeployInputs(), promoted=promoted, health=health)
 
 
+def choose(model, releases, current, to_version, banned=None):
+    return rollout.choose_rollback(model, releases, current, to_version, banned or {})
+
+
+def after_revocation(model, releases, current, revoked, banned=None):
+    return rollout.after_revocation(model, releases, current, revoked, banned or {})
+
+
 # --- stages and the deploy step --------------------------------------------------------------
 
 def test_direct_is_one_full_stage_and_canary_the_declared_ones():
@@ -61,27 +69,27 @@ def test_stored_deploy_inputs_read_back():
 
 def test_rollback_picks_the_healthy_release_most_recently_in_production():
     v1, v2, v3 = release("1", 1), release("2", 2), release("3", 3)
-    assert rollout.choose_rollback("m", [v1, v2, v3], v3, None) == v2
-    assert rollout.choose_rollback("m", [v1, v2.model_copy(update={"health": "rolled_back"}), v3], v3, None) == v1
-    assert rollout.choose_rollback("m", [v1, v2.model_copy(update={"health": "revoked"}), v3], v3, None) == v1
+    assert choose("m", [v1, v2, v3], v3, None) == v2
+    assert choose("m", [v1, v2.model_copy(update={"health": "rolled_back"}), v3], v3, None) == v1
+    assert choose("m", [v1, v2.model_copy(update={"health": "revoked"}), v3], v3, None) == v1
     # v1 restored by a rollback (promoted 4): going back from it picks v3, in production just before
-    assert rollout.choose_rollback("m", [v1.model_copy(update={"promoted": 4}), v2, v3],
+    assert choose("m", [v1.model_copy(update={"promoted": 4}), v2, v3],
                                    v1.model_copy(update={"promoted": 4}), None) == v3
 
 
 def test_rollback_refusals_say_why():
     v1, v2 = release("1", 1), release("2", 2)
-    assert rollout.choose_rollback("m", [v1], v1, None) == (
+    assert choose("m", [v1], v1, None) == (
         "nothing to roll back to: m has no earlier approved, healthy version (in production: 1)")
-    assert "nothing in production" in rollout.choose_rollback("m", [], None, None)
-    assert rollout.choose_rollback("m", [v1, v2], v2, "7") == "m 7 was never deployed (deployed versions: 1, 2)"
-    assert rollout.choose_rollback("m", [v1, v2], v2, "2") == "m 2 is already in production"
+    assert "nothing in production" in choose("m", [], None, None)
+    assert choose("m", [v1, v2], v2, "7") == "m 7 was never deployed (deployed versions: 1, 2)"
+    assert choose("m", [v1, v2], v2, "2") == "m 2 is already in production"
     revoked = v1.model_copy(update={"health": "revoked"})
-    assert "revoked; a revoked version is never redeployed" in rollout.choose_rollback("m", [revoked, v2], v2, "1")
+    assert "revoked; a revoked version is never redeployed" in choose("m", [revoked, v2], v2, "1")
     never = release("3", 0, "failed")
-    assert "never reached production" in rollout.choose_rollback("m", [v1, v2, never], v2, "3")
-    assert rollout.choose_rollback("m", [v1, v2], v2, "1") == v1
-    assert rollout.choose_rollback("m", [v1, v2.model_copy(update={"health": "rolled_back"})], v1, "2").version == "2"
+    assert "never reached production" in choose("m", [v1, v2, never], v2, "3")
+    assert choose("m", [v1, v2], v2, "1") == v1
+    assert choose("m", [v1, v2.model_copy(update={"health": "rolled_back"})], v1, "2").version == "2"
 
 
 RELEASES = st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["healthy", "failed", "rolled_back", "revoked"])),
@@ -89,13 +97,16 @@ RELEASES = st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["healthy", "fa
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(specs=RELEASES, current_index=st.integers(-1, 5), named=st.none() | st.integers(0, 5))
-def test_a_rollback_never_picks_a_revoked_or_unreleased_version_nor_the_current(specs, current_index, named):
+@given(specs=RELEASES, current_index=st.integers(-1, 5), named=st.none() | st.integers(0, 5),
+       banned_indexes=st.sets(st.integers(0, 5)))
+def test_a_rollback_never_picks_a_revoked_banned_or_unreleased_version_nor_the_current(
+        specs, current_index, named, banned_indexes):
     releases = [release(str(i), promoted, health) for i, (promoted, health) in enumerate(specs)]
     current = releases[current_index] if 0 <= current_index < len(releases) else None
-    choice = rollout.choose_rollback("m", releases, current, None if named is None else str(named))
+    banned = {r.submission_id: "artifact x was revoked" for i, r in enumerate(releases) if i in banned_indexes}
+    choice = choose("m", releases, current, None if named is None else str(named), banned)
     if isinstance(choice, Release):
-        assert choice.health != "revoked" and choice.promoted > 0
+        assert choice.health != "revoked" and choice.promoted > 0 and choice.submission_id not in banned
         assert current is None or choice.submission_id != current.submission_id
         if named is None:
             assert choice.health == "healthy"
@@ -105,10 +116,23 @@ def test_a_rollback_never_picks_a_revoked_or_unreleased_version_nor_the_current(
 
 def test_revoking_the_live_release_falls_back_or_leaves_nothing():
     v1, v2 = release("1", 1), release("2", 2)
-    assert rollout.after_revocation("m", [v1, v2], v2, v2.submission_id) == (True, v1)
-    assert rollout.after_revocation("m", [v2], v2, v2.submission_id) == (True, None)
-    assert rollout.after_revocation("m", [v1, v2], v2, v1.submission_id) == (False, None)
-    assert rollout.after_revocation("m", [v1], None, v1.submission_id) == (False, None)
+    assert after_revocation("m", [v1, v2], v2, v2.submission_id) == (True, v1)
+    assert after_revocation("m", [v2], v2, v2.submission_id) == (True, None)
+    assert after_revocation("m", [v1, v2], v2, v1.submission_id) == (False, None)
+    assert after_revocation("m", [v1], None, v1.submission_id) == (False, None)
+
+
+def test_a_release_whose_bytes_or_version_were_revoked_is_never_put_back():
+    """A revocation bans a digest: another release with the same bytes (its own health is
+    healthy) is neither the fallback, nor the automatic rollback, nor a named one."""
+    v1, v2, v3 = release("1", 1), release("2", 2), release("3", 3)
+    banned = {v2.submission_id: "artifact abc was revoked (by op: backdoor)"}
+    assert after_revocation("m", [v1, v2, v3], v3, v3.submission_id, banned) == (True, v1)
+    assert after_revocation("m", [v2, v3], v3, v3.submission_id, banned) == (True, None)
+    assert choose("m", [v1, v2, v3], v3, None, banned) == v1
+    refused = choose("m", [v1, v2, v3], v3, "2", banned)
+    assert refused == ("m 2 cannot be restored: artifact abc was revoked (by op: backdoor); a revoked artifact "
+                       "is never redeployed")
 
 
 # --- retries -----------------------------------------------------------------------------------------

@@ -157,3 +157,69 @@ async def test_a_drift_is_reported_again_only_once_it_was_over(watched):
     target.found = "5"
     assert len(await service.check_drift()) == 1
     assert [type(e) for e in emitted] == [DeploymentDrifted, DeploymentDrifted]
+
+
+class Files_stand_in(Stand_in):  # noqa: N801 - a FilesWatched target whose files' digest the test sets
+    files_every = 600.0
+
+    def __init__(self, on_drift: Literal["report", "revert"] = "report") -> None:
+        super().__init__(on_drift)
+        self.digest = f.SHA
+        self.digests = 0
+
+    async def served_digest(self, release: Release) -> str:
+        self.digests += 1
+        return self.digest
+
+
+@pytest.fixture
+def files_watched(tmp_path):
+    store = StateStore(tmp_path / "state.db")
+    emitted: list[Event] = []
+    now = [1000.0]
+
+    async def emit(event: Event) -> None:
+        emitted.append(event)
+
+    target = Files_stand_in()
+    service = Service(store, WorkflowSet(()), lambda inputs: target, emit, clock=lambda: now[0])
+    live = release("3")
+    store.save_release(live)
+    store.promote("churn", live.submission_id)
+    target.found = "3"
+    yield service, target, emitted, now
+    store.close()
+
+
+async def test_files_replaced_after_the_alias_moved_are_drift_digested_every_period(files_watched):
+    service, target, emitted, now = files_watched
+    assert await service.check_drift() == [] and target.digests == 1  # digested at the first check
+    target.digest = "e" * 64  # the version's files replaced in the artifact store
+    assert await service.check_drift() == [] and target.digests == 1  # not due yet: one full read per period
+    now[0] += 600
+    [drifted] = await service.check_drift()
+    assert (drifted.action, drifted.expected_version, drifted.found_version) == ("reported", "3", "3")
+    assert f"now have digest {'e' * 64}, not the approved {f.SHA}" in drifted.reason
+    assert "write-once" in drifted.reason and target.found == "3"  # on_drift: report leaves the alias
+    now[0] += 600
+    assert await service.check_drift() == [] and target.digests == 3  # the same finding: not repeated
+    assert emitted == [drifted]
+
+
+async def test_with_revert_changed_files_lose_the_alias_until_they_are_put_back(files_watched):
+    service, target, emitted, now = files_watched
+    target.on_drift, target.digest = "revert", "e" * 64
+    [drifted] = await service.check_drift()
+    assert drifted.action == "reverted" and "models:/churn@champion deleted" in drifted.reason
+    assert target.restored == [None] and target.found is None
+    assert await service.check_drift() == []  # the alias is gone on purpose: not a drift
+    target.found = "3"  # someone points it at the changed files again
+    [again] = await service.check_drift()
+    assert (again.action, again.found_version, again.expected_version) == ("reverted", "3", None)
+    assert "the files of its version 3 were found changed" in again.reason and target.found is None
+    target.digest = f.SHA  # the approved bytes are back
+    now[0] += 600
+    assert await service.check_drift() == []  # digested: as approved again
+    [back] = await service.check_drift()
+    assert (back.action, back.found_version, back.expected_version) == ("reverted", None, "3")
+    assert target.found == "3" and emitted == [drifted, again, back]

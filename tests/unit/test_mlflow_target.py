@@ -251,6 +251,20 @@ async def test_a_revert_to_files_that_changed_fails_and_says_so(deployer, unique
     assert deployer.alias(name) == second  # nothing unverified is put in production
 
 
+async def test_files_replaced_after_the_alias_moved_are_found_and_lose_the_alias(deployer, unique):
+    """An alias names a version, not bytes: the drift check digests the version in production again."""
+    name = f"revert-{unique}"
+    version, sha, run_id = deployer.register(name, model_files("one"))
+    await deployer.approve(name, version, sha)
+    assert await deployer.service.check_drift() == []  # digested: the approved bytes
+    deployer.overwrite(run_id, "data/model.bin", b"swapped after the alias moved")
+    deployer.service.drift.digested.clear()  # as if DEPLOYER_DRIFT_FILES_CHECK_SECONDS had passed
+    [drifted] = await deployer.service.check_drift()
+    assert (drifted.action, drifted.expected_version, drifted.found_version) == ("reverted", version, version)
+    assert f"not the approved {sha}" in drifted.reason and deployer.alias(name) is None
+    assert await deployer.service.check_drift() == []  # deleted on purpose: nothing to put back
+
+
 async def test_a_version_mlflow_does_not_have_fails_the_deployment(deployer, unique):
     name = f"report-{unique}"
     version, sha, _ = deployer.register(name, model_files("one"))

@@ -12,6 +12,8 @@ Model Registry, which only Signoff moves.
 - `retire` tags a revoked version `signoff.revoked`.
 - `live` and `where` let the deployer's drift check (services/deployer/drift.py) compare the alias
   with what it put in production; `on_drift` says whether a move by hand is put back.
+  `served_digest` lets it digest the version in production again (every `files_every` seconds):
+  files replaced after the alias moved are served under the same version.
 
 Every call is blocking HTTP (`_mlflow_registry`), run in a thread and retried when transient.
 """
@@ -30,7 +32,7 @@ from services.deployer.settings import DeployerSettings
 from services.deployer.targets._mlflow_registry import Registry, VersionInfo
 from services.deployer.targets.base import Deps, TargetError, retrying
 from shared import attestation
-from shared.sources import ArtifactError
+from shared.sources import ArtifactError, Digested
 from shared.transport import InsecureUrl, require_secure
 from shared.workflow.schema import DeployInputs
 
@@ -122,6 +124,7 @@ class MlflowTarget:
     def __init__(self, inputs: Inputs, deps: Deps) -> None:
         self.inputs, self.deps = inputs, deps
         self.alias, self.on_drift = inputs.alias, inputs.on_drift
+        self.files_every = deps.settings.drift_files_check_seconds  # an alias names a version, not bytes
         self._registry: Registry | None = None
 
     @property
@@ -144,18 +147,27 @@ class MlflowTarget:
             return await asyncio.to_thread(fn, *args)
         return await retrying(once, self.deps.policy, what)
 
-    async def _verified(self, release: Release) -> VersionInfo:
-        """The release's version, once its files are found to be the approved bytes."""
+    async def _found(self, release: Release) -> tuple[VersionInfo, Digested]:
+        """The release's version, and its files as they are now."""
         name, version = self.registered(release.candidate.model), mlflow_version(release)
         info: VersionInfo = await self._call("read MLflow version", self.registry.version, name, version)
 
-        async def digest() -> str:
+        async def digest() -> Digested:
             try:
-                return (await self.deps.source.digest(info.download_uri)).sha256
+                return await self.deps.source.digest(info.download_uri)
             except ArtifactError as exc:
                 raise TargetError(f"models:/{name}/{version}: {exc}", transient=exc.transient) from exc
 
-        found = await retrying(digest, self.deps.policy, "digest MLflow version")
+        return info, await retrying(digest, self.deps.policy, "digest MLflow version")
+
+    async def served_digest(self, release: Release) -> str:
+        """The digest of the release's version's files now (the drift check compares it with the approved one)."""
+        return (await self._found(release))[1].sha256
+
+    async def _verified(self, release: Release) -> VersionInfo:
+        """The release's version, once its files are found to be the approved bytes."""
+        info, files = await self._found(release)
+        name, version, found = info.name, info.version, files.sha256
         if found != release.candidate.artifact_sha256:
             raise TargetError(f"models:/{name}/{version}: its files' digest is {found}, the approved digest is "
                               f"{release.candidate.artifact_sha256}: the version changed since it was checked; "
