@@ -14,15 +14,16 @@ signoff/mlflow_mapping.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import unquote, urlparse
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.codec import describe
 from shared.events import Submission
@@ -51,18 +52,40 @@ class MlflowSourceSettings(BaseSettings):
         default="data_version", min_length=1, max_length=250,
         description="Run tag holding the training data version; without it, the digest of the "
         "dataset the run logged as input")
-    model_names: dict[str, str] = Field(
+    model_names: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, max_length=10_000,
         description='MLflow registered model name -> Signoff model name (JSON), e.g. {"Churn Model": '
-        '"churn"}; unlisted names are lowercased with other characters as "-"')
+        '"churn"}: the MLflow models whose versions are submitted, and as which Signoff model')
+    strict_names: bool = Field(
+        default=True,
+        description="On (the default): only the MLflow models listed in SIGNOFF_MLFLOW_MODEL_NAMES are "
+        "submitted, since whoever may register a model in MLflow must not choose the Signoff model it is "
+        "submitted as (\"Churn Model\" or a look-alike \"churn\u2010model\" as churn-model). Off: unlisted "
+        "ASCII names are converted (lowercased, other characters as '-'), except one that would become a "
+        "listed name's target; names with other characters are refused")
+
     metrics: dict[str, str] = Field(
         default_factory=dict, max_length=256,
         description='MLflow metric name -> Signoff metric name (JSON), e.g. {"val_auc": "auc"}; when '
         "set, only these metrics are submitted; unset: every metric of the run as it is named")
 
+    @field_validator("model_names", mode="before")
+    @classmethod
+    def _names_json(cls, value: object) -> object:
+        """JSON from the environment; empty (compose's `${VAR:-}`) means no model is listed yet."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
 
 class VersionNotFound(LookupError):
-    """The registry has no such model version (or alias); the message says which."""
+    """The registry has no such model version (or alias), or its registration failed; the message
+    says which."""
+
+
+class VersionPending(VersionNotFound):
+    """The version is still being registered (PENDING_REGISTRATION): its files may be incomplete,
+    so it is read once MLflow says READY (the bridge tries again; the CLI says to)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,7 @@ def read_version(client: MlflowClient, ref: Reference) -> VersionFacts:
         digests = tuple(str(d.dataset.digest) for d in (inputs.dataset_inputs if inputs else []) if d.dataset.digest)
     return VersionFacts(name=version.name, version=str(version.version), run_id=version.run_id or None,
                         download_uri=download_uri, user=user_of(version.user_id, tags, run_user),
+                        status=str(getattr(version, "status", None) or "READY"),
                         run_metrics=run_metrics, run_tags=tags, dataset_digests=digests)
 
 
@@ -140,15 +164,28 @@ async def resolve(ref: Reference, client: MlflowClient, settings: MlflowSourceSe
                   source: ArtifactSource | None = None) -> Resolved:
     """Read `ref` and its run, digest its files (through `source`, else `own_location`) and build
     the Submission. VersionNotFound, ArtifactError, or MappingError (also when a field the contract
-    requires is missing, e.g. no git commit tag: the message names the field) otherwise."""
+    requires is missing, e.g. no git commit tag: the message names the field) otherwise. Everything
+    but the digest is checked before a byte is read: a version that cannot be submitted (an unlisted
+    name, no lineage, not READY) costs no download."""
     facts = await asyncio.to_thread(read_version, client, ref)
+    if facts.status == "PENDING_REGISTRATION":
+        raise VersionPending(f"{ref} is still being registered in MLflow (PENDING_REGISTRATION): try again once "
+                             "it is READY")
+    if facts.status != "READY":
+        raise VersionNotFound(f"{ref} is {facts.status[:40]} in MLflow, not READY: its registration failed, "
+                              "so there is nothing to submit")
     uri = readable(facts.download_uri)
+    _submission(ref, facts, "0" * 64, settings)  # the digest is all that is left to know
     with tempfile.TemporaryDirectory(prefix="signoff-mlflow-") as workdir:
         digested = await (source or own_location(uri, Path(workdir))).digest(uri)
-    data = submission_data(facts, digested.sha256, names=settings.model_names,
-                           metric_names=settings.metrics, data_version_tag=settings.data_version_tag)
+    return Resolved(facts, _submission(ref, facts, digested.sha256, settings))
+
+
+def _submission(ref: Reference, facts: VersionFacts, sha256: str, settings: MlflowSourceSettings) -> Submission:
+    data = submission_data(facts, sha256, names=settings.model_names, metric_names=settings.metrics,
+                           data_version_tag=settings.data_version_tag, strict_names=settings.strict_names)
     try:
-        return Resolved(facts, Submission.model_validate(data))
+        return Submission.model_validate(data)
     except ValidationError as exc:
         raise MappingError(f"{ref} cannot be submitted: {describe(exc)}{_hint(exc)}") from None
 
@@ -164,5 +201,5 @@ def _hint(exc: ValidationError) -> str:
     return f" ({'; '.join(found)})" if found else ""
 
 
-__all__ = ["MappingError", "MlflowSourceSettings", "Resolved", "VersionNotFound", "mlflow_client",
-           "own_location", "read_version", "readable", "resolve", "tracking_uri"]
+__all__ = ["MappingError", "MlflowSourceSettings", "Resolved", "VersionNotFound", "VersionPending",
+           "mlflow_client", "own_location", "read_version", "readable", "resolve", "tracking_uri"]

@@ -45,7 +45,8 @@ def create_app(settings: MlflowBridgeSettings | None = None,
         mlflow = mlflow_client(rules)
         bridge = Bridge(mlflow=mlflow, tracking_uri=tracking_uri(rules), rules=rules,
                         artifacts=ArtifactSource.from_settings(settings, Path(settings.download_dir)),
-                        kafka=settings.kafka, signer=signer, state=state)
+                        kafka=settings.kafka, signer=signer, state=state,
+                        retry_attempts=settings.retry_attempts, retry_seconds=settings.retry_seconds)
         state.cursor(int(time.time() * 1000))  # first start: versions from now on
         if settings.mode == "webhook" and secret is not None and settings.public_url is not None:
             hook = await asyncio.to_thread(register_webhook, mlflow, settings.webhook_name,
@@ -87,7 +88,7 @@ def create_app(settings: MlflowBridgeSettings | None = None,
             return JSONResponse({"ignored": got.event})
         try:
             bridge.queue.put_nowait((got.name, got.version))
-        except asyncio.QueueFull:  # the poller submits it later
+        except asyncio.QueueFull:  # the poller's walk submits it later
             log.warning("mlflow_webhook_queue_full", delivery_id=got.delivery_id)
         log.info("mlflow_webhook_accepted", delivery_id=got.delivery_id, name=got.name, version=got.version)
         return JSONResponse({"accepted": f"models:/{got.name}/{got.version}"}, status_code=202)

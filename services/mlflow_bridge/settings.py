@@ -38,6 +38,14 @@ class MlflowBridgeSettings(ArtifactSourceSettings):
                                    description="A delivery signed longer ago than this (or as far ahead) is refused")
     poll_seconds: float = Field(default=300.0, ge=1, le=86_400,
                                 description="How often the registry is polled for versions not yet submitted")
+    retry_attempts: int = Field(
+        default=5, ge=1, le=1000,
+        description="A version that keeps failing in a way that may pass (its files not digested in time, S3 "
+        "or MLflow unreachable; Kafka is not counted) is tried once a poll, and refused for good (logged) once "
+        "it failed this often and over at least retry_seconds")
+    retry_seconds: float = Field(
+        default=3600.0, ge=0, le=30 * 86_400,
+        description="The least time a failing version is tried again for before it is refused for good")
     state_db: Path = Field(default=Path(".data/state/mlflow-bridge/bridge.db"),
                            description="Delivery ids seen, versions handled, the poll cursor (SQLite)")
     download_dir: Path = Field(default=Path(".data/downloads/mlflow-bridge"),

@@ -1,6 +1,7 @@
 """What the bridge remembers (SQLite, durable before it answers): the delivery ids it accepted
-(a replay is refused), the versions it handled (submitted, or refused for good), and the poll
-cursor (the creation time up to which every version was handled)."""
+(a replay is refused), the versions it handled (submitted, or refused for good), the versions to
+try again (a failure that may pass, with how often and since when the version itself failed), and
+the poll cursor (the creation time up to which every version was handled or is to be tried again)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL, version TEXT NOT NULL, outcome TEXT NOT NULL, handled_at REAL NOT NULL,
     PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 1), created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retries (
+    name TEXT NOT NULL, version TEXT NOT NULL, attempts INTEGER NOT NULL, first_failed_at REAL,
+    why TEXT NOT NULL, PRIMARY KEY (name, version));
 """
 
 
@@ -43,9 +47,44 @@ class BridgeState:
         return row[0] if row else None
 
     def record(self, name: str, version: str, outcome: str) -> None:
+        """The version is handled: submitted or refused for good (and no longer to be tried again)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
-                             (name, version, outcome[:2000], time.time()))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
+                                 (name, version, outcome[:2000], time.time()))
+                self._db.execute("DELETE FROM retries WHERE name = ? AND version = ?", (name, version))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def failed(self, name: str, version: str, why: str, *, counted: bool,
+               now: float | None = None) -> tuple[int, float | None]:
+        """The version is to be tried again; a `counted` failure is the version's own (reading it,
+        digesting its files), not Kafka's. Returns its counted attempts and when the first was."""
+        now = time.time() if now is None else now
+        step = 1 if counted else 0
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO retries VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET "
+                "attempts = attempts + excluded.attempts, "
+                "first_failed_at = COALESCE(first_failed_at, excluded.first_failed_at), why = excluded.why",
+                (name, version, step, now if counted else None, why[:2000]))
+            row = self._db.execute("SELECT attempts, first_failed_at FROM retries WHERE name = ? AND version = ?",
+                                   (name, version)).fetchone()
+        return int(row[0]), row[1]
+
+    def retrying(self, name: str, version: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM retries WHERE name = ? AND version = ?",
+                                    (name, version)).fetchone() is not None
+
+    def retries(self) -> list[tuple[str, str]]:
+        """The versions to try again, those that failed least often first."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, version FROM retries ORDER BY attempts, name, version").fetchall()
+        return [(str(name), str(version)) for name, version in rows]
 
     def cursor(self, start_ms: int) -> int:
         """The poll cursor; the first time, `start_ms` is stored (versions created before the

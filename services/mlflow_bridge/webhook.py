@@ -22,10 +22,11 @@ SIGNATURE = "x-mlflow-signature"
 TIMESTAMP = "x-mlflow-timestamp"
 DELIVERY_ID = "x-mlflow-delivery-id"
 MAX_BODY = 256 * 1024  # MLflow's payloads are a few hundred bytes
-_DELIVERY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+# Matched whole (fullmatch): with re.match, "$" also matches before a trailing newline.
+_DELIVERY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _NAME_MAX = 256
-_VERSION = re.compile(r"^[0-9]{1,10}$")
+_VERSION = re.compile(r"[0-9]{1,10}")
 
 
 class Refused(Exception):
@@ -60,7 +61,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float, max_ag
     if len(body) > MAX_BODY:
         raise Refused(413, f"body of {len(body)} bytes, at most {MAX_BODY}")
     delivery_id, timestamp = headers.get(DELIVERY_ID, ""), headers.get(TIMESTAMP, "")
-    if not _DELIVERY.match(delivery_id) or not _TIMESTAMP.match(timestamp):
+    if not _DELIVERY.fullmatch(delivery_id) or not _TIMESTAMP.fullmatch(timestamp):
         raise Refused(401, f"missing or malformed {DELIVERY_ID} / {TIMESTAMP} headers: not an MLflow delivery")
     expected = signature(secret, delivery_id, timestamp, body).encode()
     # Standard Webhooks allows several space-separated signatures (a secret being rotated).
@@ -98,7 +99,7 @@ def _parse(delivery_id: str, body: bytes) -> Delivery:
     data = payload.get("data")
     name = data.get("name") if isinstance(data, dict) else None
     version = str(data.get("version")) if isinstance(data, dict) else ""
-    if not isinstance(name, str) or not 0 < len(name) <= _NAME_MAX or not _VERSION.match(version):
+    if not isinstance(name, str) or not 0 < len(name) <= _NAME_MAX or not _VERSION.fullmatch(version):
         raise Refused(400, f"data.name (1-{_NAME_MAX} characters) and data.version (a version number) "
                       "are required in a model_version.created delivery")
-    return Delivery(delivery_id, event, name, version)
+    return Delivery(delivery_id, event, name, str(int(version)))  # "0003" is MLflow's version 3

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from tests.eventlog import EventLog
 from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.kafka
+# The one MLflow model the bridge submits (SIGNOFF_MLFLOW_MODEL_NAMES: only listed models are).
+MODEL = f"mlflow-{uuid.uuid4().hex[:10]}"
 
 WORKFLOW = """
 name: e2e-mlflow
@@ -106,7 +109,8 @@ def _restarted(e2e: Env, mlflow: MlflowServer) -> tuple[subprocess.Popen, pytest
            "MLFLOW_BRIDGE_DOWNLOAD_DIR": str(e2e.workdir / "bridge-downloads"),
            "MLFLOW_BRIDGE_ARTIFACT_S3_PREFIXES": json.dumps([bucket]),
            "MLFLOW_BRIDGE_S3_ENDPOINT_URL": mlflow.s3.endpoint_url,
-           "MLFLOW_BRIDGE_SIGNING_KEY_FILE": str(keys.keys().files["pipeline-test"])}
+           "MLFLOW_BRIDGE_SIGNING_KEY_FILE": str(keys.keys().files["pipeline-test"]),
+           "SIGNOFF_MLFLOW_MODEL_NAMES": json.dumps({MODEL: MODEL})}
     patch = pytest.MonkeyPatch()  # the test's own MLflow client writes model files to S3: the AWS chain
     for key, value in mlflow.s3.env().items():
         patch.setenv(key, value)
@@ -151,8 +155,8 @@ async def submitted(events: EventLog, name: str, version: str) -> str:
 
 
 async def test_registered_checked_approved_and_the_alias_moved_rejected_never_drift_put_back(
-        e2e: Env, events: EventLog, registry: Registry, unique: str) -> None:
-    name = f"mlflow-{unique}"
+        e2e: Env, events: EventLog, registry: Registry) -> None:
+    name = MODEL
     first = await asyncio.to_thread(registry.log_and_register, name, 0.95)
     sid = await submitted(events, name, first)
     end = await events.wait_terminal(sid, timeout=90)

@@ -25,6 +25,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from services.mlflow_bridge.app import create_app
 from services.mlflow_bridge.settings import MlflowBridgeSettings
+from services.mlflow_bridge.state import BridgeState
 from shared import reader, topics
 from shared.events import ModelSubmitted
 from signoff import mlflow_mapping
@@ -109,7 +110,8 @@ def test_submit_mlflow_publishes_what_the_registry_says(
            **kafka_cluster.access("pipeline").env(), **mlflow_env.env(),
            "SIGNOFF_TRUSTED_KEYS": str(keys.keys().trust),
            "SIGNOFF_SIGNING_KEY_FILE": str(keys.keys().files["pipeline-test"]),
-           "SIGNOFF_MLFLOW_METRICS": json.dumps({"accuracy": "accuracy", "val_auc": "auc"})}
+           "SIGNOFF_MLFLOW_METRICS": json.dumps({"accuracy": "accuracy", "val_auc": "auc"}),
+           "SIGNOFF_MLFLOW_MODEL_NAMES": json.dumps({name: f"churn-model-{unique}"})}
     for ref in (f"models:/{name}/{version}", f"models:/{name}@champion"):
         if "@" in ref:
             MlflowClient(mlflow_env.tracking_uri).set_registered_model_alias(name, "champion", version)
@@ -136,7 +138,8 @@ def test_submit_mlflow_refuses_a_missing_version_and_a_run_without_a_commit(
         mlflow_env: MlflowServer, kafka_cluster: Cluster, unique: str, tmp_path: Path) -> None:
     name = f"nocommit-{unique}"
     version, _, _ = register(mlflow_env, name, tmp_path, commit=None)
-    env = {**os.environ, **kafka_cluster.access("pipeline").env()}
+    env = {**os.environ, **kafka_cluster.access("pipeline").env(),
+           "SIGNOFF_MLFLOW_MODEL_NAMES": json.dumps({name: name})}
     missing = subprocess.run([sys.executable, "-m", "signoff.cli", "submit", "--mlflow", f"models:/{name}/99"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and f"MLflow has no models:/{name}/99" in missing.stderr
@@ -149,8 +152,10 @@ def test_submit_mlflow_refuses_a_missing_version_and_a_run_without_a_commit(
 
 
 @asynccontextmanager
-async def running_bridge(ml: MlflowServer, cluster: Cluster, state: Path, **fields: object) -> AsyncIterator[str]:
-    """The bridge's app, built from settings, served by uvicorn on a free port: its base URL."""
+async def running_bridge(ml: MlflowServer, cluster: Cluster, state: Path, names: dict[str, str],
+                         **fields: object) -> AsyncIterator[str]:
+    """The bridge's app, built from settings, served by uvicorn on a free port: its base URL.
+    `names`: the MLflow models it submits (SIGNOFF_MLFLOW_MODEL_NAMES)."""
     port = free_port()
     settings = MlflowBridgeSettings(
         **{k.lower(): v for k, v in cluster.access("pipeline").env().items()},
@@ -158,7 +163,7 @@ async def running_bridge(ml: MlflowServer, cluster: Cluster, state: Path, **fiel
         artifact_s3_prefixes=(f"s3://{ml.bucket}/",), s3_endpoint_url=ml.s3.endpoint_url,
         public_url=f"http://127.0.0.1:{port}/mlflow/webhook", webhook_secret=SECRET,
         webhook_name=f"signoff-{uuid.uuid4().hex[:8]}", **fields)
-    rules = MlflowSourceSettings(tracking_uri=ml.tracking_uri)
+    rules = MlflowSourceSettings(tracking_uri=ml.tracking_uri, model_names=names)
     server = uvicorn.Server(uvicorn.Config(create_app(settings, rules), host="127.0.0.1", port=port,
                                            log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -176,7 +181,8 @@ async def running_bridge(ml: MlflowServer, cluster: Cluster, state: Path, **fiel
 async def test_the_bridge_submits_each_new_version_mlflow_announces_and_refuses_forgeries(
         mlflow_env: MlflowServer, kafka_cluster: Cluster, unique: str, tmp_path: Path) -> None:
     name = f"bridged-{unique}"
-    async with running_bridge(mlflow_env, kafka_cluster, tmp_path / "bridge.db", poll_seconds=3600) as url:
+    async with running_bridge(mlflow_env, kafka_cluster, tmp_path / "bridge.db", {name: name},
+                              poll_seconds=3600) as url:
         # Forgeries first: nothing of theirs may be submitted.
         body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": name, "version": "1"}})
         now = str(int(time.time()))
@@ -211,8 +217,31 @@ async def test_the_bridge_submits_each_new_version_mlflow_announces_and_refuses_
 async def test_the_bridge_polls_when_webhooks_are_off(
         mlflow_env: MlflowServer, kafka_cluster: Cluster, unique: str, tmp_path: Path) -> None:
     name = f"polled-{unique}"
-    async with running_bridge(mlflow_env, kafka_cluster, tmp_path / "bridge.db", mode="poll", poll_seconds=1):
+    async with running_bridge(mlflow_env, kafka_cluster, tmp_path / "bridge.db", {name: name}, mode="poll",
+                              poll_seconds=1):
         version, _, files = await asyncio.to_thread(register, mlflow_env, name, tmp_path)
         sid = mlflow_mapping.submission_id(mlflow_env.tracking_uri, name, version)
         events = await submitted(kafka_cluster, sid, timeout=60)
     assert events and events[0].submission.candidate.artifact_sha256 == tree_digest(files)
+
+
+async def test_the_bridge_submits_only_listed_models_and_the_others_hold_up_nothing(
+        mlflow_env: MlflowServer, kafka_cluster: Cluster, unique: str, tmp_path: Path) -> None:
+    listed = f"Churn Model {unique}"
+    target = f"churn-model-{unique}"
+    others = [f"churn\u2010model-{unique}", f"churn-model-{unique}", f"--Churn Model {unique}.."]
+    state = tmp_path / "bridge.db"
+    async with running_bridge(mlflow_env, kafka_cluster, state, {listed: target}, mode="poll", poll_seconds=1):
+        # Versions of names that are not listed, look-alikes of the listed one, come first.
+        refused = [(other, (await asyncio.to_thread(register, mlflow_env, other, tmp_path))[0]) for other in others]
+        version, _, files = await asyncio.to_thread(register, mlflow_env, listed, tmp_path)
+        sid = mlflow_mapping.submission_id(mlflow_env.tracking_uri, listed, version)
+        events = await submitted(kafka_cluster, sid, timeout=60)
+    assert events and events[0].submission.candidate.model == target
+    assert events[0].submission.candidate.artifact_sha256 == tree_digest(files)
+    remembered = BridgeState(state)
+    for other, other_version in refused:
+        assert "not listed in SIGNOFF_MLFLOW_MODEL_NAMES" in (remembered.handled(other, other_version) or "")
+        other_sid = mlflow_mapping.submission_id(mlflow_env.tracking_uri, other, other_version)
+        assert await submitted(kafka_cluster, other_sid, timeout=0) == []
+    remembered.close()

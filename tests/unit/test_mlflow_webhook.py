@@ -116,3 +116,16 @@ def test_a_handled_version_is_remembered_with_its_outcome(tmp_path: Path) -> Non
     assert state.handled("churn", "3") is None
     state.record("churn", "3", "refused: no such version")
     assert BridgeState(tmp_path / "bridge.db").handled("churn", "3") == "refused: no such version"
+
+
+@pytest.mark.parametrize(("delivery", "at"), [("6f1c8d0e\n", str(int(NOW))), ("6f1c8d0e", f"{int(NOW)}\n")])
+def test_headers_are_matched_whole_even_when_signed(delivery: str, at: str) -> None:
+    headers = {webhook.DELIVERY_ID: delivery, webhook.TIMESTAMP: at,
+               webhook.SIGNATURE: _generate_hmac_signature(SECRET, delivery, at, BODY)}
+    with pytest.raises(webhook.Refused, match="not an MLflow delivery"):
+        webhook.verify(SECRET, headers, BODY.encode(), NOW, max_age=300)
+
+
+def test_a_version_number_is_read_as_mlflow_numbers_it() -> None:
+    body = BODY.replace('"version": "3"', '"version": "0003"')
+    assert webhook.verify(SECRET, signed(body), body.encode(), NOW, max_age=300).version == "3"
