@@ -44,7 +44,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
-from shared import codec, signing, topics
+from shared import codec, observability, signing, topics
 from shared.events import Event
 from shared.settings import ServiceSettings
 
@@ -95,6 +95,8 @@ def keys_of(broker: KafkaBroker) -> signing.ServiceKeys:
 def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
     dead_letters = DeadLetters(max_attempts=settings.max_attempts)
     kafka = settings.kafka  # this service's own principal (shared/acl.py says what it may do)
+    # Metrics, traces and readiness (shared/observability): `observability.of(broker)`.
+    obs = observability.Observability(service, kafka, settings)
     broker = KafkaBroker(
         kafka.bootstrap_servers,
         security=kafka.security(),
@@ -104,11 +106,12 @@ def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
         client_id=f"signoff-{service}",
         acks="all",
         enable_idempotence=True,
-        middlewares=[LogContext, dead_letters],
+        middlewares=[*obs.middlewares(), LogContext, dead_letters],
         logger=log,
         graceful_timeout=30.0,
     )
     dead_letters.broker = broker
+    obs.attach(broker)
     _GROUP_PREFIX[broker] = settings.consumer_group_prefix
     _KEYS[broker] = signing.ServiceKeys(
         settings.signing_key_file, settings.signing_key.get_secret_value() if settings.signing_key else None,
@@ -158,6 +161,7 @@ class Emitter:
 
     def __init__(self, broker: KafkaBroker, source: str, *event_types: type[Event]) -> None:
         self.source = source
+        self.broker = broker
         self.keys = keys_of(broker)  # signs every record (loaded at start-up)
         self.publishers = {
             cls: broker.publisher(cls.topic, schema=cls, title=f"{cls.topic}:publish",
@@ -167,7 +171,14 @@ class Emitter:
 
     async def emit(self, event: Event) -> None:
         record = self.keys.signer.sign(codec.encode(event, self.source))
-        await self.publishers[type(event)].publish(record.value, key=record.key, headers=record.headers)
+        obs = observability.of(self.broker)
+        if obs is None:
+            await self.publishers[type(event)].publish(record.value, key=record.key, headers=record.headers)
+        else:  # in the submission's trace, with its time (shared/observability/tracing.py); then counted
+            with observability.tracing.emitting(obs.memory, event.submission_id) as (extra, submitted):
+                await self.publishers[type(event)].publish(record.value, key=record.key,
+                                                           headers={**record.headers, **extra})
+            obs.metrics.observe(event, submitted)
         log.info("emitted", topic=record.topic, emitted_id=str(event.event_id))
 
 
@@ -235,6 +246,8 @@ class DeadLetters:
             headers["dlq_truncated_from"] = str(len(value))
             value = value[:codec.MAX_EVENT_BYTES]
         await self.broker.publish(value, topic=topics.dlq(record.topic), key=record.key, headers=headers)
+        if (obs := observability.of(self.broker)) is not None:
+            obs.metrics.dead_lettered(record.topic, reason)
         log.warning("dead_lettered", reason=reason, dlq=topics.dlq(record.topic))
 
 

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka import KafkaSettings
+from shared.observability.tracing import TracingSettings
 from shared.topic_config import DAY_MS, FOREVER, DeadLetterRetention, RecordRetention, TopicLayout
 
 
@@ -52,10 +53,10 @@ class TopicSettings(BaseSettings):
                            dead_letter_retention_ms=self.dead_letter_retention)
 
 
-class ServiceSettings(KafkaSettings, TopicSettings):
+class ServiceSettings(KafkaSettings, TopicSettings, TracingSettings):
     """Base of each service's settings class; subclasses set their own `env_prefix`. The Kafka
     fields (KAFKA_* variables, `settings.kafka`) come from shared.kafka.KafkaSettings: each
-    service connects as its own principal; the topic fields from TopicSettings."""
+    service connects as its own principal; the topic fields from TopicSettings; OTEL_* from TracingSettings."""
 
     # populate_by_name: tests and embedders build settings from field names, not variable names.
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)

@@ -17,11 +17,12 @@ from services.policy import SERVICE, rules
 from services.policy import __doc__ as ABOUT
 from services.policy.settings import PolicySettings
 from services.policy.state import PolicyStore
-from shared import topics
+from shared import observability, topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, Event, ReviewDecided, ReviewRequested
 from shared.facts import Facts
 from shared.logging import configure
+from shared.observability.http import HealthServer
 from shared.production import EVENTS, ProductionBook
 from shared.rejections import Rejections, bans
 from shared.replay import follow_into, rebuild
@@ -65,7 +66,12 @@ class Policy:
                 await self._emit(rules.on_checks_failed(event, self._match(event.submission.candidate.model)))
 
         self.on_checks_passed, self.on_checks_failed = on_checks_passed, on_checks_failed
-        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
+        # /healthz, /readyz, /metrics (shared/observability), served from the first start-up hook on.
+        self.obs = observability.required(self.broker)
+        self.obs.ready_when("state", lambda: None if self._store is not None else "state store not open yet")
+        self.http = HealthServer(self.obs, settings.http_host, settings.http_port, "POLICY_")
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.http.start, self.start],
+                            after_shutdown=[self.close, self.obs.close, self.http.stop])
 
     @property
     def store(self) -> PolicyStore:

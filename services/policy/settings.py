@@ -16,3 +16,6 @@ class PolicySettings(ServiceSettings):
 
     state_db: Path = Field(default=Path(".data/policy/state.db"),
                            description="SQLite file: decisions made, rejected digests, production models")
+
+    http_host: str = Field(default="127.0.0.1", description="Address /healthz, /readyz and /metrics listen on")
+    http_port: int = Field(default=8084, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")

@@ -31,10 +31,12 @@ from services.review_notifier.notify import Notifier
 from services.review_notifier.service import Reviewer
 from services.review_notifier.settings import ReviewNotifierSettings
 from services.review_notifier.state import ReviewStore
-from shared import topics
+from shared import observability, topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
-from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested
+from shared.events import ReviewDecided, ReviewEscalated, ReviewRequested, utcnow
 from shared.logging import configure
+from shared.observability import http as observability_http
+from shared.observability.metrics import ReviewGauges
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
 from shared.topic_admin import check_topics
@@ -59,6 +61,11 @@ class ReviewNotifier:
         self.channels = [channel.from_settings(settings) for channel in CHANNELS]
         self.auth = Authenticator.from_settings(settings)  # who may call the API: people, by credential
         self.api = make_api(self.channels, self.auth)
+        # /readyz and /metrics beside the API's own /healthz (alive only: 200 with Kafka stopped).
+        self.obs = observability.required(self.broker)
+        self.obs.ready_when("state", lambda: None if self.store is not None else "review store not open yet")
+        self.obs.collect(ReviewGauges(self._pending_since, utcnow))
+        self.api.include_router(observability_http.router(self.obs, healthz=False))
         self.server = _EmbeddedServer(uvicorn.Config(self.api, host=settings.http_host, port=settings.http_port,
                                                      log_config=None, access_log=False))
         # Set by open():
@@ -132,7 +139,12 @@ class ReviewNotifier:
         if self.notifier is not None:
             await self.notifier.drain()
 
+    def _pending_since(self) -> list:
+        """When each pending review was requested (signoff_reviews_pending and the oldest's age)."""
+        return [review.request.occurred_at for review in self.store.pending()] if self.store is not None else []
+
     async def close(self) -> None:
+        await self.obs.close()
         if self._socket is not None:
             self._socket.close()  # uvicorn closed it when it served; not if start-up stopped early
             self._socket = None

@@ -15,10 +15,12 @@ from services.validator import SERVICE, checks
 from services.validator import __doc__ as ABOUT
 from services.validator.run_checks import refuses_unsigned, run_checks, signed, submitter_of
 from services.validator.settings import ValidatorSettings
-from shared import topics
+from shared import observability, topics
 from shared.broker import Emitter, keys_of, make_app, make_broker, subscribe
 from shared.events import ChecksFailed, ChecksPassed, ModelSubmitted, PolicyRef
 from shared.logging import configure
+from shared.observability.http import HealthServer
+from shared.observability.metrics import BytesHashed
 from shared.production import EVENTS, ProductionBook
 from shared.replay import follow_into, rebuild
 from shared.signing import verified_signer
@@ -47,7 +49,13 @@ class Validator:
             await self.check(event)
 
         self.on_model_submitted = on_model_submitted
-        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start], after_shutdown=[self.close])
+        # /healthz, /readyz, /metrics (shared/observability), served from the first start-up hook on.
+        self.obs = observability.required(self.broker)
+        self.obs.ready_when("workflows", lambda: None if self.watch is not None else "workflows not loaded yet")
+        self.obs.collect(BytesHashed(lambda: dict(self.sources.hashed)))
+        self.http = HealthServer(self.obs, settings.http_host, settings.http_port, "VALIDATOR_")
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.http.start, self.start],
+                            after_shutdown=[self.close, self.obs.close, self.http.stop])
 
     def open(self) -> None:
         keys_of(self.broker).open()  # no key or trust file: the service does not start

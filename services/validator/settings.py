@@ -17,3 +17,6 @@ class ValidatorSettings(ArtifactSourceSettings):
                                     description="Largest model card or evaluation file read (bytes)")
     download_dir: Path = Field(default=Path(".data/validator/downloads"),
                                description="Where http(s) artifacts are downloaded while checked")
+
+    http_host: str = Field(default="127.0.0.1", description="Address /healthz, /readyz and /metrics listen on")
+    http_port: int = Field(default=8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
