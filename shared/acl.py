@@ -17,10 +17,14 @@ for all) and the operators are principals of their own:
 
 Consumer groups are `<prefix>-<service>.<topic>` (shared/broker.py subscribe): each service may
 use the groups under its own prefix `<prefix>-<service>.` and no other. A service writes the
-dead-letter topic of each topic it consumes. Every service may DESCRIBE every Signoff topic and
-DESCRIBE_CONFIGS on it (its start-up checks they exist and keep their records). Nobody but the
-admin may create topics, alter configs or delete records: no ACL here grants CREATE, ALTER_CONFIGS,
-DELETE or ALTER.
+dead-letter topic of each topic it consumes. Operators read the dead-letter topics and write every
+consumed topic too, to re-drive a letter (`signoff dlq replay`): the consumer verifies the record's
+own signature again, so that write cannot make an event an operator's key may not sign. Every
+service may DESCRIBE every Signoff topic and DESCRIBE_CONFIGS on it (its start-up checks they
+exist and keep their records). Nobody but the admin may create topics, alter configs or delete
+records: no ACL here grants CREATE, ALTER_CONFIGS, DELETE or ALTER. The web console (`console`)
+reads every record topic and the dead-letter topics, and writes a consumed topic only to re-drive
+a dead letter into it for an operator.
 
 Pure: the table, the bindings it implies, and the diff against what a cluster has. The wire part
 is shared/admin.py (describe_acls, create_acls, delete_acls); `signoff acl apply` joins them.
@@ -42,6 +46,7 @@ REVIEW_NOTIFIER = "review-notifier"
 DEPLOYER = "deployer"
 OPERATOR = "operator"
 PIPELINE = "pipeline"  # the default pipeline principal; a team's is named as it likes (--pipeline)
+CONSOLE = "console"  # the web console (services/console): reads every topic, re-drives dead letters
 SERVICES = (VALIDATOR, POLICY, REVIEW_NOTIFIER, DEPLOYER)
 # The principal each service module (services/<module>) runs as.
 SERVICE_OF_MODULE = {"validator": VALIDATOR, "policy": POLICY, "review_notifier": REVIEW_NOTIFIER,
@@ -155,11 +160,11 @@ class Table:
             check_name(name)
         if not self.pipelines or not self.operators:
             raise ValueError("at least one pipeline principal and one operator principal")
-        if clash := set(self.pipelines) & ({ADMIN, *SERVICES} | set(self.operators)):
+        if clash := set(self.pipelines) & ({ADMIN, CONSOLE, *SERVICES} | set(self.operators)):
             raise ValueError(f"a pipeline principal cannot also be a service, the admin or an operator: "
                              f"{sorted(clash)}")
-        if ADMIN in self.operators or set(self.operators) & set(SERVICES):
-            raise ValueError("an operator principal cannot be the admin or a service")
+        if set(self.operators) & {ADMIN, CONSOLE, *SERVICES}:
+            raise ValueError("an operator principal cannot be the admin, the console or a service")
 
     def expand(self, names: Iterable[str]) -> list[str]:
         out: list[str] = []
@@ -170,7 +175,7 @@ class Table:
     @property
     def principals(self) -> tuple[str, ...]:
         """Every principal the table grants something to."""
-        return (*SERVICES, *self.pipelines, *self.operators)
+        return (*SERVICES, *self.pipelines, *self.operators, CONSOLE)
 
     def group(self, service: str) -> str:
         """The prefix of the consumer groups `service` may use."""
@@ -197,6 +202,17 @@ class Table:
                 topic_acl(service, topics.dlq(rule.topic), Operation.WRITE, Operation.DESCRIBE)
             for name in self.operators:  # operators inspect dead letters
                 topic_acl(name, topics.dlq(rule.topic), Operation.READ, Operation.DESCRIBE)
+                if rule.consumers:
+                    # ... and re-drive them (shared/dlq.py): the original record with its original
+                    # signature, which its consumer verifies again. Writing here forges nothing: an
+                    # event is acted on only when signed by a key of its type's role (shared.signing).
+                    topic_acl(name, rule.topic, Operation.WRITE, Operation.DESCRIBE)
+            # The console shows every record and dead letter, and writes a consumed topic only to
+            # re-drive a dead letter there (an operator's request, the record's own bytes and signature).
+            topic_acl(CONSOLE, rule.topic, Operation.READ, Operation.DESCRIBE)
+            topic_acl(CONSOLE, topics.dlq(rule.topic), Operation.READ, Operation.DESCRIBE)  # as operators do
+            if rule.consumers:
+                topic_acl(CONSOLE, rule.topic, Operation.WRITE)
         for service in SERVICES:
             for topic in topics.ALL_TOPICS:  # start-up checks the topics and their configs (shared/topic_admin.py)
                 topic_acl(service, topic, Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS)
