@@ -29,6 +29,14 @@ PRINCIPALS = {"validator": "validator", "policy": "policy", "review_notifier": "
 # Who a process is on Kafka: a service given its own principal keeps none of these from the stack.
 _IDENTITY = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE")
 READY_LINE = "started successfully"  # FastStream logs it once the broker and subscribers run
+# /healthz, /readyz and /metrics of the services without an API of their own (`make up`'s ports;
+# any other stack takes free ones, so stacks side by side never collide).
+HTTP_PORTS = {"VALIDATOR_HTTP_PORT": 8083, "POLICY_HTTP_PORT": 8084, "DEPLOYER_HTTP_PORT": 8085}
+# The web console is no FastStream app: it runs as `python -m services.console` (uvicorn), ready
+# once uvicorn has run its start-up (the audit index caught up from the topics).
+CONSOLE = "console"
+COMMANDS = {CONSOLE: ("-m", "services.console")}
+READY_LINES = {CONSOLE: "Application startup complete"}
 
 
 def free_port() -> int:
@@ -61,7 +69,7 @@ def credentials_env(folder: Path) -> dict[str, dict[str, str]]:
 
 
 # Every principal kafka.sh gives a password to (besides its own broker and controller).
-PRINCIPALS_ALL = (acl.ADMIN, *acl.SERVICES, acl.PIPELINE, acl.OPERATOR)
+PRINCIPALS_ALL = (acl.ADMIN, *acl.SERVICES, acl.PIPELINE, acl.OPERATOR, acl.CONSOLE)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ class Stack:
                  service_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.workdir = workdir
         self.env = {**os.environ, **env}
+        for variable in HTTP_PORTS:
+            self.env.setdefault(variable, str(free_port()))
         if "SIGNOFF_TRUSTED_KEYS" not in self.env:  # no keys given: the stack's own, made once
             self.env = {**signing_env(workdir / "keys", cli_as=None), **self.env}
         self.services = services
@@ -139,7 +149,8 @@ class Stack:
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log:
             self.procs[service] = subprocess.Popen(
-                [sys.executable, "-m", "faststream", "run", "--factory", f"services.{service}.app:create_app"],
+                [sys.executable, *COMMANDS.get(service, ("-m", "faststream", "run", "--factory",
+                                                         f"services.{service}.app:create_app"))],
                 env=self.env_of(service), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._wait_ready(service, offset, timeout)
@@ -185,7 +196,7 @@ class Stack:
         while time.monotonic() < deadline:
             with open(log_path, "rb") as f:
                 f.seek(offset)
-                if READY_LINE in f.read().decode(errors="replace"):
+                if READY_LINES.get(service, READY_LINE) in f.read().decode(errors="replace"):
                     return
             if proc.poll() is not None:
                 break
@@ -208,7 +219,10 @@ def main() -> None:
     credentials = Path(os.environ.get("KAFKA_CREDENTIALS_DIR", ".data/kafka/credentials")).resolve()
     plaintext = os.environ.get("KAFKA_SECURITY_PROTOCOL") == "PLAINTEXT"
     signing = signing_env(workdir / "keys")  # generated once; the operator's key is beside them
-    stack = Stack(workdir, env=signing, service_env=None if plaintext else credentials_env(credentials))
+    service_env = None if plaintext else {**credentials_env(credentials), CONSOLE: {
+        "KAFKA_SASL_USERNAME": acl.CONSOLE, "KAFKA_SASL_PASSWORD_FILE": str(credentials / acl.CONSOLE)}}
+    ports = {variable: str(port) for variable, port in HTTP_PORTS.items()}  # `make up`'s fixed ones
+    stack = Stack(workdir, env={**ports, **signing}, services=(*SERVICES, CONSOLE), service_env=service_env)
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -219,7 +233,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, request_stop)
     with stack:
         stack.start_all()
-        print(f"signoff stack up: {', '.join(SERVICES)} (logs in {workdir}/logs)", flush=True)
+        print(f"signoff stack up: {', '.join(stack.services)} (logs in {workdir}/logs); the web console on "
+              "http://127.0.0.1:8082 (sign in with a token from `signoff token create YOU`)", flush=True)
+        print("health and metrics (/healthz, /readyz, /metrics): validator :8083, policy :8084, "
+              "review-notifier :8081, deployer :8085", flush=True)
         print(f"signing keys and trust file in {workdir}/keys: for signoff, SIGNOFF_TRUSTED_KEYS="
               f"{signing['SIGNOFF_TRUSTED_KEYS']} and SIGNOFF_SIGNING_KEY_FILE=<pipeline's or operator's key>",
               flush=True)

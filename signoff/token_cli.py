@@ -1,6 +1,6 @@
 """`signoff token`: per-person API tokens for the review API (teams without an identity provider).
 
-    signoff token create USER [--role approver|break-glass] [--ttl 90d]   prints the token once
+    signoff token create USER [--role approver|break-glass|operator] [--ttl 90d]   prints the token once
     signoff token list [--json]
     signoff token revoke ID
 
@@ -43,7 +43,8 @@ def _fail(message: str) -> typer.Exit:
 @token_app.command("create")
 def create(
     user: Annotated[str, typer.Argument(help="The person the token authenticates (a known user)")],
-    role: Annotated[str, typer.Option(help="approver (vote, read) or break-glass (break glass, read)")] = "approver",
+    role: Annotated[str, typer.Option(help="approver (vote, read), break-glass (break glass, read) or operator "
+                                           "(re-drive dead letters in the console, read)")] = "approver",
     ttl: Annotated[str, typer.Option(help="Lifetime, such as 90d or 12h (at most 366d)")] = "90d",
 ) -> None:
     """Issue a token for USER and print it once: hand it to them; only its hash is kept."""

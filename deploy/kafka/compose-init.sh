@@ -16,7 +16,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
 DIR="${1:-$REPO/.data/compose}"
-PRINCIPALS="broker controller admin validator policy review-notifier deployer pipeline operator"
+PRINCIPALS="broker controller admin validator policy review-notifier deployer pipeline operator console"
 
 mkdir -p "$DIR/credentials"
 chmod 700 "$DIR" "$DIR/credentials"

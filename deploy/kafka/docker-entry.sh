@@ -9,7 +9,7 @@
 #   SIGNOFF_KAFKA_SECRETS       folder of password files, one per principal     [/run/secrets]
 #   SIGNOFF_KAFKA_USERS         principals given a SCRAM-SHA-512 credential at format time
 #                               (broker is always added)  [admin validator policy review-notifier
-#                               deployer pipeline operator]
+#                               deployer pipeline operator console]
 #   SIGNOFF_KAFKA_CA / _KEYSTORE  CA certificate, and the broker's key + certificate (PEM), for
 #                               the SASL_SSL listeners       [$SIGNOFF_KAFKA_SECRETS/kafka-ca, .../kafka-broker-pem]
 #
@@ -20,7 +20,7 @@
 set -eu
 
 SECRETS="${SIGNOFF_KAFKA_SECRETS:-/run/secrets}"
-USERS="broker ${SIGNOFF_KAFKA_USERS:-admin validator policy review-notifier deployer pipeline operator}"
+USERS="broker ${SIGNOFF_KAFKA_USERS:-admin validator policy review-notifier deployer pipeline operator console}"
 CA="${SIGNOFF_KAFKA_CA:-$SECRETS/kafka-ca}"
 KEYSTORE="${SIGNOFF_KAFKA_KEYSTORE:-$SECRETS/kafka-broker-pem}"
 BIN="${SIGNOFF_KAFKA_BIN:-/opt/kafka/bin}"  # the image's scripts

@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.values import UtcDatetime
 
-Role = Literal["approver", "break-glass"]
-ROLES: tuple[str, ...] = ("approver", "break-glass")
+# operator: the web console's dead-letter re-drive (services/console); it casts no vote.
+Role = Literal["approver", "break-glass", "operator"]
+ROLES: tuple[str, ...] = ("approver", "break-glass", "operator")
 MAX_TTL = timedelta(days=366)
 MAX_FILE_BYTES = 4 * 2**20
 _TOKEN = re.compile(r"so_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")

@@ -29,7 +29,7 @@ from shared.identity import Directory, IdentityError
 if TYPE_CHECKING:
     from services.review_notifier.settings import ReviewNotifierSettings
 
-APPROVER, BREAK_GLASS = "approver", "break-glass"
+APPROVER, BREAK_GLASS, OPERATOR = "approver", "break-glass", "operator"
 
 
 @dataclass(frozen=True)
@@ -113,5 +113,8 @@ def may(person: Person, role: str) -> None:
         raise Refusal(403, f"breaking glass needs {person.name}'s break-glass credential (an API token created "
                            "with --role break-glass, or an OIDC token with the break-glass role); this one "
                            "is a normal approver credential")
+    if OPERATOR in person.roles:
+        raise Refusal(403, f"this is {person.name}'s operator credential (dead-letter re-drive in the console): "
+                           "it casts no vote; vote with your approver credential")
     raise Refusal(403, f"this is {person.name}'s break-glass credential: it only breaks glass; "
                        "vote with your normal credential")
