@@ -42,9 +42,15 @@ DEMO_ADMIN := KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE=$(DEMO_DATA)/cr
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
+# First run: a line per step with its time, and pip's own progress (a few minutes, once).
 $(STAMP): pyproject.toml
-	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@start=$$(date +%s); \
+	if [ ! -x $(BIN)/python ]; then echo "venv: creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi; \
+	echo "venv: installing Signoff and its dependencies (pyproject.toml; the first time takes a few minutes)"; \
+	set +e; $(BIN)/pip install --disable-pip-version-check -e '.[dev]' 2>&1 \
+	  | grep --line-buffered -E '^(Collecting|Installing|Successfully|ERROR)'; status=$${PIPESTATUS[0]}; set -e; \
+	[ "$$status" = 0 ] || { echo "venv: pip install failed (run $(BIN)/pip install -e '.[dev]' to see why)"; exit 1; }; \
+	echo "venv: ready in $$(( $$(date +%s) - start ))s"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create the virtualenv and install Signoff with its dependencies
@@ -55,8 +61,9 @@ kafka-up: ## start the local Kafka broker (127.0.0.1:9092, SASL/SCRAM + ACLs; da
 certs: ## make a CA and the broker certificate for SASL_SSL in .data/certs (KAFKA_TLS=1 makes its own)
 	KAFKA_CERTS_DIR=$(CURDIR)/.data/certs $(KAFKA) certs
 
-compose-secrets: ## the Kafka passwords and certificates compose.yaml mounts, in .data/compose (once)
+compose-secrets: ## the Kafka passwords and certificates compose.yaml mounts (.data/compose), and .env from .env.example with its required secrets generated
 	bash deploy/kafka/compose-init.sh
+	bash deploy/compose-env.sh
 
 kafka-down: ## stop the local Kafka broker (topics and messages are kept)
 	$(KAFKA) down
@@ -83,11 +90,13 @@ down: ## stop the four services, then Kafka
 	  while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; rm -f $(RUN)/stack.pid; echo "services stopped"; fi
 	$(KAFKA) down
 
+# One shell, with a trap: whatever fails (the broker's start, a sample, Ctrl-C), the demo's broker is
+# stopped on the way out; signoff.demo stops its services itself.
 demo: venv ## run every path end to end on a fresh broker and print the timelines
-	$(DEMO_KAFKA) $(KAFKA) reset
-	$(DEMO_KAFKA) $(KAFKA) up
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192 $(DEMO_ADMIN) $(BIN)/python -m signoff.demo .data/demo; \
-	  status=$$?; $(DEMO_KAFKA) $(KAFKA) down; exit $$status
+	@trap '$(DEMO_KAFKA) $(KAFKA) down' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	$(DEMO_KAFKA) $(KAFKA) reset; \
+	$(DEMO_KAFKA) $(KAFKA) up; \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9192 $(DEMO_ADMIN) $(BIN)/python -m signoff.demo .data/demo
 
 lint: venv ## ruff (style, imports, pyflakes, bugbear) and mypy on shared/, services/, signoff/
 	$(BIN)/ruff check shared services signoff tests bench
@@ -95,6 +104,7 @@ lint: venv ## ruff (style, imports, pyflakes, bugbear) and mypy on shared/, serv
 
 test: venv ## run the tests, then the component tests again on the real broker (throw-away brokers unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(KAFKA) fetch
+	bash deploy/chromium.sh  # Debian's chromium for the console's browser test (installed when missing)
 	$(BIN)/pytest
 	$(BIN)/pytest tests/component --broker=kafka
 

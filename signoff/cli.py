@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import uuid
 from collections.abc import Coroutine
@@ -14,9 +15,10 @@ from pydantic import ValidationError
 
 from shared import codec, topics
 from shared.kafka import KafkaAccess
-from signoff import client, digest_cli, keys_cli, manifest, verify
+from signoff import client, digest_cli, errors, keys_cli, manifest, review_cli, status_cli, verify
 from signoff.acl_cli import acl_app
 from signoff.audit_cli import audit_app
+from signoff.dlq_cli import dlq_app
 from signoff.mlflow_cli import mlflow_app
 from signoff.mlflow_cli import submit as submit_from_mlflow
 from signoff.settings import ClientSettings
@@ -24,8 +26,32 @@ from signoff.timeline import history_line, line, outcome
 from signoff.token_cli import token_app
 from signoff.topics_cli import topics_app
 
-app = typer.Typer(help="Signoff: approve trained models for production, and put them there.",
-                  no_args_is_help=True, add_completion=False)
+
+class _Cli(typer.Typer):
+    """The `signoff` entry point: a failure the CLI knows (errors.explain) is one line on stderr and
+    its exit code, never a traceback; SIGNOFF_DEBUG=1 shows the traceback as well."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        debug = errors.DebugSettings().debug
+        if not debug:
+            errors.quiet_clients()
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # every failure ends here: one line, or a bug said to be one
+            if debug:
+                raise
+            failure = errors.explain(exc)
+            if failure is None:
+                typer.echo(f"error: unexpected {type(exc).__name__}: {str(exc)[:500]} (a bug: run again with "
+                           "SIGNOFF_DEBUG=1 for the traceback, and report it)", err=True)
+                raise SystemExit(errors.INVALID) from None
+            typer.echo(f"error: {failure.message}", err=True)
+            raise SystemExit(failure.code) from None
+
+
+app = _Cli(help="Signoff: approve trained models for production, and put them there. Exit codes: "
+                "signoff/errors.py (README, Exit codes).",
+           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(topics_app, name="topics")
 workflow_app = typer.Typer(help="Approval workflow files.", no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
@@ -34,8 +60,12 @@ app.add_typer(acl_app, name="acl")
 app.add_typer(keys_cli.keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(mlflow_app, name="mlflow")
+app.add_typer(dlq_app, name="dlq")
 app.command("verify")(verify.command)
 app.command("digest")(digest_cli.command)
+app.command("status")(status_cli.command)
+app.command("review")(review_cli.review)
+app.command("pending")(review_cli.pending)
 
 EXIT_CODES = {"deployed": 0, "rolled back": 0, "revoked": 0, "rejected": 3, "deployment failed": 4,
               "superseded": 5, "pending": 2}
@@ -126,35 +156,10 @@ def watch(
     result = _run_or_exit(run())
     if not as_json:
         typer.echo(f"=> {result}")
+    if result == "pending":
+        typer.echo(f"no end within {timeout:g}s: it goes on (a review may be waiting: `signoff pending`); "
+                   f"watch again with `signoff watch {submission_id}`", err=True)
     raise typer.Exit(EXIT_CODES.get(result, 2))
-
-
-@app.command()
-def review(
-    submission_id: uuid.UUID,
-    decision: Annotated[str, typer.Argument(help="approve or reject")],
-    reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail")],
-    break_glass: Annotated[bool, typer.Option(
-        "--break-glass", help="Approve alone; needs your break-glass credential as SIGNOFF_API_TOKEN")] = False,
-) -> None:
-    """Approve or reject a submission waiting for review, as the person SIGNOFF_API_TOKEN (your own
-    API token or OIDC token) authenticates."""
-    if decision not in ("approve", "reject"):
-        typer.echo("error: decision must be 'approve' or 'reject'", err=True)
-        raise typer.Exit(1)
-    settings = ClientSettings()
-    if settings.api_token is None:
-        typer.echo("error: set SIGNOFF_API_TOKEN to your own credential (signoff token create YOU, or an "
-                   "OIDC token)", err=True)
-        raise typer.Exit(1)
-    try:
-        result = client.review(settings.review_url, settings.api_token.get_secret_value(), submission_id,
-                               decision, reason, break_glass)
-    except client.ReviewRefused as exc:
-        typer.echo(f"refused: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{decision} recorded as {result.get('approver', '?')}"
-               + (" (break-glass)" if break_glass else "") + f"; review is {result['outcome']}")
 
 
 def _run_or_exit(follow: Coroutine[Any, Any, str]) -> str:
@@ -167,17 +172,26 @@ def _run_or_exit(follow: Coroutine[Any, Any, str]) -> str:
 
 
 def _follow_to_end(operation_id: uuid.UUID, timeout: float) -> None:
-    """Print an operation's timeline until its outcome; exit with its code."""
+    """Print an operator's operation until its outcome and exit with its code: a request the
+    deployer dead-lettered is refused (4); one with no outcome in time is unconfirmed (7)."""
     async def run() -> str:
         last = "pending"
-        async for event in client.follow(_kafka(), operation_id, timeout, keys_cli.trusted(ClientSettings())):
-            typer.echo(line(event))
-            last = outcome(event)
+        async for item in client.follow_operation(_kafka(), operation_id, timeout,
+                                                  keys_cli.trusted(ClientSettings())):
+            if isinstance(item, client.DeadLettered):
+                typer.echo(f"refused by the deployer (dead-lettered on {item.topic}): {item.reason}")
+                return "refused"
+            typer.echo(line(item))
+            last = outcome(item)
         return last
 
     result = _run_or_exit(run())
     typer.echo(f"=> {result}")
-    raise typer.Exit(EXIT_CODES.get(result, 2))
+    if result == "pending":
+        typer.echo(f"not confirmed within {timeout:g}s: the request was sent and may still take effect; "
+                   f"check with `signoff watch {operation_id}`", err=True)
+        raise typer.Exit(errors.UNCONFIRMED)
+    raise typer.Exit(errors.FAILED if result == "refused" else EXIT_CODES.get(result, errors.PENDING))
 
 
 @app.command()
@@ -191,8 +205,16 @@ def rollback(
 ) -> None:
     """Put an earlier version of MODEL back in production, signed with your operator key
     (SIGNOFF_SIGNING_KEY_FILE; the history names its holder); prints the operation id
-    (`signoff watch` it). With --wait, exit 0 rolled back, 4 refused or failed, 2 timeout."""
+    (`signoff watch` it). With --wait, exit 0 rolled back, 4 refused or failed, 7 no outcome in time.
+    A model that was never deployed is refused before anything is sent (4)."""
     operator = keys_cli.operator(ClientSettings())
+    deployed = asyncio.run(client.deployed_models(_kafka()))
+    if model not in deployed:
+        close = difflib.get_close_matches(model, sorted(deployed), n=3)
+        typer.echo(f"error: {model!r} was never deployed, so the deployer would refuse its rollback"
+                   + (f"; did you mean {' or '.join(close)}?" if close else "; check the name")
+                   + " (`signoff history MODEL`)", err=True)
+        raise typer.Exit(errors.FAILED)
     try:
         event = asyncio.run(client.request_rollback(_kafka(), model, to, operator, reason))
     except ValidationError as exc:
@@ -248,15 +270,23 @@ def history(
 def workflow_validate(
     paths: Annotated[list[Path], typer.Argument(
         help="Workflow files (groups.yaml is read beside each, and skipped when given) or folders (checked whole)")],
+    check_targets: Annotated[bool, typer.Option(
+        "--targets/--no-targets", help="Check each deploy target's configuration in this environment (DEPLOYER_* "
+        "variables, as the deployer reads them); --no-targets where the deployer's environment is not at hand")] = True,
 ) -> None:
     """Check workflows exactly as the services do at start-up and print each one's policy digest;
-    exit 1 on any problem. Services apply workflow changes when they restart."""
+    exit 1 on any problem, a workflow without a deploy step or whose deploy target is not configured
+    here among them. Services apply workflow changes when they restart."""
     from signoff.workflow_cli import validate as validate_workflows  # CEL loads only for this command
 
-    code = validate_workflows(paths, typer.echo, lambda text: typer.echo(text, err=True))
+    code = validate_workflows(paths, typer.echo, lambda text: typer.echo(text, err=True), check_targets)
     if code:
         raise typer.Exit(code)
 
 
-if __name__ == "__main__":
+def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
 
 from shared import codec, reader, signing, topics
 from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
 from shared.kafka import KafkaAccess, unreachable
+from signoff.errors import Unconfirmed
 from signoff.timeline import Ending
 
 SOURCE = "/signoff/cli"
@@ -131,6 +132,54 @@ async def follow(kafka: KafkaAccess, submission_id: uuid.UUID,
             yield event
 
 
+@dataclass(frozen=True)
+class DeadLettered:
+    """An operator's request the deployer refused by dead-lettering it (a rollback of a model it
+    never deployed): the end of that operation, with the deployer's reason."""
+
+    topic: str
+    reason: str
+
+
+# Where the deployer dead-letters the operators' requests it refuses (operators may read them).
+OPERATION_DLQS = (topics.dlq(topics.ROLLBACK_REQUESTED), topics.dlq(topics.REVOCATION_REQUESTED))
+
+
+async def follow_operation(kafka: KafkaAccess, operation_id: uuid.UUID, timeout: float,
+                           keyring: signing.Keyring | None = None) -> AsyncIterator[Event | DeadLettered]:
+    """`follow` an operator's rollback or revocation, and end it at once when the deployer
+    dead-letters the request: otherwise a refused request would look pending until the timeout."""
+    since = await started_at(kafka, operation_id) - CLOCK_SKEW
+    wanted = str(operation_id).encode()
+    seen: set[uuid.UUID] = set()
+    ending = Ending()
+    async for record in reader.read(kafka, (*topics.EVENT_TOPICS, *OPERATION_DLQS), since=since,
+                                    until=lambda: ending.done, timeout=timeout):
+        headers = dict(record.headers)
+        if headers.get("ce_subject") != wanted:
+            continue
+        if record.topic in OPERATION_DLQS:
+            reason = headers.get("dlq_reason", b"").decode(errors="replace")
+            yield DeadLettered(record.topic, reason or "no reason given")
+            return
+        event = reader.decode(record, keyring)
+        if event is None or event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        if ending.see(event):
+            yield event
+
+
+async def deployed_models(kafka: KafkaAccess) -> set[str]:
+    """The names of the models ever deployed or rolled back (the keys of those records): a rollback
+    of any other name is refused by the deployer, so the CLI says so before sending it."""
+    names: set[str] = set()
+    async for record in reader.read(kafka, (topics.DEPLOYMENT_SUCCEEDED, topics.DEPLOYMENT_ROLLED_BACK)):
+        if record.key:
+            names.add(record.key.decode(errors="replace"))
+    return names
+
+
 async def read_events(kafka: KafkaAccess, topic_names: tuple[str, ...],
                       keep: Callable[[Any], bool], keyring: signing.Keyring | None = None) -> list[Event]:
     """The valid events of `topic_names`, from their beginning to where they end now, whose
@@ -170,8 +219,18 @@ async def request_rollback(kafka: KafkaAccess, model: str, to_version: str | Non
     submission_id is the new operation's id."""
     event = RollbackRequested(submission_id=uuid.uuid4(), model=model, to_version=to_version,
                               requested_by=operator.principal.name, reason=reason)
-    await publish(kafka, [event], signer=operator.signer)
+    await _publish_operation(kafka, event, operator, f"the rollback {event.submission_id}",
+                             f"`signoff watch {event.submission_id}`")
     return event
+
+
+async def _publish_operation(kafka: KafkaAccess, event: Event, operator: Identity, what: str, check: str) -> None:
+    """Publish an operator's request; a broker that stops answering after it was sent leaves it
+    unconfirmed (it may have been written), which the caller must be told, with how to check."""
+    try:
+        await publish(kafka, [event], signer=operator.signer)
+    except (KafkaTimeoutError, RequestTimedOutError):
+        raise Unconfirmed(what, check) from None
 
 
 async def request_revocation(kafka: KafkaAccess, submission: ModelSubmitted, operator: Identity,
@@ -181,20 +240,29 @@ async def request_revocation(kafka: KafkaAccess, submission: ModelSubmitted, ope
     event = RevocationRequested(submission_id=submission.submission_id,
                                 model=submission.submission.candidate.model,
                                 requested_by=operator.principal.name, reason=reason)
-    await publish(kafka, [event], signer=operator.signer)
+    await _publish_operation(kafka, event, operator, f"the revocation of {event.submission_id}",
+                             f"`signoff watch {event.submission_id}`")
     return event
 
 
 def review(base_url: str, token: str | None, submission_id: uuid.UUID, decision: str,
-           reason: str, break_glass: bool = False) -> dict:
+           reason: str, break_glass: bool = False, timeout: float = 10.0) -> dict:
     """Cast a vote through the review-notifier's HTTP API as the person `token` authenticates
     (the answer's `approver`); raises with its message when refused."""
-    response = httpx.post(
-        f"{base_url.rstrip('/')}/reviews/{submission_id}/decision",
-        json={"decision": decision, "reason": reason, "break_glass": break_glass},
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-        timeout=10.0,
-    )
+    try:
+        response = httpx.post(
+            f"{base_url.rstrip('/')}/reviews/{submission_id}/decision",
+            json={"decision": decision, "reason": reason, "break_glass": break_glass},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+        )
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        raise  # never sent: the review-notifier is not there (errors.explain says so)
+    except httpx.TransportError:
+        # Sent, but no answer: the vote may have counted (it is recorded before the answer).
+        raise Unconfirmed(f"your vote ({decision} on {submission_id})",
+                          f"`signoff pending` (a review still listed has not counted it) or "
+                          f"`signoff watch {submission_id}`") from None
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail", response.text)
@@ -202,6 +270,19 @@ def review(base_url: str, token: str | None, submission_id: uuid.UUID, decision:
             detail = response.text
         raise ReviewRefused(response.status_code, str(detail))
     return response.json()
+
+
+def pending(base_url: str, token: str, timeout: float = 10.0) -> list[dict]:
+    """The open reviews waiting for the vote of the person `token` authenticates."""
+    response = httpx.get(f"{base_url.rstrip('/')}/reviews", params={"pending": "me"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ReviewRefused(response.status_code, str(detail))
+    return list(response.json()["reviews"])
 
 
 class ReviewRefused(Exception):

@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -75,7 +76,14 @@ SAMPLES = (
 )
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (make interrupted, CI cancelled) unwinds like an error: every `with` below stops what
+    # it started (the services, the stand-ins); the Makefile's trap then stops the broker.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workdir = Path(sys.argv[1] if len(sys.argv) > 1 else ".data/demo").resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     artifacts = workdir / "artifacts"

@@ -19,6 +19,8 @@ class ClientSettings(KafkaSettings, TopicSettings):
 
     review_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the review-notifier")
     api_token: SecretStr | None = Field(default=None, description="Bearer token of the review API")
+    review_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to wait for the review API's "
+                                  "answer; a vote sent but unanswered by then is reported unconfirmed")
     # Signed events (shared.signing): SIGNOFF_SIGNING_KEY_FILE is the key this person or pipeline
     # signs with (an operator's for rollback and revoke, a pipeline's for submit), and
     # SIGNOFF_TRUSTED_KEYS the trust file (who the key belongs to; what watch and history believe).

@@ -43,7 +43,7 @@
 #   KAFKA_CERTS_DIR        CA and broker certificate (PEM)     [<data dir>/certs]
 #   KAFKA_PLAINTEXT        1: no authentication, no ACLs       [0]
 #   KAFKA_USERS            principals given a credential at format time (broker is always added)
-#                          [admin validator policy review-notifier deployer pipeline operator]
+#                          [admin validator policy review-notifier deployer pipeline operator console]
 #   JAVA_HOME              if set, $JAVA_HOME/bin/java is used, else java from PATH
 #
 # Works with bash 3.2 (macOS) and Linux; needs java 17+, and mvn for the first fetch.
@@ -74,7 +74,7 @@ PID_FILE="$DATA_DIR/kafka.pid"
 CRED_DIR="$DATA_DIR/credentials"       # one password file per principal, mode 600
 CERTS_DIR="${KAFKA_CERTS_DIR:-$DATA_DIR/certs}"
 ADMIN_CONFIG="$DATA_DIR/admin.properties"  # Kafka CLI client config of the admin (probe, tools)
-USERS="broker ${KAFKA_USERS:-admin validator policy review-notifier deployer pipeline operator}"
+USERS="broker ${KAFKA_USERS:-admin validator policy review-notifier deployer pipeline operator console}"
 TLS="${KAFKA_TLS:-0}"
 PLAINTEXT="${KAFKA_PLAINTEXT:-0}"
 if [[ "$PLAINTEXT" == 1 ]]; then
@@ -120,22 +120,25 @@ cmd_fetch() {
     return 0
   fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed once to fetch the Kafka jars)"
-  log "fetching Kafka jars into $LIB_DIR"
+  log "fetching Kafka jars into $LIB_DIR with Maven (once; a minute or two on a first run)"
   mkdir -p "$CACHE_DIR"
   # Copy into a temp dir and swap it in, so an interrupted fetch never leaves a half-filled
   # lib dir that a stale stamp would vouch for.
-  local tmp="$CACHE_DIR/lib.tmp.$$" out="$CACHE_DIR/mvn.out"
+  local tmp="$CACHE_DIR/lib.tmp.$$" out="$CACHE_DIR/mvn.out" started
+  started="$(now)"
   rm -rf "$tmp"
-  if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
-        -DoutputDirectory="$tmp" -DincludeScope=runtime >"$out" 2>&1; then
-    cat "$out" >&2
+  # Maven's whole output goes to $out; a progress line every 20 files downloaded goes to stderr.
+  # (pipefail: the pipeline fails when mvn does)
+  if ! mvn -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" -DincludeScope=runtime 2>&1 \
+      | tee "$out" | awk '/^Downloaded from/ { n++; if (n % 20 == 0) { print "kafka.sh: " n " files downloaded..." > "/dev/stderr"; fflush("/dev/stderr") } }'; then
+    grep -E '^\[(ERROR|WARNING)\]' "$out" >&2 || cat "$out" >&2
     rm -rf "$tmp"
-    die "mvn dependency:copy-dependencies failed"
+    die "mvn dependency:copy-dependencies failed (its whole output: $out)"
   fi
   rm -rf "$LIB_DIR" "$out"
   mv "$tmp" "$LIB_DIR"
   echo "$want" >"$STAMP"
-  log "fetched $(ls "$LIB_DIR" | wc -l | tr -d ' ') jars"
+  log "fetched $(ls "$LIB_DIR" | wc -l | tr -d ' ') jars in $(( $(now) - started ))s"
 }
 
 classpath() {
@@ -474,7 +477,9 @@ cmd_up() {
   # near the end of broker startup), then the real API probe, until the deadline.
   local deadline=$(( start + START_TIMEOUT ))
   while :; do
-    if ! is_running; then
+    # `ps` (is_running) can miss a live process for a moment on a loaded machine, and waiting on a
+    # broker that still runs would hang this script for ever: only a process that is gone failed.
+    if ! is_running && ! { kill -0 "$pid" 2>/dev/null && [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]]; }; then
       wait "$pid" 2>/dev/null || true
       log "broker process exited during startup"
       show_log_tail

@@ -21,7 +21,7 @@ from services.deployer.service import Service
 from services.deployer.settings import DeployerSettings
 from services.deployer.state import StateStore
 from services.deployer.targets import Deps, model_store, s3
-from shared import signing, topics
+from shared import observability, signing, topics
 from shared.broker import Emitter, Refused, keys_of, make_app, make_broker, subscribe
 from shared.events import (
     ChecksFailed,
@@ -39,6 +39,8 @@ from shared.events import (
 )
 from shared.facts import Facts
 from shared.logging import configure
+from shared.observability.http import HealthServer
+from shared.observability.metrics import BytesHashed
 from shared.rejections import Rejections
 from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
@@ -54,6 +56,7 @@ class Deployer:
                                DeploymentProgressed, DeploymentRolledBack, DeploymentRevoked,
                                DeploymentSuperseded, DeploymentDrifted)
         self._service: Service | None = None
+        self._deps: Deps | None = None  # set by open()
         self._scheduler: asyncio.Task | None = None
         self._drift: asyncio.Task | None = None  # the drift check of protected aliases (drift.py)
         self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
@@ -85,9 +88,14 @@ class Deployer:
 
         self.handlers = (on_checks_passed, on_checks_failed, on_review_decided, on_rollback_requested,
                          on_revocation_requested)
-        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.start],
+        # /healthz, /readyz, /metrics (shared/observability), served from the first start-up hook on.
+        self.obs = observability.required(self.broker)
+        self.obs.ready_when("state", lambda: None if self._service is not None else "state store not open yet")
+        self.obs.collect(BytesHashed(lambda: dict(self._deps.source.hashed) if self._deps else {}))
+        self.http = HealthServer(self.obs, settings.http_host, settings.http_port, "DEPLOYER_")
+        self.app = make_app(self.broker, SERVICE, ABOUT, on_startup=[self.http.start, self.start],
                             after_startup=[self.start_scheduler], on_shutdown=[self.stop_scheduler],
-                            after_shutdown=[self.close])
+                            after_shutdown=[self.close, self.obs.close, self.http.stop])
 
     @property
     def service(self) -> Service:
@@ -102,17 +110,21 @@ class Deployer:
         keys_of(self.broker).open()  # no key or trust file: the service does not start
         settings = self.settings
         workflows = load_or_exit(settings.workflows, self.log, targets=targets.INPUTS)
+        if unready := targets.problems(workflows, settings):
+            # Started anyway, every approved model of such a workflow would end in deployment.failed.
+            for problem in unready:
+                self.log.error("target_not_ready", problem=problem)
+            raise SystemExit("refusing to start: workflows the deployer cannot carry out (`signoff workflow "
+                             "validate` says the same):\n" + "\n".join(unready))
         self.watch = FolderWatch(settings.workflows, workflows, self.log, targets.INPUTS)
         store = StateStore(settings.state_db)
         model_store.clean_staging(settings)
         s3.clean_staging(settings)  # private copies a crash left before their upload
         settings.download_dir.mkdir(parents=True, exist_ok=True)
-        deps = Deps.from_settings(settings, store)
+        deps = self._deps = Deps.from_settings(settings, store)
         self._service = Service(store, workflows, lambda inputs: targets.build(inputs, deps), self.emitter.emit,
                                 rejections=self.rejections, caught_up=self.facts.caught_up,
                                 signer=keys_of(self.broker).signer)  # also signs the attestations
-        for problem in targets.problems(workflows, settings):
-            self.log.warning("target_not_ready", problem=problem)  # its deployments will fail, saying so
 
     async def start(self) -> None:
         self.open()

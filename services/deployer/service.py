@@ -78,7 +78,9 @@ class Service:
         return self.store.is_rejected(sha256) or self.rejections.get(sha256) is not None
 
     async def on_submission_event(self, event: deploying.SubmissionEvent) -> None:
-        await deploying.on_submission_event(self, event)
+        announced = await deploying.on_submission_event(self, event)
+        if announced is not None:  # its digest and version are banned only now
+            await revocation.take_out_banned(self, announced)
 
     async def on_rollback(self, event: RollbackRequested) -> None:
         await rollback.on_rollback(self, event)

@@ -43,11 +43,18 @@ class DeployerSettings(ArtifactSourceSettings):
     drift_check_seconds: float = Field(
         default=30.0, ge=0, le=86_400, description="How often protected aliases (target mlflow) are compared "
         "with what the deployer put in production; 0: never")
+    drift_files_check_seconds: float = Field(
+        default=600.0, ge=0, le=604_800, description="How often the files of the version in production (target "
+        "mlflow) are digested again and compared with the approved digest (each time a full read of the files; "
+        "at most once per drift check); 0: never")
     retry_attempts: int = Field(default=5, ge=1, description="Tries of a target operation that fails transiently")
     retry_backoff_seconds: float = Field(default=0.5, ge=0, description="First wait between tries; doubles")
     retry_max_backoff_seconds: float = Field(default=8.0, ge=0, description="Cap of the wait between tries")
     schedule_poll_seconds: float = Field(default=0.5, gt=0,
                                          description="How often the canary scheduler looks for due stages")
+
+    http_host: str = Field(default="127.0.0.1", description="Address /healthz, /readyz and /metrics listen on")
+    http_port: int = Field(default=8085, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
 
     def secret(self, name: str) -> bytes:
         """The HMAC secret held by the environment variable `name`, read now (so a rotated secret

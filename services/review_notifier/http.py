@@ -1,6 +1,7 @@
 """The review-notifier's HTTP API: the core routes, and every channel's routes mounted beside.
 
 GET  /healthz
+GET  /reviews?pending=me      the open reviews waiting for the credential's person (pending.py)
 GET  /reviews/{id}            the review: request, votes, decision (what `signoff watch` shows)
 POST /reviews/{id}/decision   JSON {decision, reason, break_glass}; the voter is the credential's person
 ...                           each channel's own routes (channels/: /slack/actions, /email/...)
@@ -22,13 +23,14 @@ from collections.abc import Iterable
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import StringConstraints
 
 from services.review_notifier.auth import APPROVER, BREAK_GLASS, Authenticator, Person, Refusal, may
 from services.review_notifier.channels import Channel
 from services.review_notifier.channels.base import refused, reviewer_of
+from services.review_notifier.pending import summary, waiting_for
 from services.review_notifier.reviews import Refused
 from services.review_notifier.service import Reviewer
 from shared.events import Frozen, NonEmpty, Vote, utcnow
@@ -62,6 +64,12 @@ def make_api(channels: Iterable[Channel], auth: Authenticator) -> FastAPI:
     @api.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    @api.get("/reviews")
+    async def list_reviews(pending: Literal["me"] = Query(description="`me`: the reviews waiting for your vote"),
+                           reader: Person = Depends(person), reviewer: Reviewer = Depends(reviewer_of)) -> dict:
+        waiting = waiting_for(reviewer.store.pending(), reader.name)
+        return {"person": reader.name, "reviews": [summary(r) for r in waiting]}
 
     @api.get("/reviews/{submission_id}")
     async def get_review(submission_id: uuid.UUID, reader: Person = Depends(person),

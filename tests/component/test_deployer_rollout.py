@@ -68,9 +68,10 @@ def receiver():
 def start(build_app, workflows, receiver, monkeypatch):
     """Build the deployer with the extra workflows; `strategy` is the webhook workflow's, `env`
     the variable its secret_env names."""
-    def load(strategy: str = "direct", env: str = "HOOK_SECRET", **extra: object):
+    def load(strategy: str = "direct", env: str = "HOOK_SECRET", no_deploy: bool = False, **extra: object):
         (workflows / "canary.yaml").write_text(CANARY)
-        (workflows / "manual.yaml").write_text(NO_DEPLOY)
+        if no_deploy:
+            (workflows / "manual.yaml").write_text(NO_DEPLOY)
         (workflows / "hook.yaml").write_text(HOOK.format(
             url=receiver.url, env=env, strategy=strategy, stages=HOOK_STAGES if strategy == "canary" else ""))
         monkeypatch.setenv("HOOK_SECRET", SECRET)  # the secret itself stays in the environment
@@ -199,12 +200,11 @@ async def test_webhook_that_stays_down_fails_after_the_retries(start, artifact_r
     assert len(receiver.requests) == 4 and "gave up after 4 tries" in failed.reason
 
 
-async def test_webhook_secret_not_allowed_sends_nothing(start, artifact_root, receiver):
-    deployer = start(env="PATH")  # a workflow naming a variable the deployer does not allow
-    async with running(deployer.broker) as br:
-        await approve(br, Models(artifact_root, "hook-d").cause("1"))
-        [failed] = emitted(deployer, DeploymentFailed)
-    assert "DEPLOYER_WEBHOOK_SECRET_ENVS" in failed.reason
+def test_webhook_secret_not_allowed_keeps_the_deployer_from_starting(start, receiver):
+    """A workflow naming a variable the deployer does not allow: refused at start, naming the
+    setting to fix, rather than every approved model failing to deploy."""
+    with pytest.raises(SystemExit, match="secret_env PATH is not listed in DEPLOYER_WEBHOOK_SECRET_ENVS"):
+        start(env="PATH")
     assert receiver.requests == []
 
 
@@ -236,14 +236,11 @@ async def test_webhook_canary_failing_at_the_last_stage_returns_to_the_previous_
 
 # --- what is refused --------------------------------------------------------------------------------
 
-async def test_a_workflow_without_deploy_step_deploys_nothing(start, artifact_root, tmp_path):
-    deployer = start()
-    async with running(deployer.broker) as br:
-        await approve(br, Models(artifact_root, "manual-a").cause("1"))
-        [failed] = emitted(deployer, DeploymentFailed)
-    assert "workflow 'manual-models' has no deploy step; nothing deployed" == failed.reason
-    assert failed.target == "none"
-    assert not (tmp_path / "store" / "manual-a").exists()
+def test_a_workflow_without_deploy_step_keeps_the_deployer_from_starting(start, tmp_path):
+    """Started, it would end every model that workflow approves in deployment.failed: it refuses
+    to start instead, naming the workflow and the fix (as `signoff workflow validate` does)."""
+    with pytest.raises(SystemExit, match=r"workflow 'manual-models' \(.*manual.yaml\) has no deploy step.*add one"):
+        start(no_deploy=True)
 
 
 async def test_an_artifact_outside_the_allowed_roots_writes_nothing(start, tmp_path):

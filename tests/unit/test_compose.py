@@ -130,11 +130,12 @@ def test_kafka_is_the_version_the_local_broker_pins(compose: dict) -> None:
 
 THIRD_PARTY = {"kafka", "mailpit", "minio", "minio-buckets", "mlflow"}  # images we pull rather than build
 BRIDGE = "mlflow-bridge"  # runs `signoff mlflow bridge` (a FastAPI app, not a FastStream one)
+CONSOLE = "console"  # runs `python -m services.console` (a FastAPI app, not a FastStream one)
 
 
 def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
     ours = {n: s for n, s in compose["services"].items() if n not in THIRD_PARTY}
-    assert set(ours) == {"topics", "acl", "keys", BRIDGE, *SERVICES}
+    assert set(ours) == {"topics", "acl", "keys", BRIDGE, CONSOLE, *SERVICES}
     builds = {json.dumps([s.get("image"), s.get("build")], sort_keys=True) for s in ours.values()}
     assert len(builds) == 1, f"services differ in image/build: {builds}"
     build = next(iter(ours.values()))["build"]
@@ -143,7 +144,7 @@ def test_every_signoff_container_runs_the_one_image(compose: dict) -> None:
 
 def test_compose_runs_every_service_under_services(compose: dict) -> None:
     packages = {p.parent.name for p in (ROOT / "services").glob("*/app.py")}
-    assert packages == {package for package, _ in SERVICES.values()} | {"mlflow_bridge"}
+    assert packages == {package for package, _ in SERVICES.values()} | {"mlflow_bridge", CONSOLE}
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -242,7 +243,18 @@ def test_review_api_is_published_and_health_checked(
     settings = load_settings(compose, "review-notifier", monkeypatch)
     assert settings.http_host == "0.0.0.0", "the API must listen beyond the container's loopback"
     assert any(str(p).rsplit(":", 1)[-1] == str(settings.http_port) for p in service["ports"])
-    assert f"http://127.0.0.1:{settings.http_port}/healthz" in " ".join(service["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{settings.http_port}/readyz" in " ".join(service["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", ["validator", "policy", "review-notifier", "deployer"])
+def test_every_service_is_health_checked_on_its_readyz(
+    compose: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"][name]
+    settings = load_settings(compose, name, monkeypatch)
+    assert settings.http_host == "0.0.0.0", "/metrics and /readyz must be reachable beyond the container"
+    assert any(str(p).rsplit(":", 1)[-1] == str(settings.http_port) for p in service["ports"])
+    assert f"http://127.0.0.1:{settings.http_port}/readyz" in " ".join(service["healthcheck"]["test"])
 
 
 def test_kafka_keeps_its_data_and_serves_the_host(compose: dict) -> None:
@@ -370,3 +382,38 @@ def test_the_mlflow_bridge_is_a_pipeline_reading_minio_and_called_by_mlflow(
     for name in ("minio", "minio-buckets", "mlflow"):
         image, _, tag = services[name]["image"].partition(":")
         assert tag not in ("", "latest"), f"pin {name}'s version"
+
+
+def test_the_console_reads_as_its_own_principal_and_signs_people_in_with_the_review_apis_tokens(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.console.settings import ConsoleSettings
+
+    services = compose["services"]
+    console = services[CONSOLE]
+    assert command_of(console) == ["python", "-m", "services.console"]
+    env = {key: interpolated(value) for key, value in env_of(console).items()}
+    unknown = [k for k in env if k.startswith("CONSOLE_") and
+               k.removeprefix("CONSOLE_").lower() not in ConsoleSettings.model_fields]
+    assert not unknown, f"the console's settings ignore these variables: {unknown}"
+    for key in list(os.environ):
+        if key.startswith(("CONSOLE_", "SIGNOFF_", "KAFKA_")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = ConsoleSettings()
+    assert settings.kafka_sasl_username == acl.CONSOLE and settings.kafka_security_protocol == "SASL_SSL"
+    assert str(settings.kafka_sasl_password_file) == f"/run/secrets/{acl.CONSOLE}"
+    assert set(console["secrets"]) == {acl.CONSOLE, "kafka-ca"} and acl.CONSOLE in services["kafka"]["secrets"]
+    assert settings.http_host == "0.0.0.0"
+    assert any(str(p).rsplit(":", 1)[-1] == str(settings.http_port) for p in console["ports"])
+    assert f"http://127.0.0.1:{settings.http_port}/readyz" in " ".join(console["healthcheck"]["test"])
+    # The review-notifier's token file, read-only; votes go to its API on the compose network.
+    notifier = load_settings(compose, "review-notifier", monkeypatch)
+    assert settings.tokens_file == notifier.tokens_file
+    assert any(settings.tokens_file is not None and settings.tokens_file.is_relative_to(target) and ro
+               for _, target, ro in mounts(console))
+    assert settings.review_url == f"http://review-notifier:{notifier.http_port}"
+    assert any(source in compose["volumes"] and settings.index_db.is_relative_to(target) and not ro
+               for source, target, ro in mounts(console)), "the console's index must outlive the container"
+    assert str(settings.trusted_keys) == "/data/keys/trusted-keys.yaml"

@@ -15,6 +15,7 @@ Adding a target is one module and one line in REGISTRY (docs/deployer.md).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Annotated, Any, Protocol, Union, cast
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -22,7 +23,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from services.deployer.rollout import dump_inputs
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets.base import Deliveries, Deps, RetryPolicy, Target, TargetError, retrying
-from shared.workflow.matching import WorkflowSet
+from shared.workflow.matching import Loaded, WorkflowSet
 from shared.workflow.schema import DeployInputs
 
 __all__ = ["INPUTS", "REGISTRY", "Deliveries", "Deps", "RetryPolicy", "Target", "TargetError", "build",
@@ -79,12 +80,25 @@ def build(inputs: DeployInputs, deps: Deps) -> Target:
     return REGISTRY[typed_inputs.target].build(typed_inputs, deps)
 
 
+NO_DEPLOY_STEP = ("has no deploy step, so every model it approves would end in deployment.failed: add one, "
+                  "such as `- {name: deploy, type: deploy, inputs: {target: model-store}}`")
+
+
 def problems(workflows: WorkflowSet, settings: DeployerSettings) -> list[str]:
-    """Each workflow's deploy step checked by its target against the settings."""
+    """What keeps a workflow's approved models from being deployed: no deploy step, or one whose
+    target these settings cannot serve (checked by the target). The deployer refuses to start on
+    any, and `signoff workflow validate` reports them."""
+    return problems_of(workflows.workflows, settings)
+
+
+def problems_of(workflows: Iterable[Loaded], settings: DeployerSettings) -> list[str]:
+    """`problems` of workflows loaded one by one (`signoff workflow validate FILE...`)."""
     found = []
-    for loaded in workflows.workflows:
+    for loaded in workflows:
         step = loaded.workflow.deploy
-        if step is not None and step.inputs.target in REGISTRY:
+        if step is None:
+            found.append(f"workflow {loaded.workflow.name!r} ({loaded.source}) {NO_DEPLOY_STEP}")
+        elif step.inputs.target in REGISTRY:
             found += [f"workflow {loaded.workflow.name!r}: {problem}"
                       for problem in REGISTRY[step.inputs.target].problems(typed(step.inputs), settings)]
     return found
