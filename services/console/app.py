@@ -30,6 +30,7 @@ from services.review_notifier.api_tokens import TokenFile
 from services.review_notifier.auth import Authenticator
 from services.review_notifier.oidc import JwksCache, OidcVerifier
 from shared.audit.index import Index
+from shared.body_limit import BodyLimit
 from shared.identity import Directory
 from shared.logging import configure
 from shared.signing import SUBMITTED, load_trust
@@ -39,6 +40,9 @@ HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'self' 'uns
                                       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
            "Cache-Control": "no-store"}
+# The largest form is a vote's (a reason of at most 4000 characters) or a sign-in's (a token of at
+# most 16 KiB): anything larger is refused before it is parsed (shared/body_limit.py).
+MAX_BODY = 64 * 1024
 
 
 def authenticator(settings: ConsoleSettings) -> Authenticator:
@@ -66,7 +70,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         feed = Feed(settings.kafka, keyring, index, Projection())
         api.state.parts = Parts(feed.projection, feed, ReviewApi(settings.review_url, http),
-                                settings.kafka, keyring, settings.dead_letters_limit)
+                                settings.kafka, keyring, settings.dead_letters_limit,
+                                timedelta(days=settings.dead_letters_days))
         task = await start_feed(feed, settings.refresh_seconds)
         log.info("console_listening", host=settings.http_host, port=settings.http_port, url=settings.public_url)
         try:
@@ -81,6 +86,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                         authenticator(settings), settings.secure_cookies)
     api.include_router(signin)
     api.include_router(pages)
+    api.add_middleware(BodyLimit, limit=MAX_BODY)  # added first: inside the headers below, so a 413 has them
 
     @api.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

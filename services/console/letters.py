@@ -3,6 +3,8 @@ the answers as values a page shows, an error as a sentence, never an exception."
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiokafka.errors import KafkaError
 
 from shared import dlq
@@ -10,10 +12,12 @@ from shared.admin import NotAuthorized
 from shared.kafka import KafkaAccess
 
 
-async def listed(kafka: KafkaAccess, topic: str | None, limit: int) -> tuple[list[dlq.Letter], str | None]:
-    """The newest letters (of `topic`'s dead-letter topic, or of all), newest first; or why not."""
+async def listed(kafka: KafkaAccess, topic: str | None, limit: int,
+                 since: datetime) -> tuple[list[dlq.Letter], str | None]:
+    """The newest letters since `since` (of `topic`'s dead-letter topic, or of all), newest
+    first; or why not. Reading from `since`, not from the topics' beginnings, bounds what a page load reads."""
     try:
-        return await dlq.list_letters(kafka, topic, limit=limit), None
+        return await dlq.list_letters(kafka, topic, limit=limit, since=since), None
     except (ValueError, RuntimeError, NotAuthorized, KafkaError, TimeoutError, OSError) as exc:
         return [], f"cannot list the dead letters: {exc}"[:500]
 

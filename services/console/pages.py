@@ -7,8 +7,8 @@
     GET  /submissions                  filter by model, status, time; each with its timeline
     GET  /submissions/{id}
     GET  /models, /models/{name}       in production now, "at T", every release (shared.audit)
-    GET  /dead-letters                 per topic, with reasons; re-drive for operators (shared.dlq)
-    POST /dead-letters/replay
+    GET  /dead-letters                 operators only: per topic, with reasons, of the last days (shared.dlq)
+    POST /dead-letters/replay          operators only: re-drive one
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,7 +28,7 @@ from services.console.feed import Feed
 from services.console.projection import STATUSES, Projection, Submission
 from services.console.reviews_api import ReviewApi
 from services.console.sessions import Session
-from services.console.web import Forbidden, check_csrf, render, see_other, signed_in
+from services.console.web import Forbidden, check_csrf, render, see_other, signed_in, web_of
 from services.review_notifier.auth import APPROVER, OPERATOR
 from services.review_notifier.reviews import Review
 from shared import topics
@@ -42,6 +42,7 @@ log = structlog.get_logger()
 router = APIRouter()
 MODEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DEFAULT_APPROVE_REASON = "approved in the web console after reviewing the evidence"
+OUTCOMES = ("pending", "approved", "rejected")  # what the review API's answer to a vote may say
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Parts:
     kafka: KafkaAccess
     keyring: Keyring
     dead_letters_limit: int
+    dead_letters_window: timedelta = timedelta(days=14)  # how far back the page reads the dead-letter topics
 
 
 def parts_of(request: Request) -> Parts:
@@ -80,9 +82,10 @@ async def pending(request: Request, session: Session = Depends(signed_in)) -> Re
 
 
 @router.get("/reviews/{submission_id}", response_class=HTMLResponse)
-async def review_page(request: Request, submission_id: uuid.UUID, session: Session = Depends(signed_in),
-                      voted: str | None = Query(default=None, max_length=500)) -> Response:
+async def review_page(request: Request, submission_id: uuid.UUID, session: Session = Depends(signed_in)) -> Response:
     p = parts_of(request)
+    # What the vote just cast did: a one-time message of the session, never text from the URL.
+    voted = web_of(request).sessions.take_note(session, f"voted {submission_id}")
     sub = p.projection.get(submission_id)
     assert session.credential is not None
     answer, review = await p.api.review(session.credential, submission_id)
@@ -132,8 +135,10 @@ async def vote(request: Request, submission_id: uuid.UUID, session: Session = De
         return render(request, "confirm.html", session, status=answer.status if answer.status >= 400 else 502,
                       sub=sub, decision=decision, id=submission_id,
                       error=f"the review API refused the vote: {answer.detail}" if answer.status else answer.detail)
-    outcome = (answer.body or {}).get("outcome", "pending")
-    return see_other(f"/reviews/{submission_id}?voted={decision}d+({outcome})")
+    outcome = (answer.body or {}).get("outcome")
+    web_of(request).sessions.note(session, f"voted {submission_id}",
+                                  f"{decision}d ({outcome if outcome in OUTCOMES else 'outcome not reported'})")
+    return see_other(f"/reviews/{submission_id}")
 
 
 def _time(text: str | None, name: str) -> datetime | None:
@@ -204,10 +209,11 @@ def _history(audit: Any) -> list[tuple[datetime, str, str, str]]:
 @router.get("/dead-letters", response_class=HTMLResponse)
 async def dead_letters(request: Request, session: Session = Depends(signed_in),
                        topic: str = Query(default="", max_length=64)) -> Response:
+    _operator(session, "the dead letters are")
     p = parts_of(request)
-    found, error = await letters.listed(p.kafka, topic or None, p.dead_letters_limit)
+    found, error = await letters.listed(p.kafka, topic or None, p.dead_letters_limit, utcnow() - p.dead_letters_window)
     return render(request, "dead_letters.html", session, letters=found, error=error, topic=topic,
-                  topics=topics.CONSUMED_TOPICS, operator=OPERATOR in session.roles)
+                  topics=topics.CONSUMED_TOPICS, operator=True, days=p.dead_letters_window.days)
 
 
 @router.post("/dead-letters/replay", response_class=HTMLResponse)
@@ -215,14 +221,19 @@ async def replay(request: Request, session: Session = Depends(signed_in), csrf: 
                  topic: str = Form(max_length=64), partition: int = Form(ge=0, le=100_000),
                  offset: int = Form(ge=0)) -> Response:
     check_csrf(session, csrf, "re-drive")
-    if OPERATOR not in session.roles:
-        raise Forbidden(f"re-driving a dead letter needs an operator credential; {session.person}'s is not "
-                        "(signoff token create NAME --role operator)")
+    _operator(session, "re-driving a dead letter is")
     p = parts_of(request)
     assert session.person is not None
     message = await letters.redrive(p.kafka, topic, partition, offset, session.person)
     log.info("console_redrive", person=session.person, topic=topic, partition=partition, offset=offset,
              outcome=message)
-    found, error = await letters.listed(p.kafka, None, p.dead_letters_limit)
+    found, error = await letters.listed(p.kafka, None, p.dead_letters_limit, utcnow() - p.dead_letters_window)
     return render(request, "dead_letters.html", session, letters=found, error=error, topic="",
-                  topics=topics.CONSUMED_TOPICS, operator=True, message=message)
+                  topics=topics.CONSUMED_TOPICS, operator=True, message=message, days=p.dead_letters_window.days)
+
+
+def _operator(session: Session, what: str) -> None:
+    """Dead letters hold whatever was sent, and each listing reads Kafka: operators only."""
+    if OPERATOR not in session.roles:
+        raise Forbidden(f"{what} for operators; {session.person}'s credential is not an operator's "
+                        "(signoff token create NAME --role operator)")

@@ -4,6 +4,13 @@ index's, in the order indexed) and answers questions; applying an event twice ch
 
 Operations (a rollback's own id, which its outcomes carry) are not submissions: they appear on
 the model's page, from the audit queries, not in the submissions list.
+
+A submission id is claimed by its first model.submitted: a later one reusing the id (another
+pipeline's, or an unsigned one where those are accepted; the audit index records it as a conflict)
+changes nothing here. Once the policy's signed review.requested arrives, the model and version
+shown are its candidate's, the one a vote approves. Who submitted is the verified signer the
+validator and the policy carry (`signed_by`); until then only the claimed name is known, and the
+pages say it is a claim.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ class Submission:
     id: uuid.UUID
     model: str
     version: str = "?"
-    submitter: str = "?"
+    submitter: str = "?"  # as the submission claims it (free text, anyone's to write)
+    signed_by: str | None = None  # the verified signer's identity (checks/review events' submitted_by)
     submitted_at: datetime | None = None
     status: str = "submitted"
     events: list[Event] = field(default_factory=list)  # the timeline, in the order indexed
@@ -81,6 +89,8 @@ class Projection:
         if event.submission_id in self.operations:
             return False
         sub = self.submissions.get(event.submission_id)
+        if isinstance(event, ModelSubmitted) and sub is not None and sub.submitted_at is not None:
+            return False  # the id was claimed first by another model.submitted: this one is not its
         if sub is None:
             sub = self.submissions[event.submission_id] = Submission(event.submission_id, event.key)
         sub.events.append(event)
@@ -124,11 +134,15 @@ def _fold(sub: Submission, event: Event) -> None:
             sub.version, sub.submitter, sub.submitted_at = s.candidate.version, s.submitter, event.occurred_at
             return
         case ChecksFailed():
+            _signed(sub, event)
             _set(sub, "checks failed")
         case ChecksPassed():
+            _signed(sub, event)
             _set(sub, "submitted")
-        case ReviewRequested():
+        case ReviewRequested(submission=s):
             sub.request = event
+            sub.model, sub.version = s.candidate.model, s.candidate.version  # what a vote approves
+            _signed(sub, event)
             _set(sub, "in review")
         case ReviewEscalated():
             sub.escalation = event
@@ -152,6 +166,11 @@ def _fold(sub: Submission, event: Event) -> None:
                                                                  None)
         if candidate is not None:
             sub.version = candidate.version
+
+
+def _signed(sub: Submission, event: ChecksPassed | ChecksFailed | ReviewRequested) -> None:
+    if event.submitted_by is not None:
+        sub.signed_by = event.submitted_by.identity
 
 
 _RANK = {status: i for i, status in enumerate(STATUSES)}

@@ -54,7 +54,9 @@ class ReviewApi:
             response = await self.http.request(method, self.base_url + path, json=body,
                                                headers={"Authorization": f"Bearer {credential}"})
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            return Answer(0, f"the review API at {self.base_url} is not reachable; nothing was sent")
+            where = httpx.URL(self.base_url)  # scheme, host, port: the URL may hold a user:password
+            return Answer(0, f"the review API at {where.scheme}://{where.netloc.decode(errors='replace')} is not "
+                             "reachable; nothing was sent")
         except httpx.TransportError:
             return Answer(0, "the review API did not answer: the vote may have counted; reload this review "
                              "to see the votes so far before voting again", unconfirmed=method == "POST")

@@ -3,6 +3,7 @@ file, the token file, the known users). An empty value counts as unset."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +23,11 @@ class ConsoleSettings(ServiceSettings):
                             "cookie Secure")
     review_url: str = Field(default="http://127.0.0.1:8081", max_length=2000,
                             description="The review-notifier's HTTP API, where votes are cast with the "
-                            "person's own credential")
+                            "person's own credential: https, or http on loopback (or with "
+                            "CONSOLE_REVIEW_URL_PRIVATE_NETWORK)")
+    review_url_private_network: bool = Field(
+        default=False, description="CONSOLE_REVIEW_URL is plain http on a private network only the console and "
+        "the review-notifier share (compose's): every credential crosses it in clear text")
     known_users: tuple[str, ...] = Field(
         default=(), validation_alias=AliasChoices("known_users", "CONSOLE_KNOWN_USERS", "SIGNOFF_KNOWN_USERS"),
         description="Known users besides those the workflows name (JSON list); no one else signs in")
@@ -46,6 +51,8 @@ class ConsoleSettings(ServiceSettings):
                               description="Sessions kept at once; the oldest ends first beyond it")
     dead_letters_limit: int = Field(default=200, ge=1, le=10_000,
                                     description="Dead letters shown per topic at most")
+    dead_letters_days: int = Field(default=14, ge=1, le=366,
+                                   description="The dead-letters page reads this many days back")
 
     @field_validator("tokens_file", "oidc_issuer", "oidc_audience", "oidc_jwks_url", mode="before")
     @classmethod
@@ -61,6 +68,18 @@ class ConsoleSettings(ServiceSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _credentials_not_in_clear(self) -> ConsoleSettings:
+        """Each vote and page sends the person's credential to the review API: never in clear
+        text over a network, unless the deployment says that network is private."""
+        url = urlsplit(self.review_url)
+        if url.scheme == "http" and not _loopback(url.hostname or "") and not self.review_url_private_network:
+            raise ValueError(f"CONSOLE_REVIEW_URL {self.review_url!r} is plain http to another host: every person's "
+                             "credential would cross the network in clear text. Use https, or set "
+                             "CONSOLE_REVIEW_URL_PRIVATE_NETWORK=true if only the console and the review-notifier "
+                             "share that network (as in compose)")
+        return self
+
+    @model_validator(mode="after")
     def _oidc_complete(self) -> ConsoleSettings:
         if self.oidc_issuer and not (self.oidc_audience and self.oidc_jwks_url):
             raise ValueError("CONSOLE_OIDC_ISSUER is set: set CONSOLE_OIDC_AUDIENCE and CONSOLE_OIDC_JWKS_URL too")
@@ -69,3 +88,12 @@ class ConsoleSettings(ServiceSettings):
     @property
     def secure_cookies(self) -> bool:
         return urlsplit(self.public_url).scheme == "https"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from services.console.sessions import COOKIE, Session, Sessions, cookie_args, csrf_ok
+from services.console.sessions import SIGN_IN_FORM_LIFETIME, Session, Sessions, cookie_args, cookie_name, csrf_ok
 from services.review_notifier.auth import Authenticator, Refusal
 from shared.events import utcnow
 
@@ -46,6 +46,9 @@ class Web:
     auth: Authenticator
     secure_cookies: bool
 
+    def cookie(self, request: Request) -> str | None:
+        return request.cookies.get(cookie_name(self.secure_cookies))
+
 
 def web_of(request: Request) -> Web:
     return request.app.state.web
@@ -54,7 +57,7 @@ def web_of(request: Request) -> Web:
 async def signed_in(request: Request) -> Session:
     """The request's signed-in session, its credential still valid; NeedsSignIn otherwise."""
     web = web_of(request)
-    session = web.sessions.get(request.cookies.get(COOKIE), utcnow())
+    session = web.sessions.get(web.cookie(request), utcnow())
     if session is None or not session.signed_in:
         raise NeedsSignIn()
     try:
@@ -87,12 +90,18 @@ router = APIRouter()
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_page(request: Request) -> Response:
     web = web_of(request)
-    current = web.sessions.get(request.cookies.get(COOKIE), utcnow())
+    current = web.sessions.get(web.cookie(request), utcnow())
     if current is not None and current.signed_in:
         return see_other("/reviews")  # a signed-in session is not replaced by visiting this page
-    session = web.sessions.anonymous(utcnow())
-    response = render(request, "signin.html", None, csrf=session.csrf, error=None)
-    response.set_cookie(**cookie_args(session, web.secure_cookies))  # type: ignore[arg-type]
+    return _sign_in_form(request, web)
+
+
+def _sign_in_form(request: Request, web: Web, status: int = 200, error: str | None = None) -> Response:
+    """The sign-in page with a new form cookie and its CSRF token (no session: see sessions.py)."""
+    value, csrf = web.sessions.sign_in_form(utcnow())
+    response = render(request, "signin.html", None, status=status, csrf=csrf, error=error)
+    response.set_cookie(**cookie_args(value, web.secure_cookies,  # type: ignore[arg-type]
+                                      max_age=int(SIGN_IN_FORM_LIFETIME.total_seconds())))
     return response
 
 
@@ -100,30 +109,32 @@ async def signin_page(request: Request) -> Response:
 async def signin(request: Request, credential: str = Form(default="", max_length=MAX_CREDENTIAL),
                  csrf: str = Form(default="", max_length=128)) -> Response:
     web = web_of(request)
-    pre = web.sessions.get(request.cookies.get(COOKIE), utcnow())
-    check_csrf(pre, csrf, "sign-in")
-    assert pre is not None
+    if not web.sessions.sign_in_form_ok(web.cookie(request), csrf, utcnow()):
+        log.warning("console_csrf_refused", what="sign-in", person=None)
+        raise Forbidden("this sign-in form did not come from this browser, or is older than a quarter of an hour "
+                        "(missing or wrong CSRF token): reload the page and sign in again")
     credential = credential.strip()
     try:
         person = await asyncio.to_thread(web.auth.person, f"Bearer {credential}")
     except Refusal as refusal:
         log.info("console_sign_in_refused", status=refusal.status, why=refusal.message)
-        return render(request, "signin.html", None, status=refusal.status, csrf=pre.csrf, error=refusal.message)
-    session = web.sessions.sign_in(pre, person.name, person.roles, credential, person.credential, utcnow())
+        return _sign_in_form(request, web, refusal.status, refusal.message)
+    session = web.sessions.sign_in(None, person.name, person.roles, credential, person.credential, utcnow())
     log.info("console_signed_in", person=person.name, via=person.credential, roles=sorted(person.roles))
     response = see_other("/reviews")
-    response.set_cookie(**cookie_args(session, web.secure_cookies))  # type: ignore[arg-type]
+    response.set_cookie(**cookie_args(session.id, web.secure_cookies))  # type: ignore[arg-type]
     return response
 
 
 @router.post("/signout")
 async def signout(request: Request, csrf: str = Form(default="", max_length=128)) -> Response:
     web = web_of(request)
-    session = web.sessions.get(request.cookies.get(COOKIE), utcnow())
+    session = web.sessions.get(web.cookie(request), utcnow())
     check_csrf(session, csrf, "sign-out")
     assert session is not None
     web.sessions.end(session.id)
     log.info("console_signed_out", person=session.person)
     response = see_other("/signin")
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(cookie_name(web.secure_cookies), path="/", secure=web.secure_cookies, httponly=True,
+                           samesite="strict")
     return response

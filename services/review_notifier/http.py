@@ -33,10 +33,14 @@ from services.review_notifier.channels.base import refused, reviewer_of
 from services.review_notifier.pending import summary, waiting_for
 from services.review_notifier.reviews import Refused
 from services.review_notifier.service import Reviewer
+from shared.body_limit import BodyLimit
 from shared.events import Frozen, NonEmpty, Vote, utcnow
 from shared.identity import normalise
 
 CHANNEL = "http"  # Vote.channel of the decision API
+# Bodies larger than this are refused (413) before they are parsed: a vote is a few KiB; Slack's
+# interaction payloads carry the message's blocks (at most 50 of 3000 characters), form-encoded.
+MAX_BODY = 1024 * 1024
 log = structlog.get_logger()
 
 
@@ -50,6 +54,7 @@ class DecisionRequest(Frozen):
 
 def make_api(channels: Iterable[Channel], auth: Authenticator) -> FastAPI:
     api = FastAPI(title="Signoff review-notifier")
+    api.add_middleware(BodyLimit, limit=MAX_BODY)
 
     # A plain function: FastAPI runs it in its thread pool, where reading the token file or
     # fetching the issuer's JWKS blocks no request.

@@ -84,7 +84,7 @@ def console_of(tmp_path, public_url: str = "http://127.0.0.1:8082") -> Console:
     people = People(tmp_path)
     folder = f.workflow_folder(tmp_path / "workflows")
     settings = ConsoleSettings(trusted_keys=keys.keys().trust, workflows=folder, index_db=tmp_path / "index.db",
-                               public_url=public_url, review_url="http://review-api",
+                               public_url=public_url, review_url="http://127.0.0.1:8081",
                                kafka_security_protocol="PLAINTEXT", **people.settings)
     app = create_app(settings)
     cause = f.submitted()
@@ -190,7 +190,8 @@ def test_a_vote_is_confirmed_then_cast_with_the_persons_own_credential(console: 
     assert unconfirmed.status_code == 422 and console.api.votes == []
     response = console.client.post(f"/reviews/{console.pending_id}/vote", data={
         "decision": "approve", "confirmed": "yes", "csrf": csrf_in(confirm.text)}, follow_redirects=False)
-    assert response.status_code == 303 and "voted=approved" in response.headers["location"]
+    assert (response.status_code, response.headers["location"]) == (303, f"/reviews/{console.pending_id}")
+    assert "Your vote was recorded: approved (approved)" in console.client.get(response.headers["location"]).text
     [(token, body)] = console.api.votes
     assert token == console.people.token("alice")
     assert body is not None and body["decision"] == "approve" and body["reason"]
@@ -261,9 +262,9 @@ def test_a_session_expires(tmp_path) -> None:
     assert sessions.get(session.id, now + timedelta(minutes=4)) == session
     assert sessions.get(session.id, now + timedelta(minutes=5)) is None
     assert not csrf_ok(session, None) and not csrf_ok(session, "") and csrf_ok(session, session.csrf)
-    first = sessions.anonymous(now)
-    sessions.anonymous(now)
-    sessions.anonymous(now)
+    first = sessions.sign_in(None, "alice", frozenset({"approver"}), "so_x", "token x", now)
+    sessions.sign_in(None, "bob", frozenset({"approver"}), "so_y", "token y", now)
+    sessions.sign_in(None, "carol", frozenset({"approver"}), "so_z", "token z", now)
     assert sessions.get(first.id, now) is None and len(sessions) == 2  # the oldest ended first
 
 

@@ -74,3 +74,16 @@ def test_a_rollback_is_an_operation_not_a_submission() -> None:
                            requested_by="ops", reason="latency")
     projection = fed(cause, op)
     assert projection.get(op.submission_id) is None and len(projection.select()) == 1
+
+
+def test_the_first_model_submitted_claims_the_id_and_the_review_request_names_the_candidate() -> None:
+    real = f.submitted()
+    forged = f.submitted(f.submission(f.candidate(version="9.9.9"), submitter="someone-else"),
+                         submission_id=real.submission_id)
+    projection = fed(real, forged)
+    sub = projection.get(real.submission_id)
+    assert sub is not None and (sub.version, sub.submitter, len(sub.events)) == ("1.4.0", "pipeline", 1)
+    assert sub.signed_by is None  # only claimed so far
+    first_forged = fed(forged, real, f.review_requested(real)).get(real.submission_id)
+    assert first_forged is not None and first_forged.version == "1.4.0"  # the signed request's candidate
+    assert first_forged.signed_by == f.PIPELINE.identity
