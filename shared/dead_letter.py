@@ -11,6 +11,10 @@ A re-drive republishes the original record unchanged (value, key, every header, 
 `signoff_redriven_by` and `signoff_redriven_at`. The signature covers only `ce_*` headers and
 content-type (shared.signing.covered), so these do not change what verifies; the consumer checks
 the original signer's signature again, and whoever re-drives cannot make a record of their own.
+Unsigned, they are also no proof: any principal that may write the topic may write them, so an
+earlier re-drive counts (`is_redrive`) only when it is the letter's record byte for byte, and the
+name in `signoff_redriven_by` is shown as what the header says (the `dead_letter_redriven` log
+line, with the Kafka principal, says who re-drove).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,7 +102,7 @@ class Letter(BaseModel):
     submission_id: str | None
     headers: dict[str, str] = Field(description="The original headers, credentials redacted")
     redriven_from: str | None = Field(default=None, description="This record was itself a re-drive of that letter")
-    redriven_by: str | None = None
+    redriven_by: str | None = Field(default=None, description="Who re-drove it, as the (unsigned) header says")
     value_text: str | None = Field(default=None, description="`show` only: the value (JSON indented), bounded")
     value_text_clipped: bool = False
     signature: str | None = Field(default=None, description="`show` with a trust file: who signed it, or why "
@@ -186,6 +191,30 @@ def original_headers(raw: Iterable[tuple[str, bytes]] | None) -> list[tuple[str,
     return out
 
 
+class RecordLike(Protocol):
+    """What is compared of a Kafka record (aiokafka's ConsumerRecord has these)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | None
+
+
+def is_redrive(letter: Letter, held: RecordLike, candidate: RecordLike) -> bool:
+    """Whether `candidate`, a record of the letter's original topic, is a re-drive of `letter`
+    (whose own record is `held`): it names the letter in `signoff_redriven_from` AND is the letter's
+    original record byte for byte: key, value and every original header (ce_id and the signature
+    among them). The re-drive headers are not signed, and every principal that may write a consumed
+    topic may write them: a record that only names the letter is not a re-drive of it and never
+    blocks one. One that is the same bytes was the letter's record delivered again (whoever sent
+    it), so the consumer decided on it as on a re-drive: its signature verifies exactly when the
+    letter's does."""
+    candidate_headers = list(candidate.headers or ())
+    if dict(candidate_headers).get(REDRIVEN_FROM) != str(letter.coordinates).encode():
+        return False
+    return (candidate.key == held.key and candidate.value == held.value
+            and original_headers(candidate_headers) == original_headers(held.headers))
+
+
 def check_by(by: str) -> str:
     """Who re-drives, as the header and the log record it: printable, 1-200 characters."""
     if not _BY.match(by):
@@ -210,6 +239,7 @@ def refusal(letter: Letter, earlier: Iterable[str], force: bool) -> str | None:
         return f"letter {letter.coordinates} names topic {letter.topic[:100]!r}, not the one its .dlq is for"
     done = list(earlier)
     if done and not force:
-        return (f"letter {letter.coordinates} was re-driven already ({'; '.join(done[:3])}); consumers absorb a "
-                "duplicate of an event they handled (same event id), so --force is safe if it was dead-lettered again")
+        return (f"letter {letter.coordinates} was re-driven already ({'; '.join(done[:3])}; who re-drove is in "
+                "the log line dead_letter_redriven, the header is not signed); consumers absorb a duplicate of an "
+                "event they handled (same event id), so --force is safe if it was dead-lettered again")
     return None

@@ -11,13 +11,23 @@ make an event of its own. It refuses a clipped letter (the original bytes are go
 re-driven before, unless forced: the services absorb a duplicate (an event's outcome has an id
 derived from it, the policy decides a submission once, the deployer's steps are idempotent), so
 forcing is safe, but a second re-drive is usually a mistake. Earlier re-drives are found by reading
-the original topic from the letter's time for `signoff_redriven_from`; who re-drove is in that
-header, in `signoff_redriven_by` and in the log line `dead_letter_redriven`.
+the original topic from the letter's time for records that name the letter in
+`signoff_redriven_from` and are its record byte for byte (dead_letter.is_redrive: the header alone
+is unsigned, and a record of someone else's naming the letter must not block its re-drive). Who
+re-drove is in the log line `dead_letter_redriven` (with the Kafka principal); `signoff_redriven_by`
+is what the re-driver said, shown as such.
+
+Two re-drives of one letter in one process (two people on the console) take turns: the second
+looks for earlier re-drives after the first has published, so it is refused. Two processes (the
+console and `signoff dlq replay` at the same moment) can both publish; the consumers absorb the
+duplicate (above).
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -31,13 +41,13 @@ from shared.admin import NotAuthorized
 from shared.dead_letter import (
     DLQ_TOPICS,
     REDRIVEN_BY,
-    REDRIVEN_FROM,
     Coordinates,
     Letter,
     NotALetter,
     check_by,
     coordinates,
     dlq_topic,
+    is_redrive,
     parse,
     redrive_headers,
     refusal,
@@ -52,6 +62,8 @@ log = structlog.get_logger()
 MAX_LIMIT = 10_000
 # Clocks of the service that dead-lettered and of whoever re-drove may disagree: look back this much more.
 CLOCK_SKEW = timedelta(minutes=10)
+# One lock per letter being re-driven in this process; gone when no re-drive of it waits or runs.
+_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 class ReplayRefused(Exception):
@@ -114,17 +126,23 @@ async def show(kafka: KafkaAccess, topic: str, partition: int, offset: int,
     return shown(letter, record.value, keyring, record.headers, record.key)
 
 
-async def redrives(kafka: KafkaAccess, letter: Letter) -> list[str]:
-    """The earlier re-drives of `letter`, as 'by X at T (topic/partition/offset)'."""
-    wanted = str(letter.coordinates).encode()
+async def redrives(kafka: KafkaAccess, letter: Letter, held: reader.Record) -> list[str]:
+    """The earlier re-drives of `letter` (its record: `held`), as 'at T (topic/partition/offset;
+    header says by X)': records naming the letter that are its record byte for byte."""
     found = []
     async for record in reader.read(kafka, [letter.topic], since=letter.dead_lettered_at - CLOCK_SKEW):
-        headers = dict(record.headers or ())
-        if headers.get(REDRIVEN_FROM) == wanted:
-            by = (headers.get(REDRIVEN_BY) or b"?").decode(errors="replace")
+        if is_redrive(letter, held, record):
+            by = (dict(record.headers or ()).get(REDRIVEN_BY) or b"?")[:200].decode(errors="replace")
             at = datetime.fromtimestamp(record.timestamp / 1000, UTC).isoformat(timespec="seconds")
-            found.append(f"by {by} at {at} ({record.topic}/{record.partition}/{record.offset})")
+            found.append(f"at {at} ({record.topic}/{record.partition}/{record.offset}; header says by {by!r})")
     return found
+
+
+def _lock(where: Coordinates) -> asyncio.Lock:
+    lock = _LOCKS.get(str(where))
+    if lock is None:
+        lock = _LOCKS[str(where)] = asyncio.Lock()
+    return lock
 
 
 async def replay(kafka: KafkaAccess, letter_or_coordinates: Letter | Coordinates, *, by: str,
@@ -136,15 +154,18 @@ async def replay(kafka: KafkaAccess, letter_or_coordinates: Letter | Coordinates
     where = letter_or_coordinates if isinstance(letter_or_coordinates, Coordinates) \
         else letter_or_coordinates.coordinates
     where = coordinates(where.topic, where.partition, where.offset)
-    record = await _record(kafka, where)  # read again: what is re-driven is what the topic holds
-    letter = parse(record.topic, record.partition, record.offset, record.timestamp, record.key,
-                   record.value, record.headers)
-    earlier = [] if letter.clipped else await redrives(kafka, letter)
-    if (why := refusal(letter, earlier, force)) is not None:
-        raise ReplayRefused(why)
-    at = datetime.now(UTC)
-    sent = await _publish(kafka, letter.topic, record.key, record.value,
-                          redrive_headers(record.headers, letter, by, at))
+    # One re-drive of a letter at a time here: the look for earlier re-drives and the publish are
+    # one step, so a second one (a double click, two operators) finds the first and is refused.
+    async with _lock(where):
+        record = await _record(kafka, where)  # read again: what is re-driven is what the topic holds
+        letter = parse(record.topic, record.partition, record.offset, record.timestamp, record.key,
+                       record.value, record.headers)
+        earlier = [] if letter.clipped else await redrives(kafka, letter, record)
+        if (why := refusal(letter, earlier, force)) is not None:
+            raise ReplayRefused(why)
+        at = datetime.now(UTC)
+        sent = await _publish(kafka, letter.topic, record.key, record.value,
+                              redrive_headers(record.headers, letter, by, at))
     result = ReplayResult(letter=str(where), topic=letter.topic, partition=sent.partition, offset=sent.offset,
                           key=letter.key, event_id=letter.event_id, by=by, at=at, forced=bool(earlier))
     log.info("dead_letter_redriven", letter=str(where), to=f"{result.topic}/{result.partition}/{result.offset}",

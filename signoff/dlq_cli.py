@@ -50,7 +50,7 @@ def summary(letter: dlq.Letter) -> str:
     if letter.attempts > 1:
         notes.append(f"{letter.attempts} attempts")
     if letter.redriven_from:
-        notes.append(f"a re-drive of {letter.redriven_from} by {letter.redriven_by}")
+        notes.append(f"a re-drive of {letter.redriven_from}, header says by {letter.redriven_by!r}")
     extra = f" [{'; '.join(notes)}]" if notes else ""
     return (f"{letter.coordinates}  {letter.dead_lettered_at.isoformat(timespec='seconds')}  "
             f"key={letter.key}  {letter.event_type or '(no ce_type)'}  {letter.reason[:300]}{extra}")
@@ -98,7 +98,7 @@ def show_command(topic: Topic, partition: Partition, offset: Offset,
     if letter.signature is not None:
         typer.echo(f"signature:   {letter.signature}")
     if letter.redriven_from:
-        typer.echo(f"re-drive of: {letter.redriven_from} by {letter.redriven_by}")
+        typer.echo(f"re-drive of: {letter.redriven_from} (header, not signed, says by {letter.redriven_by!r})")
     for name, value in sorted(letter.headers.items()):
         typer.echo(f"header:      {name}={value[:200]}")
     typer.echo(letter.value_text or "")

@@ -94,10 +94,13 @@ def explain(exc: BaseException, probe: bool = True) -> Failure | None:
 
 
 def _url(exc: httpx.HTTPError) -> str:
+    """Where the review API was asked: scheme, host and port only. SIGNOFF_REVIEW_URL may hold a
+    proxy's user:password, and a path or query a token: an error line ends up in CI logs."""
     try:
-        return str(exc.request.url.copy_with(query=None))
+        url = exc.request.url
     except RuntimeError:  # an error raised before it had a request
         return "SIGNOFF_REVIEW_URL"
+    return f"{url.scheme}://{url.netloc.decode(errors='replace')}"
 
 
 def _kafka_down(exc: KafkaConnectionError, probe: bool) -> Failure:

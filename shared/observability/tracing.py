@@ -11,8 +11,16 @@ submission id (its 128 bits are the trace id), so the trace is still the submiss
 The same memory keeps when each submission was made (`signoff_submitted_at` header, from the
 model.submitted's `ce_time`) for the time-to-decision and time-to-deployment histograms.
 
-The headers are not signed (shared/signing.py covers `ce_*` and content-type): a forged one can
-only misfile a span or skew a histogram, never change a decision.
+The memory learns from a record only once its handler returned: the signature was verified (the
+decoder runs inside the handler call) and the event handled. A record dead-lettered as untrusted
+or invalid leaves nothing behind, so an unsigned record naming a real submission cannot file the
+trace or the time the submission's later events (a vote over HTTP) are emitted under.
+
+`traceparent` and `signoff_submitted_at` are not signed (shared/signing.py covers `ce_*` and
+content-type): a signed record sent again with others (operators may write the consumed topics to
+re-drive) can still misfile a span or skew a histogram, never change a decision. The submitted
+time a header gives is bounded by the record's own signed `ce_time`: a submission comes before
+what follows from it.
 
 Spans are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT is set (the
 exporter reads the other standard OTEL_EXPORTER_OTLP_* variables itself); otherwise no tracer
@@ -26,7 +34,7 @@ import contextvars
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -130,16 +138,37 @@ def parse_time(text: str | None) -> datetime | None:
     return at
 
 
+def submitted_time(topic: str | None, headers: dict[str, str]) -> datetime | None:
+    """When the submission was made, as a record says: a model.submitted's own `ce_time` (signed);
+    else the `signoff_submitted_at` header (not signed) if it is not later than the record's own
+    signed `ce_time` (a few minutes of clock skew allowed)."""
+    at = parse_time(headers.get("ce_time"))
+    if topic == topics.MODEL_SUBMITTED:
+        return at
+    submitted = parse_time(headers.get(SUBMITTED_AT))
+    if submitted is not None and at is not None and submitted > at + _SKEW:
+        return None
+    return submitted
+
+
+_SKEW = timedelta(minutes=5)
+
+
 class Carry(BaseMiddleware):
-    """Consumed records: add the derived `traceparent` when there is none, and note the submission's
-    time and trace (Memory) for what the service emits later. Runs before the telemetry middleware."""
+    """Consumed records: add the derived `traceparent` when there is none (before the telemetry
+    middleware reads it), and, once the record verified and was handled, note the submission's time
+    and trace (Memory) for what the service emits later. Runs before the telemetry middleware."""
 
     memory: Memory  # set by `carry`
+    _heard: tuple[str, SpanContext | None, datetime | None] | None = None  # this record's, not yet kept
 
     async def on_receive(self) -> None:
+        self._heard = None
         raw = self.msg
         if raw is None or not hasattr(raw, "headers"):
             return
+        if str(getattr(raw, "topic", "")).endswith(".dlq"):
+            return  # a dead letter is a record refused: nothing is learnt from it (a reader of .dlq verifies nothing)
         headers = {name: value.decode(errors="replace") if isinstance(value, bytes) else str(value)
                    for name, value in raw.headers or ()}
         try:
@@ -152,12 +181,26 @@ class Carry(BaseMiddleware):
             raw.headers = [*(raw.headers or ()), ("traceparent", carrier["traceparent"].encode())]
             headers |= carrier
         span = trace.get_current_span(_PROPAGATOR.extract(headers)).get_span_context()
-        if getattr(raw, "topic", None) == topics.MODEL_SUBMITTED:
-            submitted = parse_time(headers.get("ce_time"))
-        else:
-            submitted = parse_time(headers.get(SUBMITTED_AT))
-        _SUBMITTED.set(submitted)
-        self.memory.remember(str(subject), span if span.is_valid else None, submitted)
+        self._heard = (str(subject), span if span.is_valid else None,
+                       submitted_time(getattr(raw, "topic", None), headers))
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+        """The handler call (the signature check, the parsing, the handler): the submission's time
+        is known to what the handler emits; the memory keeps this record's only if it returned."""
+        heard = self._heard
+        token = _SUBMITTED.set(heard[2] if heard else None)
+        before = self.memory.span(heard[0]) if heard else None
+        try:
+            result = await call_next(msg)
+        finally:
+            _SUBMITTED.reset(token)
+        if heard is not None:
+            subject, span, submitted = heard
+            # An event the handler emitted remembered its own span (`emitting`), a child of this
+            # record's: later events keep that parent.
+            emitted = self.memory.span(subject) is not before
+            self.memory.remember(subject, None if emitted else span, submitted)
+        return result
 
 
 def carry(memory: Memory) -> type[Carry]:

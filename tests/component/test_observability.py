@@ -5,6 +5,7 @@ its reason; /readyz is 503 when the broker cannot be reached, while /healthz ans
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -108,6 +109,33 @@ async def test_one_submission_is_one_trace_across_the_four_services_and_is_count
     # The review-notifier serves its metrics beside its API; the review is no longer pending.
     assert metrics_page.status_code == 200
     assert "signoff_reviews_pending 0.0" in metrics_page.text
+
+
+async def test_an_untrusted_record_naming_a_submission_files_no_trace_nor_time_under_it(build_app, tmp_path):
+    """An unsigned record on review.requested naming a pending submission, with a traceparent and a
+    submitted time of its writer's choosing, is dead-lettered; the vote cast over HTTP afterwards is
+    emitted in the submission's own trace and not timed from the forged time."""
+    people = People(tmp_path)
+    notifier = build_app("review_notifier", **people.settings)
+    decided = capture(notifier.broker, topics.REVIEW_DECIDED)
+    dead = capture(notifier.broker, topics.dlq(topics.REVIEW_REQUESTED))
+    request = f.review_requested(f.submitted(f.submission(f.candidate(), submitter="carol")))
+    forged_trace, forged_time = "0badc0de" * 4, (datetime.now(UTC) - timedelta(days=300)).isoformat()
+    async with running(notifier.broker) as br:
+        await publish(br, request)
+        await publish_record(br, codec.Record(topics.REVIEW_REQUESTED, b"fraud-detector", b"{}", {
+            "ce_id": "junk", "ce_type": "review.requested", "ce_subject": str(request.submission_id),
+            "traceparent": f"00-{forged_trace}-00f067aa0ba902b7-01", SUBMITTED_AT: forged_time}))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=notifier.api), base_url="http://r") as http:
+            vote = await http.post(f"/reviews/{request.submission_id}/decision", headers=people.auth("alice"),
+                                   json={"decision": "approve", "reason": "ok"})
+            assert vote.status_code == 200, vote.text
+    assert len(dead.records) == 1 and len(decided.records) == 1
+    headers = {k: v.decode() for k, v in decided.records[0].headers}
+    assert forged_trace not in headers["traceparent"]
+    assert headers.get(SUBMITTED_AT) != forged_time
+    assert value(notifier.obs, "signoff_submission_to_decision_seconds_sum", workflow="test-policy",
+                 outcome="approved", mode="human") < 86_400
 
 
 async def test_dead_letters_are_counted_by_topic_and_reason(build_app):

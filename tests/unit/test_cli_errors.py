@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
@@ -157,3 +158,13 @@ def test_exit_codes_are_distinct():
     assert len(set(codes)) == len(codes)
     assert errors.explain(KafkaConnectionError("x"), probe=False).code == errors.KAFKA_DOWN
     assert errors.explain(ValueError("a bug")) is None
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ReadTimeout])
+def test_the_review_url_is_shown_without_its_credentials_path_or_query(error):
+    request = httpx.Request("GET", "https://ci-bot:s3cr3t-proxy-pass@reviews.example:8443/tok_abc/reviews?pending=me")
+    failure = errors.explain(error("refused", request=request))
+    assert failure is not None and failure.code == errors.REVIEW_API_DOWN
+    assert "https://reviews.example:8443" in failure.message
+    for secret in ("ci-bot", "s3cr3t", "tok_abc", "pending"):
+        assert secret not in failure.message, failure.message

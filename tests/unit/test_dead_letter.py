@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -93,8 +94,37 @@ def test_a_clipped_letter_or_one_redriven_before_is_refused_unless_forced() -> N
     assert "holds only the first 10 of the original's 1200000 bytes" in str(dead_letter.refusal(clipped, [], True))
     whole = dead_letter.parse(DLQ, 0, 9, 0, record.key, record.value, as_letter(record))
     assert dead_letter.refusal(whole, [], False) is None
-    assert "re-driven already (by ops at T)" in str(dead_letter.refusal(whole, ["by ops at T"], False))
-    assert dead_letter.refusal(whole, ["by ops at T"], True) is None
+    assert "re-driven already (at T, header says by ops; who re-drove is in the log line" in str(
+        dead_letter.refusal(whole, ["at T, header says by ops"], False))
+    assert dead_letter.refusal(whole, ["at T, header says by ops"], True) is None
+
+
+def test_only_the_letters_own_bytes_naming_it_count_as_an_earlier_redrive() -> None:
+    """The re-drive headers are unsigned and any writer of the topic may set them: a record that
+    names the letter but is not its record does not block a re-drive (nor name who re-drove)."""
+    record = keys.sign(codec.encode(event(), "/test"), by="oncall")
+    raw = as_letter(record, **{"content-type": ""})
+    letter = dead_letter.parse(DLQ, 0, 9, 0, record.key, record.value, raw)
+    held = Rec(record.key, record.value, raw)
+    sent = dead_letter.redrive_headers(raw, letter, "oncall", letter.dead_lettered_at)
+    assert dead_letter.is_redrive(letter, held, Rec(record.key, record.value, sent))
+    other = keys.sign(codec.encode(event(), "/test"), by="oncall")
+    naming = [(dead_letter.REDRIVEN_FROM, str(letter.coordinates).encode()), (dead_letter.REDRIVEN_BY, b"alice")]
+    forged = [Rec(b"x", b"junk", naming),  # a pipeline's junk naming someone else's letter
+              Rec(record.key, record.value, naming),  # its bytes without its headers (no ce_id, no signature)
+              Rec(other.key, other.value, [*((n, v.encode()) for n, v in other.headers.items()), *naming]),
+              Rec(b"other-model", record.value, sent),  # another key
+              Rec(record.key, record.value, [(n, b"other" if n == "ce_id" else v) for n, v in sent]),
+              Rec(record.key, record.value, dead_letter.redrive_headers(  # a re-drive of another letter
+                  raw, letter.model_copy(update={"offset": 10}), "oncall", letter.dead_lettered_at))]
+    assert not [r for r in forged if dead_letter.is_redrive(letter, held, r)]
+
+
+@dataclass
+class Rec:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 def test_who_redrives_is_bounded_and_printable() -> None:

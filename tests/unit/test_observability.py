@@ -4,6 +4,7 @@ only metrics the code defines."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from shared import topics
+from shared import signing, topics
 from shared.events import ReviewDecided
 from shared.observability import tracing
 from shared.observability.metrics import NAMES, Metrics, observations, reason_kind
@@ -52,12 +53,46 @@ def test_a_record_without_traceparent_gets_the_trace_of_its_submission() -> None
                             [("ce_subject", str(subject).encode())])
     memory = tracing.Memory()
     middleware = tracing.carry(memory)(record, context=None)
-    import asyncio
-
-    asyncio.run(middleware.on_receive())
+    asyncio.run(handled(middleware))
     traceparent = dict(record.headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == f"{subject.int:032x}"
     assert memory.span(str(subject)).trace_id == subject.int
+
+
+async def handled(middleware: tracing.Carry, fails: BaseException | None = None) -> None:
+    """As FastStream runs it: on_receive, then the handler call (signature check, parsing, handler)."""
+    async def call(msg: object) -> None:
+        if fails is not None:
+            raise fails
+
+    await middleware.on_receive()
+    await middleware.consume_scope(call, None)
+
+
+def test_a_record_refused_by_its_signature_check_leaves_no_trace_nor_time() -> None:
+    """Carry runs before the signature check: an unsigned record naming a real submission, with a
+    traceparent and a submitted time of its writer's choosing, must not become what the
+    submission's later events (a vote over HTTP) are emitted under and timed from."""
+    subject = uuid.uuid4()
+    forged = (datetime.now(UTC) - timedelta(days=300)).isoformat()
+    record = ConsumerRecord(topics.REVIEW_REQUESTED, 0, 7, 0, 0, b"m", b"{}", None, 1, 2,
+                            [("ce_subject", str(subject).encode()), (tracing.SUBMITTED_AT, forged.encode()),
+                             ("traceparent", f"00-{'0badc0de' * 4}-00f067aa0ba902b7-01".encode())])
+    memory = tracing.Memory()
+    with pytest.raises(signing.Untrusted):
+        asyncio.run(handled(tracing.carry(memory)(record, context=None), signing.Untrusted("unsigned")))
+    assert memory.span(str(subject)) is None and memory.submitted(str(subject)) is None
+    asyncio.run(handled(tracing.carry(memory)(record, context=None)))  # the same, verified and handled
+    assert memory.submitted(str(subject)) == datetime.fromisoformat(forged)
+
+
+def test_a_submitted_time_later_than_the_records_own_signed_time_is_ignored() -> None:
+    at = datetime.now(UTC) - timedelta(hours=1)
+    headers = {"ce_time": at.isoformat(), tracing.SUBMITTED_AT: (at - timedelta(minutes=2)).isoformat()}
+    assert tracing.submitted_time(topics.REVIEW_DECIDED, headers) == at - timedelta(minutes=2)
+    later = {**headers, tracing.SUBMITTED_AT: (at + timedelta(minutes=30)).isoformat()}
+    assert tracing.submitted_time(topics.REVIEW_DECIDED, later) is None
+    assert tracing.submitted_time(topics.MODEL_SUBMITTED, later) == at  # its own ce_time, signed
 
 
 def test_the_memory_is_bounded() -> None:
