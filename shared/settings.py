@@ -77,10 +77,28 @@ class ServiceSettings(KafkaSettings, TopicSettings, TracingSettings):
         "cluster uses its own prefix",
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SIGNOFF_LOG_LEVEL"))
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SIGNOFF_DATABASE_URL", "database_url"),
+        description="PostgreSQL holding the state every replica shares (postgresql://user@host:port/db, a "
+        "password in a libpq passfile=... rather than in the URL; `deploy/postgres.sh url`); unset: each "
+        "service's SQLite file, for one replica on one machine",
+    )
     max_attempts: int = Field(
         default=5, ge=1, validation_alias=AliasChoices("SIGNOFF_MAX_ATTEMPTS"),
         description="Tries of one event that fails on an unexpected error before it is dead-lettered",
     )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url_is_postgresql(cls, value: object) -> object:
+        """Refused at start, naming the variable (the URL itself is not echoed: it may hold a password)."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text in (None, ""):
+            return None
+        if not isinstance(text, str) or not text.startswith(("postgresql://", "postgres://")):
+            raise ValueError("SIGNOFF_DATABASE_URL must be a postgresql://user@host:port/db URL "
+                             "(e.g. the output of `deploy/postgres.sh url`), or unset for SQLite")
+        return text
     # Signed events (shared.signing). The key is per service: <PREFIX>SIGNING_KEY_FILE, e.g.
     # DEPLOYER_SIGNING_KEY_FILE, so services sharing one environment never share a key.
     signing_key_file: Path | None = Field(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from shared.admin import apply_acls, ensure_topics
 from shared.kafka import KafkaAccess
 from tests.kafka_broker import Cluster, kafka_broker
 from tests.mlflow_server import MlflowServer, mlflow_server
+from tests.postgres_server import PostgresServer, postgres_server
 from tests.s3_server import S3Server, s3_server
 
 
@@ -48,6 +50,22 @@ async def kafka(kafka_cluster: Cluster) -> KafkaAccess:
 def unique() -> str:
     """A short unique suffix, for model names and consumer groups private to one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (tests/postgres_server.py) for the whole session."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request: pytest.FixtureRequest, tmp_path) -> Path | str:
+    """Where a store test keeps its state, once per backend: an SQLite file, or a PostgreSQL URL
+    with a schema of the test's own (the `postgres` server is started only when asked for)."""
+    if request.param == "sqlite":
+        return tmp_path / "state" / "state.db"
+    return request.getfixturevalue("postgres").database()
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,8 @@ class ReviewNotifier:
     def open(self) -> None:
         """Open the store, the HTTP client and each channel's clients; the API reaches them now."""
         keys_of(self.broker).open()  # no key or trust file: the service does not start
-        self.store = ReviewStore(self.settings.state_db)
+        url = self.settings.database_url
+        self.store = ReviewStore(url.get_secret_value() if url is not None else self.settings.state_db)
         self.http = httpx.AsyncClient(timeout=10.0)
         for channel in self.channels:
             channel.open(self.http, Notices(self.store, channel.name))

@@ -75,24 +75,30 @@ class Reviewer:
                 vote = vote.model_copy(update={"approver": self.people.resolve(vote.approver)})
             except IdentityError as exc:
                 raise Refused(403, str(exc)) from None
+        # The asyncio lock orders this replica's changes; the store's row lock orders them with
+        # every other replica's (PostgreSQL), from the receipt check to the save.
         async with self.lock:
-            if receipt is not None and self.store.receipt_seen(receipt):
-                raise Refused(409, receipt.replayed)
-            current = self.store.get(submission_id)
-            try:
-                review, decision = reviews.cast(current, vote, self._production_of(current), people=self.people)
-            except Reshown as stale:
-                # Not counted; the request that carried it is spent when it names only itself (a
-                # Slack click), so it cannot count later against evidence its voter never saw.
-                self.store.save(stale.review, receipt=receipt if receipt and receipt.per_request else None,
-                                at=vote.at)
+            with self.store.locked(submission_id) as current:
+                if receipt is not None and self.store.receipt_seen(receipt):
+                    raise Refused(409, receipt.replayed)
+                try:
+                    review, decision = reviews.cast(current, vote, self._production_of(current), people=self.people)
+                except Reshown as reshown:
+                    # Not counted; the request that carried it is spent when it names only itself (a
+                    # Slack click), so it cannot count later against evidence its voter never saw.
+                    self.store.save(reshown.review, receipt=receipt if receipt and receipt.per_request else None,
+                                    at=vote.at)
+                    stale: Reshown | None = reshown
+                else:
+                    stale = None
+                    if decision is not None:
+                        await self.emit(decision)
+                    self.store.save(review, receipt=receipt, at=vote.at)
+            if stale is not None:  # raised once the refreshed review is committed
                 log.info("evidence_refreshed", submission_id=str(submission_id), approver=vote.approver,
                          channel=vote.channel, production=_version(stale.review.shown))
                 self.notifier.later(self.notifier.refresh(stale.review, origin=vote.channel, reply_to=reply_to))
-                raise
-            if decision is not None:
-                await self.emit(decision)
-            self.store.save(review, receipt=receipt, at=vote.at)
+                raise stale
         log.info("vote_recorded", submission_id=str(submission_id), approver=vote.approver,
                  decision=vote.decision, channel=vote.channel, break_glass=vote.break_glass,
                  outcome=decision.outcome if decision else "pending")
@@ -111,15 +117,15 @@ class Reviewer:
         for review in self.store.pending():
             await self.notifier.announce(review)  # retries a notification that failed earlier
             async with self.lock:
-                current = self.store.get(review.submission_id)
-                if current is None:
-                    continue
-                step = reviews.due(current, self.clock())
-                for event in (step.escalation, step.decision):
-                    if event is not None:
-                        await self.emit(event)
-                if step.review != current:
-                    self.store.save(step.review)
+                with self.store.locked(review.submission_id) as current:  # every replica runs this loop
+                    if current is None:
+                        continue
+                    step = reviews.due(current, self.clock())
+                    for event in (step.escalation, step.decision):
+                        if event is not None:
+                            await self.emit(event)
+                    if step.review != current:
+                        self.store.save(step.review)
             if step.decision is not None:
                 log.info("review_timed_out", submission_id=str(review.submission_id),
                          outcome=step.decision.outcome, decided_by=step.decision.decided_by)

@@ -1,16 +1,21 @@
-"""Reviews, votes, deadlines, receipts and what each channel sent, in SQLite, so all of it
-survives a restart (WAL, synchronous=FULL: also a `kill -9`).
+"""Reviews, votes, deadlines, receipts and what each channel sent, in SQLite (WAL,
+synchronous=FULL: it survives a `kill -9`), or in PostgreSQL shared by every replica
+(SIGNOFF_DATABASE_URL; shared/database.py), behind the same methods.
 
 A vote is saved together with its receipt (what carried it: an email token's hash, a Slack
 request's signature) in one transaction: either both are recorded or neither, so a retried
-request is refused as already counted only when it really counted.
+request is refused as already counted only when it really counted. The receipt's primary key makes
+a request count once whichever replica it reaches; `locked` holds the review's row from read to
+save, so two replicas counting two votes at once both count (neither overwrites the other).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -19,8 +24,8 @@ from pydantic import ValidationError
 
 from services.review_notifier.channels.base import Receipt
 from services.review_notifier.reviews import Review
+from shared.database import Database, open_database
 from shared.events import ReviewRequested
-from shared.sqlite import open_durable
 
 log = structlog.get_logger()
 
@@ -38,24 +43,37 @@ _OLD_RECEIPTS = (("used_token", "email", "token_id", "used_at"), ("slack_request
 
 
 class ReviewStore:
-    def __init__(self, path: Path) -> None:
-        self.db = open_durable(path, _SCHEMA, check_same_thread=False)
-        with self._tx():
-            self._upgrade()
+    def __init__(self, where: Path | str) -> None:
+        """`where`: the SQLite file, or a postgresql:// URL (the replicas' shared database)."""
+        self.db: Database = open_database(where, _SCHEMA)
+        if self.db.dialect == "sqlite":  # files written by earlier versions; PostgreSQL starts new
+            with self._tx():
+                self._upgrade()
 
     def open(self, request: ReviewRequested) -> bool:
         """Record a new review; False when it was already known (a redelivered request)."""
         with self._tx():
-            cur = self.db.execute("INSERT OR IGNORE INTO review VALUES (?, ?)",
+            cur = self.db.execute("INSERT INTO review VALUES (?, ?) ON CONFLICT DO NOTHING",
                                   (str(request.submission_id), Review(request=request).model_dump_json()))
             if cur.rowcount == 1:
-                self.db.execute("INSERT OR IGNORE INTO pending VALUES (?)", (str(request.submission_id),))
+                self.db.execute("INSERT INTO pending VALUES (?) ON CONFLICT DO NOTHING",
+                                (str(request.submission_id),))
         return cur.rowcount == 1
 
     def get(self, submission_id: uuid.UUID) -> Review | None:
         row = self.db.execute("SELECT submission_id, review FROM review WHERE submission_id = ?",
                               (str(submission_id),)).fetchone()
         return _parse(*row) if row else None
+
+    @contextmanager
+    def locked(self, submission_id: uuid.UUID) -> Iterator[Review | None]:
+        """A transaction holding the review until it ends: read it, decide, `save` (which joins
+        this transaction), and it commits on leaving the block; an exception rolls all of it back.
+        Another replica's `locked` of the same review waits until then and reads what was saved."""
+        with self._tx():
+            row = self.db.locked_row("SELECT submission_id, review FROM review WHERE submission_id = ?",
+                                     (str(submission_id),))
+            yield _parse(*row) if row else None
 
     def pending(self) -> list[Review]:
         """Every review not yet decided (what the deadline loop looks at)."""
@@ -87,13 +105,14 @@ class ReviewStore:
         return json.loads(row[0]) if row else None
 
     def record_notice(self, submission_id: uuid.UUID, kind: str, ref: dict) -> None:
-        self.db.execute("INSERT OR REPLACE INTO notice VALUES (?, ?, ?)", (str(submission_id), kind, json.dumps(ref)))
+        self.db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT (submission_id, kind) "
+                        "DO UPDATE SET ref = excluded.ref", (str(submission_id), kind, json.dumps(ref)))
 
     def close(self) -> None:
         self.db.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self.db)
+    def _tx(self) -> contextlib.AbstractContextManager[None]:
+        return self.db.transaction()
 
     def _upgrade(self) -> None:
         """Bring a state file written by an earlier version up to date; idempotent."""
@@ -101,25 +120,14 @@ class ReviewStore:
         # Receipts of the per-channel tables: a link used before the upgrade stays used.
         for table, channel, key, at in _OLD_RECEIPTS:
             if table in tables:
-                self.db.execute(f"INSERT OR IGNORE INTO receipt SELECT ?, {key}, submission_id, {at} FROM {table}",
-                                (channel,))
+                self.db.execute(f"INSERT INTO receipt SELECT ?, {key}, submission_id, {at} FROM {table} "
+                                "WHERE true ON CONFLICT DO NOTHING", (channel,))
         # Reviews stored before the `pending` table existed: undecided ones are pending.
         for row in self.db.execute("SELECT submission_id, review FROM review "
                                    "WHERE submission_id NOT IN (SELECT submission_id FROM pending)").fetchall():
             review = _parse(*row)
             if review is not None and review.decision is None:
-                self.db.execute("INSERT OR IGNORE INTO pending VALUES (?)", (row[0],))
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+                self.db.execute("INSERT INTO pending VALUES (?) ON CONFLICT DO NOTHING", (row[0],))
 
 
 def _parse(submission_id: str, text: str) -> Review | None:

@@ -22,6 +22,7 @@ from services.review_notifier import reviews, state
 from services.review_notifier.channels import Receipt
 from services.review_notifier.reviews import Refused, Review
 from services.review_notifier.state import ReviewStore
+from shared import database
 from shared.events import Escalation, Production, ReviewRequested, Submitter, Vote
 from shared.identity import Directory
 from shared.upcasting import UPCASTERS
@@ -290,8 +291,8 @@ def test_properties_of_any_sequence_of_votes(votes, quorum, veto):
 SLACK_REQUEST, EMAIL_LINK = Receipt("slack", "v0=abc"), Receipt("email", "t1")
 
 
-def test_store_keeps_reviews_votes_receipts_and_notices_across_a_reopen(tmp_path):
-    path = tmp_path / "r" / "reviews.db"
+def test_store_keeps_reviews_votes_receipts_and_notices_across_a_reopen(state_db):
+    path = state_db  # an SQLite file, or a PostgreSQL URL (conftest: every store test runs on both)
     store = ReviewStore(path)
     rev = review(quorum=2)
     assert store.open(rev.request) is True
@@ -319,14 +320,14 @@ def test_store_keeps_reviews_votes_receipts_and_notices_across_a_reopen(tmp_path
         store.close()
 
 
-def test_a_failed_save_records_neither_the_vote_nor_the_receipt(tmp_path):
-    store = ReviewStore(tmp_path / "reviews.db")
+def test_a_failed_save_records_neither_the_vote_nor_the_receipt(state_db):
+    store = ReviewStore(state_db)
     try:
         rev = review(quorum=2)
         store.open(rev.request)
         store.save(rev, receipt=EMAIL_LINK, at=T0)
         updated, _ = reviews.cast(rev, vote("alice"))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(database.IntegrityError):
             store.save(updated, receipt=EMAIL_LINK, at=T0)  # the receipt was seen: the whole save fails
         assert store.get(rev.submission_id) == rev
     finally:
@@ -361,10 +362,10 @@ def test_a_state_file_from_before_receipts_keeps_used_links_and_counted_requests
             store.close()
 
 
-def test_a_stored_review_written_under_an_older_event_version_is_upcast(tmp_path, monkeypatch):
+def test_a_stored_review_written_under_an_older_event_version_is_upcast(state_db, monkeypatch):
     """The nested review.requested of a stored row is brought up to date as it is read."""
     rev = review(quorum=2)
-    store = ReviewStore(tmp_path / "reviews.db")
+    store = ReviewStore(state_db)
     try:
         store.open(rev.request)
         row = json.loads(rev.model_dump_json())
@@ -385,9 +386,9 @@ def test_a_stored_review_written_under_an_older_event_version_is_upcast(tmp_path
         store.close()
 
 
-def test_a_review_stored_before_it_remembered_what_was_shown_shows_the_requests_production(tmp_path):
+def test_a_review_stored_before_it_remembered_what_was_shown_shows_the_requests_production(state_db):
     rev = review(production=V110)
-    store = ReviewStore(tmp_path / "reviews.db")
+    store = ReviewStore(state_db)
     try:
         store.open(rev.request)
         row = json.loads(rev.model_dump_json())
@@ -403,8 +404,8 @@ def test_a_review_stored_before_it_remembered_what_was_shown_shows_the_requests_
         store.close()
 
 
-def test_a_corrupt_stored_review_is_skipped_with_a_warning(tmp_path, monkeypatch):
-    store = ReviewStore(tmp_path / "reviews.db")
+def test_a_corrupt_stored_review_is_skipped_with_a_warning(state_db, monkeypatch):
+    store = ReviewStore(state_db)
     monkeypatch.setattr(state, "log", structlog.get_logger())  # not one cached under another configuration
     try:
         good, bad = review(), review()
