@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,7 @@ class Cluster:
     passwords: dict[str, SecretStr] = field(repr=False)
     cafile: Path | None = None
     data_dir: Path | None = None  # a local broker's (kafka.sh), for what restarts it or adds users
+    replicas: int = 1  # brokers a topic's partitions are copied to: 3 on kafka.sh's cluster
 
     @property
     def secured(self) -> bool:
@@ -104,8 +105,15 @@ class Cluster:
         return self.access(acl.SERVICE_OF_MODULE[module]).env()
 
     def services_env(self) -> dict[str, dict[str, str]]:
-        """`Stack(..., service_env=cluster.services_env())`: every service as its own principal."""
-        return {module: self.service_env(module) for module in SERVICES}
+        """`Stack(..., service_env=cluster.services_env())`: every service as its own principal,
+        checking the topics against this cluster's replication (topic_env)."""
+        return {module: {**self.service_env(module), **self.topic_env()} for module in SERVICES}
+
+    def topic_env(self) -> dict[str, str]:
+        """SIGNOFF_TOPIC_* for this cluster: 1 replica on one broker; on three, 3 replicas with 2 in
+        sync, so an acknowledged write survives the loss of any one broker and writes go on without it."""
+        return {"SIGNOFF_TOPIC_REPLICATION_FACTOR": str(self.replicas),
+                "SIGNOFF_TOPIC_MIN_INSYNC_REPLICAS": str(min(self.replicas, 2))}
 
 
 def passwords_in(folder: Path, names: tuple[str, ...] = PRINCIPALS_ALL) -> dict[str, SecretStr]:
@@ -118,6 +126,14 @@ def local_cluster(port: int, data_dir: Path, tls: bool = False) -> Cluster:
     return Cluster(f"127.0.0.1:{port}", "SASL_SSL" if tls else "SASL_PLAINTEXT",
                    passwords_in(data_dir / "credentials"),
                    data_dir / "certs" / "ca.pem" if tls else None, data_dir)
+
+
+def local_kafka_cluster(ports: Sequence[int], data_dir: Path, tls: bool = False) -> Cluster:
+    """The Cluster of the three nodes `kafka.sh cluster-up` runs from `data_dir` (its
+    KAFKA_CLUSTER_DIR) on 127.0.0.1:`ports`; signoff.kafka_cluster starts, kills and restarts them."""
+    return Cluster(",".join(f"127.0.0.1:{port}" for port in ports), "SASL_SSL" if tls else "SASL_PLAINTEXT",
+                   passwords_in(data_dir / "credentials"),
+                   data_dir / "certs" / "ca.pem" if tls else None, data_dir, replicas=len(ports))
 
 
 def as_principal(env: Mapping[str, str], folder: Path, principal: str) -> dict[str, str]:
