@@ -37,7 +37,7 @@ DEMO_KAFKA := KAFKA_PORT=9192 KAFKA_CONTROLLER_PORT=9193 KAFKA_DATA_DIR=$(DEMO_D
 DEMO_ADMIN := KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE=$(DEMO_DATA)/credentials/admin \
   KAFKA_CREDENTIALS_DIR=$(DEMO_DATA)/credentials
 
-.PHONY: help venv kafka-up kafka-down certs compose-secrets topics acl up down demo lint test bench chaos asyncapi clean
+.PHONY: help venv kafka-up kafka-down cluster-up cluster-down certs compose-secrets topics acl up down demo lint test bench chaos asyncapi clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -67,6 +67,21 @@ compose-secrets: ## the Kafka passwords and certificates compose.yaml mounts (.d
 
 kafka-down: ## stop the local Kafka broker (topics and messages are kept)
 	$(KAFKA) down
+
+# The three-node cluster (deploy/kafka/cluster.sh): 127.0.0.1:9292-9294, data and passwords in
+# .data/kafka-cluster; its topics get 3 replicas and min.insync.replicas 2, as the admin.
+# KAFKA_TLS=1 and KAFKA_PLAINTEXT=1 apply to it as to the single broker.
+CLUSTER_DATA := $(CURDIR)/.data/kafka-cluster
+CLUSTER_ADMIN := KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9292,127.0.0.1:9293,127.0.0.1:9294 \
+  KAFKA_SECURITY_PROTOCOL=$(or $(KAFKA_SECURITY_PROTOCOL),SASL_PLAINTEXT) \
+  $(if $(filter 1,$(KAFKA_PLAINTEXT)),,KAFKA_SASL_USERNAME=admin KAFKA_SASL_PASSWORD_FILE=$(CLUSTER_DATA)/credentials/admin) \
+  $(if $(filter 1,$(KAFKA_TLS)),KAFKA_SSL_CAFILE=$(CLUSTER_DATA)/certs/ca.pem)
+cluster-up: venv ## start a three-node Kafka cluster (127.0.0.1:9292-9294, SASL/SCRAM + ACLs) and create the topics with 3 replicas, 2 in sync
+	KAFKA_CLUSTER_DIR=$(CLUSTER_DATA) $(KAFKA) cluster-up
+	$(CLUSTER_ADMIN) SIGNOFF_TOPIC_REPLICATION_FACTOR=3 SIGNOFF_TOPIC_MIN_INSYNC_REPLICAS=2 $(BIN)/signoff topics create
+
+cluster-down: ## stop the three-node cluster (topics and messages are kept)
+	KAFKA_CLUSTER_DIR=$(CLUSTER_DATA) $(KAFKA) cluster-down
 
 topics: venv kafka-up ## create Signoff's topics (as the admin)
 	$(AS_ADMIN) $(BIN)/signoff topics create

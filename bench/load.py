@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.grace import Grace
 from shared import codec
 from shared.events import Candidate, ModelSubmitted, Submission
 from shared.kafka import KafkaAccess
@@ -66,12 +67,12 @@ class Timings:
 
 
 async def measure(kafka: KafkaAccess, submit_topic: str, done_topic: str, bad_topics: tuple[str, ...],
-                  events: list[ModelSubmitted], rate: float | None, grace: float,
+                  events: list[ModelSubmitted], rate: float | None, grace: Grace,
                   dead: Callable[[], list[str]]) -> Timings:
     """Publish `events` to `submit_topic` (open loop at `rate`/s, or as fast as possible when
     None) and wait until each is seen on `done_topic`. Raises BenchFailed when any record shows
     up on `bad_topics`, a process in `dead()` exits, or some submission is still missing
-    `grace` seconds after the last one was acknowledged."""
+    after the grace period `grace` derives from the drain rate measured in this run."""
     records = [(str(e.submission_id), codec.encode(e, SOURCE)) for e in events]
     collector = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True)
@@ -128,9 +129,9 @@ async def _send(producer: AIOKafkaProducer, topic: str, records: list, rate: flo
 
 
 async def _collect(consumer: AIOKafkaConsumer, done_topic: str, expected: set[str],
-                   received: dict[str, float], sending: asyncio.Task, grace: float,
+                   received: dict[str, float], sending: asyncio.Task, grace: Grace,
                    dead: Callable[[], list[str]]) -> int:
-    duplicates, deadline = 0, None
+    duplicates, sends_done = 0, None
     while len(received) < len(expected):
         batches = await consumer.getmany(timeout_ms=100)
         now = time.monotonic()
@@ -149,12 +150,17 @@ async def _collect(consumer: AIOKafkaConsumer, done_topic: str, expected: set[st
         if crashed := dead():
             raise BenchFailed(f"process exited during the run: {', '.join(crashed)}")
         if sending.done():
-            sending.result()  # re-raises a failed send
-            deadline = deadline or now + grace
+            first_send, _ = sending.result()  # re-raises a failed send
+            sends_done = sends_done or now
+            last = max(received.values(), default=None)
+            deadline = grace.deadline(sends_done=sends_done, first_send=first_send, last_arrival=last,
+                                      received=len(received), expected=len(expected))
             if now > deadline:
                 missing = sorted(expected - set(received))
+                drained = 0.0 if last is None else last - first_send
                 raise BenchFailed(f"{len(missing)} of {len(expected)} submissions not on {done_topic} "
-                                  f"{grace:g}s after the last was sent, e.g. {missing[:3]}")
+                                  f"{now - sends_done:.0f}s after the last was sent ("
+                                  f"{grace.describe(len(received), drained)}), e.g. {missing[:3]}")
     await sending  # the last ack can come after the last deployment was seen
     return duplicates
 

@@ -8,7 +8,8 @@
    otherwise (latency without queueing).
 3. The table on stdout, the numbers in .data/bench/results.json.
 
-Any submission missing after the grace period, refused (checks.failed, review.requested, a dead
+Any submission missing after the grace period (derived from the drain rate measured in the run:
+see bench/grace.py), refused (checks.failed, review.requested, a dead
 letter, deployment.failed) or a crashed process fails the run with a non-zero exit and no numbers.
 Everything started is stopped, and the broker's data deleted, on success, error or Ctrl-C.
 """
@@ -33,8 +34,10 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_SUBMITTED, RELAY_TOPICS, cpu, disk
+from bench.grace import Grace
 from bench.infra import ROOT, Relays, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed, measure, payload_sizes, submissions
+from bench.profile import parse_collapsed, render, sampling
 from bench.stats import RunResult, ratios, summarize, table
 from shared import topics
 from shared.acl import Table
@@ -62,7 +65,7 @@ class System:
     dead: Callable[[], list[str]]
     pids: Callable[[], dict[str, int]]  # the processes doing the work, for CPU accounting
 
-    def run(self, mode: str, events: list, rate: float | None, grace: float) -> RunResult:
+    def run(self, mode: str, events: list, rate: float | None, grace: Grace) -> RunResult:
         pids = {**self.pids(), "kafka": _kafka_pid(), "bench driver": os.getpid()}
         before, busy, start = cpu.snapshot(pids), cpu.machine_busy_seconds(), time.monotonic()
         t = asyncio.run(measure(self.kafka, self.submit_topic, self.done_topic,
@@ -92,15 +95,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="uncounted submissions through each system before any run [200]")
     p.add_argument("--models", type=int, default=4, help="distinct model names (record keys) [4]")
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic [3]")
-    p.add_argument("--grace", type=float, default=60.0,
-                   help="seconds to wait after the last send before a missing one fails the run [60]")
+    p.add_argument("--grace-floor", type=float, default=Grace.floor_s,
+                   help="least seconds to wait for the missing after the last send or the latest "
+                   f"deployment seen [{Grace.floor_s:g}]")
+    p.add_argument("--grace-factor", type=float, default=Grace.factor,
+                   help="wait this many times what the measured drain rate says the missing need "
+                   f"[{Grace.factor:g}]")
+    p.add_argument("--grace-max", type=float, default=Grace.cap_s,
+                   help=f"most seconds to wait after the last send, however slow the drain [{Grace.cap_s:g}]")
     p.add_argument("--kafka-port", type=int, default=9292)
     p.add_argument("--kafka-controller-port", type=int, default=9293)
+    p.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample each service during Signoff's "
+                   "throughput run and print where its CPU went (files in .data/bench/profile) [off]")
     p.add_argument("--log-level", help="SIGNOFF_LOG_LEVEL of the services [their default, INFO]")
     args = p.parse_args(argv)
     if args.count < 1 or args.models < 1 or args.warmup < 10:
         p.error("--count and --models must be at least 1, --warmup at least 10 "
                 "(the warm-up also provides the payload sizes the relay copies)")
+    try:
+        args.grace = Grace(args.grace_floor, args.grace_factor, args.grace_max)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -133,7 +148,14 @@ def bench(args: argparse.Namespace) -> dict:
                        lambda: {f"relay-{h}": p.pid for h, p in relays.procs.items()})
         relay.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
 
-        signoff_tp = signoff.run("throughput", submissions("tp", args.count, args.models, artifact), None, args.grace)
+        sampler: contextlib.AbstractContextManager[dict[str, Path]] = (
+            sampling(args.py_spy, signoff.pids(), OUT / "profile") if args.py_spy else contextlib.nullcontext({}))
+        with sampler as samples:
+            signoff_tp = signoff.run("throughput", submissions("tp", args.count, args.models, artifact), None,
+                                     args.grace)
+        profile = {name: render(name, parse_collapsed(path.read_text())) if path.exists()
+                   else f"{name}: no samples (py-spy's reason: {path.with_suffix('.py-spy.log')})"
+                   for name, path in samples.items()}
         relay_tp = relay.run("throughput", submissions("tp", args.count, args.models, artifact), None, args.grace)
         rate = args.rate or _nice(min(signoff_tp.throughput_per_s, relay_tp.throughput_per_s) / 2)
         n = min(args.count, max(200, math.ceil(rate * args.latency_seconds)))
@@ -147,6 +169,7 @@ def bench(args: argparse.Namespace) -> dict:
                  "signoff_latency": signoff_lat, "relay_latency": relay_lat},
         "payload_sizes": {t: {"value_bytes": v, "header_bytes": h} for t, (v, h) in sizes.items()},
         "latency_rate_per_s": rate,
+        "profile": profile,
     }
 
 
@@ -203,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndeployer durable writes alone, per deployment (median): 3 state saves "
               f"{w['state_saves_ms']['median']:.2f} ms + install {w['install_ms']['median']:.2f} ms "
               f"= {w['total_median_ms']:.2f} ms")
+    for text in report["profile"].values():
+        print("\n" + text)
     others = [r.other_load_cores for r in runs.values() if r.other_load_cores is not None]
     if others and max(others) > 0.25:
         print(f"WARNING: other processes kept up to {max(others):.2f} of {os.cpu_count()} cores busy "
@@ -211,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
           "(broker, services and relays included)")
     results = {
         "started_at": started_at.isoformat(), "wall_seconds": round(wall, 1),
-        "config": vars(args),
+        "config": {k: v for k, v in vars(args).items() if k != "grace"},  # its fields are there already
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         **report, "runs": {k: r.as_dict() for k, r in runs.items()},
