@@ -105,7 +105,9 @@ def test_a_service_refuses_to_start_on_an_invalid_workflow(e2e: Env, tmp_path) -
         "name: bad\ndefault: true\nsteps:\n"
         "  - {name: checks, type: checks}\n"
         "  - {name: review, type: approval, inputs: {approvers: 'bob'}}\n")
-    stack = Stack(tmp_path, {**e2e.stack.env, "SIGNOFF_WORKFLOWS": str(folder)}, services=("policy",),
+    # A second policy beside the session's: its own HTTP port (the session's policy holds that one).
+    env = {k: v for k, v in e2e.stack.env.items() if not k.endswith("_HTTP_PORT")}
+    stack = Stack(tmp_path, {**env, "SIGNOFF_WORKFLOWS": str(folder)}, services=("policy",),
                   service_env=e2e.stack.service_env)
     with pytest.raises(RuntimeError) as failed:
         stack.start("policy", timeout=30)
