@@ -35,6 +35,7 @@ from tempfile import TemporaryDirectory
 from aiokafka import AIOKafkaProducer
 
 from bench import record_history as history
+from bench import record_lookups
 from bench import record_measure as m
 from bench.infra import ROOT, kafka_broker
 from bench.load import BenchFailed
@@ -57,6 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.record", description=__doc__.split("\n")[0])
     p.add_argument("--models", type=int, default=1000, help="models in the full system, 100 events each [1000]")
     p.add_argument("--repetitions", type=int, default=20, help="timed runs of each measure per system [20]")
+    p.add_argument("--before", action="store_true", help="also time history and revoke's lookup as they "
+                   "read the topics before the audit index answered them (slow on the full system)")
     p.add_argument("--artifact-mib", type=float, default=1.0, help="size of the audited model's artifact [1]")
     p.add_argument("--kafka-ports", type=int, nargs=4, default=[9492, 9493, 9494, 9495],
                    metavar=("EMPTY", "EMPTY_CONTROLLER", "FULL", "FULL_CONTROLLER"))
@@ -91,7 +94,7 @@ def prepare(name: str, cluster: Cluster, work: Path, keys: Path, models: int,
                for name_, role in STACK.items()}
     store, cost = work / name / "model-store", {}
     started = time.perf_counter()
-    target, _ = history.target_chain(MODEL, T0, store, signers["deployer"], artifact_bytes)
+    target, one = history.target_chain(MODEL, T0, store, signers["deployer"], artifact_bytes)
     events = list(target.events)
     for i in range(models if name == "full" else 0):
         start = T0 - timedelta(days=200) + timedelta(minutes=i)
@@ -121,7 +124,8 @@ def prepare(name: str, cluster: Cluster, work: Path, keys: Path, models: int,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SIGNOFF_"))}
     env |= {**operator.env(), "SIGNOFF_TRUSTED_KEYS": str(keys / TRUST_FILE), "SIGNOFF_AUDIT_INDEX": str(index_path)}
     env = as_principal(env, cluster.data_dir / "credentials", "operator")  # the password from its file
-    return m.System(name, operator, index_path, store / MODEL / WANT.version, env), cost
+    return m.System(name, operator, index_path, store / MODEL / WANT.version, env,
+                    one.submitted.submission_id), cost
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -142,7 +146,8 @@ def bench(args: argparse.Namespace) -> dict:
         extra = {"audit in-process, a model of 100 events": lambda: m.audit_online(full, keyring, busy),
                  "audit --offline in-process, a model of 100 events": lambda: m.audit_offline(full, busy)}
         print(f"measuring: {args.repetitions} repetitions, empty and full interleaved", flush=True)
-        timings = m.measure(systems, keyring, WANT, args.repetitions, work, extra)
+        timings = m.measure(systems, keyring, WANT, args.repetitions, work, extra,
+                            lambda s: record_lookups.measures(s, keyring, WANT, args.before))
     return {"setup": costs, "timings_ms": timings.ms, "summary": m.summary(timings)}
 
 

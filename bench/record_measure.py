@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +60,7 @@ class System:
     index: Path
     folder: Path  # the audited model's version folder in this system's store
     env: dict[str, str]  # a subprocess' environment: trust file, index, Kafka as the operator
+    submission_id: uuid.UUID | None = None  # the audited model's 1.0.0 (revoke's lookup finds it)
 
 
 @dataclass
@@ -143,8 +145,10 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def measure(systems: list[System], keyring: signing.Keyring, want: Expected, repetitions: int, cwd: Path,
-            extra: dict[str, Callable[[], None]]) -> Timings:
-    """Every measure, `repetitions` times, the systems interleaved; `extra`: full-system-only ones.
+            extra: dict[str, Callable[[], None]],
+            more: Callable[[System], dict[str, Callable[[], None]]] | None = None) -> Timings:
+    """Every measure, `repetitions` times, the systems interleaved; `extra`: full-system-only ones;
+    `more`: further measures of each system (bench.record_lookups).
     One uncounted round first (each broker's first requests of a kind, the disk cache), and the
     systems' order swapped every repetition, so neither is always the one that goes first."""
     timings = Timings()
@@ -157,7 +161,7 @@ def measure(systems: list[System], keyring: signing.Keyring, want: Expected, rep
                 "audit in-process (catch_up + production_at)": partial(audit_online, system, keyring, want),
                 "audit --offline in-process (production_at)": partial(audit_offline, system, want),
                 "verify in-process": partial(verify_in_process, system, keyring, want),
-                **commands(system, want, cwd)}
+                **commands(system, want, cwd), **(more(system) if more is not None else {})}
             for name, fn in ops.items():
                 record(name, system.name, timed(fn))
         for name, fn in extra.items():

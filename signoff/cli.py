@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shared import codec, topics
 from shared.kafka import KafkaAccess
-from signoff import client, digest_cli, errors, keys_cli, manifest, review_cli, status_cli, verify
+from signoff import client, digest_cli, errors, keys_cli, lookups, manifest, review_cli, status_cli, verify
 from signoff.acl_cli import acl_app
 from signoff.audit_cli import audit_app
 from signoff.dlq_cli import dlq_app
@@ -238,7 +238,9 @@ def revoke(
     settings = ClientSettings()
     operator = keys_cli.operator(settings)
     servers = _kafka()
-    submitted = asyncio.run(client.find_submission(servers, submission_id, keys_cli.trusted(settings)))
+    found = _lookup(lookups.find_submission(servers, submission_id, keys_cli.trusted(settings),
+                                            settings.audit_index))
+    submitted = found.value
     if submitted is None:
         typer.echo(f"error: no submission {submission_id} on {topics.MODEL_SUBMITTED}", err=True)
         raise typer.Exit(1)
@@ -258,12 +260,26 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
 ) -> None:
     """Who decided, deployed, rolled back and revoked MODEL's versions, and why."""
-    events = asyncio.run(client.history(_kafka(), model, keys_cli.trusted(ClientSettings())))
+    kafka = _kafka()  # first: an incomplete KAFKA_* exits 2 naming the variable
+    settings = ClientSettings()
+    found = _lookup(lookups.history(kafka, model, keys_cli.trusted(settings), settings.audit_index))
+    events = found.value
     for event in events:
         typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
                    if as_json else history_line(event))
     if not events and not as_json:
         typer.echo(f"no history for {model}")
+    if found.note:
+        typer.echo(found.note, err=True)
+
+
+def _lookup(query: Coroutine[Any, Any, lookups.Found[Any]]) -> lookups.Found[Any]:
+    """Run a lookup (signoff.lookups); an audit index that cannot answer exits 1 saying why."""
+    try:
+        return asyncio.run(query)
+    except lookups.IndexUnusable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @workflow_app.command("validate")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -28,5 +29,15 @@ class ClientSettings(KafkaSettings, TopicSettings):
     signing_key: SecretStr | None = Field(default=None, description="The same key's PEM text, instead of a file")
     trusted_keys: Path | None = Field(default=None, description="Trust file of the public keys (YAML or JSON)")
     # `signoff audit` (shared.audit): the index it keeps up to date from the topics, beside the token file.
-    audit_index: Path = Field(default=Path(".data/signoff/audit.sqlite"),
-                              description="The audit index (SQLite), built and caught up by `signoff audit`")
+    # One index per cluster by default: `make up` (9092) and `make demo` (9192) from one checkout
+    # must not mix their histories in one file.
+    audit_index: Path = Field(default_factory=lambda data: default_index(data.get("kafka_bootstrap_servers")),
+                              description="The audit index (SQLite), built and caught up by `signoff audit`, "
+                              "`history`, `revoke` and `status` (default: .data/signoff/audit-<broker>.sqlite)")
+
+
+def default_index(bootstrap_servers: object) -> Path:
+    """`.data/signoff/audit-<first broker's host and port>.sqlite` (characters other than letters,
+    digits, '.' and '-' as '_')."""
+    first = str(bootstrap_servers or "local").split(",")[0].strip() or "local"
+    return Path(".data/signoff") / f"audit-{re.sub(r'[^A-Za-z0-9.-]', '_', first)[:100]}.sqlite"

@@ -201,6 +201,13 @@ class Index(Ledger):
             f"SELECT {_COLUMNS} FROM events WHERE submission_id = ? AND model = ? AND topic IN "
             f"({', '.join('?' * len(on))}) ORDER BY seq", (str(submission_id), model, *on))]
 
+    def claims(self, submission_id: object) -> list[Entry]:
+        """Every indexed model.submitted carrying `submission_id`, whatever its model, in the
+        order indexed: one, unless a pipeline claimed an id already used (a conflict)."""
+        return [_entry(row) for row in self.db.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE submission_id = ? AND topic = ? ORDER BY seq",
+            (str(submission_id), topics.MODEL_SUBMITTED))]
+
     def between(self, since: datetime, until: datetime | None = None) -> Iterator[Entry]:
         query, args = f"SELECT {_COLUMNS} FROM events WHERE occurred_at >= ?", [micros(since)]
         if until is not None:

@@ -90,6 +90,8 @@ class Env:
                "SIGNOFF_REVIEW_URL": self.review_url,
                **({"SIGNOFF_API_TOKEN": self.tokens[person]} if person else {}),
                "SIGNOFF_TRUSTED_KEYS": str(keys.keys().trust),
+               # history and revoke answer from the audit index: this stack's own, not the checkout's
+               "SIGNOFF_AUDIT_INDEX": str(self.workdir / "signoff" / "audit.sqlite"),
                **({"SIGNOFF_SIGNING_KEY_FILE": str(keys.keys().files[signer])} if signer else {})}
         result = subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env,
                                 capture_output=True, text=True, timeout=timeout)

@@ -74,3 +74,24 @@ def test_the_summary_is_the_median_p95_and_ratio_of_the_samples() -> None:
     assert rows["q"]["ratio_full_over_empty"] == pytest.approx(3)
     assert rows["q"]["under_1s"] and rows["python -c pass"]["under_1s"]
     assert "3.00" in m.table(rows)
+
+
+def test_the_lookups_answers_are_checked(tmp_path: Path) -> None:
+    """bench.record_lookups accepts the audited model's history and 1.0.0's submission as the
+    index answers them, and refuses another model's history or another submission."""
+    from bench import record_lookups
+    from signoff import lookups
+
+    store = tmp_path / "store"
+    target, one = history.target_chain("audited-model", T0, store, keys.signer("deployer"), 8192)
+    busy = history.busy_chain("model-0001", T0 - timedelta(days=200), store, keys.signer("deployer"), revoke=True)
+    index = indexed(tmp_path, target, busy)
+    want = m.Expected("audited-model", T0 + timedelta(hours=3), "1.0.0", "alice")
+    system = m.System("full", None, tmp_path / "audit.sqlite", store, {}, one.submitted.submission_id)  # type: ignore[arg-type]
+    record_lookups._check_history(system, want, lookups.history_of(index, "audited-model"))
+    with pytest.raises(m.WrongAnswer, match="expected 6"):
+        record_lookups._check_history(system, want, lookups.history_of(index, "model-0001"))
+    record_lookups._check_submission(system, lookups.submission_of(index, one.submitted.submission_id))
+    other = busy.events[0].submission_id
+    with pytest.raises(m.WrongAnswer, match="found"):
+        record_lookups._check_submission(system, lookups.submission_of(index, other))
