@@ -41,7 +41,7 @@ __all__ = ["KAFKA_SH", "Cluster", "kafka_broker", "local_broker", "local_cluster
 def kafka_broker() -> Iterator[Cluster]:
     if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield _external(servers)
-    elif _docker_answers():
+    elif docker_answers():
         with _container() as cluster:
             yield cluster
     else:
@@ -65,7 +65,7 @@ def _external(servers: str) -> Cluster:
     return Cluster(servers, protocol, passwords, cafile)  # type: ignore[arg-type]
 
 
-def _docker_answers() -> bool:
+def docker_answers() -> bool:
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ CREATE TABLE IF NOT EXISTS receipt (channel TEXT NOT NULL, key TEXT NOT NULL, su
 CREATE TABLE IF NOT EXISTS notice (submission_id TEXT NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL,
                                    PRIMARY KEY (submission_id, kind));
 """
+
+# The key of a notice row that is a claim to send it (its value: when the claim lapses, epoch seconds).
+_CLAIM = "claimed_until"
 
 # Receipts kept per channel before there was one receipt table: (old table, channel, key, time).
 _OLD_RECEIPTS = (("used_token", "email", "token_id", "used_at"), ("slack_request", "slack", "signature", "at"))
@@ -99,10 +103,36 @@ class ReviewStore:
     def notice(self, submission_id: uuid.UUID, kind: str) -> dict | None:
         """What a channel recorded as sent for a review, under `<channel>:<what>`: 'slack:requested'
         and 'slack:escalated' hold the posted message's channel and ts ({} through a webhook);
-        'email:<stage>:<approver>' ({}) says that approver was mailed at that stage."""
+        'email:<stage>:<approver>' ({}) says that approver was mailed at that stage. A claim
+        (`claim_notice`) is not a notice: None until the sender records what it sent."""
         row = self.db.execute("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?",
                               (str(submission_id), kind)).fetchone()
-        return json.loads(row[0]) if row else None
+        ref = json.loads(row[0]) if row else None
+        return None if ref is None or _CLAIM in ref else ref
+
+    def claim_notice(self, submission_id: uuid.UUID, kind: str, now: float, lease: float) -> bool:
+        """Take the right to send `kind` for this review: True for one replica only, until it records
+        the notice, releases the claim (the send failed), or `lease` seconds pass (it died while
+        sending: another replica may then send, so a notice is sent at least once, and twice only
+        when a replica dies between sending and recording). False when sent or claimed already."""
+        claim = (str(submission_id), kind, json.dumps({_CLAIM: now + lease}))
+        with self._tx():  # the primary key decides between replicas inserting at once
+            if self.db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT DO NOTHING", claim).rowcount == 1:
+                return True
+            row = self.db.locked_row("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?", claim[:2])
+            if row is None or json.loads(row[0]).get(_CLAIM, math.inf) > now:
+                return False  # recorded (no claim in it), or claimed and not lapsed
+            self.db.execute("UPDATE notice SET ref = ? WHERE submission_id = ? AND kind = ?",
+                            (claim[2], *claim[:2]))
+        return True
+
+    def release_notice(self, submission_id: uuid.UUID, kind: str) -> None:
+        """Give a claim back (the send failed): the next attempt, on any replica, may claim it."""
+        with self._tx():
+            row = self.db.locked_row("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?",
+                                     (str(submission_id), kind))
+            if row is not None and _CLAIM in json.loads(row[0]):
+                self.db.execute("DELETE FROM notice WHERE submission_id = ? AND kind = ?", (str(submission_id), kind))
 
     def record_notice(self, submission_id: uuid.UUID, kind: str, ref: dict) -> None:
         self.db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT (submission_id, kind) "

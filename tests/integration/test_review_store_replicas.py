@@ -1,14 +1,18 @@
 """Two replicas of the review-notifier on one store (an SQLite file, or PostgreSQL as replicas
-share it): a vote counts once whichever replica takes it, and two votes taken at once both count."""
+share it): a vote counts once whichever replica takes it, two votes taken at once both count, and
+a notification is sent by one replica (a claim in the store), again only when its send failed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
 from services.review_notifier import reviews
 from services.review_notifier.channels import Receipt
+from services.review_notifier.channels.base import Notices
+from services.review_notifier.channels.email import EmailChannel
 from services.review_notifier.state import ReviewStore
 from shared import database
 from tests.unit.test_reviews import T0, review, vote
@@ -72,3 +76,78 @@ def test_two_votes_taken_at_once_on_two_replicas_both_count(replicas):
     assert not other.is_alive() and failures == []
     final = one.get(rev.submission_id)
     assert final is not None and sorted(v.approver for v in final.votes) == ["alice", "bob"]
+
+
+def test_a_notification_is_sent_by_one_replica_and_sent_again_only_after_a_failure(replicas):
+    """Both replicas run the deadline loop, which announces every pending review: the claim lets
+    one of them post (the other sees it taken), a failed send gives it back, a recorded one is done."""
+    one, two = replicas
+    rev = review(quorum=1)
+    one.open(rev.request)
+    sid = rev.submission_id
+    assert one.claim_notice(sid, "slack:requested", now=100.0, lease=60.0) is True
+    assert two.claim_notice(sid, "slack:requested", now=101.0, lease=60.0) is False  # taken
+    assert two.notice(sid, "slack:requested") is None  # a claim is not a sent notice
+    one.release_notice(sid, "slack:requested")  # the post failed
+    assert two.claim_notice(sid, "slack:requested", now=102.0, lease=60.0) is True
+    two.record_notice(sid, "slack:requested", {"channel": "C1", "ts": "1.2"})
+    assert one.notice(sid, "slack:requested") == {"channel": "C1", "ts": "1.2"}
+    assert one.claim_notice(sid, "slack:requested", now=10_000.0, lease=60.0) is False  # sent: never again
+    one.release_notice(sid, "slack:requested")  # releasing a sent notice changes nothing
+    assert two.notice(sid, "slack:requested") == {"channel": "C1", "ts": "1.2"}
+
+
+def test_a_claim_left_by_a_replica_that_died_while_sending_lapses(replicas):
+    one, two = replicas
+    rev = review(quorum=1)
+    one.open(rev.request)
+    assert one.claim_notice(rev.submission_id, "email:requested:alice", now=100.0, lease=60.0)
+    assert not two.claim_notice(rev.submission_id, "email:requested:alice", now=159.0, lease=60.0)
+    assert two.claim_notice(rev.submission_id, "email:requested:alice", now=161.0, lease=60.0)
+
+
+def test_two_replicas_claiming_at_once_one_wins(replicas):
+    one, two = replicas
+    rev = review(quorum=1)
+    one.open(rev.request)
+    won: list[bool] = []
+    threads = [threading.Thread(target=lambda s=store: won.append(
+        s.claim_notice(rev.submission_id, "slack:escalated", now=100.0, lease=60.0))) for store in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert sorted(won) == [False, True]
+
+
+async def test_two_replicas_announcing_at_once_mail_each_approver_once_and_a_failed_mail_is_retried(replicas):
+    """Two review-notifiers' deadline loops announce the same pending review at the same moment:
+    each approver is mailed by one of them; a mail that failed is sent by the next announce."""
+    rev = review(quorum=1)
+    replicas[0].open(rev.request)
+    sent: list[str] = []
+    gate = asyncio.Event()
+    failing = {"bob"}
+
+    async def mail(review, approver, reminder=False):
+        await gate.wait()  # both replicas are inside announce before either finishes sending
+        if approver in failing:
+            return False
+        sent.append(approver)
+        return True
+
+    channels = []
+    for store in replicas:
+        channel = EmailChannel()
+        channel.open(None, Notices(store, "email"))  # type: ignore[arg-type]
+        channel._mail = mail  # type: ignore[method-assign]
+        channels.append(channel)
+    both = asyncio.gather(*(channel.announce(rev) for channel in channels))
+    await asyncio.sleep(0)  # let both start and claim
+    gate.set()
+    await both
+    approvers = list(rev.request.approvers)
+    assert sorted(sent) == sorted(a for a in approvers if a not in failing)
+    failing.clear()
+    await channels[1].announce(rev)  # the next tick, on either replica
+    assert sorted(sent) == sorted(approvers)

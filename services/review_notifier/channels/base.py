@@ -19,6 +19,7 @@ names it. A channel owns:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from services.review_notifier.state import ReviewStore
 
 log = structlog.get_logger()
+
+# How long a claim to send a notification holds (Notices.claim): longer than a send can take (the
+# HTTP client's and SMTP's timeouts are shorter), so only a replica that died mid-send loses it.
+SEND_LEASE = 120.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,14 @@ class Notices:
 
     def record(self, review: Review, what: str, ref: dict) -> None:
         self.store.record_notice(review.submission_id, f"{self.channel}:{what}", ref)
+
+    def claim(self, review: Review, what: str) -> bool:
+        """The right to send `what` now, held by one replica (the store decides: shared by replicas);
+        `record` what was sent, or `release` when sending failed."""
+        return self.store.claim_notice(review.submission_id, f"{self.channel}:{what}", time.time(), SEND_LEASE)
+
+    def release(self, review: Review, what: str) -> None:
+        self.store.release_notice(review.submission_id, f"{self.channel}:{what}")
 
 
 class Channel(Protocol):

@@ -122,8 +122,13 @@ class EmailChannel:
         at = stage(review)
         assert self.notices is not None, "the Notifier announces only through opened channels"
         for approver in review.escalation.approvers if review.escalation else review.request.approvers:
-            if self.notices.get(review, f"{at}:{approver}") is None and await self._mail(review, approver):
-                self.notices.record(review, f"{at}:{approver}", {})
+            what = f"{at}:{approver}"
+            if not self.notices.claim(review, what):  # mailed already, or another replica is mailing
+                continue
+            if await self._mail(review, approver):
+                self.notices.record(review, what, {})
+            else:
+                self.notices.release(review, what)
 
     async def refresh(self, review: Review, reply_to: str | None = None) -> None:
         """A sent mail does not change; the confirmation page a link opens always shows the state."""

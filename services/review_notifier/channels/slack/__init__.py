@@ -109,11 +109,12 @@ class SlackChannel:
         if self.client is None:
             return
         assert self.notices is not None, "open() sets the notices before the client"
-        if self.notices.get(review, at) is not None:
+        if not self.notices.claim(review, at):  # posted already, or another replica is posting it
             return
         try:
             ref = await self.client.post(blocks.message(review))
         except Exception as exc:  # noqa: BLE001 - a notification never undoes a decision
+            self.notices.release(review, at)
             failed("slack_post_failed", review, exc, safe=(SlackError,))
             return
         self.notices.record(review, at, ref)
