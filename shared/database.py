@@ -10,16 +10,21 @@ a caller's locked transaction and commit with it.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+import structlog
 
 from shared.sqlite import open_durable
+
+log = structlog.get_logger()
 
 # Raised when a unique constraint refuses a row, on either backend.
 IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
@@ -27,20 +32,41 @@ IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.I
 # How long a PostgreSQL statement waits for a row another replica holds before it fails (and the
 # request is retried) rather than hanging the service.
 LOCK_TIMEOUT = "10s"
+KEEPALIVE = (("tcp_keepalives_idle", 10), ("tcp_keepalives_interval", 5), ("tcp_keepalives_count", 3))
 
 
 class Database:
     """One connection, autocommit unless inside `transaction()`. Not shared across threads."""
 
-    def __init__(self, conn: sqlite3.Connection | psycopg.Connection, dialect: Literal["sqlite", "postgresql"]) -> None:
+    def __init__(self, conn: sqlite3.Connection | psycopg.Connection, dialect: Literal["sqlite", "postgresql"],
+                 namespace: str = "", reconnect: Callable[[], psycopg.Connection] | None = None) -> None:
         self.conn, self.dialect = conn, dialect
+        self._reconnect = reconnect
         self._depth = 0
+        self._namespace = namespace  # PostgreSQL: the schema, so claims in one schema never block another's
+        self._claims: set[str] = set()  # what this connection holds (`claim`)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement with `?` placeholders; returns the cursor (fetchone, fetchall, rowcount)."""
         if self.dialect == "postgresql":
-            return self.conn.execute(sql.replace("?", "%s"), params)
+            return self._live().execute(sql.replace("?", "%s"), params)
         return self.conn.execute(sql, params)
+
+    def _live(self) -> Any:
+        """The connection, opened again if PostgreSQL dropped it (a restart, a failover, a network
+        cut): the statement that met the broken connection failed, and with it the event being
+        handled (it is retried); the next one reconnects. Never inside a transaction or while a
+        claim is held: what they held went with the old connection, so the step fails instead of
+        going on as if it still held it."""
+        conn = self.conn
+        if isinstance(conn, psycopg.Connection) and (conn.closed or conn.broken) and self._reconnect:
+            if self._depth or self._claims:
+                self._claims.clear()
+                raise psycopg.OperationalError("the connection to PostgreSQL was lost in the middle of a step "
+                                               "(its locks with it): the step is retried")
+            log.warning("database_reconnecting")
+            self.conn = conn = self._reconnect()
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -54,7 +80,7 @@ class Database:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        self.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         self._depth = 1
         try:
             yield
@@ -73,6 +99,54 @@ class Database:
         suffix = " FOR UPDATE" if self.dialect == "postgresql" else ""
         return self.execute(sql + suffix, params).fetchone()
 
+    def claim(self, key: str) -> bool:
+        """Take `key` unless someone holds it: False when another replica (another connection) or
+        another task of this process holds it. For work that must be done by one replica at a time
+        and must not be lost if that replica dies mid-way.
+
+        On PostgreSQL a session advisory lock: the server drops it when the holder's connection
+        ends, so a replica killed mid-step frees what it held at once (no lease to expire, no
+        clock), and the redelivered step is taken up by another replica. It outlives transactions
+        (nothing is held open across an `await`). SQLite is one replica on one machine: the claim
+        is this process's only. (Not through a transaction-pooling proxy: session locks need the
+        session.)"""
+        if key in self._claims:
+            return False
+        if self.dialect == "postgresql":
+            row = self.execute("SELECT pg_try_advisory_lock(?)", (self._lock_id(key),)).fetchone()
+            if not (row and row[0]):
+                return False
+        self._claims.add(key)
+        return True
+
+    def release(self, key: str) -> None:
+        """Give `key` back (nothing when not held). A broken connection has dropped it already."""
+        if key not in self._claims:
+            return
+        self._claims.discard(key)
+        if isinstance(self.conn, psycopg.Connection) and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_id(key),))
+            except psycopg.OperationalError:
+                pass  # the connection is gone, and with it the lock
+
+    @asynccontextmanager
+    async def held(self, key: str, poll: float = 0.01, max_poll: float = 0.25) -> AsyncIterator[None]:
+        """Hold `key` for the block, waiting first while another holds it (the event loop keeps
+        serving meanwhile). The wait ends when the holder finishes its step or its connection
+        ends, whichever comes first."""
+        while not self.claim(key):
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, max_poll)
+        try:
+            yield
+        finally:
+            self.release(key)
+
+    def _lock_id(self, key: str) -> int:
+        digest = hashlib.blake2b(f"{self._namespace}\0{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)  # PostgreSQL's advisory keys are bigint
+
     def close(self) -> None:
         self.conn.close()
 
@@ -84,10 +158,21 @@ def open_database(where: Path | str, schema: str) -> Database:
         return Database(open_durable(where, schema, check_same_thread=False), "sqlite")
     if not where.startswith(("postgresql://", "postgres://")):
         raise ValueError("the database URL must start with postgresql:// (SIGNOFF_DATABASE_URL)")
-    conn = psycopg.connect(where, autocommit=True)
-    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-    db = Database(conn, "postgresql")
+    url = where
+    conn = _connect(url)
+    (schema_name,) = conn.execute("SELECT current_schema()").fetchone() or ("",)
+    db = Database(conn, "postgresql", namespace=schema_name or "", reconnect=lambda: _connect(url))
     with db.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(schema.encode()),))
         conn.execute(schema.encode())  # several statements, no parameters: one simple query
     return db
+
+
+def _connect(url: str) -> psycopg.Connection:
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    # A replica whose machine vanished (no FIN sent) is found dead by the server in about 25 s
+    # rather than the system's 2 h, and what it held (`claim`) is free again (no-op on a socket file).
+    for setting, value in KEEPALIVE:
+        conn.execute(f"SET {setting} = {value}")
+    return conn

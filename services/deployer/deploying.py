@@ -178,10 +178,14 @@ async def fail(s: Service, state: Lifecycle, reason: str, target: str) -> None:
 
 
 async def run_due(s: Service) -> int:
-    """Move every rollout whose bake time is over to its next stage; returns how many moved."""
+    """Move every rollout whose bake time is over to its next stage; returns how many moved. A
+    model another replica holds is left to the next look; the stage is read again once held, since
+    another replica's scheduler may have moved it on (its next stage is then not due yet)."""
     moved = 0
     for submission_id, model in s.store.due(s.clock()):
-        async with s.locks[model]:
+        async with s.locks.attempt(model) as held:
+            if not held or not s.store.is_due(submission_id, s.clock()):
+                continue
             state, release = s.store.load(submission_id), s.store.release(submission_id)
             if state.status != "rolling_out" or release is None:
                 s.store.unschedule(submission_id)  # aborted, revoked or finished meanwhile

@@ -7,7 +7,11 @@ cause), then record the new state. Every event that moves a model's production i
 is emitted (`StateStore.number`): the production view orders by that number, not by a timestamp.
 A crash anywhere repeats the step on redelivery (or, for canary stages, at the scheduler's next
 look), producing the same target state and the same event ids. All steps about one model hold
-that model's lock, so the scheduler and the handlers never interleave on one model.
+that model's lock (`ModelLocks`), in this process and across replicas, so the scheduler and the
+handlers never interleave on one model, whichever replica runs them: a deployment is started by
+one replica, and another handed the same record (a rebalance before the first committed) waits,
+then finds it started or finished. A replica that dies holding a model frees it (the lock is its
+database connection's), and the redelivered step finishes the job elsewhere.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import structlog
 
@@ -23,6 +28,7 @@ from services.deployer import deploying, revocation, rollback
 from services.deployer.drift import DriftWatch
 from services.deployer.state import StateStore
 from services.deployer.targets import Target
+from shared.database import Database
 from shared.events import (
     DeploymentDrifted,
     DeploymentRevoked,
@@ -47,6 +53,37 @@ async def _nothing_to_wait_for() -> None:
     return None
 
 
+class ModelLocks:
+    """One lock per model, held across replicas: `async with locks[model]:` waits for this
+    process's other tasks (an asyncio lock) and then for other replicas (`Database.claim`, which
+    the database drops if the holder dies). `attempt(model)` does not wait for another replica."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._local: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @asynccontextmanager
+    async def __getitem__(self, model: str) -> AsyncIterator[None]:
+        async with self._local[model], self._db.held(_key(model)):
+            yield
+
+    @asynccontextmanager
+    async def attempt(self, model: str) -> AsyncIterator[bool]:
+        """Yields False, holding nothing, when another replica holds `model`."""
+        async with self._local[model]:
+            if not self._db.claim(_key(model)):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                self._db.release(_key(model))
+
+
+def _key(model: str) -> str:
+    return f"deployer.model:{model}"
+
+
 class Service:
     """The deployer's state, workflows, targets (`target(inputs)` builds the one a deploy step
     names), emitter, signing key and clock, and one lock per model."""
@@ -58,7 +95,7 @@ class Service:
         self.store, self.workflows, self.target, self.clock = store, workflows, target, clock
         self.signer = signer  # the deployer's own key: signs each release's attestation (None: none made)
         self._emit = emit
-        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.locks = ModelLocks(store.db)
         # Every final rejection on review.decided, and a wait until they are all read (shared.facts).
         self.rejections = rejections if rejections is not None else Rejections()  # empty is falsy
         self.caught_up = caught_up or _nothing_to_wait_for
@@ -106,7 +143,7 @@ class Service:
                 log.exception("drift_check_failed", error=repr(exc))
 
     async def run_scheduler(self, poll_seconds: float) -> None:
-        """The scheduler: durable (the schedule is in SQLite, so a restart resumes it), cancellable,
+        """The scheduler: durable (the schedule is in the state, so a restart resumes it), cancellable,
         and it never holds a Kafka partition while a stage bakes."""
         while True:
             try:

@@ -1,4 +1,7 @@
-"""Durable deployer state in SQLite: survives restarts, written before the offset is committed.
+"""Durable deployer state, written before the offset is committed: an SQLite file on one machine
+(WAL, synchronous=FULL: it survives `kill -9`), or PostgreSQL shared by every replica
+(SIGNOFF_DATABASE_URL; shared/database.py), behind the same methods. The tables are the same on
+both, so a state file written by an earlier version opens as it is.
 
 - lifecycle: each submission's state machine (lifecycle.py)
 - rejected_digest, revoked: what may never be deployed again
@@ -10,19 +13,25 @@
 - delivery: webhook requests a receiver acknowledged (a restart does not send them again)
 
 Writes happen without an `await` between read and write, so handlers on the one event loop never
-interleave inside an update; `atomic()` groups the writes of one step in one transaction.
+interleave inside an update; `atomic()` groups the writes of one step in one transaction. Across
+replicas, the steps about one model are serialised by the service's model claim
+(`Database.claim`, services/deployer/service.py); the counters (`number`, promotions) also lock
+their row, so they never hand out a number twice whoever calls them.
+
+Types valid on both: BIGINT (sequence numbers are at least the clock in milliseconds: beyond a
+32-bit INTEGER on PostgreSQL; INTEGER affinity on SQLite) and DOUBLE PRECISION (PostgreSQL's REAL
+is 4 bytes: a due time in epoch seconds would be rounded by minutes; REAL affinity on SQLite).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from services.deployer.lifecycle import Lifecycle
 from services.deployer.rollout import Health, Release
-from shared.sqlite import open_durable
+from shared.database import Database, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lifecycle (
@@ -46,12 +55,12 @@ CREATE TABLE IF NOT EXISTS production (
 );
 CREATE TABLE IF NOT EXISTS promotion (
     model TEXT PRIMARY KEY,
-    last INTEGER NOT NULL
+    last BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS schedule (
     submission_id TEXT PRIMARY KEY,
     model TEXT NOT NULL,
-    due REAL NOT NULL
+    due DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS revoked (
     what TEXT PRIMARY KEY,          -- 'submission:<id>', 'sha256:<hex>', 'version:<model>/<version>'
@@ -65,38 +74,20 @@ CREATE TABLE IF NOT EXISTS delivery (
 );
 CREATE TABLE IF NOT EXISTS sequence (
     model TEXT PRIMARY KEY,
-    last INTEGER NOT NULL,
+    last BIGINT NOT NULL,
     event_id TEXT NOT NULL
 );
 """
 
 
 class StateStore:
-    def __init__(self, path: Path) -> None:
-        self.db = open_durable(path, SCHEMA)
-        self._depth = 0
+    def __init__(self, where: Path | str) -> None:
+        """`where`: the SQLite file, or a postgresql:// URL (the replicas' shared database)."""
+        self.db: Database = open_database(where, SCHEMA)
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
         """One transaction for everything written inside (nested calls join the outer one)."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._depth = 1
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
-        finally:
-            self._depth = 0
+        return self.db.transaction()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -115,7 +106,7 @@ class StateStore:
             )
             if rejected_digest:
                 self.db.execute(
-                    "INSERT OR IGNORE INTO rejected_digest VALUES (?, ?, ?)",
+                    "INSERT INTO rejected_digest VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     (rejected_digest, str(state.submission_id), state.note),
                 )
 
@@ -168,12 +159,17 @@ class StateStore:
 
     def _next_promotion(self, model: str) -> int:
         """The order number of the next promotion of `model`: one row read, not every release
-        (a state file from before this counter existed is counted once)."""
-        row = self.db.execute("SELECT last FROM promotion WHERE model = ?", (model,)).fetchone()
-        last = row[0] if row else max((r.promoted for r in self.releases(model)), default=0)
-        self.db.execute("INSERT INTO promotion VALUES (?, ?) ON CONFLICT(model) DO UPDATE SET last = excluded.last",
-                        (model, last + 1))
-        return last + 1
+        (a state file from before this counter existed is counted once). The row is locked to the
+        end of the caller's transaction, so two callers never get the same number."""
+        with self.atomic():
+            row = self.db.locked_row("SELECT last FROM promotion WHERE model = ?", (model,))
+            if row is None:
+                first = max((r.promoted for r in self.releases(model)), default=0)
+                self.db.execute("INSERT INTO promotion VALUES (?, ?) ON CONFLICT DO NOTHING", (model, first))
+                row = self.db.locked_row("SELECT last FROM promotion WHERE model = ?", (model,))
+            last = int(row[0]) + 1
+            self.db.execute("UPDATE promotion SET last = ? WHERE model = ?", (last, model))
+        return last
 
     # --- canary schedule --------------------------------------------------------------------------
 
@@ -189,6 +185,12 @@ class StateStore:
         rows = self.db.execute("SELECT submission_id, model FROM schedule WHERE due <= ? ORDER BY due", (now,))
         return [(uuid.UUID(sid), model) for sid, model in rows.fetchall()]
 
+    def is_due(self, submission_id: uuid.UUID, now: float) -> bool:
+        """Whether the stage listed by `due` is due still: read again under the model's claim, since
+        another replica may have moved it on (its next stage is due later) in between."""
+        return self.db.execute("SELECT 1 FROM schedule WHERE submission_id = ? AND due <= ?",
+                               (str(submission_id), now)).fetchone() is not None
+
     def scheduled(self, model: str) -> list[uuid.UUID]:
         rows = self.db.execute("SELECT submission_id FROM schedule WHERE model = ?", (model,)).fetchall()
         return [uuid.UUID(r[0]) for r in rows]
@@ -202,13 +204,16 @@ class StateStore:
         emitted before; a clock that jumps only makes the numbers larger). The same event emitted
         again gets the same number while nothing else was numbered since (a redelivery repeating
         its step); after another change of the model it gets a new, larger number, since emitting
-        it again moves production again."""
-        row = self.db.execute("SELECT last, event_id FROM sequence WHERE model = ?", (model,)).fetchone()
-        if row is not None and row[1] == str(event_id):
-            return int(row[0])
-        number = max((row[0] if row else 0) + 1, at_least)
-        self.db.execute("INSERT INTO sequence VALUES (?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
-                        "last = excluded.last, event_id = excluded.event_id", (model, number, str(event_id)))
+        it again moves production again. The model's row is locked from read to write: two
+        replicas never give one number to two events."""
+        with self.atomic():
+            self.db.execute("INSERT INTO sequence VALUES (?, 0, '') ON CONFLICT DO NOTHING", (model,))
+            last, numbered = self.db.locked_row("SELECT last, event_id FROM sequence WHERE model = ?", (model,))
+            if numbered == str(event_id):
+                return int(last)
+            number = max(int(last) + 1, at_least)
+            self.db.execute("UPDATE sequence SET last = ?, event_id = ? WHERE model = ?",
+                            (number, str(event_id), model))
         return number
 
     # --- revocations, operations, deliveries ------------------------------------------------------
@@ -220,7 +225,7 @@ class StateStore:
         keys += [f"version:{model}/{version}"] if model and version else []
         with self.atomic():
             for key in keys:
-                self.db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (key, reason))
+                self.db.execute("INSERT INTO revoked VALUES (?, ?) ON CONFLICT DO NOTHING", (key, reason))
 
     def revocation(self, submission_id: uuid.UUID, sha256: str, model: str, version: str) -> str | None:
         """Why this submission, its artifact digest or its model version was revoked, if it was."""
@@ -250,13 +255,13 @@ class StateStore:
         return self.db.execute("SELECT 1 FROM operation WHERE event_id = ?", (str(event_id),)).fetchone() is not None
 
     def finish_operation(self, event_id: uuid.UUID) -> None:
-        self.db.execute("INSERT OR IGNORE INTO operation VALUES (?)", (str(event_id),))
+        self.db.execute("INSERT INTO operation VALUES (?) ON CONFLICT DO NOTHING", (str(event_id),))
 
     def delivered(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM delivery WHERE idempotency_key = ?", (key,)).fetchone() is not None
 
     def record_delivery(self, key: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO delivery VALUES (?)", (key,))
+        self.db.execute("INSERT INTO delivery VALUES (?) ON CONFLICT DO NOTHING", (key,))
 
     def close(self) -> None:
         self.db.close()

@@ -1,10 +1,12 @@
-"""The deployer's durable state (SQLite) and its model-store target (a folder per version)."""
+"""The deployer's durable state (each test on SQLite and on PostgreSQL: `state_db`) and its
+model-store target (a folder per version)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from services.deployer import lifecycle
 from services.deployer.lifecycle import Lifecycle
-from services.deployer.rollout import Plan
+from services.deployer.rollout import Plan, Release
 from services.deployer.state import StateStore
 from services.deployer.targets import _store_files as target
 from shared.events import Candidate
@@ -22,8 +24,8 @@ from tests.unit import factories as f
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = StateStore(tmp_path / "deep" / "state.db")
+def store(state_db):
+    s = StateStore(state_db)
     yield s
     s.close()
 
@@ -33,7 +35,7 @@ def test_unknown_submission_loads_as_open(store):
     assert store.load(sid) == Lifecycle(submission_id=sid)
 
 
-def test_state_round_trips_and_survives_reopening(store, tmp_path):
+def test_state_round_trips_and_survives_reopening(store, state_db):
     cause = f.submitted()
     plan = Plan(inputs=DeployInputs(), workflow="w")
     state, _ = lifecycle.advance(Lifecycle(submission_id=cause.submission_id), f.checks_passed(cause), plan)
@@ -41,7 +43,7 @@ def test_state_round_trips_and_survives_reopening(store, tmp_path):
     store.save(state)
     assert store.load(cause.submission_id) == state
     store.save(lifecycle.deployed(state, "/x"))
-    reopened = StateStore(tmp_path / "deep" / "state.db")
+    reopened = StateStore(state_db)
     try:
         assert reopened.load(cause.submission_id).status == "deployed"
     finally:
@@ -149,14 +151,14 @@ def test_version_dir_of_a_safe_name(tmp_path):
 
 # --- the sequence production is ordered by ------------------------------------------------------
 
-def test_production_changes_are_numbered_per_model_and_the_numbers_survive_a_restart(tmp_path):
+def test_production_changes_are_numbered_per_model_and_the_numbers_survive_a_restart(state_db):
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    first = StateStore(tmp_path / "state.db")
+    first = StateStore(state_db)
     try:
         assert [first.number(a, "fraud"), first.number(b, "fraud"), first.number(c, "churn")] == [1, 2, 1]
     finally:
         first.close()
-    again = StateStore(tmp_path / "state.db")
+    again = StateStore(state_db)
     try:
         assert again.number(uuid.uuid4(), "fraud") == 3 and again.number(uuid.uuid4(), "churn") == 2
     finally:
@@ -188,3 +190,55 @@ def test_numbers_are_at_least_the_deployers_clock_so_an_empty_state_file_still_n
         assert fresh.number(uuid.uuid4(), "fraud", at_least=1_764_000_001_000) == jumped + 1  # and back
     finally:
         fresh.close()
+
+
+def test_numbers_from_the_clock_in_milliseconds_fit(store):
+    """The deployer numbers at least its clock in milliseconds: beyond a 32-bit integer column."""
+    clock_ms = 1_764_000_000_000
+    assert store.number(uuid.uuid4(), "fraud", at_least=clock_ms) == clock_ms
+    assert store.number(uuid.uuid4(), "fraud", at_least=clock_ms) == clock_ms + 1
+
+
+def test_a_stage_is_due_to_the_fraction_of_a_second(store):
+    """Due times are epoch seconds with a fraction: a 4-byte float would round them by minutes."""
+    sid = uuid.uuid4()
+    store.schedule(sid, "fraud", 1_764_000_000.5)
+    assert store.due(1_764_000_000.4) == [] and not store.is_due(sid, 1_764_000_000.4)
+    assert store.due(1_764_000_000.5) == [(sid, "fraud")] and store.is_due(sid, 1_764_000_000.6)
+    store.unschedule(sid)
+    assert store.due(1_764_000_001.0) == []
+
+
+def test_promotions_are_numbered_in_order(store):
+    cause = f.submitted()
+    release = Release(submission_id=cause.submission_id, candidate=cause.submission.candidate,
+                      approval=f.decided(cause), deploy=DeployInputs())
+    store.save_release(release)
+    store.promote("fraud-detector", release.submission_id)
+    store.promote("fraud-detector", release.submission_id)
+    assert store.production("fraud-detector").promoted == 2
+    store.promote("fraud-detector", None)
+    assert store.production("fraud-detector") is None and store.production_models() == ["fraud-detector"]
+
+
+def test_a_state_file_of_an_earlier_version_opens_and_goes_on(tmp_path):
+    """Files written before PostgreSQL was an option declared REAL and INTEGER columns (the same
+    affinities as DOUBLE PRECISION and BIGINT on SQLite): they open as they are, and numbering and
+    the schedule go on from what they hold."""
+    path, sid = tmp_path / "state.db", uuid.uuid4()
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE sequence (model TEXT PRIMARY KEY, last INTEGER NOT NULL, event_id TEXT NOT NULL);
+        CREATE TABLE schedule (submission_id TEXT PRIMARY KEY, model TEXT NOT NULL, due REAL NOT NULL);
+        CREATE TABLE promotion (model TEXT PRIMARY KEY, last INTEGER NOT NULL);
+    """)
+    old.execute("INSERT INTO sequence VALUES ('fraud', 1764000000000, ?)", (str(uuid.uuid4()),))
+    old.execute("INSERT INTO schedule VALUES (?, 'fraud', 1764000000.5)", (str(sid),))
+    old.commit()
+    old.close()
+    store = StateStore(path)
+    try:
+        assert store.number(uuid.uuid4(), "fraud") == 1_764_000_000_001
+        assert store.due(1_764_000_000.4) == [] and store.due(1_764_000_001.0) == [(sid, "fraud")]
+    finally:
+        store.close()

@@ -1,5 +1,6 @@
 """What the policy remembers: decisions made and the first rejection of each digest, kept across a
-restart. (The model in production is not remembered here: tests/unit/test_production.py.)"""
+restart, on SQLite and on PostgreSQL (`state_db`). (The model in production is not remembered
+here: tests/unit/test_production.py.)"""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def path(tmp_path):
 
 
 @pytest.fixture
-def store(path):
-    store = PolicyStore(path)
+def store(state_db):
+    store = PolicyStore(state_db)
     yield store
     store.close()
 
@@ -36,9 +37,18 @@ def rejected(by: str, reason: str, at: datetime, sha: str = f.SHA):
 def test_has_decided_after_a_decision_is_recorded(store):
     sid, other = uuid.uuid4(), uuid.uuid4()
     assert not store.has_decided(sid)
-    store.record_decision(sid, uuid.uuid4())
-    store.record_decision(sid, uuid.uuid4())  # recording again is harmless
+    assert store.record_decision(sid, uuid.uuid4()) is True
+    assert store.record_decision(sid, uuid.uuid4()) is False  # recording again is harmless
     assert store.has_decided(sid) and not store.has_decided(other)
+
+
+async def test_deciding_yields_false_once_decided(store):
+    sid = uuid.uuid4()
+    async with store.deciding(sid) as undecided:
+        assert undecided
+        store.record_decision(sid, uuid.uuid4())
+    async with store.deciding(sid) as undecided:
+        assert not undecided
 
 
 def test_first_rejection_of_a_digest_wins_and_is_returned(store):
@@ -58,13 +68,13 @@ def test_rejections_are_per_digest(store):
     assert store.rejection(f.SHA).decided_by == "bob"
 
 
-def test_everything_is_kept_across_a_restart(path):
+def test_everything_is_kept_across_a_restart(state_db):
     sid = uuid.uuid4()
-    first = PolicyStore(path)
+    first = PolicyStore(state_db)
     first.record_decision(sid, uuid.uuid4())
     first.record_rejection(rejection := rejected("bob", "no", T0))
     first.close()
-    again = PolicyStore(path)
+    again = PolicyStore(state_db)
     try:
         assert again.has_decided(sid)
         assert again.rejection(f.SHA).event_id == rejection.event_id
