@@ -3,6 +3,11 @@
 # left empty there filled with a new random value. Values already set are kept, so running it
 # again changes nothing. Secrets are never printed.
 #
+# Beside it, the secret files compose.yaml mounts for the replicas (in .data/compose/ next to the
+# .env, mode 644 in a 700 folder so the containers' users can read their bind mounts): PostgreSQL's
+# password, the database URL the services connect with (SIGNOFF_DATABASE_URL_FILE), and the key
+# every console replica shares (CONSOLE_SESSION_KEY_FILE). Kept when present, like the .env values.
+#
 # Usage: deploy/compose-env.sh [ENV_FILE]   (default: .env beside compose.yaml)
 set -euo pipefail
 
@@ -56,4 +61,24 @@ if ((${#filled[@]})); then
   log "generated ${filled[*]} in $ENV_FILE"
 else
   log "$ENV_FILE already has every required value"
+fi
+
+# The replicas' secrets (compose.yaml's `secrets:`), made once.
+SECRETS="$(cd "$(dirname "$ENV_FILE")" && pwd)/.data/compose"
+mkdir -p "$SECRETS/postgres" "$SECRETS/console"
+chmod 700 "$SECRETS" "$SECRETS/postgres" "$SECRETS/console"
+made=()
+if [[ ! -s "$SECRETS/postgres/password" ]]; then
+  pw="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"  # hex: nothing to escape in the URL
+  (umask 022; echo "$pw" >"$SECRETS/postgres/password"
+   echo "postgresql://signoff:$pw@postgres:5432/signoff?connect_timeout=10" >"$SECRETS/postgres/database-url")
+  made+=(postgres/password postgres/database-url)
+fi
+if [[ ! -s "$SECRETS/console/session-key" ]]; then
+  (umask 022; fernet >"$SECRETS/console/session-key"; echo >>"$SECRETS/console/session-key")
+  made+=(console/session-key)
+fi
+chmod 644 "$SECRETS/postgres/password" "$SECRETS/postgres/database-url" "$SECRETS/console/session-key"
+if ((${#made[@]})); then
+  log "generated ${made[*]} in $SECRETS"
 fi

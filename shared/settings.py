@@ -99,6 +99,24 @@ class ServiceSettings(KafkaSettings, TopicSettings, TracingSettings):
             raise ValueError("SIGNOFF_DATABASE_URL must be a postgresql://user@host:port/db URL "
                              "(e.g. the output of `deploy/postgres.sh url`), or unset for SQLite")
         return text
+
+    database_url_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("SIGNOFF_DATABASE_URL_FILE", "database_url_file"),
+        description="A file holding SIGNOFF_DATABASE_URL (a Docker secret: the password may be in the URL, "
+        "kept out of the environment); instead of SIGNOFF_DATABASE_URL, never with it",
+    )
+
+    @model_validator(mode="after")
+    def _database_url_from_file(self) -> ServiceSettings:
+        """SIGNOFF_DATABASE_URL_FILE read at start: its first line, checked like the variable. The
+        model is frozen, so the field is set the one way pydantic allows after validation."""
+        if self.database_url_file is None:
+            return self
+        if self.database_url is not None:
+            raise ValueError("set SIGNOFF_DATABASE_URL or SIGNOFF_DATABASE_URL_FILE, not both")
+        url = _first_line_of(self.database_url_file, "SIGNOFF_DATABASE_URL_FILE")
+        object.__setattr__(self, "database_url", SecretStr(str(self._database_url_is_postgresql(url))))
+        return self
     # Signed events (shared.signing). The key is per service: <PREFIX>SIGNING_KEY_FILE, e.g.
     # DEPLOYER_SIGNING_KEY_FILE, so services sharing one environment never share a key.
     signing_key_file: Path | None = Field(
@@ -168,3 +186,26 @@ class ArtifactSourceSettings(ServiceSettings):
         description="Read file:// artifacts that have more than one hard link; refused by default, since "
         "a hard link inside a root can name a file outside it (docs/security.md)",
     )
+
+
+MAX_SECRET_FILE_BYTES = 8192
+
+
+def _first_line_of(path: Path, variable: str) -> str:
+    """A secret's first line from a file (a Docker secret), bounded in size; the error names the
+    variable and the file, never the content."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"{variable}: {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        lines = raw.decode().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{variable}: {path} is not UTF-8 text") from None
+    text = lines[0].strip() if lines else ""
+    if not text:
+        raise ValueError(f"{variable}: {path} is empty")
+    return text

@@ -4,11 +4,21 @@ Each service runs as `faststream run --factory services.<name>.app:create_app`, 
 and is stopped with SIGTERM (graceful: the in-flight event finishes and is committed). Each connects
 to Kafka as its own principal (shared/acl.py): `service_env` gives each its KAFKA_SASL_* variables
 (`credentials_env` reads them from kafka.sh's <data dir>/credentials).
+
+`python -m signoff.devstack WORKDIR --replicas N` (`make up REPLICAS=N`) runs N replicas of each
+service and of the console, as N stacks side by side: replica 1 in WORKDIR on `make up`'s ports,
+replica i in WORKDIR/replica-i on free ports with SQLite files of its own. They share one consumer
+group per service, the signing keys, and the state in SIGNOFF_DATABASE_URL's PostgreSQL (`make up`
+starts deploy/postgres.sh's); the console replicas share their sessions there, sealed with one
+session key (CONSOLE_SESSION_KEY_FILE, made in WORKDIR/keys), and the review-notifier replicas the
+token file (one file on this machine).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +47,12 @@ HTTP_PORTS = {"VALIDATOR_HTTP_PORT": 8083, "POLICY_HTTP_PORT": 8084, "DEPLOYER_H
 CONSOLE = "console"
 COMMANDS = {CONSOLE: ("-m", "services.console")}
 READY_LINES = {CONSOLE: "Application startup complete"}
+# Each HTTP server's port variable: a replica beyond the first takes free ones.
+PORT_VARIABLES = {"validator": "VALIDATOR_HTTP_PORT", "policy": "POLICY_HTTP_PORT",
+                  "review_notifier": "REVIEW_NOTIFIER_HTTP_PORT", "deployer": "DEPLOYER_HTTP_PORT",
+                  CONSOLE: "CONSOLE_HTTP_PORT"}
+# `make up`'s ports of the review API and the console (their settings' defaults).
+DEFAULT_PORTS = {"REVIEW_NOTIFIER_HTTP_PORT": 8081, "CONSOLE_HTTP_PORT": 8082, **HTTP_PORTS}
 
 
 def free_port() -> int:
@@ -228,9 +244,54 @@ class Stack:
         self.stop_all()
 
 
-def main() -> None:
-    """`python -m signoff.devstack WORKDIR`: run the stack in the foreground until SIGTERM/SIGINT."""
-    workdir = Path(sys.argv[1] if len(sys.argv) > 1 else ".data/run")
+def replica_env(workdir: Path) -> dict[str, str]:
+    """What a replica beyond the first has of its own: its HTTP ports and local files (its SQLite
+    state, used only where SIGNOFF_DATABASE_URL is not; the console's audit index; downloads)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return {**{variable: str(free_port()) for variable in PORT_VARIABLES.values()},
+            "VALIDATOR_STATE_DB": str(workdir / "validator.db"), "POLICY_STATE_DB": str(workdir / "policy.db"),
+            "REVIEW_NOTIFIER_STATE_DB": str(workdir / "reviews.db"), "DEPLOYER_STATE_DB": str(workdir / "deployer.db"),
+            "VALIDATOR_DOWNLOAD_DIR": str(workdir / "downloads" / "validator"),
+            "DEPLOYER_DOWNLOAD_DIR": str(workdir / "downloads" / "deployer"),
+            "CONSOLE_INDEX_DB": str(workdir / "console-audit.sqlite")}
+
+
+def session_key_file(folder: Path) -> Path:
+    """The console replicas' shared session key (CONSOLE_SESSION_KEY_FILE), made once, mode 600."""
+    path = folder / "console-session.key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def replica_stacks(workdir: Path, env: Mapping[str, str], replicas: int,
+                   service_env: Mapping[str, Mapping[str, str]] | None) -> list[Stack]:
+    """`replicas` stacks of every service and the console: the first in `workdir` with `env`'s
+    ports, each other one in workdir/replica-i with its own (replica_env)."""
+    shared = dict(env)
+    database = env.get("SIGNOFF_DATABASE_URL") or os.environ.get("SIGNOFF_DATABASE_URL")
+    if replicas > 1 and not database:
+        raise SystemExit("replicas share their state in PostgreSQL: set SIGNOFF_DATABASE_URL "
+                         "(`make up REPLICAS=2` starts deploy/postgres.sh and sets it)")
+    if database:  # the console's sessions go there too, sealed with the key its replicas share
+        shared["CONSOLE_SESSION_KEY_FILE"] = str(session_key_file(workdir / "keys"))
+    services = (*SERVICES, CONSOLE)
+    return [Stack(workdir, shared, services=services, service_env=service_env),
+            *(Stack(workdir / f"replica-{i}", {**shared, **replica_env(workdir / f"replica-{i}")}, services=services,
+                    service_env=service_env) for i in range(2, replicas + 1))]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m signoff.devstack WORKDIR [--replicas N]`: run the stack in the foreground until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m signoff.devstack")
+    parser.add_argument("workdir", nargs="?", default=".data/run", type=Path)
+    parser.add_argument("--replicas", type=int, default=1, choices=range(1, 9), metavar="N",
+                        help="replicas of each service (1-8); more than 1 needs SIGNOFF_DATABASE_URL")
+    args = parser.parse_args(argv)
+    workdir: Path = args.workdir
     # `make up`: the services as their own principals, with the passwords kafka.sh made.
     credentials = Path(os.environ.get("KAFKA_CREDENTIALS_DIR", ".data/kafka/credentials")).resolve()
     plaintext = os.environ.get("KAFKA_SECURITY_PROTOCOL") == "PLAINTEXT"
@@ -238,7 +299,7 @@ def main() -> None:
     service_env = None if plaintext else {**credentials_env(credentials), CONSOLE: {
         "KAFKA_SASL_USERNAME": acl.CONSOLE, "KAFKA_SASL_PASSWORD_FILE": str(credentials / acl.CONSOLE)}}
     ports = {variable: str(port) for variable, port in HTTP_PORTS.items()}  # `make up`'s fixed ones
-    stack = Stack(workdir, env={**ports, **signing}, services=(*SERVICES, CONSOLE), service_env=service_env)
+    stacks = replica_stacks(workdir, {**ports, **signing}, args.replicas, service_env)
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -247,20 +308,31 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with stack:
-        stack.start_all()
-        print(f"signoff stack up: {', '.join(stack.services)} (logs in {workdir}/logs); the web console on "
+    try:
+        for stack in stacks:
+            stack.start_all()
+        print(f"signoff stack up: {', '.join(stacks[0].services)} (logs in {workdir}/logs); the web console on "
               "http://127.0.0.1:8082 (sign in with a token from `signoff token create YOU`)", flush=True)
         print("health and metrics (/healthz, /readyz, /metrics): validator :8083, policy :8084, "
               "review-notifier :8081, deployer :8085", flush=True)
+        for i, stack in enumerate(stacks[1:], start=2):
+            own = ", ".join(f"{service.replace('_', '-')} :{stack.env_of(service)[variable]}"
+                            for service, variable in PORT_VARIABLES.items())
+            print(f"replica {i} (logs in {stack.workdir}/logs): {own}", flush=True)
         print(f"signing keys and trust file in {workdir}/keys: for signoff, SIGNOFF_TRUSTED_KEYS="
               f"{signing['SIGNOFF_TRUSTED_KEYS']} and SIGNOFF_SIGNING_KEY_FILE=<pipeline's or operator's key>",
               flush=True)
         while not stopping:
-            if crashed := [s for s, p in stack.procs.items() if p.poll() is not None]:
+            crashed = [f"{service}" + (f" (replica {i})" if i > 1 else "")
+                       for i, stack in enumerate(stacks, start=1) for service, proc in stack.procs.items()
+                       if proc.poll() is not None]
+            if crashed:
                 print(f"service exited: {', '.join(crashed)}", file=sys.stderr, flush=True)
                 break
             time.sleep(0.5)  # supervising: check the children twice a second
+    finally:
+        for stack in reversed(stacks):
+            stack.stop_all()
     print("signoff stack down", flush=True)
 
 

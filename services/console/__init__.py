@@ -2,7 +2,8 @@
 
     settings.py     CONSOLE_* (and the SIGNOFF_* the services share): where the review API, the
                     token file, the audit index and Kafka are
-    sessions.py     sign-in sessions and their CSRF tokens (server-side, in memory)
+    sessions.py     sign-in sessions and their CSRF tokens (server-side, sealed; shared by replicas)
+    session_store.py  where sessions live: this process's memory, an SQLite file or PostgreSQL
     projection.py   pure: the topics' events as submissions with status and timeline, pending reviews
     feed.py         the audit index (shared.audit) caught up from the topics, fed into the projection
     reviews_api.py  the review-notifier's HTTP API, called with the signed-in person's own credential

@@ -22,6 +22,7 @@ from services.console.pages import Parts
 from services.console.pages import router as pages
 from services.console.projection import Projection
 from services.console.reviews_api import ReviewApi
+from services.console.session_store import SessionStore, read_session_key, where_sessions_live
 from services.console.sessions import Sessions
 from services.console.settings import ConsoleSettings
 from services.console.web import Forbidden, NeedsSignIn, Web, render, see_other
@@ -55,6 +56,14 @@ def authenticator(settings: ConsoleSettings) -> Authenticator:
                          TokenFile(settings.tokens_file) if settings.tokens_file else None, oidc)
 
 
+def sessions(settings: ConsoleSettings) -> Sessions:
+    """Where sessions live (session_store.py) and the key every replica shares; opens nothing yet."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    key = read_session_key(settings.session_key_file) if settings.session_key_file else None
+    return Sessions(timedelta(minutes=settings.session_minutes), settings.max_sessions,
+                    SessionStore(where_sessions_live(url, settings.sessions_db)), key)
+
+
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     settings = settings or ConsoleSettings()
     log = configure(settings.log_level)
@@ -80,10 +89,10 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             await stop_feed(task)
             await http.aclose()
             index.close()
+            api.state.web.sessions.close()
 
     api = FastAPI(title="Signoff console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    api.state.web = Web(Sessions(timedelta(minutes=settings.session_minutes), settings.max_sessions),
-                        authenticator(settings), settings.secure_cookies)
+    api.state.web = Web(sessions(settings), authenticator(settings), settings.secure_cookies)
     api.include_router(signin)
     api.include_router(pages)
     api.add_middleware(BodyLimit, limit=MAX_BODY)  # added first: inside the headers below, so a 413 has them

@@ -49,12 +49,20 @@ class ConsoleSettings(ServiceSettings):
                                  description="A session ends this long after sign-in (sign in again)")
     max_sessions: int = Field(default=10_000, ge=1, le=1_000_000,
                               description="Sessions kept at once; the oldest ends first beyond it")
+    session_key_file: Path | None = Field(
+        default=None, description="The key every console replica shares (urlsafe base64 of 32 random bytes, "
+        "a Docker secret): signs sign-in forms and encrypts the sessions kept in the database; unset: a key of "
+        "this process (one replica, sessions in memory)")
+    sessions_db: Path | None = Field(
+        default=None, description="SQLite file of the sessions replicas on one machine share; SIGNOFF_DATABASE_URL "
+        "(PostgreSQL) instead when set; neither: sessions in this process's memory")
     dead_letters_limit: int = Field(default=200, ge=1, le=10_000,
                                     description="Dead letters shown per topic at most")
     dead_letters_days: int = Field(default=14, ge=1, le=366,
                                    description="The dead-letters page reads this many days back")
 
-    @field_validator("tokens_file", "oidc_issuer", "oidc_audience", "oidc_jwks_url", mode="before")
+    @field_validator("tokens_file", "oidc_issuer", "oidc_audience", "oidc_jwks_url", "session_key_file",
+                     "sessions_db", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -106,7 +107,17 @@ def load_settings(compose: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> 
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    stand_in_secrets(env, monkeypatch)
     return settings_class()
+
+
+def stand_in_secrets(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret files settings read at start (SIGNOFF_DATABASE_URL_FILE), as compose would mount
+    them: stand-ins with the shape deploy/compose-env.sh writes."""
+    if env.get("SIGNOFF_DATABASE_URL_FILE", "").startswith("/run/secrets/"):
+        stand_in = Path(tempfile.mkdtemp()) / "database-url"
+        stand_in.write_text("postgresql://signoff:stand-in@postgres:5432/signoff\n")
+        monkeypatch.setenv("SIGNOFF_DATABASE_URL_FILE", str(stand_in))
 
 
 def test_the_schema_is_a_valid_draft7_schema() -> None:
@@ -128,7 +139,7 @@ def test_kafka_is_the_version_the_local_broker_pins(compose: dict) -> None:
     assert kafka_broker.IMAGE == f"apache/kafka:{version}", "tests/kafka_broker.py IMAGE drifted"
 
 
-THIRD_PARTY = {"kafka", "mailpit", "minio", "minio-buckets", "mlflow"}  # images we pull rather than build
+THIRD_PARTY = {"kafka", "mailpit", "minio", "minio-buckets", "mlflow", "postgres", "front"}  # pulled, not built
 BRIDGE = "mlflow-bridge"  # runs `signoff mlflow bridge` (a FastAPI app, not a FastStream one)
 CONSOLE = "console"  # runs `python -m services.console` (a FastAPI app, not a FastStream one)
 
@@ -330,7 +341,8 @@ def test_kafka_is_secured_and_each_container_is_its_own_principal(
         assert (env["KAFKA_SECURITY_PROTOCOL"], env["KAFKA_SSL_CAFILE"]) == ("SASL_SSL", "/run/secrets/kafka-ca")
         assert env["KAFKA_SASL_USERNAME"] == principal and "KAFKA_SASL_PASSWORD" not in env
         assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/{principal}"
-        assert set(services[name]["secrets"]) == {principal, "kafka-ca"} <= set(declared), name
+        # Besides Kafka's: the database URL every replica shares state through (tested below).
+        assert set(services[name]["secrets"]) - {"database-url"} == {principal, "kafka-ca"} <= set(declared), name
         assert principal in kafka["secrets"]  # the broker formats its credential in
     for name in SERVICES:
         assert services[name]["depends_on"]["acl"]["condition"] == "service_completed_successfully"
@@ -401,10 +413,14 @@ def test_the_console_reads_as_its_own_principal_and_signs_people_in_with_the_rev
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    stand_in_secrets(env, monkeypatch)
     settings = ConsoleSettings()
     assert settings.kafka_sasl_username == acl.CONSOLE and settings.kafka_security_protocol == "SASL_SSL"
     assert str(settings.kafka_sasl_password_file) == f"/run/secrets/{acl.CONSOLE}"
-    assert set(console["secrets"]) == {acl.CONSOLE, "kafka-ca"} and acl.CONSOLE in services["kafka"]["secrets"]
+    assert set(console["secrets"]) == {acl.CONSOLE, "kafka-ca", "database-url", "console-session-key"}
+    assert acl.CONSOLE in services["kafka"]["secrets"]
+    # Replicas share sessions (PostgreSQL) and the key that seals them (a secret).
+    assert str(settings.session_key_file) == "/run/secrets/console-session-key" and settings.database_url
     assert settings.http_host == "0.0.0.0"
     assert any(str(p).rsplit(":", 1)[-1] == str(settings.http_port) for p in console["ports"])
     assert f"http://127.0.0.1:{settings.http_port}/readyz" in " ".join(console["healthcheck"]["test"])
@@ -417,3 +433,41 @@ def test_the_console_reads_as_its_own_principal_and_signs_people_in_with_the_rev
     assert any(source in compose["volumes"] and settings.index_db.is_relative_to(target) and not ro
                for source, target, ro in mounts(console)), "the console's index must outlive the container"
     assert str(settings.trusted_keys) == "/data/keys/trusted-keys.yaml"
+
+
+REPLICATED = ("validator", "policy", "review-notifier", "deployer", CONSOLE)
+
+
+def test_postgres_is_pinned_health_checked_and_keeps_its_data(compose: dict) -> None:
+    postgres = compose["services"]["postgres"]
+    image, _, tag = postgres["image"].partition(":")
+    assert image == "postgres" and tag.split(".")[0].isdigit(), "the official image, its major pinned"
+    env = env_of(postgres)
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password" and "POSTGRES_PASSWORD" not in env
+    assert postgres["secrets"] == ["postgres-password"]
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert ("postgres-data", "/var/lib/postgresql/data", False) in mounts(postgres)
+    assert "postgres-data" in compose["volumes"] and not postgres.get("ports"), "no host port"
+
+
+@pytest.mark.parametrize("name", REPLICATED)
+def test_each_service_runs_replicas_sharing_postgres(compose: dict, name: str) -> None:
+    service = compose["services"][name]
+    assert interpolated(str(service["deploy"]["replicas"])) == "2"
+    assert "SIGNOFF_REPLICAS" in str(service["deploy"]["replicas"])
+    env = env_of(service)
+    assert env["SIGNOFF_DATABASE_URL_FILE"] == "/run/secrets/database-url" and "SIGNOFF_DATABASE_URL" not in env
+    assert "database-url" in service["secrets"] and "database-url" in compose["secrets"]
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for port in service["ports"]:  # replicas cannot share one host port: a range, one port each
+        host = str(port).rsplit(":", 1)[0].split(":")[-1]
+        first, _, last = host.partition("-")
+        assert last and int(last) - int(first) + 1 >= 2, f"{name}: {port} gives every replica the same host port"
+
+
+def test_the_front_is_the_one_address_of_the_review_api_and_the_console(compose: dict) -> None:
+    front = compose["services"]["front"]
+    assert front["ports"] == ["127.0.0.1:8081:8081", "127.0.0.1:8082:8082"]
+    caddyfile = compose["configs"][front["configs"][0]["source"]]["content"]
+    for name, port in (("review-notifier", 8081), (CONSOLE, 8082)):
+        assert f"name {name}\n" in caddyfile and f"port {port}\n" in caddyfile and f":{port} {{" in caddyfile

@@ -137,3 +137,24 @@ def test_the_compose_file_with_the_generated_env_is_valid(generated, tmp_path):
     assert not errors, errors
     with pytest.raises(AssertionError, match="REVIEW_NOTIFIER_TOKEN_KEY is required"):
         resolve(yaml.safe_load(COMPOSE_TEXT), {**env, "REVIEW_NOTIFIER_TOKEN_KEY": ""})  # what .env prevents
+
+
+def test_compose_secrets_makes_the_replicas_secrets_once(generated, monkeypatch):
+    """The files compose.yaml's `secrets:` name for replicas: PostgreSQL's password, the URL the
+    services read (SIGNOFF_DATABASE_URL_FILE) with that password, the console's session key."""
+    from services.console.session_store import read_session_key
+    from shared.settings import ServiceSettings
+
+    folder = generated.parent / ".data" / "compose"
+    declared = yaml.safe_load(COMPOSE_TEXT)["secrets"]
+    for name in ("postgres-password", "database-url", "console-session-key"):
+        assert (generated.parent / declared[name]["file"]).is_file(), name
+    password = (folder / "postgres" / "password").read_text().strip()
+    monkeypatch.delenv("SIGNOFF_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SIGNOFF_DATABASE_URL_FILE", str(folder / "postgres" / "database-url"))
+    url = ServiceSettings().database_url
+    assert url is not None and url.get_secret_value().startswith(f"postgresql://signoff:{password}@postgres:5432/")
+    assert len(password) >= 32 and len(read_session_key(folder / "console" / "session-key")) == 32
+    before = {path: path.read_text() for path in folder.rglob("*") if path.is_file()}
+    assert subprocess.run(["bash", str(SCRIPT), str(generated)], capture_output=True, timeout=30).returncode == 0
+    assert {path: path.read_text() for path in folder.rglob("*") if path.is_file()} == before, "kept"
