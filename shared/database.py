@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import psycopg
 import structlog
@@ -60,8 +62,7 @@ class Database:
         going on as if it still held it."""
         conn = self.conn
         if isinstance(conn, psycopg.Connection) and (conn.closed or conn.broken) and self._reconnect:
-            if self._depth or self._claims:
-                self._claims.clear()
+            if self._depth or self._claims:  # emptied only by each holder's own `release`
                 raise psycopg.OperationalError("the connection to PostgreSQL was lost in the middle of a step "
                                                "(its locks with it): the step is retried")
             log.warning("database_reconnecting")
@@ -169,10 +170,28 @@ def open_database(where: Path | str, schema: str) -> Database:
 
 
 def _connect(url: str) -> psycopg.Connection:
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    """A session with the settings every statement relies on. The client's keepalives (and
+    tcp_user_timeout) end a statement blocked on a cut network in about 25 s instead of the
+    kernel's quarter of an hour; the error never repeats the URL (its password)."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, keepalives=1, keepalives_idle=10,
+                               keepalives_interval=5, keepalives_count=3, tcp_user_timeout=25_000)
+    except psycopg.Error as exc:
+        raise psycopg.OperationalError(f"cannot connect to PostgreSQL: {redacted(str(exc), url)} (check "
+                                       "SIGNOFF_DATABASE_URL: host, port, user, database, password)") from None
     conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
     # A replica whose machine vanished (no FIN sent) is found dead by the server in about 25 s
     # rather than the system's 2 h, and what it held (`claim`) is free again (no-op on a socket file).
     for setting, value in KEEPALIVE:
         conn.execute(f"SET {setting} = {value}")
     return conn
+
+
+def redacted(text: str, url: str) -> str:
+    """`text` without the URL's password (libpq's messages can quote the part they could not
+    parse, password included), however it is spelt there."""
+    match = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", url)
+    secrets_in_url = [match.group(1), unquote(match.group(1))] if match and match.group(1) else []
+    for secret in secrets_in_url:
+        text = text.replace(secret, "***")
+    return text

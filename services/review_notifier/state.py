@@ -50,6 +50,11 @@ class ReviewStore:
     def __init__(self, where: Path | str) -> None:
         """`where`: the SQLite file, or a postgresql:// URL (the replicas' shared database)."""
         self.db: Database = open_database(where, _SCHEMA)
+        # What channels sent, on a connection of its own on PostgreSQL: a notifier task running
+        # while a vote's transaction waits for its emit must not join that transaction (and be
+        # rolled back with it, or abort it). SQLite is one process, whose one writer is this
+        # connection (a second one would wait on the vote's write lock, on the same event loop).
+        self.notices_db: Database = open_database(where, _SCHEMA) if isinstance(where, str) else self.db
         if self.db.dialect == "sqlite":  # files written by earlier versions; PostgreSQL starts new
             with self._tx():
                 self._upgrade()
@@ -105,40 +110,42 @@ class ReviewStore:
         and 'slack:escalated' hold the posted message's channel and ts ({} through a webhook);
         'email:<stage>:<approver>' ({}) says that approver was mailed at that stage. A claim
         (`claim_notice`) is not a notice: None until the sender records what it sent."""
-        row = self.db.execute("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?",
-                              (str(submission_id), kind)).fetchone()
+        row = self.notices_db.execute("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?",
+                                      (str(submission_id), kind)).fetchone()
         ref = json.loads(row[0]) if row else None
         return None if ref is None or _CLAIM in ref else ref
 
-    def claim_notice(self, submission_id: uuid.UUID, kind: str, now: float, lease: float) -> bool:
-        """Take the right to send `kind` for this review: True for one replica only, until it records
+    def claim_notice(self, submission_id: uuid.UUID, kind: str, now: float, lease: float) -> float | None:
+        """Take the right to send `kind` for this review: one replica gets it, until it records
         the notice, releases the claim (the send failed), or `lease` seconds pass (it died while
         sending: another replica may then send, so a notice is sent at least once, and twice only
-        when a replica dies between sending and recording). False when sent or claimed already."""
+        when a replica dies between sending and recording). Returns when the claim lapses (what
+        `release_notice` takes), None when sent or claimed already."""
         claim = (str(submission_id), kind, json.dumps({_CLAIM: now + lease}))
-        with self._tx():  # the primary key decides between replicas inserting at once
-            if self.db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT DO NOTHING", claim).rowcount == 1:
-                return True
-            row = self.db.locked_row("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?", claim[:2])
+        with self.notices_db.transaction():  # the primary key decides between replicas inserting at once
+            inserted = self.notices_db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT DO NOTHING", claim)
+            if inserted.rowcount == 1:
+                return now + lease
+            row = self.notices_db.locked_row("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?", claim[:2])
             if row is None or json.loads(row[0]).get(_CLAIM, math.inf) > now:
-                return False  # recorded (no claim in it), or claimed and not lapsed
-            self.db.execute("UPDATE notice SET ref = ? WHERE submission_id = ? AND kind = ?",
-                            (claim[2], *claim[:2]))
-        return True
+                return None  # recorded (no claim in it), or claimed and not lapsed
+            self.notices_db.execute("UPDATE notice SET ref = ? WHERE submission_id = ? AND kind = ?",
+                                    (claim[2], *claim[:2]))
+        return now + lease
 
-    def release_notice(self, submission_id: uuid.UUID, kind: str) -> None:
-        """Give a claim back (the send failed): the next attempt, on any replica, may claim it."""
-        with self._tx():
-            row = self.db.locked_row("SELECT ref FROM notice WHERE submission_id = ? AND kind = ?",
-                                     (str(submission_id), kind))
-            if row is not None and _CLAIM in json.loads(row[0]):
-                self.db.execute("DELETE FROM notice WHERE submission_id = ? AND kind = ?", (str(submission_id), kind))
+    def release_notice(self, submission_id: uuid.UUID, kind: str, until: float) -> None:
+        """Give back the claim that lapses at `until` (the send failed): the next attempt, on any
+        replica, may claim it. A claim another replica took since (this one's had lapsed) stays."""
+        self.notices_db.execute("DELETE FROM notice WHERE submission_id = ? AND kind = ? AND ref = ?",
+                                (str(submission_id), kind, json.dumps({_CLAIM: until})))
 
     def record_notice(self, submission_id: uuid.UUID, kind: str, ref: dict) -> None:
-        self.db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT (submission_id, kind) "
-                        "DO UPDATE SET ref = excluded.ref", (str(submission_id), kind, json.dumps(ref)))
+        self.notices_db.execute("INSERT INTO notice VALUES (?, ?, ?) ON CONFLICT (submission_id, kind) "
+                                "DO UPDATE SET ref = excluded.ref", (str(submission_id), kind, json.dumps(ref)))
 
     def close(self) -> None:
+        if self.notices_db is not self.db:
+            self.notices_db.close()
         self.db.close()
 
     def _tx(self) -> contextlib.AbstractContextManager[None]:

@@ -85,15 +85,16 @@ def test_a_notification_is_sent_by_one_replica_and_sent_again_only_after_a_failu
     rev = review(quorum=1)
     one.open(rev.request)
     sid = rev.submission_id
-    assert one.claim_notice(sid, "slack:requested", now=100.0, lease=60.0) is True
-    assert two.claim_notice(sid, "slack:requested", now=101.0, lease=60.0) is False  # taken
+    first = one.claim_notice(sid, "slack:requested", now=100.0, lease=60.0)
+    assert first == 160.0
+    assert two.claim_notice(sid, "slack:requested", now=101.0, lease=60.0) is None  # taken
     assert two.notice(sid, "slack:requested") is None  # a claim is not a sent notice
-    one.release_notice(sid, "slack:requested")  # the post failed
-    assert two.claim_notice(sid, "slack:requested", now=102.0, lease=60.0) is True
+    one.release_notice(sid, "slack:requested", first)  # the post failed
+    assert two.claim_notice(sid, "slack:requested", now=102.0, lease=60.0) is not None
     two.record_notice(sid, "slack:requested", {"channel": "C1", "ts": "1.2"})
     assert one.notice(sid, "slack:requested") == {"channel": "C1", "ts": "1.2"}
-    assert one.claim_notice(sid, "slack:requested", now=10_000.0, lease=60.0) is False  # sent: never again
-    one.release_notice(sid, "slack:requested")  # releasing a sent notice changes nothing
+    assert one.claim_notice(sid, "slack:requested", now=10_000.0, lease=60.0) is None  # sent: never again
+    one.release_notice(sid, "slack:requested", first)  # releasing a sent notice changes nothing
     assert two.notice(sid, "slack:requested") == {"channel": "C1", "ts": "1.2"}
 
 
@@ -101,9 +102,14 @@ def test_a_claim_left_by_a_replica_that_died_while_sending_lapses(replicas):
     one, two = replicas
     rev = review(quorum=1)
     one.open(rev.request)
-    assert one.claim_notice(rev.submission_id, "email:requested:alice", now=100.0, lease=60.0)
-    assert not two.claim_notice(rev.submission_id, "email:requested:alice", now=159.0, lease=60.0)
-    assert two.claim_notice(rev.submission_id, "email:requested:alice", now=161.0, lease=60.0)
+    lapsed = one.claim_notice(rev.submission_id, "email:requested:alice", now=100.0, lease=60.0)
+    assert lapsed is not None
+    assert two.claim_notice(rev.submission_id, "email:requested:alice", now=159.0, lease=60.0) is None
+    taken = two.claim_notice(rev.submission_id, "email:requested:alice", now=161.0, lease=60.0)
+    assert taken is not None
+    # The slow first replica's send fails at last: giving back its lapsed claim leaves the new one.
+    one.release_notice(rev.submission_id, "email:requested:alice", lapsed)
+    assert one.claim_notice(rev.submission_id, "email:requested:alice", now=162.0, lease=60.0) is None
 
 
 def test_two_replicas_claiming_at_once_one_wins(replicas):
@@ -112,7 +118,8 @@ def test_two_replicas_claiming_at_once_one_wins(replicas):
     one.open(rev.request)
     won: list[bool] = []
     threads = [threading.Thread(target=lambda s=store: won.append(
-        s.claim_notice(rev.submission_id, "slack:escalated", now=100.0, lease=60.0))) for store in (one, two)]
+        s.claim_notice(rev.submission_id, "slack:escalated", now=100.0, lease=60.0) is not None))
+        for store in (one, two)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -151,3 +158,22 @@ async def test_two_replicas_announcing_at_once_mail_each_approver_once_and_a_fai
     failing.clear()
     await channels[1].announce(rev)  # the next tick, on either replica
     assert sorted(sent) == sorted(approvers)
+
+
+def test_a_claim_made_while_a_vote_waits_on_its_emit_survives_the_votes_rollback(postgres):
+    """A notifier task runs while a vote's transaction awaits its emit (same process, same store):
+    on PostgreSQL the claim is on a connection of its own, so the vote's rollback (its emit
+    failed) does not take the claim with it, and the other replica cannot mail the same person."""
+    url = postgres.database()
+    one, two = ReviewStore(url), ReviewStore(url)
+    try:
+        rev = review(quorum=1)
+        one.open(rev.request)
+        with pytest.raises(RuntimeError):
+            with one.locked(rev.submission_id):
+                assert one.claim_notice(rev.submission_id, "email:requested:alice", now=100.0, lease=60.0)
+                raise RuntimeError("the emit failed")
+        assert two.claim_notice(rev.submission_id, "email:requested:alice", now=101.0, lease=60.0) is None
+    finally:
+        one.close()
+        two.close()

@@ -63,20 +63,30 @@ class Notices:
 
     def __init__(self, store: ReviewStore, channel: str) -> None:
         self.store, self.channel = store, channel
+        self._claims: dict[tuple[str, str], float] = {}  # (submission id, kind) -> when this one's claim lapses
 
     def get(self, review: Review, what: str) -> dict | None:
         return self.store.notice(review.submission_id, f"{self.channel}:{what}")
 
     def record(self, review: Review, what: str, ref: dict) -> None:
+        self._claims.pop((str(review.submission_id), f"{self.channel}:{what}"), None)
         self.store.record_notice(review.submission_id, f"{self.channel}:{what}", ref)
 
     def claim(self, review: Review, what: str) -> bool:
         """The right to send `what` now, held by one replica (the store decides: shared by replicas);
         `record` what was sent, or `release` when sending failed."""
-        return self.store.claim_notice(review.submission_id, f"{self.channel}:{what}", time.time(), SEND_LEASE)
+        kind = f"{self.channel}:{what}"
+        until = self.store.claim_notice(review.submission_id, kind, time.time(), SEND_LEASE)
+        if until is None:
+            return False
+        self._claims[(str(review.submission_id), kind)] = until
+        return True
 
     def release(self, review: Review, what: str) -> None:
-        self.store.release_notice(review.submission_id, f"{self.channel}:{what}")
+        kind = f"{self.channel}:{what}"
+        until = self._claims.pop((str(review.submission_id), kind), None)
+        if until is not None:
+            self.store.release_notice(review.submission_id, kind, until)
 
 
 class Channel(Protocol):
