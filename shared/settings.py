@@ -59,7 +59,8 @@ class ServiceSettings(KafkaSettings, TopicSettings, TracingSettings):
     service connects as its own principal; the topic fields from TopicSettings; OTEL_* from TracingSettings."""
 
     # populate_by_name: tests and embedders build settings from field names, not variable names.
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True,
+                                      hide_input_in_errors=True)  # a bad value may be a secret (a URL's password)
 
     workflows: Path = Field(
         default=Path("workflows"), validation_alias=AliasChoices("SIGNOFF_WORKFLOWS"),
