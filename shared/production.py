@@ -34,8 +34,10 @@ verify signatures, shared.signing); what they carry is not second-guessed here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.events import (
     DeploymentRevoked,
@@ -48,6 +50,10 @@ from shared.events import (
 # What the book reads: the events, and so the topics, a service replays and follows to keep it.
 EVENTS: tuple[type[Event], ...] = (DeploymentSucceeded, DeploymentRolledBack, DeploymentRevoked)
 
+
+# The version of `ProductionBook.to_snapshot`'s data (shared.snapshot): bump it when the shape
+# changes; a snapshot of another version is not restored (the service reads from the beginning).
+SNAPSHOT_VERSION = 1
 
 # An event's place in a model's history: (numbered?, sequence, occurred_at, event_id). Numbered
 # events order by the deployer's sequence alone (their timestamp is not read); unnumbered, older
@@ -153,8 +159,50 @@ class ProductionBook:
         """How many models have something in production (known or not)."""
         return sum(1 for model in self._set if self.get(model) is not None)
 
+    def to_snapshot(self) -> dict[str, Any]:
+        """The whole book as JSON-able data (shared.snapshot): restoring it gives the same answers."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "releases": {str(k): v.model_dump(mode="json") for k, v in self._releases.items()},
+            "set": {m: [_place_out(s.at), str(s.submission_id), s.version] for m, s in self._set.items()},
+            "revoked": {str(k): _place_out(v) for k, v in self._revoked.items()},
+            "anchor": {str(k): None if v is None else str(v) for k, v in self._anchor.items()},
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Replace the book's content with a snapshot's; ValueError, naming the field, when the
+        data is not what `to_snapshot` of this version wrote (then nothing is changed)."""
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"production snapshot version {data.get('version')!r}, this book reads {SNAPSHOT_VERSION}")
+        field_name = "releases"
+        try:
+            releases = {uuid.UUID(k): Production.model_validate(v) for k, v in data["releases"].items()}
+            field_name = "set"
+            sets = {str(m): _Set(_place_in(v[0]), uuid.UUID(v[1]), str(v[2])) for m, v in data["set"].items()}
+            field_name = "revoked"
+            revoked = {uuid.UUID(k): _place_in(v) for k, v in data["revoked"].items()}
+            field_name = "anchor"
+            anchor = {uuid.UUID(k): None if v is None else uuid.UUID(v) for k, v in data["anchor"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ValueError(f"production snapshot: {field_name!r} unreadable ({str(exc)[:200]})") from None
+        self._releases, self._set, self._revoked, self._anchor = releases, sets, revoked, anchor
+
     def _point(self, model: str, event: Event, submission_id: uuid.UUID, version: str) -> None:
         candidate = _Set(place(event), submission_id, version)
         current = self._set.get(model)
         if current is None or candidate > current:
             self._set[model] = candidate
+
+
+def _place_out(at: Place) -> list[Any]:
+    return [at[0], at[1], at[2].isoformat(), at[3]]
+
+
+def _place_in(data: Any) -> Place:
+    numbered, sequence, occurred_at, event_id = data
+    if type(numbered) is not bool or type(sequence) is not int:
+        raise ValueError(f"a place is [numbered, sequence, occurred_at, event_id], not {str(data)[:80]}")
+    when = datetime.fromisoformat(occurred_at)
+    if when.tzinfo is None:
+        raise ValueError(f"a place's time must carry its zone: {occurred_at!r}")
+    return numbered, sequence, when, str(uuid.UUID(event_id))

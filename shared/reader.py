@@ -3,6 +3,8 @@ the CLI (watch, history), and the tests' event log.
 
     read(kafka, topics)                            from the beginning until the end (as of now)
     read(kafka, topics, since=t)                   from the first record at or after time t
+    read(kafka, topics, start={tp: offset})        from those offsets (a snapshot's), others from
+                                                   the beginning; `bounds` tells where logs start
     read(kafka, topics, until=pred, timeout=s)     on past the end, until pred() holds (and the
                                                    end as of the start was reached) or s seconds
     read(kafka, topics, until=FOREVER)             until cancelled (a live tail)
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -57,18 +59,21 @@ def decode(record: Record, keyring: signing.Keyring | None = None) -> Event | No
 
 
 async def read(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | None = None,
-               until: Callable[[], object] | str | None = None,
-               timeout: float | None = None) -> AsyncIterator[Record]:
+               until: Callable[[], object] | str | None = None, timeout: float | None = None,
+               start: Mapping[TopicPartition, int] | None = None) -> AsyncIterator[Record]:
     """The records of `topics` (see the module's table). With `until`, a `timeout` ends the read
     quietly: the caller tells a timeout from the predicate by asking the predicate."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+    from_offsets = start
     async with _consumer(kafka) as consumer:
         partitions = await _assign(consumer, topics)
-        start = await consumer.beginning_offsets(partitions)
+        first = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
-        await _seek(consumer, partitions, since, start, end)
-        behind = {tp for tp in partitions if start[tp] < end[tp] and await consumer.position(tp) < end[tp]}
+        if from_offsets is not None:  # each at least the log's start: what retention left
+            first = {**first, **{tp: max(first[tp], o) for tp, o in from_offsets.items() if tp in first}}
+        await _seek(consumer, partitions, since, first, end)
+        behind = {tp for tp in partitions if first[tp] < end[tp] and await consumer.position(tp) < end[tp]}
         while True:
             if until is None and not behind:
                 return
@@ -86,18 +91,31 @@ async def read(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | N
                     behind.discard(tp)
 
 
+async def bounds(kafka: KafkaAccess, topics: Sequence[str]) -> tuple[dict[TopicPartition, int],
+                                                                      dict[TopicPartition, int]]:
+    """Where each partition of `topics` starts and ends now."""
+    async with _consumer(kafka) as consumer:
+        partitions = await _assign(consumer, topics)
+        return await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+
+
 async def read_events(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | None = None,
                       keep: Callable[[Record], bool] | None = None,
                       skipped: Counter[str] | None = None,
-                      keyring: signing.Keyring | None = None) -> list[Event]:
+                      keyring: signing.Keyring | None = None,
+                      start: Mapping[TopicPartition, int] | None = None,
+                      seen: Callable[[Record], object] | None = None) -> list[Event]:
     """Every valid event of `topics` up to their end now (from `since`), whose record `keep`
     accepts, in the order they happened (`occurred_at`, ties by event_id): what is built from
     them does not depend on which topic or partition was read first. Duplicates are kept: a step
     the deployer repeated after a crash has the same event_id and a later occurred_at, and a
     service's followers see both copies too. Records that do not decode are counted by topic in
-    `skipped`, when given. With a keyring, only events signed by a key trusted for their type."""
+    `skipped`, when given. With a keyring, only events signed by a key trusted for their type.
+    `start`: as `read`'s; `seen` is called with every record read (a snapshot's cursor)."""
     events = []
-    async for record in read(kafka, topics, since=since):
+    async for record in read(kafka, topics, since=since, start=start):
+        if seen is not None:
+            seen(record)
         if keep is not None and not keep(record):
             continue
         if (event := decode(record, keyring)) is not None:

@@ -1,36 +1,181 @@
-"""State a service rebuilds from topics: read them from the beginning up to where they end now at
-start (`rebuild`, with `shared.reader`), then keep it current with group-less followers
-(`follow_into`, FastStream subscribers)."""
+"""State a service keeps from topics: at start, restore its snapshot and read from the snapshot's
+offsets (or the beginning) up to where the topics end now; then keep it current with group-less
+followers that continue from there, not from offset 0.
+
+    kept, followers = keep(broker, "validator.production", book, book.apply, *EVENTS)  # at build
+    await kept.restore(kafka, keyring, store)  # on start-up, before the service decides anything
+    kept.save()                                # at shutdown (and every `every` records / `seconds` s)
+
+Why this is exact: see `shared.snapshot` (views are functions of the set of events applied). The
+followers are FastStream subscribers (`shared.broker.follow`, so the in-memory TestKafkaBroker
+drives them as it drives the rest). Their consumer would start at the beginning; once `restore`
+ran, each follower's start is followed at once (before its consume loop first runs: `attach`) by a
+seek of every partition to where the restore ended. aiokafka drops what it fetched for the old
+position, so no record before the cursor is handled again; a partition created since the restore
+is read from its beginning. Every record read, at start or after, is signature-verified before it
+reaches the view; a snapshot is local state, trusted like the service's database.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
+from aiokafka import TopicPartition
+from faststream import Context
 from faststream.kafka import KafkaBroker
 
+from shared import snapshot
 from shared.broker import follow
 from shared.events import Event
 from shared.kafka import KafkaAccess
-from shared.reader import read_events
+from shared.reader import Record, bounds, read_events
 from shared.signing import Keyring
+from shared.snapshot_store import SnapshotStore
 
 log = structlog.get_logger()
+Noted = Callable[[str, int, int], object]  # (topic, partition, offset) of a record handled
 
 
 async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
-                  *event_types: type[Event], keyring: Keyring) -> int:
-    """Apply every event of these types that is on their topics now, once each, in the order they
-    happened (`shared.reader.read_events`); returns how many. Run at start, before
-    `follow_into`'s subscribers start (they read the same events again: applying one twice
-    changes nothing). A record that does not decode is skipped and counted (logged), never
-    allowed to stop the service: the topic's consumers dead-letter it. So is a record not signed
-    by a key `keyring` trusts for its type: a forged deployment never enters the state."""
+                  *event_types: type[Event], keyring: Keyring,
+                  start: dict[TopicPartition, int] | None = None,
+                  seen: Callable[[Record], object] | None = None) -> int:
+    """Apply every event of these types that is on their topics now (from `start`'s offsets, when
+    given), once each, in the order they happened (`shared.reader.read_events`); returns how many.
+    A record that does not decode is skipped and counted (logged), never allowed to stop the
+    service: the topic's consumers dead-letter it. So is a record not signed by a key `keyring`
+    trusts for its type: a forged deployment never enters the state. `seen`: every record read."""
+    return await _replay(kafka, apply, [cls.topic for cls in event_types], keyring, start, seen)
+
+
+def follow_into(broker: KafkaBroker, apply: Callable[[Event], object],
+                *event_types: type[Event], noted: Noted | None = None) -> dict[type[Event], Any]:
+    """Keep a state current: one `follow` subscriber per event type, each handing its validated
+    event to `apply` (a truthy result means the state changed and is logged), then telling
+    `noted` which record it handled. Returns the handlers by event type (`.mock` in tests)."""
+    return {cls: follow(broker, cls.topic)(_handler(cls, apply, noted))
+            for cls in event_types}
+
+
+def _handler(cls: type[Event], apply: Callable[[Event], object], noted: Noted | None) -> Callable[..., Any]:
+    async def handle(event: Event, message: Any = Context("message")) -> None:
+        if apply(event):
+            log.info("state_changed", event_type=cls.type)
+        raw = message.raw_message
+        if noted is not None and hasattr(raw, "offset"):
+            noted(raw.topic, raw.partition, raw.offset)
+
+    # FastStream validates the payload against the parameter's annotation: this topic's event.
+    handle.__annotations__ = {"event": cls, "message": Any, "return": None}
+    handle.__name__ = handle.__qualname__ = f"follow_{cls.topic.replace('.', '_')}"
+    return handle
+
+
+class Kept:
+    """A pure view (`shared.snapshot.View`) kept from `topics` across restarts: see the module."""
+
+    def __init__(self, name: str, view: snapshot.View, apply: Callable[[Event], object],
+                 topics: Sequence[str], every: int = 1000, seconds: float = 60.0) -> None:
+        self.name, self.view, self.apply, self.topics = name, view, apply, tuple(topics)
+        self.every, self.seconds = every, seconds
+        self.cursor = snapshot.Cursor()
+        self.restored = False  # until then the followers read from the beginning
+        self.store: SnapshotStore | None = None
+        self.read_at_start = 0  # records read by `restore`: what a start cost
+        self.followed = 0  # records the followers handled since
+        self._unsaved, self._saved_at = 0, time.monotonic()
+
+    def note(self, topic: str, partition: int, offset: int) -> None:
+        """A follower handled this record (applied, or skipped as invalid); saves now and then."""
+        self.cursor.note((topic, partition), offset)
+        self.followed += 1
+        self._unsaved += 1
+        if self._unsaved >= self.every or time.monotonic() - self._saved_at >= self.seconds:
+            self.save()
+
+    async def restore(self, kafka: KafkaAccess, keyring: Keyring, store: SnapshotStore | None) -> int:
+        """Load the snapshot (or start empty, logged, when it cannot be used) and read every
+        partition from its offset to the end now; returns the events applied. Saves at the end.
+        Without a store (it could not be opened), reads from the beginning and keeps nothing."""
+        self.store = store
+        saved = self._load(store) if store is not None else None
+        first, end = await bounds(kafka, self.topics)
+        start = {(tp.topic, tp.partition): o for tp, o in first.items()}
+        if saved is not None:
+            try:
+                start, why = snapshot.resume_offsets(saved.offsets, start,
+                                                     {(tp.topic, tp.partition): o for tp, o in end.items()})
+                self.view.restore(saved.state)
+            except ValueError as exc:  # Unusable is one: the state is left as it was (empty)
+                log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
+                start = {(tp.topic, tp.partition): o for tp, o in first.items()}
+            else:
+                for reason in why:
+                    log.warning("snapshot_partition_from_beginning", name=self.name, reason=reason)
+        self.cursor = snapshot.Cursor(start)
+        self.read_at_start = 0
+
+        def seen(record: Record) -> None:
+            self.read_at_start += 1
+            self.cursor.note((record.topic, record.partition), record.offset)
+
+        applied = await _replay(kafka, self.apply, self.topics, keyring,
+                                {TopicPartition(t, p): o for (t, p), o in start.items()}, seen)
+        self.restored = True
+        log.info("view_restored", name=self.name, snapshot=saved is not None, records_read=self.read_at_start,
+                 events=applied)
+        self.save()
+        return applied
+
+    def attach(self, subscriber: Any) -> None:
+        """Make a follower (a FastStream subscriber) go on from the cursor rather than from the
+        beginning: its `start` is followed, before anything else runs, by a seek of each of its
+        partitions to the cursor (when `restore` ran; a partition it did not see is left alone)."""
+        started = subscriber.start
+
+        async def start(*args: Any, **kwargs: Any) -> Any:
+            result = await started(*args, **kwargs)
+            consumer = getattr(subscriber, "consumer", None)
+            if self.restored and consumer is not None:
+                for tp in consumer.assignment():
+                    at = self.cursor.next.get((tp.topic, tp.partition))
+                    if at is not None:
+                        consumer.seek(tp, at)
+            return result
+
+        subscriber.start = start
+
+    def save(self) -> None:
+        """Keep the view and its cursor (taken together, between two records: consistent)."""
+        if self.store is None:
+            return
+        try:
+            self.store.save(self.name, dict(self.cursor.next), self.view.to_snapshot(),
+                            datetime.now(UTC).isoformat())
+        except Exception as exc:  # a snapshot is an optimisation: never stop following for it
+            log.warning("snapshot_not_saved", name=self.name, reason=str(exc)[:300])
+        else:
+            self._unsaved, self._saved_at = 0, time.monotonic()
+
+    def _load(self, store: SnapshotStore) -> snapshot.Snapshot | None:
+        try:
+            return store.load(self.name)
+        except snapshot.Unusable as exc:
+            log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
+            return None
+
+
+async def _replay(kafka: KafkaAccess, apply: Callable[[Event], object], topics: Iterable[str],
+                  keyring: Keyring, start: dict[TopicPartition, int] | None,
+                  seen: Callable[[Record], object] | None) -> int:
     skipped: Counter[str] = Counter()
-    events = await read_events(kafka, [cls.topic for cls in event_types], skipped=skipped,
-                               keyring=keyring)
+    events = await read_events(kafka, list(topics), skipped=skipped, keyring=keyring, start=start, seen=seen)
     for event in events:
         apply(event)
     if skipped:
@@ -38,20 +183,25 @@ async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
     return len(events)
 
 
-def follow_into(broker: KafkaBroker, apply: Callable[[Event], object],
-                *event_types: type[Event]) -> dict[type[Event], Any]:
-    """Keep a state rebuilt by `rebuild` current: one `follow` subscriber per event type (its
-    topic, read from the beginning at every start), each handing its validated event to `apply`;
-    a truthy result means the state changed and is logged. Returns the subscribers by event type."""
-    return {cls: follow(broker, cls.topic)(_handler(cls, apply)) for cls in event_types}
+def keep(broker: KafkaBroker, name: str, view: snapshot.View, apply: Callable[[Event], object],
+         *event_types: type[Event], every: int = 1000, seconds: float = 60.0) -> tuple[Kept, dict[type[Event], Any]]:
+    """A `Kept` view with its followers (one per event type, as `follow_into`); returns both."""
+    kept = Kept(name, view, apply, [cls.topic for cls in event_types], every, seconds)
+    handlers = {}
+    for cls in event_types:
+        subscriber = follow(broker, cls.topic)
+        kept.attach(subscriber)
+        handlers[cls] = subscriber(_handler(cls, apply, kept.note))
+    return kept, handlers
 
 
-def _handler(cls: type[Event], apply: Callable[[Event], object]) -> Callable[..., Any]:
-    async def handle(event: Event) -> None:
-        if apply(event):
-            log.info("state_changed", event_type=cls.type)
-
-    # FastStream validates the payload against the parameter's annotation: this topic's event.
-    handle.__annotations__ = {"event": cls, "return": None}
-    handle.__name__ = handle.__qualname__ = f"follow_{cls.topic.replace('.', '_')}"
-    return handle
+def open_snapshots(where: Path | str | None) -> SnapshotStore | None:
+    """The snapshot store in the service's database; None, logged, when it cannot be opened (a
+    read-only folder): the service then reads its topics from the beginning, as before snapshots."""
+    if where is None:
+        return None
+    try:
+        return SnapshotStore(where)
+    except Exception as exc:  # sqlite3 / psycopg / OSError: the reason is in the message
+        log.warning("snapshots_unavailable", reason=str(exc)[:300], read_from="beginning")
+        return None

@@ -147,7 +147,9 @@ def watch(
     Exit code: 0 deployed, 3 rejected, 4 deployment failed, 5 superseded, 2 still pending at the timeout."""
     async def run() -> str:
         last = "pending"
-        async for event in client.follow(_kafka(), submission_id, timeout, keys_cli.trusted(ClientSettings())):
+        settings = ClientSettings()
+        async for event in client.follow(_kafka(), submission_id, timeout, keys_cli.trusted(settings),
+                                         settings.audit_index):
             typer.echo(json.dumps({"topic": event.topic, **event.model_dump(mode="json")})
                        if as_json else line(event))
             last = outcome(event)

@@ -10,10 +10,12 @@ asked from that signature. Reads verify signatures when given the trust file's k
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
 
 from shared import codec, reader, signing, topics
+from shared.audit.index import Index, IndexTooOld
 from shared.events import Event, ModelSubmitted, RevocationRequested, RollbackRequested, Submission
 from shared.kafka import KafkaAccess, unreachable
 from signoff.errors import Unconfirmed
@@ -95,10 +98,14 @@ STARTS = (topics.MODEL_SUBMITTED, topics.ROLLBACK_REQUESTED)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-async def started_at(kafka: KafkaAccess, submission_id: uuid.UUID) -> datetime:
+async def started_at(kafka: KafkaAccess, submission_id: uuid.UUID, index: Path | None = None) -> datetime:
     """When the submission (or rollback operation) `submission_id` was published; NotFound when
-    it never was. Reads its topics from the end backwards: a recent id is found at once."""
+    it never was. A submission the audit index at `index` holds (as far as it was caught up; it is
+    not caught up here) costs one record read at the offset the index gives; otherwise its topics
+    are read from the end backwards, so what is not indexed yet, being recent, is found at once."""
     subject = str(submission_id).encode()
+    if (at := await _indexed_start(kafka, submission_id, index)) is not None:
+        return at
     record = await reader.find_newest(kafka, STARTS,
                                       lambda r: dict(r.headers).get("ce_subject") == subject)
     if record is None:
@@ -107,16 +114,39 @@ async def started_at(kafka: KafkaAccess, submission_id: uuid.UUID) -> datetime:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
+async def _indexed_start(kafka: KafkaAccess, submission_id: uuid.UUID, path: Path | None) -> datetime | None:
+    """The broker's time of the record the index says claims `submission_id` (the earliest, when
+    several do), re-read at its offset and its subject checked: the index only says where to look.
+    None when there is no index, it does not hold the id, or the record is not there any more."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        index = Index.open(path)
+    except (IndexTooOld, sqlite3.Error):
+        return None  # `signoff audit` says what to do about it; here it only costs a slower search
+    try:
+        claims = index.claims(submission_id)
+    finally:
+        index.close()
+    subject, found = str(submission_id).encode(), []
+    for claim in claims:
+        record = await reader.read_at(kafka, claim.topic, claim.partition, claim.offset)
+        if record is not None and dict(record.headers).get("ce_subject") == subject:
+            found.append(datetime.fromtimestamp(record.timestamp / 1000, UTC))
+    return min(found, default=None)
+
+
 async def follow(kafka: KafkaAccess, submission_id: uuid.UUID,
-                 timeout: float, keyring: signing.Keyring | None = None) -> AsyncIterator[Event]:
+                 timeout: float, keyring: signing.Keyring | None = None,
+                 index: Path | None = None) -> AsyncIterator[Event]:
     """Yield the submission's events (each once) until it is deployed, rejected or failed (and
     any rollback or revocation asked for since has its outcome), or until `timeout` seconds pass.
     Reads the event topics from the submission's own time (less the clock skew), not from their
     beginning; it never stops before it has read what the topics held when it started, so a
     timeline that goes on after a deployment (a revocation) is shown whole. NotFound, at once,
     for an id that was never published. With a keyring, only events signed by a key trusted for
-    their type are shown."""
-    since = await started_at(kafka, submission_id) - CLOCK_SKEW
+    their type are shown. `index`: the audit index, to find an older submission's start (`started_at`)."""
+    since = await started_at(kafka, submission_id, index) - CLOCK_SKEW
     wanted = str(submission_id).encode()
     seen: set[uuid.UUID] = set()
     ending = Ending()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,11 @@ from tests.kafka_broker import Cluster, kafka_broker
 from tests.mlflow_server import MlflowServer, mlflow_server
 from tests.postgres_server import PostgresServer, postgres_server
 from tests.s3_server import S3Server, s3_server
+
+# MLflow's usage telemetry, off in the tests (and in the servers they start, which inherit it): it
+# would call out to the internet, and its background thread keeps a session id in os.environ that
+# tests changing the environment (monkeypatch) race with.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

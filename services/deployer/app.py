@@ -42,6 +42,8 @@ from shared.logging import configure
 from shared.observability.http import HealthServer
 from shared.observability.metrics import BytesHashed
 from shared.rejections import Rejections
+from shared.replay import open_snapshots
+from shared.snapshot_store import SnapshotStore
 from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
 from shared.workflow.watch import FolderWatch
@@ -62,7 +64,8 @@ class Deployer:
         self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
         self.rejections = Rejections()
         self.facts = Facts(self.broker, topics.REVIEW_DECIDED, self.rejections.apply,
-                           settings.kafka)
+                           settings.kafka, view=self.rejections, name=f"{SERVICE}.rejections")
+        self.snapshots: SnapshotStore | None = None  # opened at start (shared/replay.py)
 
         @subscribe(self.broker, topics.CHECKS_PASSED, SERVICE)
         async def on_checks_passed(event: ChecksPassed) -> None:
@@ -117,7 +120,8 @@ class Deployer:
             raise SystemExit("refusing to start: workflows the deployer cannot carry out (`signoff workflow "
                              "validate` says the same):\n" + "\n".join(unready))
         self.watch = FolderWatch(settings.workflows, workflows, self.log, targets.INPUTS)
-        store = StateStore(settings.state_db)
+        url = settings.database_url  # shared by the replicas; unset: this one's SQLite file
+        store = StateStore(url.get_secret_value() if url is not None else settings.state_db)
         model_store.clean_staging(settings)
         s3.clean_staging(settings)  # private copies a crash left before their upload
         settings.download_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,11 @@ class Deployer:
     async def start(self) -> None:
         self.open()
         await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
+        # The rejections from their snapshot and what was written since; the follower goes on
+        # from there once the broker runs (shared.replay.Kept.attach), not from offset 0.
+        url = self.settings.database_url
+        self.snapshots = open_snapshots(url.get_secret_value() if url is not None else self.settings.state_db)
+        await self.facts.restore(keys_of(self.broker).keyring, self.snapshots)
 
     async def start_scheduler(self) -> None:
         self._scheduler = asyncio.create_task(self.service.run_scheduler(self.settings.schedule_poll_seconds))
@@ -149,7 +158,10 @@ class Deployer:
         await self.stop_scheduler()  # a start-up that failed half-way never reached on_shutdown
         if self.watch is not None:
             await self.watch.stop()
-        await self.facts.close()
+        await self.facts.close()  # saves its snapshot
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = None
         if self._service is not None:  # after the broker stopped: no handler is using the store any more
             self._service.store.close()
             self._service = None

@@ -1,13 +1,14 @@
 """Wiring of the review-notifier: review.requested in; review.decided and review.escalated out;
 the HTTP API (decision API and each channel's routes) and the deadline loop beside;
-deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
-production (a vote counts only against the production its reviewers were shown).
+deployment.succeeded / .rolled_back / .revoked followed, to know each model in production (a vote
+counts only against the production its reviewers were shown).
 
 `build(settings)` wires everything and opens nothing (no SQLite, no HTTP client, no socket). The
 app's hooks take the HTTP port first (a port already taken stops the process, non-zero, before
-anything is opened), open the store and clients, check the topics and rebuild production (on
-start-up), serve HTTP and run the deadline loop (after start-up: FastStream reports the app started
-only once HTTP is served), stop them (on shutdown) and close (after shutdown). Run it with
+anything is opened), open the store and clients, check the topics and restore production from its
+snapshot and what was written since (on start-up), serve HTTP and run the deadline loop (after
+start-up: FastStream reports the app started only once HTTP is served), stop them (on shutdown)
+and close (after shutdown). Run it with
 `faststream run --factory services.review_notifier.app:create_app`.
 """
 
@@ -38,7 +39,8 @@ from shared.logging import configure
 from shared.observability import http as observability_http
 from shared.observability.metrics import ReviewGauges
 from shared.production import EVENTS, ProductionBook
-from shared.replay import follow_into, rebuild
+from shared.replay import keep, open_snapshots
+from shared.snapshot_store import SnapshotStore
 from shared.topic_admin import check_topics
 
 
@@ -57,7 +59,10 @@ class ReviewNotifier:
         self.broker = make_broker(settings, SERVICE)
         self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ReviewDecided, ReviewEscalated)
         self.production = ProductionBook()
-        self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
+        # Restored from its snapshot at start and followed from there (shared/replay.py), not from offset 0.
+        self.kept, self.followers = keep(self.broker, f"{SERVICE}.production", self.production,
+                                         self.production.apply, *EVENTS)
+        self.snapshots: SnapshotStore | None = None
         self.channels = [channel.from_settings(settings) for channel in CHANNELS]
         self.auth = Authenticator.from_settings(settings)  # who may call the API: people, by credential
         self.api = make_api(self.channels, self.auth)
@@ -103,11 +108,12 @@ class ReviewNotifier:
         self.open()
         await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
         # Know what is in production before the first vote is judged (HTTP is served after
-        # start-up); the followers then read the topics again from the start (applying an event
-        # twice changes nothing).
-        events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
-                               keyring=keys_of(self.broker).keyring)
-        self.log.info("production_rebuilt", events=events, models=len(self.production))
+        # start-up): the snapshot and what was written since; the followers go on from there.
+        url = self.settings.database_url
+        self.snapshots = open_snapshots(url.get_secret_value() if url is not None else self.settings.state_db)
+        events = await self.kept.restore(self.settings.kafka, keys_of(self.broker).keyring, self.snapshots)
+        self.log.info("production_rebuilt", events=events, records_read=self.kept.read_at_start,
+                      models=len(self.production))
 
     async def serve(self) -> None:
         """Serve HTTP and run the deadline loop beside the broker; return once HTTP is served."""
@@ -155,6 +161,10 @@ class ReviewNotifier:
             await self.http.aclose()
         if self.store is not None:
             self.store.close()
+        self.kept.save()  # after the broker stopped: the followers' last records are in
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = self.kept.store = None
         self.api.state.reviewer = None
         self.store = self.http = self.notifier = self.reviewer = None
 

@@ -1,9 +1,10 @@
 """Wiring of the validator: model.submitted in, checks.passed / checks.failed out;
-deployment.succeeded / .rolled_back / .revoked followed from the beginning, to know each model in
-production.
+deployment.succeeded / .rolled_back / .revoked followed, to know each model in production.
 
 `build(settings)` wires everything and opens nothing; the app's start-up hook opens (workflows,
-download folder), checks the topics and rebuilds production. Run it with
+download folder, the snapshot store), checks the topics and restores production from its snapshot
+and what was written since (shared/replay.py); once the broker runs, the followers go on from
+there. Run it with
 `faststream run --factory services.validator.app:create_app`.
 """
 
@@ -22,8 +23,9 @@ from shared.logging import configure
 from shared.observability.http import HealthServer
 from shared.observability.metrics import BytesHashed
 from shared.production import EVENTS, ProductionBook
-from shared.replay import follow_into, rebuild
+from shared.replay import keep, open_snapshots
 from shared.signing import verified_signer
+from shared.snapshot_store import SnapshotStore
 from shared.sources import ArtifactSource
 from shared.topic_admin import check_topics
 from shared.workflow.loading import load_or_exit
@@ -38,7 +40,9 @@ class Validator:
         self.broker = make_broker(settings, SERVICE)
         self.emitter = Emitter(self.broker, f"/signoff/{SERVICE}", ChecksPassed, ChecksFailed)
         self.production = ProductionBook()
-        self.followers = follow_into(self.broker, self.production.apply, *EVENTS)
+        self.kept, self.followers = keep(self.broker, f"{SERVICE}.production", self.production,
+                                         self.production.apply, *EVENTS)
+        self.snapshots: SnapshotStore | None = None  # opened at start
         self.sources = ArtifactSource.from_settings(settings, settings.download_dir)
         self.workflows = WorkflowSet(())
         self.watch: FolderWatch | None = None  # the folder is read at start; changes apply at restart
@@ -66,11 +70,13 @@ class Validator:
     async def start(self) -> None:
         self.open()
         await check_topics(self.settings.kafka, self.settings.topic_layout, self.log)
-        # Know what is in production before the first submission is checked; the followers then
-        # read the topics again from the start (applying an event twice changes nothing).
-        events = await rebuild(self.settings.kafka, self.production.apply, *EVENTS,
-                               keyring=keys_of(self.broker).keyring)
-        self.log.info("production_rebuilt", events=events, models=len(self.production))
+        # Know what is in production before the first submission is checked: the snapshot and
+        # what was written since; the followers go on from there (shared.replay.Kept.attach).
+        url = self.settings.database_url
+        self.snapshots = open_snapshots(url.get_secret_value() if url is not None else self.settings.state_db)
+        events = await self.kept.restore(self.settings.kafka, keys_of(self.broker).keyring, self.snapshots)
+        self.log.info("production_rebuilt", events=events, records_read=self.kept.read_at_start,
+                      models=len(self.production))
         if self.watch is not None:
             self.watch.start(self.settings.workflows_check_seconds)
 
@@ -78,6 +84,10 @@ class Validator:
         # Only the folder watch runs between events: artifacts are read and released per submission.
         if self.watch is not None:
             await self.watch.stop()
+        self.kept.save()  # after the broker stopped: the followers' last records are in
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = self.kept.store = None
 
     async def check(self, event: ModelSubmitted) -> None:
         model = event.submission.candidate.model

@@ -18,5 +18,9 @@ class ValidatorSettings(ArtifactSourceSettings):
     download_dir: Path = Field(default=Path(".data/validator/downloads"),
                                description="Where http(s) artifacts are downloaded while checked")
 
+    state_db: Path = Field(default=Path(".data/validator/state.db"),
+                           description="SQLite file: snapshots of what the validator keeps from topics (production), "
+                           "so a start reads only what was written since (SIGNOFF_DATABASE_URL instead, when set)")
+
     http_host: str = Field(default="127.0.0.1", description="Address /healthz, /readyz and /metrics listen on")
     http_port: int = Field(default=8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")

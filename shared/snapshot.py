@@ -1,0 +1,125 @@
+"""Snapshots of the views a service keeps from topics, so that a start reads what was written since
+the last snapshot instead of every topic from offset 0. Pure: no Kafka, no database (the row is
+`shared.snapshot_store`'s, the reading `shared.replay`'s).
+
+Why a stale snapshot is safe: each view (`shared.production.ProductionBook`,
+`shared.rejections.Rejections`) is a function of the *set* of events applied: any order, any
+repetition gives the same view. A snapshot holds a view's state with, per partition, the offset
+before which every record was applied (`Cursor`). Restoring it and reading each partition from
+that offset therefore gives the view a full read would; a snapshot older than the newest merely
+costs the records read again. State and offsets are encoded together in one row, so a snapshot is
+always self-consistent, whichever replica wrote it last.
+
+What cannot be used (not JSON, another version, a wrong shape, too large) raises `Unusable`; the
+service then reads from the beginning and says so. A partition whose log now starts after the
+snapshot's offset (retention deleted records the snapshot had not read) is read from its beginning,
+the snapshot's state kept (it holds what retention dropped: more than a full read would know). A
+log that ends before the snapshot's offset is another history (the topic was recreated): the
+snapshot is Unusable. Both in `resume_offsets`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+# Offsets and state are refused beyond this size when read (a snapshot is local state, but a
+# damaged row must not make a service allocate without bound) and not written beyond it.
+MAX_BYTES: Final = 256 * 2**20
+FORMAT: Final = 1  # of the row's envelope: the offsets' encoding; each view versions its own state
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+class Unusable(ValueError):
+    """A snapshot that cannot be restored; the view is read from the beginning instead."""
+
+
+class View(Protocol):
+    """A pure view that can be snapshotted: `to_snapshot` returns JSON-able data carrying the
+    view's own version, `restore` replaces the view's content with it (raising ValueError, naming
+    the field, when the data is not what this version wrote)."""
+
+    def to_snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, data: Mapping[str, Any]) -> None: ...
+
+
+class Cursor:
+    """Per partition, the offset before which every record has been applied to the view.
+
+    `note(tp, offset)` after a record was applied (or skipped as invalid). Only correct when the
+    records of a partition are noted as a follower delivers them: in offset order, from a position
+    at or before the cursor (the start of the log, or where the restore ended). Then a noted
+    offset means every earlier one was applied, and the cursor is the highest noted plus one."""
+
+    def __init__(self, offsets: Mapping[Partition, int] | None = None) -> None:
+        self.next: dict[Partition, int] = dict(offsets or {})
+
+    def note(self, tp: Partition, offset: int) -> None:
+        self.next[tp] = max(self.next.get(tp, 0), offset + 1)
+
+    def reached(self, tp: Partition, offset: int) -> bool:
+        """Whether the record at `offset` was applied."""
+        return self.next.get(tp, 0) > offset
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    offsets: dict[Partition, int]
+    state: dict[str, Any]
+
+
+def encode(offsets: Mapping[Partition, int], state: Mapping[str, Any]) -> tuple[str, str]:
+    """The row's two columns: offsets and state as JSON. Raises Unusable when too large to keep."""
+    encoded_offsets = json.dumps({"format": FORMAT, "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]})
+    encoded_state = json.dumps(state, separators=(",", ":"))
+    if len(encoded_state) + len(encoded_offsets) > MAX_BYTES:
+        raise Unusable(f"the snapshot is over {MAX_BYTES} bytes: not kept (the service reads from the beginning)")
+    return encoded_offsets, encoded_state
+
+
+def decode(offsets: str, state: str) -> Snapshot:
+    """The snapshot in a row; Unusable, with the reason, for anything this version did not write."""
+    if len(offsets) + len(state) > MAX_BYTES:
+        raise Unusable(f"snapshot over {MAX_BYTES} bytes")
+    try:
+        head, body = json.loads(offsets), json.loads(state)
+    except ValueError as exc:
+        raise Unusable(f"snapshot is not JSON: {exc}") from None
+    if not isinstance(head, dict) or head.get("format") != FORMAT:
+        raise Unusable(f"snapshot offsets: format {head.get('format') if isinstance(head, dict) else None!r}, "
+                       f"this version reads {FORMAT}")
+    if not isinstance(body, dict):
+        raise Unusable("snapshot state: not a JSON object")
+    found: dict[Partition, int] = {}
+    for item in head.get("offsets", None) or []:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and all(type(n) is int and n >= 0 for n in item[1:])):
+            raise Unusable(f"snapshot offsets: {str(item)[:80]!r} is not [topic, partition, offset]")
+        found[(item[0], item[1])] = item[2]
+    return Snapshot(found, body)
+
+
+def resume_offsets(saved: Mapping[Partition, int], beginning: Mapping[Partition, int],
+                   end: Mapping[Partition, int]) -> tuple[dict[Partition, int], list[str]]:
+    """Where to read each partition from: the snapshot's offset when the log still holds
+    everything from there, else the log's beginning (a new partition, retention past the
+    snapshot). Returns the offsets and why any partition starts over; Unusable when a log ends
+    before the snapshot's offset (a recreated topic: the state is of another history)."""
+    start, why = {}, []
+    for tp, first in beginning.items():
+        at = saved.get(tp)
+        if at is None:
+            start[tp] = first
+        elif at < first:
+            start[tp] = first
+            why.append(f"{tp[0]}[{tp[1]}]: the log starts at {first}, after the snapshot's {at} (retention)")
+        elif at > end[tp]:
+            raise Unusable(f"{tp[0]}[{tp[1]}] ends at {end[tp]}, before the snapshot's offset {at}: "
+                           "the topic was recreated since")
+        else:
+            start[tp] = at
+    return start, why
