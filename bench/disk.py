@@ -40,7 +40,8 @@ def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
                 checks_event_id=passed.event_id)  # an approval cites the checks it follows
             waiting, _ = lifecycle.advance(lifecycle.Lifecycle(submission_id=event.submission_id), passed, PLAN)
             deploying, [action] = lifecycle.advance(waiting, decided, PLAN)
-            assert isinstance(action, lifecycle.Deploy), "an auto-approved submission deploys"
+            # A Fail says why (the lifecycle's rules moved on: a broken chain, say); shown by bench.run.
+            assert isinstance(action, lifecycle.Deploy), f"an auto-approved submission deploys, got {action!r}"
             t0 = time.perf_counter()
             store.save(waiting)
             store.save(deploying)

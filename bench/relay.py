@@ -3,6 +3,8 @@
 It stands for one service with the same Kafka semantics (consumer group, one record at a time,
 acks=all + idempotent producer, wait for the ack, commit after each record) but no framework,
 no validation, no logging and no side effects, so the difference to Signoff is what Signoff adds.
+One difference runs the other way: Signoff batches its offset commits (shared/commits.py, one
+request per 0.25 s per consumer), the relay commits each record as the naive consumer does.
 The outgoing value is a JSON object padded to the size the matching Signoff event has; the
 incoming headers (CloudEvents, with `ce_subject`) are passed on and padded likewise.
 

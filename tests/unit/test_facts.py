@@ -24,7 +24,10 @@ class Offsets:
     def partitions_for_topic(self, topic: str) -> set[int]:
         return set(self.end)
 
+    asked_for_beginnings = 0
+
     async def beginning_offsets(self, partitions):
+        self.asked_for_beginnings += 1
         return {tp: self.start[tp.partition] for tp in partitions}
 
     async def end_offsets(self, partitions):
@@ -58,6 +61,20 @@ async def test_done_once_every_record_below_the_end_was_handled():
 async def test_an_emptied_partition_is_done():
     """Retention or delete_records emptied it: start == end, nothing to wait for."""
     await asyncio.wait_for(facts(Offsets(start={0: 7, 1: 0}, end={0: 7, 1: 0})).caught_up(), 5)
+
+
+async def test_a_current_follower_costs_one_offsets_request_per_decision():
+    """Only the end offsets are asked for when the follower has read to them (the hot path)."""
+    offsets = Offsets(start={0: 0, 1: 0}, end={0: 3, 1: 0})
+    f = facts(offsets, timeout=5)
+    f.handled.update({0: 2})
+    await asyncio.wait_for(f.caught_up(), 5)
+    assert offsets.asked_for_beginnings == 0
+
+
+async def test_an_emptied_partition_is_done_after_the_empty_check_whatever_the_timeout():
+    f = facts(Offsets(start={0: 7}, end={0: 7}), timeout=60)
+    await asyncio.wait_for(f.caught_up(), 5)
 
 
 async def test_not_there_in_time_is_not_yet_and_transient():
