@@ -5,8 +5,10 @@
 #
 # Beside it, the secret files compose.yaml mounts for the replicas (in .data/compose/ next to the
 # .env, mode 644 in a 700 folder so the containers' users can read their bind mounts): PostgreSQL's
-# password, the database URL the services connect with (SIGNOFF_DATABASE_URL_FILE), and the key
-# every console replica shares (CONSOLE_SESSION_KEY_FILE). Kept when present, like the .env values.
+# superuser password; for each service, its own role's password (postgres/roles/<service>, read by
+# deploy/postgres-init.sh) and the URL it connects with (postgres/urls/<service>: role
+# signoff_<service>, its schema as the search path; SIGNOFF_DATABASE_URL_FILE); and the key every
+# console replica shares (CONSOLE_SESSION_KEY_FILE). Kept when present, like the .env values.
 #
 # Usage: deploy/compose-env.sh [ENV_FILE]   (default: .env beside compose.yaml)
 set -euo pipefail
@@ -65,20 +67,31 @@ fi
 
 # The replicas' secrets (compose.yaml's `secrets:`), made once.
 SECRETS="$(cd "$(dirname "$ENV_FILE")" && pwd)/.data/compose"
-mkdir -p "$SECRETS/postgres" "$SECRETS/console"
-chmod 700 "$SECRETS" "$SECRETS/postgres" "$SECRETS/console"
+mkdir -p "$SECRETS/postgres/roles" "$SECRETS/postgres/urls" "$SECRETS/console"
+chmod 700 "$SECRETS" "$SECRETS/postgres" "$SECRETS/postgres/roles" "$SECRETS/postgres/urls" "$SECRETS/console"
 made=()
+hex() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }  # hex: nothing to escape in a URL or in SQL
 if [[ ! -s "$SECRETS/postgres/password" ]]; then
-  pw="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"  # hex: nothing to escape in the URL
-  (umask 022; echo "$pw" >"$SECRETS/postgres/password"
-   echo "postgresql://signoff:$pw@postgres:5432/signoff?connect_timeout=10" >"$SECRETS/postgres/database-url")
-  made+=(postgres/password postgres/database-url)
+  (umask 022; hex >"$SECRETS/postgres/password"; echo >>"$SECRETS/postgres/password")
+  made+=(postgres/password)
 fi
+# One role per service (compose.yaml's database-password-* and database-url-* secrets).
+for service in validator policy review-notifier deployer console; do
+  schema="${service//-/_}"
+  if [[ ! -s "$SECRETS/postgres/roles/$service" || ! -s "$SECRETS/postgres/urls/$service" ]]; then
+    pw="$(hex)"
+    (umask 022; echo "$pw" >"$SECRETS/postgres/roles/$service"
+     echo "postgresql://signoff_$schema:$pw@postgres:5432/signoff?connect_timeout=10&options=-csearch_path%3D$schema" \
+       >"$SECRETS/postgres/urls/$service")
+    made+=("postgres/roles/$service" "postgres/urls/$service")
+  fi
+  chmod 644 "$SECRETS/postgres/roles/$service" "$SECRETS/postgres/urls/$service"
+done
 if [[ ! -s "$SECRETS/console/session-key" ]]; then
   (umask 022; fernet >"$SECRETS/console/session-key"; echo >>"$SECRETS/console/session-key")
   made+=(console/session-key)
 fi
-chmod 644 "$SECRETS/postgres/password" "$SECRETS/postgres/database-url" "$SECRETS/console/session-key"
+chmod 644 "$SECRETS/postgres/password" "$SECRETS/console/session-key"
 if ((${#made[@]})); then
   log "generated ${made[*]} in $SECRETS"
 fi

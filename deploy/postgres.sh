@@ -4,15 +4,19 @@
 # (/usr/lib/postgresql/<version>/bin), installing the `postgresql` package with apt-get when they
 # are missing (as root, or with passwordless sudo; otherwise it stops and prints the command).
 #
-# Usage: deploy/postgres.sh {up|down|status|url|reset}
+# Usage: deploy/postgres.sh {up|down|status|url [SERVICE]|reset}
 #
 #   up      initdb on first run (user `signoff`, scram-sha-256, a random password), start the
-#           server in the background on 127.0.0.1 only and wait until it accepts a login
+#           server in the background on 127.0.0.1 only and wait until it accepts a login; then
+#           one role and one schema per service (deploy/postgres-init.sh: signoff_deployer owns
+#           the schema deployer and nothing else, no superuser), each with a password of its own
 #   down    fast shutdown (pg_ctl stop -m fast)
 #   status  exit 0 if the server is running and accepts connections
 #   url     print the connection URL (SIGNOFF_DATABASE_URL). It names no password: it points at a
 #           libpq password file (passfile=..., mode 600), so the secret stays out of the
-#           environment, process listings and logs
+#           environment, process listings and logs. Without SERVICE: the superuser's (tests);
+#           with one of validator, policy, review_notifier, deployer, console: that service's
+#           role, its schema as the search path (what `make up REPLICAS=N` gives each service)
 #   reset   down, then delete the data dir
 #
 # Environment (defaults in brackets):
@@ -33,9 +37,11 @@ PASSFILE="$DATA_DIR/passfile"     # libpq password file: host:port:db:user:passw
 PORT_FILE="$DATA_DIR/port"
 LOG_FILE="$DATA_DIR/server.log"
 START_TIMEOUT="${POSTGRES_START_TIMEOUT:-60}"
+ROLES_DIR="$DATA_DIR/roles"       # each service role's password and libpq password file, mode 600
 HOST=127.0.0.1
 DB_USER=signoff
 DB_NAME=signoff
+SERVICES="validator policy review_notifier deployer console"
 
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -99,6 +105,35 @@ password() {
 
 url() {
   echo "postgresql://$DB_USER@$HOST:$(port)/${1:-$DB_NAME}?passfile=$PASSFILE&connect_timeout=10"
+}
+
+# A service's URL: its own role and password file, its schema as the search path.
+service_url() {
+  local service="$1"
+  [[ " $SERVICES " == *" $service "* ]] || die "no such service '$service' (one of: $SERVICES)"
+  [[ -s "$ROLES_DIR/${service//_/-}.passfile" ]] || die "no role for $service yet ('postgres.sh up' first)"
+  echo "postgresql://signoff_$service@$HOST:$(port)/$DB_NAME?passfile=$ROLES_DIR/${service//_/-}.passfile&connect_timeout=10&options=-csearch_path%3D$service"
+}
+
+# The services' roles and schemas (deploy/postgres-init.sh), each password made once.
+cmd_roles() {
+  local service name pw
+  mkdir -p "$ROLES_DIR"
+  chmod 700 "$ROLES_DIR"
+  for service in $SERVICES; do
+    name="${service//_/-}"
+    if [[ ! -s "$ROLES_DIR/password-$name" ]]; then
+      pw="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+      (umask 077; echo "$pw" >"$ROLES_DIR/password-$name"
+       echo "$HOST:*:$DB_NAME:signoff_$service:$pw" >"$ROLES_DIR/$name.passfile")
+    fi
+  done
+  local psql
+  psql="$(bin_dir)/psql"
+  [[ -x "$psql" ]] || psql=psql
+  PSQL="$psql" PGHOST="$HOST" PGPORT="$(port)" PGUSER="$DB_USER" PGDATABASE="$DB_NAME" PGPASSFILE="$PASSFILE" \
+    SIGNOFF_ROLE_PASSWORD_FILES="$ROLES_DIR/password-" sh "$SCRIPT_DIR/postgres-init.sh" \
+    || die "could not make the services' roles (deploy/postgres-init.sh)"
 }
 
 pg_ctl_() { as_owner "$(bin_dir)/pg_ctl" -D "$PGDATA" "$@"; }
@@ -173,6 +208,7 @@ cmd_up() {
   if ! accepts_login; then
     psql_ -X -q -w -d "$(url postgres)" -c "CREATE DATABASE $DB_NAME" >/dev/null
   fi
+  cmd_roles
   log "running on $HOST:$(port) (SIGNOFF_DATABASE_URL: deploy/postgres.sh url)"
 }
 
@@ -196,7 +232,7 @@ case "${1:-}" in
   up)     cmd_up ;;
   down)   cmd_down ;;
   status) cmd_status ;;
-  url)    url ;;
+  url)    if [[ -n "${2:-}" ]]; then service_url "$2"; else url; fi ;;
   reset)  cmd_reset ;;
   *)      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -8,10 +8,13 @@ to Kafka as its own principal (shared/acl.py): `service_env` gives each its KAFK
 `python -m signoff.devstack WORKDIR --replicas N` (`make up REPLICAS=N`) runs N replicas of each
 service and of the console, as N stacks side by side: replica 1 in WORKDIR on `make up`'s ports,
 replica i in WORKDIR/replica-i on free ports with SQLite files of its own. They share one consumer
-group per service, the signing keys, and the state in SIGNOFF_DATABASE_URL's PostgreSQL (`make up`
-starts deploy/postgres.sh's); the console replicas share their sessions there, sealed with one
-session key (CONSOLE_SESSION_KEY_FILE, made in WORKDIR/keys), and the review-notifier replicas the
-token file (one file on this machine).
+group per service, the signing keys, and the state in PostgreSQL: with `--postgres` (`make up`
+starts deploy/postgres.sh's), each service logs in as its own role to its own schema
+(`deploy/postgres.sh url SERVICE`; the replicas of one service share it), so that no service can
+read or change another's state; otherwise on the server SIGNOFF_DATABASE_URL names, as one user.
+The console replicas share their sessions there, sealed with one session key
+(CONSOLE_SESSION_KEY_FILE, made in WORKDIR/keys), and the review-notifier replicas the token file
+(one file on this machine).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from shared import acl
 from shared.kafka import KafkaAccess, Protocol, read_password_file
 
 SERVICES = ("validator", "policy", "review_notifier", "deployer")
+POSTGRES_SH = Path(__file__).resolve().parents[1] / "deploy" / "postgres.sh"
 PRINCIPALS = {"validator": "validator", "policy": "policy", "review_notifier": "review-notifier",
               "deployer": "deployer"}  # shared/acl.py SERVICE_OF_MODULE, without importing the services
 # Who a process is on Kafka: a service given its own principal keeps none of these from the stack.
@@ -267,18 +271,38 @@ def session_key_file(folder: Path) -> Path:
     return path
 
 
+def postgres_urls(script: Path = POSTGRES_SH) -> dict[str, str]:
+    """Each service's own URL on deploy/postgres.sh's server (`url SERVICE`): its role, its password
+    file, its schema. The script made the roles at `up`."""
+    def url(service: str) -> str:
+        done = subprocess.run(["bash", str(script), "url", service], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise SystemExit(f"no database URL for {service}: {done.stderr.strip()} (deploy/postgres.sh up first)")
+        return done.stdout.strip()
+    return {service: url(service) for service in (*SERVICES, CONSOLE)}
+
+
 def replica_stacks(workdir: Path, env: Mapping[str, str], replicas: int,
-                   service_env: Mapping[str, Mapping[str, str]] | None) -> list[Stack]:
+                   service_env: Mapping[str, Mapping[str, str]] | None,
+                   database_urls: Mapping[str, str] | None = None) -> list[Stack]:
     """`replicas` stacks of every service and the console: the first in `workdir` with `env`'s
-    ports, each other one in workdir/replica-i with its own (replica_env)."""
+    ports, each other one in workdir/replica-i with its own (replica_env). `database_urls`: each
+    service's own SIGNOFF_DATABASE_URL (postgres_urls), shared by its replicas only; without it,
+    every service uses the one SIGNOFF_DATABASE_URL, if any."""
     shared = dict(env)
-    database = env.get("SIGNOFF_DATABASE_URL") or os.environ.get("SIGNOFF_DATABASE_URL")
+    services = (*SERVICES, CONSOLE)
+    if database_urls:
+        missing = [service for service in services if not database_urls.get(service)]
+        if missing:
+            raise SystemExit(f"no database URL for {', '.join(missing)}: each service needs its own")
+        service_env = {service: {**(service_env or {}).get(service, {}),
+                                 "SIGNOFF_DATABASE_URL": database_urls[service]} for service in services}
+    database = database_urls or env.get("SIGNOFF_DATABASE_URL") or os.environ.get("SIGNOFF_DATABASE_URL")
     if replicas > 1 and not database:
         raise SystemExit("replicas share their state in PostgreSQL: set SIGNOFF_DATABASE_URL "
-                         "(`make up REPLICAS=2` starts deploy/postgres.sh and sets it)")
+                         "(`make up REPLICAS=2` starts deploy/postgres.sh and gives each service its own role)")
     if database:  # the console's sessions go there too, sealed with the key its replicas share
         shared["CONSOLE_SESSION_KEY_FILE"] = str(session_key_file(workdir / "keys"))
-    services = (*SERVICES, CONSOLE)
     return [Stack(workdir, shared, services=services, service_env=service_env),
             *(Stack(workdir / f"replica-{i}", {**shared, **replica_env(workdir / f"replica-{i}")}, services=services,
                     service_env=service_env) for i in range(2, replicas + 1))]
@@ -289,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m signoff.devstack")
     parser.add_argument("workdir", nargs="?", default=".data/run", type=Path)
     parser.add_argument("--replicas", type=int, default=1, choices=range(1, 9), metavar="N",
-                        help="replicas of each service (1-8); more than 1 needs SIGNOFF_DATABASE_URL")
+                        help="replicas of each service (1-8); more than 1 needs SIGNOFF_DATABASE_URL or --postgres")
+    parser.add_argument("--postgres", action="store_true",
+                        help="state in deploy/postgres.sh's server, each service as its own role in its own schema")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir
     # `make up`: the services as their own principals, with the passwords kafka.sh made.
@@ -299,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     service_env = None if plaintext else {**credentials_env(credentials), CONSOLE: {
         "KAFKA_SASL_USERNAME": acl.CONSOLE, "KAFKA_SASL_PASSWORD_FILE": str(credentials / acl.CONSOLE)}}
     ports = {variable: str(port) for variable, port in HTTP_PORTS.items()}  # `make up`'s fixed ones
-    stacks = replica_stacks(workdir, {**ports, **signing}, args.replicas, service_env)
+    database_urls = postgres_urls() if args.postgres else None
+    stacks = replica_stacks(workdir, {**ports, **signing}, args.replicas, service_env, database_urls)
     stopping = False
 
     def request_stop(*_: object) -> None:

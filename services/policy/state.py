@@ -22,14 +22,20 @@ CREATE TABLE IF NOT EXISTS rejected (
     sha256 TEXT PRIMARY KEY, event_id TEXT NOT NULL, submission_id TEXT NOT NULL,
     decided_by TEXT NOT NULL, at TEXT NOT NULL, reason TEXT NOT NULL
 );
-DROP TABLE IF EXISTS production; -- kept here before; it went stale after a rollback or revocation
 """
+# The upgrade of a state file written by an earlier version: the policy kept a copy of production
+# there, which went stale after a rollback or revocation. SQLite only: on PostgreSQL the policy
+# never had it, and a `production` table found there is another service's (the deployer's, if
+# both were given one schema), so dropping it there would erase production and revocations.
+_SQLITE_UPGRADE = "DROP TABLE IF EXISTS production"
 
 
 class PolicyStore:
     def __init__(self, where: Path | str) -> None:
         """`where`: the SQLite file, or a postgresql:// URL (the replicas' shared database)."""
         self.db: Database = open_database(where, SCHEMA)
+        if self.db.dialect == "sqlite":  # files written by earlier versions; PostgreSQL starts new
+            self.db.execute(_SQLITE_UPGRADE)
 
     def has_decided(self, submission_id: uuid.UUID) -> bool:
         return self.db.execute("SELECT 1 FROM decided WHERE submission_id = ?",

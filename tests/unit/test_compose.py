@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -341,8 +342,9 @@ def test_kafka_is_secured_and_each_container_is_its_own_principal(
         assert (env["KAFKA_SECURITY_PROTOCOL"], env["KAFKA_SSL_CAFILE"]) == ("SASL_SSL", "/run/secrets/kafka-ca")
         assert env["KAFKA_SASL_USERNAME"] == principal and "KAFKA_SASL_PASSWORD" not in env
         assert env["KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/{principal}"
-        # Besides Kafka's: the database URL every replica shares state through (tested below).
-        assert set(services[name]["secrets"]) - {"database-url"} == {principal, "kafka-ca"} <= set(declared), name
+        # Besides Kafka's: the service's own database URL its replicas share state through (tested below).
+        own = {f"database-url-{name}"}
+        assert set(services[name]["secrets"]) - own == {principal, "kafka-ca"} <= set(declared), name
         assert principal in kafka["secrets"]  # the broker formats its credential in
     for name in SERVICES:
         assert services[name]["depends_on"]["acl"]["condition"] == "service_completed_successfully"
@@ -417,7 +419,7 @@ def test_the_console_reads_as_its_own_principal_and_signs_people_in_with_the_rev
     settings = ConsoleSettings()
     assert settings.kafka_sasl_username == acl.CONSOLE and settings.kafka_security_protocol == "SASL_SSL"
     assert str(settings.kafka_sasl_password_file) == f"/run/secrets/{acl.CONSOLE}"
-    assert set(console["secrets"]) == {acl.CONSOLE, "kafka-ca", "database-url", "console-session-key"}
+    assert set(console["secrets"]) == {acl.CONSOLE, "kafka-ca", "database-url-console", "console-session-key"}
     assert acl.CONSOLE in services["kafka"]["secrets"]
     # Replicas share sessions (PostgreSQL) and the key that seals them (a secret).
     assert str(settings.session_key_file) == "/run/secrets/console-session-key" and settings.database_url
@@ -444,7 +446,7 @@ def test_postgres_is_pinned_health_checked_and_keeps_its_data(compose: dict) -> 
     assert image == "postgres" and tag.split(".")[0].isdigit(), "the official image, its major pinned"
     env = env_of(postgres)
     assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password" and "POSTGRES_PASSWORD" not in env
-    assert postgres["secrets"] == ["postgres-password"]
+    assert postgres["secrets"] == ["postgres-password", *(f"database-password-{name}" for name in REPLICATED)]
     assert "pg_isready" in postgres["healthcheck"]["test"]
     assert ("postgres-data", "/var/lib/postgresql/data", False) in mounts(postgres)
     assert "postgres-data" in compose["volumes"] and not postgres.get("ports"), "no host port"
@@ -456,8 +458,9 @@ def test_each_service_runs_replicas_sharing_postgres(compose: dict, name: str) -
     assert interpolated(str(service["deploy"]["replicas"])) == "2"
     assert "SIGNOFF_REPLICAS" in str(service["deploy"]["replicas"])
     env = env_of(service)
-    assert env["SIGNOFF_DATABASE_URL_FILE"] == "/run/secrets/database-url" and "SIGNOFF_DATABASE_URL" not in env
-    assert "database-url" in service["secrets"] and "database-url" in compose["secrets"]
+    own = f"database-url-{name}"  # its own role's URL (test_each_service_is_its_own_database_role)
+    assert env["SIGNOFF_DATABASE_URL_FILE"] == f"/run/secrets/{own}" and "SIGNOFF_DATABASE_URL" not in env
+    assert own in service["secrets"] and own in compose["secrets"]
     assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
     for port in service["ports"]:  # replicas cannot share one host port: a range, one port each
         host = str(port).rsplit(":", 1)[0].split(":")[-1]
@@ -471,3 +474,77 @@ def test_the_front_is_the_one_address_of_the_review_api_and_the_console(compose:
     caddyfile = compose["configs"][front["configs"][0]["source"]]["content"]
     for name, port in (("review-notifier", 8081), (CONSOLE, 8082)):
         assert f"name {name}\n" in caddyfile and f"port {port}\n" in caddyfile and f":{port} {{" in caddyfile
+
+
+def referenced(service: dict, kind: str) -> list[str]:
+    """The secrets or configs (`kind`) a service mounts, in the short (`name`) or long
+    (`{source: name}`) syntax."""
+    return [item if isinstance(item, str) else item["source"] for item in service.get(kind, [])]
+
+
+@pytest.mark.parametrize("kind", ["secrets", "configs"])
+def test_every_secret_and_config_a_service_mounts_is_defined_at_the_top_level(compose: dict, kind: str) -> None:
+    """`docker compose up` refuses a file whose service names an undefined one ("undefined
+    secrets used"); the schema check above cannot see it."""
+    defined = set(compose.get(kind, {}))
+    undefined = {f"{name}: {ref}" for name, service in compose["services"].items()
+                 for ref in referenced(service, kind) if ref not in defined}
+    assert not undefined, f"{kind} used but not defined under the top-level `{kind}:`: {sorted(undefined)}"
+    unused = defined - {ref for service in compose["services"].values() for ref in referenced(service, kind)}
+    assert not unused, f"top-level {kind} no service mounts: {sorted(unused)}"
+
+
+def test_every_secret_file_is_made_by_make_compose_secrets(compose: dict, tmp_path: Path) -> None:
+    """What `make compose-secrets` runs, in an empty folder: every file a top-level secret or
+    config names is then there (compose refuses to start on a missing one)."""
+    for script, args in (("deploy/kafka/compose-init.sh", [str(tmp_path / ".data" / "compose")]),
+                         ("deploy/compose-env.sh", [str(tmp_path / ".env")])):
+        done = subprocess.run(["bash", str(ROOT / script), *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    files = [entry["file"] for kind in ("secrets", "configs") for entry in compose.get(kind, {}).values()
+             if "file" in entry]
+    assert files
+    missing = [file for file in files if not (tmp_path / file).is_file()]
+    assert not missing, f"not made by make compose-secrets: {missing}"
+
+
+def test_each_service_is_its_own_database_role(compose: dict) -> None:
+    """No service logs in as PostgreSQL's superuser or as another service: each mounts only its
+    own URL (role signoff_<service>, made by deploy/postgres-init.sh at postgres' first start from
+    the password secrets only postgres mounts), so a compromised console cannot touch the
+    deployer's `production` or `revoked`, nor run COPY ... TO PROGRAM."""
+    services = compose["services"]
+    database_secrets = {name for name in compose["secrets"]
+                        if name.startswith(("database-", "postgres-"))}
+    for name, service in services.items():
+        mounted = set(referenced(service, "secrets")) & database_secrets
+        if name == "postgres":
+            assert mounted == {"postgres-password", *(f"database-password-{n}" for n in REPLICATED)}
+        elif name in REPLICATED:
+            assert mounted == {f"database-url-{name}"}, f"{name} mounts another's database secret: {mounted}"
+        else:
+            assert not mounted, f"{name} has no business with the database: {mounted}"
+    files = {compose["secrets"][f"database-url-{name}"]["file"] for name in REPLICATED}
+    assert len(files) == len(REPLICATED), "two services given one database URL"
+    postgres = services["postgres"]
+    init = ROOT / "deploy" / "postgres-init.sh"
+    assert ("./deploy/postgres-init.sh", "/docker-entrypoint-initdb.d/10-signoff-roles.sh", True) in mounts(postgres)
+    assert os.access(init, os.X_OK), "the image sources a script that is not executable (with its set -eu)"
+    text = init.read_text()
+    assert "/run/secrets/database-password-" in text and "NOSUPERUSER" in text
+    for name in REPLICATED:
+        assert name.replace("-", "_") in text.split("for signoff_schema in ", 1)[1].split(";", 1)[0], name
+
+
+def test_the_roles_script_stops_on_a_missing_password_secret_and_names_it(tmp_path: Path) -> None:
+    """At postgres' first start a missing secret stops the init (no role without its password);
+    psql is stood in for: nothing reaches a server here."""
+    env = {**os.environ, "PSQL": "true", "POSTGRES_USER": "signoff", "POSTGRES_DB": "signoff"}
+    env.pop("SIGNOFF_ROLE_PASSWORD_FILES", None)
+    done = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0 and "/run/secrets/database-password-validator" in done.stderr
+    (tmp_path / "validator").write_text("short\n")
+    done = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], capture_output=True, text=True,
+                          env={**env, "SIGNOFF_ROLE_PASSWORD_FILES": f"{tmp_path}/"}, timeout=30)
+    assert done.returncode != 0 and "32+ characters" in done.stderr and "short" not in done.stderr

@@ -140,21 +140,39 @@ def test_the_compose_file_with_the_generated_env_is_valid(generated, tmp_path):
 
 
 def test_compose_secrets_makes_the_replicas_secrets_once(generated, monkeypatch):
-    """The files compose.yaml's `secrets:` name for replicas: PostgreSQL's password, the URL the
-    services read (SIGNOFF_DATABASE_URL_FILE) with that password, the console's session key."""
+    """The files compose.yaml's `secrets:` name for replicas: PostgreSQL's superuser password; for
+    each service its own role's password and the URL it reads (SIGNOFF_DATABASE_URL_FILE): that
+    role, that password, its schema as the search path; the console's session key."""
+    from urllib.parse import parse_qs, urlsplit
+
     from services.console.session_store import read_session_key
     from shared.settings import ServiceSettings
 
     folder = generated.parent / ".data" / "compose"
     declared = yaml.safe_load(COMPOSE_TEXT)["secrets"]
-    for name in ("postgres-password", "database-url", "console-session-key"):
+    services = ("validator", "policy", "review-notifier", "deployer", "console")
+    names = ["postgres-password", "console-session-key", *(f"database-{kind}-{service}" for service in services
+                                                          for kind in ("password", "url"))]
+    for name in names:
         assert (generated.parent / declared[name]["file"]).is_file(), name
-    password = (folder / "postgres" / "password").read_text().strip()
-    monkeypatch.delenv("SIGNOFF_DATABASE_URL", raising=False)
-    monkeypatch.setenv("SIGNOFF_DATABASE_URL_FILE", str(folder / "postgres" / "database-url"))
-    url = ServiceSettings().database_url
-    assert url is not None and url.get_secret_value().startswith(f"postgresql://signoff:{password}@postgres:5432/")
-    assert len(password) >= 32 and len(read_session_key(folder / "console" / "session-key")) == 32
+    superuser = (folder / "postgres" / "password").read_text().strip()
+    passwords = set()
+    for service in services:
+        password = (generated.parent / declared[f"database-password-{service}"]["file"]).read_text().strip()
+        monkeypatch.delenv("SIGNOFF_DATABASE_URL", raising=False)
+        url_file = generated.parent / declared[f"database-url-{service}"]["file"]
+        monkeypatch.setenv("SIGNOFF_DATABASE_URL_FILE", str(url_file))
+        url = ServiceSettings().database_url
+        assert url is not None
+        parts = urlsplit(url.get_secret_value())
+        schema = service.replace("-", "_")
+        assert (parts.username, parts.password, parts.hostname, parts.port, parts.path) == \
+            (f"signoff_{schema}", password, "postgres", 5432, "/signoff"), service
+        assert parse_qs(parts.query)["options"] == [f"-csearch_path={schema}"]
+        assert len(password) >= 32 and password != superuser
+        passwords.add(password)
+    assert len(passwords) == len(services), "each role has a password of its own"
+    assert len(read_session_key(folder / "console" / "session-key")) == 32
     before = {path: path.read_text() for path in folder.rglob("*") if path.is_file()}
     assert subprocess.run(["bash", str(SCRIPT), str(generated)], capture_output=True, timeout=30).returncode == 0
     assert {path: path.read_text() for path in folder.rglob("*") if path.is_file()} == before, "kept"

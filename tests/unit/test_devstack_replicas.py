@@ -5,10 +5,11 @@ session key and SIGNOFF_DATABASE_URL's PostgreSQL. No process is started here.""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from signoff.devstack import CONSOLE, PORT_VARIABLES, SERVICES, replica_stacks, signing_env
+from signoff.devstack import CONSOLE, PORT_VARIABLES, SERVICES, postgres_urls, replica_stacks, signing_env
 
 URL = "postgresql://signoff@127.0.0.1:5999/signoff?passfile=/nonexistent"
 
@@ -51,3 +52,34 @@ def test_replicas_without_postgresql_are_refused(tmp_path: Path, env: dict[str, 
     monkeypatch.delenv("SIGNOFF_DATABASE_URL", raising=False)
     with pytest.raises(SystemExit, match="SIGNOFF_DATABASE_URL"):
         replica_stacks(tmp_path / "run", env, 2, None)
+
+
+def test_make_up_gives_each_service_its_own_role_shared_by_its_replicas_only(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--postgres` (`make up REPLICAS=N`): each service's URL from `deploy/postgres.sh url SERVICE`
+    (its role, its password file, its schema), the same for its replicas, another for every other
+    service; the one SIGNOFF_DATABASE_URL of the environment, if any, reaches none of them."""
+    data = tmp_path / "postgres"
+    (data / "roles").mkdir(parents=True)
+    (data / "port").write_text("5999\n")
+    for service in (*SERVICES, CONSOLE):  # what `postgres.sh up` leaves: one password file per role
+        (data / "roles" / f"{service.replace('_', '-')}.passfile").write_text("127.0.0.1:*:signoff:x:y\n")
+    monkeypatch.setenv("POSTGRES_DATA_DIR", str(data))
+    monkeypatch.setenv("SIGNOFF_DATABASE_URL", URL)
+    urls = postgres_urls()
+    stacks = replica_stacks(tmp_path / "run", env, 2, None, urls)
+    for service in (*SERVICES, CONSOLE):
+        [url] = {stack.env_of(service)["SIGNOFF_DATABASE_URL"] for stack in stacks}
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        assert (parts.username, parts.password, parts.port) == (f"signoff_{service}", None, 5999), url
+        assert query["options"] == [f"-csearch_path={service}"]
+        assert query["passfile"] == [str(data / "roles" / f"{service.replace('_', '-')}.passfile")]
+    assert len({stacks[0].env_of(service)["SIGNOFF_DATABASE_URL"] for service in (*SERVICES, CONSOLE)}) == 5
+    assert "CONSOLE_SESSION_KEY_FILE" in stacks[1].env_of(CONSOLE)
+    with pytest.raises(SystemExit, match="console"):
+        replica_stacks(tmp_path / "run", env, 2, None, {k: v for k, v in urls.items() if k != CONSOLE})
+    (data / "roles" / "deployer.passfile").unlink()
+    with pytest.raises(SystemExit, match="deployer"):
+        postgres_urls()

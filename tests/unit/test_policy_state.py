@@ -94,3 +94,28 @@ def test_a_production_table_of_an_older_version_is_dropped(path):
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.close()
     assert tables == {"decided", "rejected"}
+
+
+def test_a_policy_store_leaves_a_deployer_store_in_the_same_schema_intact(postgres):
+    """Every service given the same PostgreSQL URL (one schema) must not destroy another's state:
+    the policy's upgrade of its old SQLite files (dropping the `production` table it once kept)
+    never runs on PostgreSQL, where `production` is the deployer's."""
+    from services.deployer.rollout import Release
+    from services.deployer.state import StateStore
+    from shared.workflow.schema import DeployInputs
+
+    url = postgres.database()
+    deployer = StateStore(url)
+    try:
+        cause = f.submitted()
+        deployer.save_release(Release(submission_id=cause.submission_id, candidate=cause.submission.candidate,
+                                      approval=f.decided(cause), deploy=DeployInputs()))
+        deployer.promote("fraud-detector", cause.submission_id)
+        deployer.revoke("leaked", cause.submission_id, f.SHA)
+        PolicyStore(url).close()
+        PolicyStore(url).close()  # a restart of the policy too
+        assert deployer.production_models() == ["fraud-detector"]
+        assert deployer.production("fraud-detector").submission_id == cause.submission_id
+        assert cause.submission_id in deployer.banned([deployer.release(cause.submission_id)])
+    finally:
+        deployer.close()
