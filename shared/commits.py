@@ -71,13 +71,19 @@ class BatchingConsumer(AIOKafkaConsumer):
             self._due.set()
 
     async def _flush_later(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._due.wait(), self.commit_interval_s)
-        self._due.clear()
-        try:
-            await self.flush()
-        except KafkaError as exc:  # kept noted: the next ack or the stop tries again
-            log.warning("offset_commit_failed_will_retry", error=repr(exc))
+        """Flush after the interval, and again while positions are noted: an ack noted during a
+        flush (which started no flusher of its own) or a flush that failed is committed by the
+        next round, not left waiting for an ack that may never come (the end of a stream)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.commit_interval_s)
+            self._due.clear()
+            try:
+                await self.flush()
+            except KafkaError as exc:  # kept noted: tried again next round
+                log.warning("offset_commit_failed_will_retry", error=repr(exc))
+            if not self._noted:
+                return  # no await between this test and the task's end: a new ack starts a new flusher
 
     async def flush(self) -> None:
         """Commit every noted position now (the flusher, a rebalance, stop)."""
