@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -132,9 +134,35 @@ def test_clean_staging_removes_leftovers(tmp_path):
     (leftover / "half.onnx").write_bytes(b"half")
     (root / "fraud-detector" / "1.3.0").mkdir(parents=True)
     target.clean_staging(root)
-    assert not (root / target.STAGING).exists()
+    assert list((root / target.STAGING).iterdir()) == []
     assert (root / "fraud-detector" / "1.3.0").is_dir()
     target.clean_staging(tmp_path / "nowhere")  # nothing to clean is fine
+
+
+def test_clean_staging_leaves_what_another_replica_is_copying(tmp_path):
+    """Replicas share the model store: one starting up removes what a dead process of its own host
+    left, and anything abandoned for hours, but never a copy a live replica is writing now."""
+    import socket
+
+    root = tmp_path / "store"
+    staging = root / target.STAGING
+    dead = _dead_pid()
+    mine_dead = staging / f"{socket.gethostname()}~{dead}~m-1-a"
+    other_host = staging / "other-host~12~m-2-b"
+    alive_here = staging / f"{socket.gethostname()}~{os.getppid()}~m-3-c"
+    for folder in (mine_dead, other_host, alive_here):
+        folder.mkdir(parents=True)
+    target.clean_staging(root)
+    assert sorted(p.name for p in staging.iterdir()) == sorted([other_host.name, alive_here.name])
+    target.clean_staging(root, now=time.time() + target.STALE_AFTER_S + 60)  # hours later: abandoned
+    assert list(staging.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 @pytest.mark.parametrize(("model", "version"), [("..", "x"), ("a", ".."), ("..", ".."), ("a/b", "c"), ("a", "/etc")])
@@ -173,6 +201,20 @@ def test_an_event_emitted_again_keeps_its_number_until_production_moved_on(store
     assert store.number(deployed, "fraud") == 1  # the same event again
     assert store.number(rolled_back, "fraud") == 2
     assert store.number(deployed, "fraud") == 3  # after the rollback: it comes after it
+
+
+def test_an_event_numbered_already_is_read_without_a_write(store, monkeypatch):
+    """The step before an emit may number the event with its own writes (a one-stage deployment):
+    the emit then finds the number and opens no transaction (no commit, no fsync of its own)."""
+    deployed = uuid.uuid4()
+    with store.atomic():
+        kept = store.number(deployed, "fraud", at_least=1_764_000_000_000)
+    opened = []
+    transaction = store.db.transaction
+    monkeypatch.setattr(store.db, "transaction", lambda: (opened.append(1), transaction())[1])
+    assert store.number(deployed, "fraud", at_least=1_764_000_009_000) == kept  # a later clock: same number
+    assert opened == []
+    assert store.number(uuid.uuid4(), "fraud") == kept + 1 and opened == [1]  # another event: written
 
 
 def test_numbers_are_at_least_the_deployers_clock_so_an_empty_state_file_still_numbers_after(tmp_path):

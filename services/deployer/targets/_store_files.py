@@ -24,6 +24,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -35,6 +37,10 @@ from shared.sources.local import copy_tree_verified, copy_verified
 from shared.values import RESERVED_VERSIONS
 
 STAGING = ".staging"
+# Whose a staging folder is: replicas of the deployer may share one model store (a volume), so a
+# replica starting up removes only what is certainly abandoned (clean_staging).
+OWNER = f"{socket.gethostname()}~{os.getpid()}"
+STALE_AFTER_S = 6 * 3600  # a leftover of another host's deployer, or older: no copy takes this long
 REVOKED = ".revoked"
 MANIFEST = MANIFEST_FILE
 POINTER = "PRODUCTION"
@@ -106,7 +112,7 @@ def install(root: Path, candidate: Candidate, source: Path, manifest: dict, name
             f"{candidate.model} version {candidate.version} is already deployed with artifact "
             f"{existing.get('artifact_sha256')}; versions are immutable, submit a new version"
         )
-    staging = root / STAGING / f"{candidate.model}-{candidate.version}-{uuid.uuid4().hex}"
+    staging = root / STAGING / f"{OWNER}~{candidate.model}-{candidate.version}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         if source.is_dir():
@@ -189,11 +195,40 @@ def retire(root: Path, model: str, version: str, why: dict | None = None) -> Pat
     return dest
 
 
-def clean_staging(root: Path) -> None:
-    """Remove what a crash mid-copy (or mid pointer update) left behind."""
-    shutil.rmtree(root / STAGING, ignore_errors=True)
+def clean_staging(root: Path, now: float | None = None) -> None:
+    """Remove what a crash mid-copy (or mid pointer update) left behind, and nothing another
+    replica sharing this store is writing now: a staging folder of a process of this host that
+    is gone, or of anyone's older than STALE_AFTER_S (folders named before owners were recorded
+    are a single deployer's: removed); half-written pointer files older than a minute."""
+    now = time.time() if now is None else now
+    staging = root / STAGING
+    for entry in staging.iterdir() if staging.is_dir() else ():
+        host, pid, rest = (entry.name.split("~", 2) + ["", ""])[:3]
+        mine_and_dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+        if not rest or mine_and_dead or now - _mtime(entry) > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
     for leftover in root.glob("*/.*.tmp-*"):
-        leftover.unlink(missing_ok=True)
+        if now - _mtime(leftover) > 60:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to remove
 
 
 def _replace(path: Path, text: str) -> None:
