@@ -90,19 +90,27 @@ acl: venv kafka-up ## apply the ACLs of shared/acl.py (as the admin; prints what
 	@if [ "$(KAFKA_PLAINTEXT)" = 1 ]; then echo "KAFKA_PLAINTEXT=1: the broker authorizes nothing, no ACLs"; \
 	else $(AS_ADMIN) $(BIN)/signoff acl apply; fi
 
-up: venv kafka-up topics acl ## start Kafka and the four services (each as its own principal) in the background
+# `make up REPLICAS=2`: two replicas of each service and of the console (signoff/devstack.py), their
+# state shared in PostgreSQL: deploy/postgres.sh's (started here; Debian's package installed when
+# missing), each service as its own role in its own schema (`deploy/postgres.sh url SERVICE`), or
+# the server SIGNOFF_DATABASE_URL names when set. Plain `make up`: one each, SQLite.
+REPLICAS ?= 1
+up: venv kafka-up topics acl ## start Kafka and the four services (each as its own principal) in the background; REPLICAS=2: two of each, sharing PostgreSQL
 	@if [ -f $(RUN)/stack.pid ] && kill -0 $$(cat $(RUN)/stack.pid) 2>/dev/null; then \
 	  echo "stack already running (pid $$(cat $(RUN)/stack.pid))"; exit 0; fi; \
 	mkdir -p $(RUN); \
-	nohup $(BIN)/python -m signoff.devstack $(RUN) > $(RUN)/stack.out 2>&1 & echo $$! > $(RUN)/stack.pid; \
-	for _ in $$(seq 1 600); do \
+	database=; if [ "$(REPLICAS)" != 1 ] && [ -z "$${SIGNOFF_DATABASE_URL:-}" ]; then \
+	  bash deploy/postgres.sh up && database=--postgres || exit 1; fi; \
+	nohup $(BIN)/python -m signoff.devstack $(RUN) --replicas $(REPLICAS) $$database > $(RUN)/stack.out 2>&1 & echo $$! > $(RUN)/stack.pid; \
+	limit=$$((60 + 120 * ($(REPLICAS) - 1))); for _ in $$(seq 1 $$((limit * 10))); do \
 	  grep -q "stack up" $(RUN)/stack.out && { cat $(RUN)/stack.out; exit 0; }; \
 	  kill -0 $$(cat $(RUN)/stack.pid) 2>/dev/null || { cat $(RUN)/stack.out; exit 1; }; \
-	  sleep 0.1; done; echo "stack did not start in 60s"; exit 1
+	  sleep 0.1; done; echo "stack did not start in $${limit}s"; exit 1
 
-down: ## stop the four services, then Kafka
+down: ## stop the services (every replica), then PostgreSQL if `make up REPLICAS=...` started it, then Kafka
 	@if [ -f $(RUN)/stack.pid ]; then pid=$$(cat $(RUN)/stack.pid); kill $$pid 2>/dev/null || true; \
 	  while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; rm -f $(RUN)/stack.pid; echo "services stopped"; fi
+	bash deploy/postgres.sh down
 	$(KAFKA) down
 
 # One shell, with a trap: whatever fails (the broker's start, a sample, Ctrl-C), the demo's broker is
@@ -123,11 +131,15 @@ test: venv ## run the tests, then the component tests again on the real broker (
 	$(BIN)/pytest
 	$(BIN)/pytest tests/component --broker=kafka
 
-bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; artifact hashing; audit and verify on a big history; the digest of a 1 GiB S3 object
+bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; a burst (BURST=10000) against it; start-up and queries at 0 and 100,000 events; 1 vs 2 replicas on 3 brokers (SCALE_BURST=2000); artifact hashing; audit and verify on a big history; the digest of a 1 GiB S3 object
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.burst --burst $(or $(BURST),10000)
+	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.scale --burst $(or $(SCALE_BURST),2000)
 	$(BIN)/python -m bench.hashing
 	$(BIN)/python -m bench.record
 	$(BIN)/python -m bench.s3
+	$(BIN)/python -m bench.summary
 
 chaos: venv ## faults (service and broker kills) against a seeded scenario, beside a fault-free baseline: the figures (CHAOS="--seed 7")
 	$(KAFKA) fetch
