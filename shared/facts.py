@@ -70,14 +70,14 @@ class Facts:
             try:  # verified first: a forged rejection (or approval) is never a fact
                 keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, body)
                 event = codec.decode_record(raw.topic, raw.key, body, raw.headers)
-            except codec.BadEvent as exc:
+            except codec.BadEvent as exc:  # handled for the barrier, but a gap in the snapshot's cursor
                 self.skipped += 1
                 log.warning("fact_skipped", topic=raw.topic, offset=raw.offset, reason=str(exc)[:200])
             else:
                 if self.apply(event):
                     log.info("fact_learnt", topic=raw.topic, event_type=event.type)
-            if self.kept is not None:
-                self.kept.note(raw.topic, raw.partition, raw.offset)
+                if self.kept is not None:
+                    self.kept.note(raw.topic, raw.partition, raw.offset)
             async with self._changed:
                 self.handled[raw.partition] = max(self.handled.get(raw.partition, -1), raw.offset)
                 self._changed.notify_all()

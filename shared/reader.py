@@ -111,15 +111,16 @@ async def read_events(kafka: KafkaAccess, topics: Sequence[str], *, since: datet
     the deployer repeated after a crash has the same event_id and a later occurred_at, and a
     service's followers see both copies too. Records that do not decode are counted by topic in
     `skipped`, when given. With a keyring, only events signed by a key trusted for their type.
-    `start`: as `read`'s; `seen` is called with every record read (a snapshot's cursor)."""
+    `start`: as `read`'s; `seen` is called with every record kept and decoded (a snapshot's
+    cursor: a skipped record is a gap in it, read again at the next start)."""
     events = []
     async for record in read(kafka, topics, since=since, start=start):
-        if seen is not None:
-            seen(record)
         if keep is not None and not keep(record):
             continue
         if (event := decode(record, keyring)) is not None:
             events.append(event)
+            if seen is not None:
+                seen(record)
         elif skipped is not None:
             skipped[record.topic] += 1
     return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))

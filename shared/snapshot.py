@@ -48,18 +48,30 @@ class View(Protocol):
 
 
 class Cursor:
-    """Per partition, the offset before which every record has been applied to the view.
+    """Per partition, the offset before which every record has been read (`next`), and where a
+    snapshot may resume (`saved()`): before the first record that was read but not applied.
 
-    `note(tp, offset)` after a record was applied (or skipped as invalid). Only correct when the
-    records of a partition are noted as a follower delivers them: in offset order, from a position
-    at or before the cursor (the start of the log, or where the restore ended). Then a noted
-    offset means every earlier one was applied, and the cursor is the highest noted plus one."""
+    `note(tp, offset)` after a record was applied. A record skipped as invalid (a signature not
+    trusted yet, a version this code cannot read) is not noted: its offset stays a gap (a record
+    topic's offsets are contiguous: never compacted, never transactional), and the snapshot
+    resumes at the first gap, so the record is read again at the next start (after the trust file
+    or the code is fixed it counts; a rejection skipped once is not lost for good). Only correct
+    when the records of a partition are noted as a follower delivers them: in offset order, from
+    a position at or before the cursor (the start of the log, or where the restore ended)."""
 
     def __init__(self, offsets: Mapping[Partition, int] | None = None) -> None:
         self.next: dict[Partition, int] = dict(offsets or {})
+        self.gaps: dict[Partition, int] = {}  # the first offset read but not applied, per partition
 
     def note(self, tp: Partition, offset: int) -> None:
-        self.next[tp] = max(self.next.get(tp, 0), offset + 1)
+        known = self.next.get(tp)
+        if known is not None and offset > known and tp not in self.gaps:
+            self.gaps[tp] = known  # records known..offset-1 were skipped
+        self.next[tp] = max(known or 0, offset + 1)
+
+    def saved(self) -> dict[Partition, int]:
+        """Where a snapshot of the view resumes: `next`, or the first skipped record before it."""
+        return {tp: min(at, self.gaps.get(tp, at)) for tp, at in self.next.items()}
 
     def reached(self, tp: Partition, offset: int) -> bool:
         """Whether the record at `offset` was applied."""
@@ -87,8 +99,8 @@ def decode(offsets: str, state: str) -> Snapshot:
         raise Unusable(f"snapshot over {MAX_BYTES} bytes")
     try:
         head, body = json.loads(offsets), json.loads(state)
-    except ValueError as exc:
-        raise Unusable(f"snapshot is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise Unusable(f"snapshot is not JSON: {type(exc).__name__}") from None
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise Unusable(f"snapshot offsets: format {head.get('format') if isinstance(head, dict) else None!r}, "
                        f"this version reads {FORMAT}")

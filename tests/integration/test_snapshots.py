@@ -145,3 +145,35 @@ async def test_the_policy_restores_the_rejections_and_its_barrier_holds(kafka_cl
         await asyncio.wait_for(second.facts.caught_up(), 10)  # nothing left to wait for
     finally:
         await second.close()
+
+
+async def test_a_fact_skipped_as_untrusted_is_read_again_at_the_next_start(kafka_cluster: Cluster, unique: str,
+                                                                            tmp_path: Any) -> None:
+    """A rejection whose signature the policy does not trust (yet: a key rotated before the trust
+    file) is skipped; the snapshot resumes before it, so the next start reads it again, and counts
+    it once the trust file trusts its key: a rejection is never lost to a snapshot."""
+    people = keys.signer("review-notifier")
+    digests = [f"{unique}{i:054d}" for i in range(3)]
+    await client.publish(kafka_cluster.admin, [rejection(digests[0])], signer=people)
+    _, end = await reader.bounds(kafka_cluster.admin, [topics.REVIEW_DECIDED])
+    await client.publish(kafka_cluster.admin, [rejection(digests[1])], signer=keys.signer("pipeline-test"))
+    _, after = await reader.bounds(kafka_cluster.admin, [topics.REVIEW_DECIDED])
+    [(skipped_at, tp)] = [(end[tp], tp) for tp in after if after[tp] > end[tp]]
+    await client.publish(kafka_cluster.admin, [rejection(digests[2])], signer=people)
+
+    first = build_policy(PolicySettings(**fields(kafka_cluster, tmp_path, "policy")))
+    await run(first)
+    assert first.rejections.get(digests[1]) is None  # untrusted: not a fact
+    assert first.rejections.get(digests[0]) and first.rejections.get(digests[2])
+    store = SnapshotStore(tmp_path / "policy" / "state.db")
+    saved = store.load("policy.rejections")
+    store.close()
+    assert saved is not None and saved.offsets[(tp.topic, tp.partition)] == skipped_at
+
+    second = build_policy(PolicySettings(**fields(kafka_cluster, tmp_path, "policy")))
+    await second.start()
+    try:  # read again from the skipped record: it, and the trusted one after it (counted: decoded)
+        assert second.facts.kept is not None and second.facts.kept.read_at_start >= 1
+        assert all(second.rejections.get(d) is not None for d in (digests[0], digests[2]))
+    finally:
+        await second.close()

@@ -157,3 +157,26 @@ def test_the_store_keeps_one_row_per_name(tmp_path):
     with pytest.raises(snapshot.Unusable):
         store.load("validator.production")
     store.close()
+
+
+def test_a_record_skipped_as_invalid_is_where_the_snapshot_resumes():
+    """A rejection signed by a key the service does not trust yet is skipped; the snapshot must
+    resume before it, so that once the trust file is fixed the next start reads it and counts it."""
+    from shared.snapshot import Cursor
+
+    cursor = Cursor({("review.decided", 0): 10, ("review.decided", 1): 0})
+    for offset in (10, 11, 13, 14):  # 12 was read and skipped: never noted
+        cursor.note(("review.decided", 0), offset)
+    for offset in (0, 1, 2):
+        cursor.note(("review.decided", 1), offset)
+    assert cursor.next == {("review.decided", 0): 15, ("review.decided", 1): 3}
+    assert cursor.saved() == {("review.decided", 0): 12, ("review.decided", 1): 3}
+    cursor.note(("review.decided", 0), 17)  # another skip later: the first one still holds it
+    assert cursor.saved()[("review.decided", 0)] == 12
+
+
+def test_a_snapshot_nested_deeper_than_the_parser_goes_is_unusable_not_a_crash():
+    from shared.snapshot import Unusable, decode
+
+    with pytest.raises(Unusable):
+        decode('{"format": 1, "offsets": []}', "[" * 100_000 + "]" * 100_000)
