@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import logging
 import weakref
 from typing import Any
 
@@ -125,6 +126,10 @@ def make_broker(settings: ServiceSettings, service: str) -> KafkaBroker:
         enable_idempotence=True,
         middlewares=[*obs.middlewares(), LogContext, dead_letters],
         logger=log,
+        # FastStream's own lines ("Received", "Processed" per record, "waiting for messages") at
+        # DEBUG: two per record and handler, saying what the handler's lines (and LogContext's
+        # submission_id, event_id, topic, offset on them) say; errors stay ERROR.
+        log_level=logging.DEBUG,
         graceful_timeout=30.0,
     )
     dead_letters.broker = broker
@@ -158,11 +163,12 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
     )
 
 
-def follow(broker: KafkaBroker, topic: str, **options: Any):
-    """A subscriber outside any consumer group: it reads `topic` from the beginning at every start
-    and commits nothing. For state a service rebuilds from a topic (and keeps current)."""
+def follow(broker: KafkaBroker, *topics: str, **options: Any):
+    """A subscriber outside any consumer group: it reads `topics` (one consumer for all) from the
+    beginning at every start and commits nothing. For state a service rebuilds from topics (and
+    keeps current)."""
     return broker.subscriber(
-        topic,
+        *topics,
         group_id=None,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",

@@ -56,24 +56,31 @@ async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
 
 def follow_into(broker: KafkaBroker, apply: Callable[[Event], object],
                 *event_types: type[Event], noted: Noted | None = None) -> dict[type[Event], Any]:
-    """Keep a state current: one `follow` subscriber per event type, each handing its validated
-    event to `apply` (a truthy result means the state changed and is logged), then telling
-    `noted` which record it handled. Returns the handlers by event type (`.mock` in tests)."""
-    return {cls: follow(broker, cls.topic)(_handler(cls, apply, noted))
-            for cls in event_types}
+    """Keep a state current: one `follow` subscriber over the event types' topics, handing each
+    validated event to `apply` (a truthy result means the state changed and is logged), then
+    telling `noted` which record it handled. Returns the handler by event type (the same one for
+    every type: `.mock` in tests)."""
+    handler = follow(broker, *[cls.topic for cls in event_types])(_handler(event_types, apply, noted))
+    return dict.fromkeys(event_types, handler)
 
 
-def _handler(cls: type[Event], apply: Callable[[Event], object], noted: Noted | None) -> Callable[..., Any]:
-    async def handle(event: Event, message: Any = Context("message")) -> None:
-        if apply(event):
-            log.info("state_changed", event_type=cls.type)
+def _handler(event_types: Sequence[type[Event]], apply: Callable[[Event], object],
+             noted: Noted | None) -> Callable[..., Any]:
+    """One handler for several topics (one consumer and one fetch loop, not one per topic): each
+    record is validated against its own topic's event, as FastStream would per topic."""
+    by_topic = {cls.topic: cls for cls in event_types}
+
+    async def handle(body: dict[str, Any], message: Any = Context("message")) -> None:
         raw = message.raw_message
+        cls = by_topic[raw.topic]
+        if apply(cls.model_validate(body)):  # a ValidationError: skipped, as a follower skips (shared.broker)
+            log.info("state_changed", event_type=cls.type)
         if noted is not None and hasattr(raw, "offset"):
             noted(raw.topic, raw.partition, raw.offset)
 
-    # FastStream validates the payload against the parameter's annotation: this topic's event.
-    handle.__annotations__ = {"event": cls, "message": Any, "return": None}
-    handle.__name__ = handle.__qualname__ = f"follow_{cls.topic.replace('.', '_')}"
+    # FastStream passes the decoded payload (a dict: shared.broker's decoder) to the annotated parameter.
+    handle.__annotations__ = {"body": dict[str, Any], "message": Any, "return": None}
+    handle.__name__ = handle.__qualname__ = "follow_" + "_".join(t.replace(".", "_") for t in by_topic)
     return handle
 
 
@@ -156,7 +163,7 @@ class Kept:
         if self.store is None:
             return
         try:
-            self.store.save(self.name, dict(self.cursor.next), self.view.to_snapshot(),
+            self.store.save(self.name, self.cursor.saved(), self.view.to_snapshot(),
                             datetime.now(UTC).isoformat())
         except Exception as exc:  # a snapshot is an optimisation: never stop following for it
             log.warning("snapshot_not_saved", name=self.name, reason=str(exc)[:300])
@@ -166,7 +173,7 @@ class Kept:
     def _load(self, store: SnapshotStore) -> snapshot.Snapshot | None:
         try:
             return store.load(self.name)
-        except snapshot.Unusable as exc:
+        except (snapshot.Unusable, RecursionError, MemoryError) as exc:  # a damaged row: never a crash loop
             log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
             return None
 
@@ -185,14 +192,13 @@ async def _replay(kafka: KafkaAccess, apply: Callable[[Event], object], topics: 
 
 def keep(broker: KafkaBroker, name: str, view: snapshot.View, apply: Callable[[Event], object],
          *event_types: type[Event], every: int = 1000, seconds: float = 60.0) -> tuple[Kept, dict[type[Event], Any]]:
-    """A `Kept` view with its followers (one per event type, as `follow_into`); returns both."""
+    """A `Kept` view with its follower (one subscriber over the types' topics, as `follow_into`);
+    returns both, the follower's handler by event type."""
     kept = Kept(name, view, apply, [cls.topic for cls in event_types], every, seconds)
-    handlers = {}
-    for cls in event_types:
-        subscriber = follow(broker, cls.topic)
-        kept.attach(subscriber)
-        handlers[cls] = subscriber(_handler(cls, apply, kept.note))
-    return kept, handlers
+    subscriber = follow(broker, *kept.topics)
+    kept.attach(subscriber)
+    handler = subscriber(_handler(event_types, apply, kept.note))
+    return kept, dict.fromkeys(event_types, handler)
 
 
 def open_snapshots(where: Path | str | None) -> SnapshotStore | None:

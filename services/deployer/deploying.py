@@ -90,6 +90,10 @@ async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
     with s.store.atomic():
         s.store.save_release(release)
         s.store.save(state)
+        if len(rollout.stages(inputs)) == 1:
+            # Its one stage emits deployment.succeeded next, under this lock: numbered here, not
+            # in a commit of its own (a crash in between repeats this step: the same number).
+            s.number(lifecycle.succeeded_event(state, inputs.target, location, release.attestation))
     await stage(s, state, release, 0)
 
 

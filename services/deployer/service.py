@@ -4,7 +4,9 @@ events record it. The steps are in `deploying` (a submission's deployment and it
 
 Order of every step: act on the target (idempotently), emit the event (with an id derived from its
 cause), then record the new state. Every event that moves a model's production is numbered as it
-is emitted (`StateStore.number`): the production view orders by that number, not by a timestamp.
+is emitted, or with the writes just before it (`Service.number`, `StateStore.number`), and the
+number is kept before the event is published: the production view orders by that number, not by
+a timestamp.
 A crash anywhere repeats the step on redelivery (or, for canary stages, at the scheduler's next
 look), producing the same target state and the same event ids. All steps about one model hold
 that model's lock (`ModelLocks`), in this process and across replicas, so the scheduler and the
@@ -104,10 +106,16 @@ class Service:
     async def emit(self, event: Event) -> None:
         """Publish `event`; one that moves production first gets its number, kept in the state
         before it is published (a retry publishes the same number)."""
+        await self._emit(self.number(event))
+
+    def number(self, event: Event) -> Event:
+        """`event` with its sequence number if it moves production, kept in the state (in the
+        caller's transaction, if any). A step that emits it next, holding the model's lock, can
+        number it with what it writes before (one commit fewer); `emit` then reads the number."""
         if isinstance(event, NUMBERED):
             number = self.store.number(event.event_id, event.key, at_least=int(self.clock() * 1000))
             event = event.model_copy(update={"sequence": number})
-        await self._emit(event)
+        return event
 
     def rejected(self, sha256: str) -> bool:
         """Whether the digest was rejected for good: by a decision this deployer handled, or by any

@@ -205,7 +205,11 @@ class StateStore:
         again gets the same number while nothing else was numbered since (a redelivery repeating
         its step); after another change of the model it gets a new, larger number, since emitting
         it again moves production again. The model's row is locked from read to write: two
-        replicas never give one number to two events."""
+        replicas never give one number to two events. An event numbered already (a retry, or a
+        number kept ahead by the step that emits it: `Service.number`) is read without a write."""
+        row = self.db.execute("SELECT last, event_id FROM sequence WHERE model = ?", (model,)).fetchone()
+        if row is not None and row[1] == str(event_id):
+            return int(row[0])
         with self.atomic():
             self.db.execute("INSERT INTO sequence VALUES (?, 0, '') ON CONFLICT DO NOTHING", (model,))
             last, numbered = self.db.locked_row("SELECT last, event_id FROM sequence WHERE model = ?", (model,))

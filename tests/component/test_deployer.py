@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 
 import pytest
+import structlog
 from faststream import FastStream
+from structlog.testing import capture_logs
 
 from services.deployer import app
 from services.deployer.settings import DeployerSettings
+from services.deployer.targets import model_store
 from shared import topics
 from shared.events import DeploymentFailed, DeploymentSucceeded, DeploymentSuperseded
 from tests import keys
@@ -44,6 +49,47 @@ async def test_duplicated_approval_deploys_once(deployer, cause, tmp_path):
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["approved_by"] == "alice" and manifest["approval_event_id"] == str(approval.event_id)
     assert deployer.store.load(cause.submission_id).status == "deployed"
+
+
+async def test_a_direct_deployment_is_numbered_with_its_release_and_a_repeat_keeps_the_number(
+        deployer, cause, monkeypatch):
+    """deployment.succeeded of a one-stage rollout gets its production number in the transaction
+    that records the release (not in a commit of its own); a crash before it is emitted repeats
+    the step, which emits it with that same number."""
+    approval = f.decided(cause)
+    held = []  # the sequence row as the production pointer is being moved
+    real = model_store.files.set_production
+
+    def crash_once(root, model, version):
+        held.append(deployer.store.db.execute("SELECT last, event_id FROM sequence WHERE model = ?",
+                                              (model,)).fetchone())
+        if len(held) == 1:
+            raise RuntimeError("killed before deployment.succeeded was emitted")
+        return real(root, model, version)
+
+    monkeypatch.setattr(model_store.files, "set_production", crash_once)
+    async with running(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        with contextlib.suppress(RuntimeError):
+            await publish(br, approval)
+        deployer.emitter.publishers[DeploymentSucceeded].mock.assert_not_called()
+        await publish(br, approval)  # redelivered: the step again
+        out = sent(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)
+    assert held[0] is not None, "not numbered before the target was changed"
+    assert held[0] == held[1] == (out.sequence, str(out.event_id))
+
+
+def test_faststreams_lines_per_record_are_debug_and_its_errors_are_not(deployer):
+    """FastStream logs "Received" and "Processed" for every record and handler: at INFO, two lines
+    per record saying what the handler's own lines (with LogContext's submission_id, event_id,
+    topic and offset) say. They are DEBUG; a handler's error is still logged as an error."""
+    faststream_log = deployer.broker.config.logger  # what the connected broker logs through
+    faststream_log.logger = structlog.get_logger()  # make_broker's logger (set at connect)
+    with capture_logs() as logs:
+        faststream_log.log("Received")
+        faststream_log.log("Processed")
+        faststream_log.log("RuntimeError: boom", log_level=logging.ERROR)
+    assert [(e["event"], e["log_level"]) for e in logs] == [("RuntimeError: boom", "error")]
 
 
 async def test_approval_before_checks_waits_then_deploys(deployer, cause):

@@ -43,7 +43,7 @@ async def test_kill_9_mid_copy_then_restart_leaves_one_complete_version(
         deadline = time.monotonic() + 120
         partial = None
         while time.monotonic() < deadline and partial is None:
-            partial = next((p for p in staging.glob(f"{model}-2-*/*") if p.stat().st_size > 0), None)
+            partial = next((p for p in staging.glob(f"*~{model}-2-*/*") if p.stat().st_size > 0), None)
             time.sleep(0.005)  # polling the filesystem, bounded by the deadline
         assert partial is not None, "the deployer never started copying version 2"
         e2e.stack.kill("deployer")
