@@ -165,8 +165,9 @@ def subscribe(broker: KafkaBroker, topic: str, service: str, **options: Any):
 
 def follow(broker: KafkaBroker, *topics: str, **options: Any):
     """A subscriber outside any consumer group: it reads `topics` (one consumer for all) from the
-    beginning at every start and commits nothing. For state a service rebuilds from topics (and
-    keeps current)."""
+    beginning at every start, unless a view restored from its snapshot moves it on from there
+    (shared.replay.Kept.attach), and commits nothing. For state a service rebuilds from topics
+    (and keeps current)."""
     return broker.subscriber(
         *topics,
         group_id=None,
