@@ -70,9 +70,11 @@ class Facts:
             try:  # verified first: a forged rejection (or approval) is never a fact
                 keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, body)
                 event = codec.decode_record(raw.topic, raw.key, body, raw.headers)
-            except codec.BadEvent as exc:  # handled for the barrier, but a gap in the snapshot's cursor
+            except codec.BadEvent as exc:  # handled for the barrier; the snapshot lists it, to read again
                 self.skipped += 1
                 log.warning("fact_skipped", topic=raw.topic, offset=raw.offset, reason=str(exc)[:200])
+                if self.kept is not None:
+                    self.kept.skip(raw.topic, raw.partition, raw.offset)
             else:
                 if self.apply(event):
                     log.info("fact_learnt", topic=raw.topic, event_type=event.type)

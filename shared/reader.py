@@ -104,25 +104,26 @@ async def read_events(kafka: KafkaAccess, topics: Sequence[str], *, since: datet
                       skipped: Counter[str] | None = None,
                       keyring: signing.Keyring | None = None,
                       start: Mapping[TopicPartition, int] | None = None,
-                      seen: Callable[[Record], object] | None = None) -> list[Event]:
+                      seen: Callable[[Record, bool], object] | None = None) -> list[Event]:
     """Every valid event of `topics` up to their end now (from `since`), whose record `keep`
     accepts, in the order they happened (`occurred_at`, ties by event_id): what is built from
     them does not depend on which topic or partition was read first. Duplicates are kept: a step
     the deployer repeated after a crash has the same event_id and a later occurred_at, and a
     service's followers see both copies too. Records that do not decode are counted by topic in
     `skipped`, when given. With a keyring, only events signed by a key trusted for their type.
-    `start`: as `read`'s; `seen` is called with every record kept and decoded (a snapshot's
-    cursor: a skipped record is a gap in it, read again at the next start)."""
+    `start`: as `read`'s; `seen` is called with every record kept, and whether it decoded (a
+    snapshot's cursor: a skipped record is a gap in it, read again at the next start)."""
     events = []
     async for record in read(kafka, topics, since=since, start=start):
         if keep is not None and not keep(record):
             continue
-        if (event := decode(record, keyring)) is not None:
+        event = decode(record, keyring)
+        if event is not None:
             events.append(event)
-            if seen is not None:
-                seen(record)
         elif skipped is not None:
             skipped[record.topic] += 1
+        if seen is not None:
+            seen(record, event is not None)
     return sorted(events, key=lambda e: (e.occurred_at, str(e.event_id)))
 
 

@@ -34,7 +34,7 @@ from shared import snapshot
 from shared.broker import follow
 from shared.events import Event
 from shared.kafka import KafkaAccess
-from shared.reader import Record, bounds, read_events
+from shared.reader import Record, bounds, decode, read_at, read_events
 from shared.signing import Keyring
 from shared.snapshot_store import SnapshotStore
 
@@ -45,12 +45,13 @@ Noted = Callable[[str, int, int], object]  # (topic, partition, offset) of a rec
 async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
                   *event_types: type[Event], keyring: Keyring,
                   start: dict[TopicPartition, int] | None = None,
-                  seen: Callable[[Record], object] | None = None) -> int:
+                  seen: Callable[[Record, bool], object] | None = None) -> int:
     """Apply every event of these types that is on their topics now (from `start`'s offsets, when
     given), once each, in the order they happened (`shared.reader.read_events`); returns how many.
     A record that does not decode is skipped and counted (logged), never allowed to stop the
     service: the topic's consumers dead-letter it. So is a record not signed by a key `keyring`
-    trusts for its type: a forged deployment never enters the state. `seen`: every record read."""
+    trusts for its type: a forged deployment never enters the state. `seen`: every record read,
+    and whether it decoded."""
     return await _replay(kafka, apply, [cls.topic for cls in event_types], keyring, start, seen)
 
 
@@ -94,7 +95,8 @@ class Kept:
         self.cursor = snapshot.Cursor()
         self.restored = False  # until then the followers read from the beginning
         self.store: SnapshotStore | None = None
-        self.read_at_start = 0  # records read by `restore`: what a start cost
+        self.read_at_start = 0  # records read by `restore` from the snapshot's offsets: what a start cost
+        self.read_again = 0  # and the skipped records the snapshot listed, read again one by one
         self.followed = 0  # records the followers handled since
         self._unsaved, self._saved_at = 0, time.monotonic()
 
@@ -105,6 +107,10 @@ class Kept:
         self._unsaved += 1
         if self._unsaved >= self.every or time.monotonic() - self._saved_at >= self.seconds:
             self.save()
+
+    def skip(self, topic: str, partition: int, offset: int) -> None:
+        """A follower read this record and skipped it (invalid): listed, to be read again."""
+        self.cursor.skip((topic, partition), offset)
 
     async def restore(self, kafka: KafkaAccess, keyring: Keyring, store: SnapshotStore | None) -> int:
         """Load the snapshot (or start empty, logged, when it cannot be used) and read every
@@ -126,18 +132,41 @@ class Kept:
                 for reason in why:
                     log.warning("snapshot_partition_from_beginning", name=self.name, reason=reason)
         self.cursor = snapshot.Cursor(start)
-        self.read_at_start = 0
+        self.read_at_start = self.read_again = 0
+        applied = 0
+        if saved is not None and saved.skipped:  # read again, one by one, what the last run skipped
+            applied += await self._read_again(kafka, keyring, saved, start)
 
-        def seen(record: Record) -> None:
+        def seen(record: Record, decoded: bool) -> None:
             self.read_at_start += 1
-            self.cursor.note((record.topic, record.partition), record.offset)
+            (self.cursor.note if decoded else self.cursor.skip)((record.topic, record.partition), record.offset)
 
-        applied = await _replay(kafka, self.apply, self.topics, keyring,
-                                {TopicPartition(t, p): o for (t, p), o in start.items()}, seen)
+        applied += await _replay(kafka, self.apply, self.topics, keyring,
+                                 {TopicPartition(t, p): o for (t, p), o in start.items()}, seen)
         self.restored = True
         log.info("view_restored", name=self.name, snapshot=saved is not None, records_read=self.read_at_start,
-                 events=applied)
+                 read_again=self.read_again, still_skipped=len(self.cursor.skipped), events=applied)
         self.save()
+        return applied
+
+    async def _read_again(self, kafka: KafkaAccess, keyring: Keyring, saved: snapshot.Snapshot,
+                          start: dict[snapshot.Partition, int]) -> int:
+        """The records the snapshot lists as skipped, of partitions resumed from it: applied when
+        they decode now (the trust file or the code was fixed), else skipped again; gone (retention)
+        ones are dropped. Returns how many were applied."""
+        applied = 0
+        for tp, offset in saved.skipped:
+            if start.get(tp) != saved.offsets.get(tp) or offset >= start[tp]:
+                continue  # that partition is read from before the record anyway
+            record = await read_at(kafka, tp[0], tp[1], offset)
+            self.read_again += record is not None
+            event = decode(record, keyring) if record is not None else None
+            if event is not None:
+                self.apply(event)
+                applied += 1
+                log.info("skipped_record_applied", name=self.name, topic=tp[0], partition=tp[1], offset=offset)
+            elif record is not None:
+                self.cursor.skipped.add((tp, offset))
         return applied
 
     def attach(self, subscriber: Any) -> None:
@@ -163,8 +192,8 @@ class Kept:
         if self.store is None:
             return
         try:
-            self.store.save(self.name, self.cursor.saved(), self.view.to_snapshot(),
-                            datetime.now(UTC).isoformat())
+            offsets, skipped = self.cursor.saved()
+            self.store.save(self.name, offsets, self.view.to_snapshot(), datetime.now(UTC).isoformat(), skipped)
         except Exception as exc:  # a snapshot is an optimisation: never stop following for it
             log.warning("snapshot_not_saved", name=self.name, reason=str(exc)[:300])
         else:
@@ -180,7 +209,7 @@ class Kept:
 
 async def _replay(kafka: KafkaAccess, apply: Callable[[Event], object], topics: Iterable[str],
                   keyring: Keyring, start: dict[TopicPartition, int] | None,
-                  seen: Callable[[Record], object] | None) -> int:
+                  seen: Callable[[Record, bool], object] | None) -> int:
     skipped: Counter[str] = Counter()
     events = await read_events(kafka, list(topics), skipped=skipped, keyring=keyring, start=start, seen=seen)
     for event in events:

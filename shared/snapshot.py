@@ -21,7 +21,7 @@ snapshot is Unusable. Both in `resume_offsets`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -47,46 +47,67 @@ class View(Protocol):
     def restore(self, data: Mapping[str, Any]) -> None: ...
 
 
+# Records read but not applied that a snapshot lists, to read again one by one at the next start;
+# beyond this many, it resumes at the first of them instead (every record after it read again).
+MAX_SKIPPED: Final = 100
+
+
 class Cursor:
-    """Per partition, the offset before which every record has been read (`next`), and where a
-    snapshot may resume (`saved()`): before the first record that was read but not applied.
+    """Per partition, the offset before which every record has been read (`next`), and the
+    records read but not applied (`skipped`: a signature not trusted yet, a version this code
+    cannot read).
 
-    `note(tp, offset)` after a record was applied. A record skipped as invalid (a signature not
-    trusted yet, a version this code cannot read) is not noted: its offset stays a gap (a record
-    topic's offsets are contiguous: never compacted, never transactional), and the snapshot
-    resumes at the first gap, so the record is read again at the next start (after the trust file
-    or the code is fixed it counts; a rejection skipped once is not lost for good). Only correct
-    when the records of a partition are noted as a follower delivers them: in offset order, from
-    a position at or before the cursor (the start of the log, or where the restore ended)."""
+    `note(tp, offset)` after a record was applied. A skipped record is not noted: its offset stays
+    a gap (a record topic's offsets are contiguous: never compacted, never transactional), kept
+    in `skipped`, and a snapshot lists it, so the next start reads that record again (once the
+    trust file or the code is fixed it counts: a rejection skipped once is not lost for good),
+    without reading everything after it again. Only correct when the records of a partition are
+    noted as a follower delivers them: in offset order, from a position at or before the cursor
+    (the start of the log, or where the restore ended)."""
 
-    def __init__(self, offsets: Mapping[Partition, int] | None = None) -> None:
+    def __init__(self, offsets: Mapping[Partition, int] | None = None,
+                 skipped: set[tuple[Partition, int]] | None = None) -> None:
         self.next: dict[Partition, int] = dict(offsets or {})
-        self.gaps: dict[Partition, int] = {}  # the first offset read but not applied, per partition
+        self.skipped: set[tuple[Partition, int]] = set(skipped or ())
 
     def note(self, tp: Partition, offset: int) -> None:
         known = self.next.get(tp)
-        if known is not None and offset > known and tp not in self.gaps:
-            self.gaps[tp] = known  # records known..offset-1 were skipped
+        if known is not None and offset > known:  # records known..offset-1 were read and skipped
+            self.skipped.update((tp, o) for o in range(known, min(offset, known + MAX_SKIPPED + 1)))
+        self.skipped.discard((tp, offset))  # applied after all (noted late, or read again)
         self.next[tp] = max(known or 0, offset + 1)
 
-    def saved(self) -> dict[Partition, int]:
-        """Where a snapshot of the view resumes: `next`, or the first skipped record before it."""
-        return {tp: min(at, self.gaps.get(tp, at)) for tp, at in self.next.items()}
+    def skip(self, tp: Partition, offset: int) -> None:
+        """A record read and skipped (known as such: the start-up read, the facts follower)."""
+        self.note(tp, offset)
+        self.skipped.add((tp, offset))
 
     def reached(self, tp: Partition, offset: int) -> bool:
-        """Whether the record at `offset` was applied."""
+        """Whether the record at `offset` was read."""
         return self.next.get(tp, 0) > offset
 
+    def saved(self) -> tuple[dict[Partition, int], list[tuple[Partition, int]]]:
+        """Where a snapshot resumes, and the skipped records it lists; when there are more than
+        MAX_SKIPPED, it resumes at the first skipped record of each partition and lists none."""
+        if len(self.skipped) <= MAX_SKIPPED:
+            return dict(self.next), sorted(self.skipped)
+        first: dict[Partition, int] = {}
+        for tp, offset in self.skipped:
+            first[tp] = min(first.get(tp, offset), offset)
+        return {tp: min(at, first.get(tp, at)) for tp, at in self.next.items()}, []
 
 @dataclass(frozen=True)
 class Snapshot:
     offsets: dict[Partition, int]
     state: dict[str, Any]
+    skipped: tuple[tuple[Partition, int], ...] = ()  # records to read again (Cursor)
 
 
-def encode(offsets: Mapping[Partition, int], state: Mapping[str, Any]) -> tuple[str, str]:
+def encode(offsets: Mapping[Partition, int], state: Mapping[str, Any],
+           skipped: Sequence[tuple[Partition, int]] = ()) -> tuple[str, str]:
     """The row's two columns: offsets and state as JSON. Raises Unusable when too large to keep."""
-    encoded_offsets = json.dumps({"format": FORMAT, "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]})
+    encoded_offsets = json.dumps({"format": FORMAT, "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())],
+                                  "skipped": [[t, p, o] for (t, p), o in skipped]})
     encoded_state = json.dumps(state, separators=(",", ":"))
     if len(encoded_state) + len(encoded_offsets) > MAX_BYTES:
         raise Unusable(f"the snapshot is over {MAX_BYTES} bytes: not kept (the service reads from the beginning)")
@@ -106,13 +127,23 @@ def decode(offsets: str, state: str) -> Snapshot:
                        f"this version reads {FORMAT}")
     if not isinstance(body, dict):
         raise Unusable("snapshot state: not a JSON object")
-    found: dict[Partition, int] = {}
-    for item in head.get("offsets", None) or []:
+    found = dict(_coordinates(head.get("offsets", None) or []))
+    skipped = _coordinates(head.get("skipped", None) or [])
+    if len(skipped) > MAX_SKIPPED:
+        raise Unusable(f"snapshot lists {len(skipped)} skipped records, more than {MAX_SKIPPED}")
+    return Snapshot(found, body, tuple(skipped))
+
+
+def _coordinates(items: Any) -> list[tuple[Partition, int]]:
+    if not isinstance(items, list):
+        raise Unusable("snapshot offsets: not a list")
+    found = []
+    for item in items:
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
                 and all(type(n) is int and n >= 0 for n in item[1:])):
             raise Unusable(f"snapshot offsets: {str(item)[:80]!r} is not [topic, partition, offset]")
-        found[(item[0], item[1])] = item[2]
-    return Snapshot(found, body)
+        found.append(((item[0], item[1]), item[2]))
+    return found
 
 
 def resume_offsets(saved: Mapping[Partition, int], beginning: Mapping[Partition, int],

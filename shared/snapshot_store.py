@@ -4,7 +4,7 @@ and offsets written together, so whichever replica wrote last, the row is self-c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ class SnapshotStore:
         return None if row is None else snapshot.decode(row[0], row[1])
 
     def save(self, name: str, offsets: Mapping[snapshot.Partition, int], state: Mapping[str, Any],
-             at: str) -> None:
+             at: str, skipped: Sequence[tuple[snapshot.Partition, int]] = ()) -> None:
         """Replace the snapshot under `name` (Unusable, nothing written, when it is too large)."""
-        encoded_offsets, encoded_state = snapshot.encode(offsets, state)
+        encoded_offsets, encoded_state = snapshot.encode(offsets, state, skipped)
         self.db.execute(
             "INSERT INTO snapshot (name, offsets, state, at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE "
             "SET offsets = excluded.offsets, state = excluded.state, at = excluded.at",

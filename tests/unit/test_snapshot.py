@@ -159,20 +159,24 @@ def test_the_store_keeps_one_row_per_name(tmp_path):
     store.close()
 
 
-def test_a_record_skipped_as_invalid_is_where_the_snapshot_resumes():
-    """A rejection signed by a key the service does not trust yet is skipped; the snapshot must
-    resume before it, so that once the trust file is fixed the next start reads it and counts it."""
-    from shared.snapshot import Cursor
+def test_a_record_skipped_as_invalid_is_listed_to_be_read_again():
+    """A rejection signed by a key the service does not trust yet is skipped; the snapshot lists it,
+    so that once the trust file is fixed the next start reads it (alone) and counts it."""
+    from shared.snapshot import MAX_SKIPPED, Cursor, decode, encode
 
-    cursor = Cursor({("review.decided", 0): 10, ("review.decided", 1): 0})
+    p0, p1 = ("review.decided", 0), ("review.decided", 1)
+    cursor = Cursor({p0: 10, p1: 0})
     for offset in (10, 11, 13, 14):  # 12 was read and skipped: never noted
-        cursor.note(("review.decided", 0), offset)
+        cursor.note(p0, offset)
     for offset in (0, 1, 2):
-        cursor.note(("review.decided", 1), offset)
-    assert cursor.next == {("review.decided", 0): 15, ("review.decided", 1): 3}
-    assert cursor.saved() == {("review.decided", 0): 12, ("review.decided", 1): 3}
-    cursor.note(("review.decided", 0), 17)  # another skip later: the first one still holds it
-    assert cursor.saved()[("review.decided", 0)] == 12
+        cursor.note(p1, offset)
+    assert cursor.saved() == ({p0: 15, p1: 3}, [(p0, 12)])
+    again = decode(*encode(*cursor.saved()[:1], {"v": 1}, cursor.saved()[1]))
+    assert again.offsets == {p0: 15, p1: 3} and again.skipped == ((p0, 12),)
+    # Too many to read one by one: the snapshot resumes at the first of them instead.
+    cursor.note(p1, 3 + MAX_SKIPPED + 5)
+    offsets, listed = cursor.saved()
+    assert listed == [] and offsets == {p0: 12, p1: 3}
 
 
 def test_a_snapshot_nested_deeper_than_the_parser_goes_is_unusable_not_a_crash():
