@@ -15,6 +15,7 @@ import logging
 import pickletools
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from shared.events import CheckResult
 
 # picklescan logs a warning for every file that is not a pickle; our result already says what it is.
 logging.getLogger("picklescan").setLevel(logging.ERROR)
+# Decoding a protocol-0 STRING of random bytes warns of its escapes: the parse, not the artifact, is told.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="pickletools")
 
 # Names that only pickles carry. Generic names (.bin, .pt, .ckpt, .dat) hold raw tensors as often
 # as pickles: for them the content decides (pickle magic, a zip, or a stream that parses as a pickle).
@@ -39,6 +42,7 @@ MAX_SAFETENSORS_HEADER = 100_000_000  # the limit the safetensors reference impl
 MAX_NPY_HEADER = 1 << 20
 # picklescan keeps every opcode of a stream in memory; larger streams are refused, not half-read.
 MAX_PICKLE_BYTES = 1 << 30
+EXTENSION = "copyreg.extension_"  # how an EXT1/2/4 code is named among a stream's imports
 _IDENTIFIER = re.compile(r"^[A-Za-z_][\w.]*$")
 
 
@@ -51,10 +55,17 @@ class _Stream:
     dangerous: set[str] = field(default_factory=set)
     error: str | None = None
     completed: bool = False
+    persistent: bool = False  # PERSID/BINPERSID: the loader's persistent_load is called
 
     def looks_like_pickle(self) -> bool:
-        return self.completed or any(
-            all(_IDENTIFIER.match(p) and p != "unknown" for p in g.rsplit(".", 1)) for g in self.imports)
+        """Whether a loader would run some of this, for content with no pickle magic or suffix: a
+        pickle read cleanly to the end, or one that ends with a value and calls something, or any
+        import by name. Random bytes are none of these: one byte in a hundred is EXT1-4 (the registry
+        is empty unless code fills it: the load fails there), one in 256 a STOP, and a value then
+        junk (b'\\x88.' ...) loads a constant, which runs nothing."""
+        imports = [g for g in self.imports if not g.startswith(EXTENSION)]
+        return (self.completed and (self.persistent or bool(imports) or self.error is None)) or any(
+            all(_IDENTIFIER.match(p) and p != "unknown" for p in g.rsplit(".", 1)) for g in imports)
 
 
 def scan(path: Path, allowed_globals: Collection[str]) -> CheckResult:
@@ -202,13 +213,19 @@ def _walk(f: IO[bytes], stream: _Stream) -> None:
     Records literal imports (GLOBAL, INST), copyreg extension codes, and the first parse error."""
     try:
         while True:
+            opcodes = 0
             for op, arg, _ in pickletools.genops(f):
+                opcodes += 1
                 if op.name in ("GLOBAL", "INST"):
                     assert isinstance(arg, str), "GLOBAL and INST carry 'module name' as text"
                     stream.imports.add(".".join(arg.split(" ", 1)))
                 elif op.name in ("EXT1", "EXT2", "EXT4"):
-                    stream.imports.add(f"copyreg.extension_{arg}")
-            stream.completed = True
+                    stream.imports.add(f"{EXTENSION}{arg}")
+                elif op.name == "PERSID" or (op.name == "BINPERSID" and opcodes > 1):  # BINPERSID pops an id
+                    stream.persistent = True
+            # A lone STOP ('.', one byte in 256 of random data) unpickles nothing: the load fails on an
+            # empty stack. Only a pickle with something before its STOP is one a loader completes.
+            stream.completed = stream.completed or opcodes > 1
             if not f.read(1):
                 return
             f.seek(-1, 1)  # another pickle follows (joblib, legacy torch): it is read too

@@ -195,6 +195,42 @@ def test_random_bytes_named_onnx_have_no_pickle_content(tmp_path):
     assert r.measured == "onnx: no pickle content"
 
 
+def test_random_artifacts_are_read_as_pickles_only_when_they_start_with_its_magic(tmp_path):
+    # 1 random file in 60 used to read as a pickle that "cannot be verified": a first byte that is a
+    # STOP, an EXT1-4 extension code, or a constant then STOP, none of which a loader runs.
+    rng, path, misread = random.Random(15), tmp_path / "model.onnx", []
+    for _ in range(2000):
+        data = rng.randbytes(4096)
+        r = security.scan(write(path, data), [])
+        if r.measured != "onnx: no pickle content" and not data.startswith(security.PICKLE_MAGIC):
+            misread.append((data[:8], r.message))
+    assert misread == []
+
+
+@pytest.mark.parametrize("head", [b".", b"\x82\x01", b"\x83\x01\x02", b"\x88.", b"N.", b"Q."])
+def test_what_loads_nothing_then_junk_is_not_a_pickle(tmp_path, head):
+    r = security.scan(write(tmp_path / "model.bin", head + b"\xff\xfe\xfd" * 10), [])
+    assert r.passed and r.measured == "bin: no pickle content", r.message
+
+
+@pytest.mark.parametrize("stream", [
+    b"(K\x01K\x02l.\xff\xfe",  # a value then junk: still read to its end, the junk fails it
+    b"X\x01\x00\x00\x00aQ.\xff\xfe",  # a persistent id: the loader's persistent_load runs
+])
+def test_a_pickle_that_calls_or_parses_to_the_end_is_still_one(tmp_path, stream):
+    clean = security.scan(write(tmp_path / "model.bin", stream[:-2]), [])
+    assert clean.measured == "pickle: 0 globals", clean.message
+    if b"Q" in stream:
+        r = security.scan(write(tmp_path / "model.bin", stream), [])
+        assert not r.passed and "cannot be verified" in r.message
+
+
+def test_malicious_pickle_without_magic_then_junk_is_blocked(tmp_path):
+    data = malicious(tmp_path / "pwned", 0) + os.urandom(64)
+    r = security.scan(write(tmp_path / "model.bin", data), [])
+    assert not r.passed and system_in(r.message)
+
+
 @pytest.mark.parametrize("cut", [1, 5, 20])
 @pytest.mark.parametrize("obj", [OrderedDict(a=1, b=[1, 2, 3]), {"weights": [0.5] * 8}])
 def test_truncated_pickle_fails_closed(tmp_path, cut, obj):
