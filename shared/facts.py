@@ -23,12 +23,11 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faststream import Context
 from faststream.kafka import KafkaBroker
 
 from shared import codec
 from shared.admin import partitions_of
-from shared.broker import NotYet, follow, keys_of
+from shared.broker import NotYet, RawMessage, follow, keys_of
 from shared.events import Event
 from shared.kafka import KafkaAccess
 from shared.replay import Kept
@@ -65,7 +64,7 @@ class Facts:
             self.kept.attach(subscriber)  # after `restore`, it goes on from where that ended
 
         @subscriber
-        async def on_fact(body: bytes, message: Any = Context("message")) -> None:
+        async def on_fact(body: bytes, message: Any = RawMessage()) -> None:
             raw = message.raw_message
             try:  # verified first: a forged rejection (or approval) is never a fact
                 keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, body)

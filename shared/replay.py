@@ -27,11 +27,10 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from faststream import Context
 from faststream.kafka import KafkaBroker
 
 from shared import snapshot
-from shared.broker import follow
+from shared.broker import RawMessage, follow
 from shared.events import Event
 from shared.kafka import KafkaAccess
 from shared.reader import Record, bounds, decode, read_at, read_events
@@ -71,7 +70,7 @@ def _handler(event_types: Sequence[type[Event]], apply: Callable[[Event], object
     record is validated against its own topic's event, as FastStream would per topic."""
     by_topic = {cls.topic: cls for cls in event_types}
 
-    async def handle(body: dict[str, Any], message: Any = Context("message")) -> None:
+    async def handle(body: dict[str, Any], message: Any = RawMessage()) -> None:
         raw = message.raw_message
         cls = by_topic[raw.topic]
         if apply(cls.model_validate(body)):  # a ValidationError: skipped, as a follower skips (shared.broker)
