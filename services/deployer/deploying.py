@@ -13,7 +13,7 @@ from services.deployer.rollout import Release
 from services.deployer.targets import Target, TargetError
 from services.deployer.targets._store_files import uri_name
 from shared.attestation import ATTESTATION_FILE, AttestationError
-from shared.events import ChecksFailed, DeploymentProgressed, RevocationRequested, utcnow
+from shared.events import DeploymentProgressed, RevocationRequested, utcnow
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -30,7 +30,7 @@ async def on_submission_event(s: Service, event: SubmissionEvent) -> RevocationR
     async with s.locks[candidate.model]:
         before = s.store.load(event.submission_id)
         digest = candidate.artifact_sha256
-        if not isinstance(event, ChecksFailed):
+        if lifecycle.completes(before, event):
             # What may lead to a deployment is decided with every rejection Kafka acknowledged
             # before now, on any partition, however far this deployer's groups lag.
             await s.caught_up()

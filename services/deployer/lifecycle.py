@@ -180,6 +180,18 @@ def advance(state: Lifecycle, event: SubmissionEvent, plan: Plan, *, digest_reje
     return _ready(state, plan, digest_rejected, revoked, ahead)
 
 
+def completes(state: Lifecycle, event: SubmissionEvent) -> bool:
+    """Whether `advance(state, event)` may get past "wait for the other half": the checks and an
+    approval both known after it. Only then does it read `digest_rejected`, so only then must the
+    rejections be read to their end first; a checks.passed that arrives before its approval (the
+    usual order) decides nothing that depends on them."""
+    if state.status in TERMINAL or state.status == "rolling_out":
+        return False
+    checked = state.checked is not None or isinstance(event, ChecksPassed)
+    approved = state.approval is not None or (isinstance(event, ReviewDecided) and event.outcome == "approved")
+    return checked and approved
+
+
 def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | None,
            ahead: Release | None) -> tuple[Lifecycle, list[Action]]:
     if state.checked is None or state.approval is None:

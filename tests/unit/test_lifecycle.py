@@ -99,6 +99,32 @@ def test_rejection_note_is_the_reason():
     assert state.note == REJECTED.reason
 
 
+# --- completes: when the deployer must read every rejection first -----------------------------------
+
+OTHER_APPROVAL = f.decided(CAUSE, cand=CAUSE.submission.candidate.model_copy(update={"artifact_sha256": f.OTHER_SHA}),
+                           salt="other")
+EVENTS = [PASSED, FAILED, APPROVED, REJECTED, OTHER_APPROVAL]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(EVENTS), max_size=4), st.sampled_from(EVENTS))
+def test_whatever_completes_says_no_to_decides_the_same_with_or_without_a_rejection(history, event):
+    # The deployer skips the wait for the rejections' topic when `completes` is False: that is
+    # safe only if the rejections could not change the answer.
+    state, _ = run(history)
+    if not lifecycle.completes(state, event):
+        assert advance(state, event, rejected=True) == advance(state, event, rejected=False)
+
+
+def test_checks_before_their_approval_wait_for_nothing_and_the_approval_waits():
+    start = Lifecycle(submission_id=CAUSE.submission_id)
+    assert not lifecycle.completes(start, PASSED)  # the usual order: no wait for the checks
+    checked, _ = advance(start, PASSED)
+    assert lifecycle.completes(checked, APPROVED)
+    assert lifecycle.completes(advance(start, APPROVED)[0], PASSED)  # the approval came first
+    assert not lifecycle.completes(checked, REJECTED)
+
+
 # --- Fail ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field", ["artifact_sha256", "data_version", "code_commit"])
