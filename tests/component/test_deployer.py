@@ -58,16 +58,16 @@ async def test_a_direct_deployment_is_numbered_with_its_release_and_a_repeat_kee
     the step, which emits it with that same number."""
     approval = f.decided(cause)
     held = []  # the sequence row as the production pointer is being moved
-    real = model_store.files.set_production
+    real = model_store.files.set_serving
 
-    def crash_once(root, model, version):
+    def crash_once(root, model, version, split, stage):
         held.append(deployer.store.db.execute("SELECT last, event_id FROM sequence WHERE model = ?",
                                               (model,)).fetchone())
         if len(held) == 1:
             raise RuntimeError("killed before deployment.succeeded was emitted")
-        return real(root, model, version)
+        return real(root, model, version, split, stage)
 
-    monkeypatch.setattr(model_store.files, "set_production", crash_once)
+    monkeypatch.setattr(model_store.files, "set_serving", crash_once)
     async with running(deployer.broker) as br:
         await publish(br, f.checks_passed(cause))
         with contextlib.suppress(RuntimeError):  # in memory it raises here; Kafka redelivers it itself

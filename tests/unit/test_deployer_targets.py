@@ -145,6 +145,30 @@ def test_traffic_records_the_split_and_is_removed_when_empty(root):
     assert not (root / "fraud-detector" / target.TRAFFIC).exists()
 
 
+def test_serving_moves_pointer_and_traffic_then_syncs_the_folder_once(root, monkeypatch):
+    steps = []
+    real_replace, real_sync = target.os.replace, target._fsync_dir
+    monkeypatch.setattr(target.os, "replace", lambda a, b: (steps.append(Path(b).name), real_replace(a, b)))
+    monkeypatch.setattr(target, "_fsync_dir", lambda path: (steps.append(("sync", path)), real_sync(path)))
+    target.set_serving(root, "fraud-detector", "2", {"2": 100}, "full")
+    folder = (root / "fraud-detector").resolve()
+    assert steps == [target.POINTER, target.TRAFFIC, ("sync", folder)]
+    assert target.production(root, "fraud-detector") == "2"
+    assert json.loads((folder / target.TRAFFIC).read_text())["split"] == {"2": 100}
+
+    steps.clear()  # back to nothing: both files gone, the folder synced
+    target.set_serving(root, "fraud-detector", None, {}, "restore")
+    assert steps == [("sync", folder)] and not (folder / target.TRAFFIC).exists()
+    assert target.production(root, "fraud-detector") is None
+
+
+def test_serving_refuses_a_version_not_installed_before_touching_the_traffic(root):
+    target.set_traffic(root, "fraud-detector", {"1": 100}, "full")
+    with pytest.raises(ArtifactError, match="not installed"):
+        target.set_serving(root, "fraud-detector", "9", {"9": 100}, "full")
+    assert json.loads((root / "fraud-detector" / target.TRAFFIC).read_text())["split"] == {"1": 100}
+
+
 def test_retire_moves_a_version_out_of_the_serving_tree(root):
     moved = target.retire(root, "fraud-detector", "2")
     assert moved is not None and moved.parent == root / target.REVOKED / "fraud-detector"

@@ -155,25 +155,49 @@ def production(root: Path, model: str) -> str | None:
 def set_production(root: Path, model: str, version: str | None) -> None:
     """Point `PRODUCTION` at `version` (which must be installed), or remove it (None)."""
     folder = model_dir(root, model)
-    if version is None:
-        if folder.exists():
-            (folder / POINTER).unlink(missing_ok=True)
-            _fsync_dir(folder)
-        return
-    if (folder / version).resolve().parent != folder or not (folder / version / MANIFEST).is_file():
-        raise ArtifactError(f"{model} {version} is not installed in the model store")
-    _not_reserved(model, version)  # a version folder of that name (made before it was refused) is not one
-    _replace(folder / POINTER, version + "\n")
+    _point(folder, model, version)
+    if folder.exists():
+        _fsync_dir(folder)
 
 
 def set_traffic(root: Path, model: str, split: dict[str, int], stage: str) -> None:
     """Record the traffic split (version -> percent) for the serving layer, or remove it (empty)."""
     folder = model_dir(root, model)
+    if _split(folder, split, stage):
+        _fsync_dir(folder)
+
+
+def set_serving(root: Path, model: str, version: str | None, split: dict[str, int], stage: str) -> None:
+    """`set_production` then `set_traffic` as one step: each file's bytes synced before its rename,
+    and the model's folder once for both renames (one fsync fewer per deployment). A crash before
+    that sync may keep either rename or neither; the deployer repeats the whole step then, since
+    it records nothing and emits nothing before this returns."""
+    folder = model_dir(root, model)
+    _point(folder, model, version)
+    _split(folder, split, stage)
+    if folder.exists():
+        _fsync_dir(folder)
+
+
+def _point(folder: Path, model: str, version: str | None) -> None:
+    if version is None:
+        (folder / POINTER).unlink(missing_ok=True)
+        return
+    if (folder / version).resolve().parent != folder or not (folder / version / MANIFEST).is_file():
+        raise ArtifactError(f"{model} {version} is not installed in the model store")
+    _not_reserved(model, version)  # a version folder of that name (made before it was refused) is not one
+    _replace(folder / POINTER, version + "\n", sync_folder=False)
+
+
+def _split(folder: Path, split: dict[str, int], stage: str) -> bool:
+    """Whether the folder changed in a way worth its fsync (a removed split is not: as before)."""
     if not split:
         (folder / TRAFFIC).unlink(missing_ok=True)
-        return
+        return False
     folder.mkdir(parents=True, exist_ok=True)
-    _replace(folder / TRAFFIC, json.dumps({"stage": stage, "split": split}, indent=2, sort_keys=True))
+    _replace(folder / TRAFFIC, json.dumps({"stage": stage, "split": split}, indent=2, sort_keys=True),
+             sync_folder=False)
+    return True
 
 
 def retire(root: Path, model: str, version: str, why: dict | None = None) -> Path | None:
@@ -231,8 +255,9 @@ def _mtime(path: Path) -> float:
         return float("inf")  # gone already: nothing to remove
 
 
-def _replace(path: Path, text: str) -> None:
-    """Replace `path` atomically: a reader sees the old content or the new, never a mix."""
+def _replace(path: Path, text: str, sync_folder: bool = True) -> None:
+    """Replace `path` atomically: a reader sees the old content or the new, never a mix. Durable
+    once its folder is synced (here, unless the caller syncs it once for several files)."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         _write_synced(tmp, text)
@@ -240,7 +265,8 @@ def _replace(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_folder:
+        _fsync_dir(path.parent)
 
 
 def _write_synced(path: Path, text: str | bytes) -> None:

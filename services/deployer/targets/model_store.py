@@ -84,14 +84,15 @@ class ModelStore:
         if stage.traffic_percent < 100 and previous is not None:
             split[previous.version] = 100 - stage.traffic_percent
         if stage.traffic_percent == 100:
-            await self._run("set production", files.set_production, self.root, model, version)
-        await self._run("set traffic", files.set_traffic, self.root, model, split, stage.name)
+            await self._run("set production", files.set_serving, self.root, model, version, split, stage.name)
+        else:
+            await self._run("set traffic", files.set_traffic, self.root, model, split, stage.name)
 
     async def restore(self, model: str, release: Release | None, key: str, why: dict) -> None:
         version = release.version if release else None
-        await self._run("set production", files.set_production, self.root, model, version)
         split = {version: 100} if version else {}
-        await self._run("set traffic", files.set_traffic, self.root, model, split, why.get("operation", "restore"))
+        await self._run("set production", files.set_serving, self.root, model, version, split,
+                        why.get("operation", "restore"))
 
     async def retire(self, release: Release, key: str, why: dict) -> None:
         await self._run("retire", files.retire, self.root, release.candidate.model, release.version, why)
