@@ -5,6 +5,11 @@ is handed to the producer (or, in an open-loop run, the time it was *scheduled* 
 that falls behind shows up as latency instead of hiding it), the receive time when the consumer
 on the last topic hands the record over. Records are matched by the CloudEvents `ce_subject`
 header (the submission id), which Signoff sets and the relay passes on.
+
+Where the time goes per hop comes from elsewhere: with `path_topics`, the collector also reads the
+path's intermediate topics and keeps each record's broker timestamp (CreateTime, ms, set by the
+client that produced it), so the gap between the record a service consumed and the one it produced
+is that service's hop (bench.stats.hops). The end-to-end timings above do not depend on these.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -64,15 +69,20 @@ class Timings:
     first_send: float
     send_lag_max: float
     duplicates: int
+    # topic -> submission id -> broker timestamp (ms) of the first record seen for it there;
+    # one entry per topic in the `path_topics` measure() was given, none without.
+    stamps: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def measure(kafka: KafkaAccess, submit_topic: str, done_topic: str, bad_topics: tuple[str, ...],
                   events: list[ModelSubmitted], rate: float | None, grace: Grace,
-                  dead: Callable[[], list[str]]) -> Timings:
+                  dead: Callable[[], list[str]], path_topics: tuple[str, ...] = ()) -> Timings:
     """Publish `events` to `submit_topic` (open loop at `rate`/s, or as fast as possible when
     None) and wait until each is seen on `done_topic`. Raises BenchFailed when any record shows
     up on `bad_topics`, a process in `dead()` exits, or some submission is still missing
-    after the grace period `grace` derives from the drain rate measured in this run."""
+    after the grace period `grace` derives from the drain rate measured in this run.
+    `path_topics` (the submit topic, the ones in between, the done topic): also read from their
+    end, each record's broker timestamp noted in Timings.stamps."""
     records = [(str(e.submission_id), codec.encode(e, SOURCE)) for e in events]
     collector = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True)
@@ -80,14 +90,15 @@ async def measure(kafka: KafkaAccess, submit_topic: str, done_topic: str, bad_to
     await producer.start()
     sending: asyncio.Task | None = None
     try:
-        await _assign_at_end(collector, (done_topic, *bad_topics))
+        stamps: dict[str, dict[str, int]] = {t: {} for t in path_topics}
+        await _assign_at_end(collector, tuple(dict.fromkeys((done_topic, *bad_topics, *path_topics))))
         sent: dict[str, float] = {}
         received: dict[str, float] = {}
         sending = asyncio.create_task(_send(producer, submit_topic, records, rate, sent))
         expected = {submission_id for submission_id, _ in records}
-        duplicates = await _collect(collector, done_topic, expected, received, sending, grace, dead)
+        duplicates = await _collect(collector, done_topic, expected, received, sending, grace, dead, stamps)
         first_send, lag = sending.result()
-        return Timings(sent, received, first_send, lag, duplicates)
+        return Timings(sent, received, first_send, lag, duplicates, stamps)
     finally:
         if sending is not None and not sending.done():
             sending.cancel()  # the run failed while still sending
@@ -130,7 +141,10 @@ async def _send(producer: AIOKafkaProducer, topic: str, records: list, rate: flo
 
 async def _collect(consumer: AIOKafkaConsumer, done_topic: str, expected: set[str],
                    received: dict[str, float], sending: asyncio.Task, grace: Grace,
-                   dead: Callable[[], list[str]]) -> int:
+                   dead: Callable[[], list[str]], stamps: dict[str, dict[str, int]]) -> int:
+    """Until every expected submission is on `done_topic`; returns how many arrived there twice.
+    On a topic in `stamps`, an expected submission's first record has its broker timestamp noted;
+    other than on the done topic, that is all such a record is read for."""
     duplicates, sends_done = 0, None
     while len(received) < len(expected):
         batches = await consumer.getmany(timeout_ms=100)
@@ -138,6 +152,10 @@ async def _collect(consumer: AIOKafkaConsumer, done_topic: str, expected: set[st
         for tp, batch in batches.items():
             for record in batch:
                 subject = dict(record.headers).get("ce_subject", b"").decode()
+                if tp.topic in stamps and subject in expected:
+                    stamps[tp.topic].setdefault(subject, record.timestamp)
+                if tp.topic in stamps and tp.topic != done_topic:
+                    continue  # a topic of the path, read for its stamps only
                 if tp.topic != done_topic:
                     raise BenchFailed(f"submission {subject or '?'} went to {tp.topic}, not "
                                       f"{done_topic}: {record.value[:500]!r}")

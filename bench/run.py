@@ -6,7 +6,9 @@
    submissions as fast as possible (throughput, and latency under queueing); then for each a
    run at one steady open-loop rate, half the slower one's throughput unless --rate says
    otherwise (latency without queueing).
-3. The table on stdout, the numbers in .data/bench/results.json.
+3. The table on stdout, the numbers in .data/bench/results.json; for the latency runs also where
+   the time goes per hop (validator, policy, deployer, each the broker timestamp of the record it
+   produced minus that of the record it consumed), Signoff beside the relay.
 
 Any submission missing after the grace period (derived from the drain rate measured in the run:
 see bench/grace.py), refused (checks.failed, review.requested, a dead
@@ -33,12 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_SUBMITTED, RELAY_TOPICS, cpu, disk
+from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_HOPS, RELAY_SUBMITTED, RELAY_TOPICS, cpu, disk
 from bench.grace import Grace
 from bench.infra import ROOT, Relays, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed, measure, payload_sizes, submissions
 from bench.profile import parse_collapsed, render, sampling
-from bench.stats import RunResult, ratios, summarize, table
+from bench.stats import HopResult, RunResult, hop_ratios, hop_table, hops, ratios, summarize, table
 from shared import topics
 from shared.acl import Table
 from shared.admin import apply_acls, ensure_topics
@@ -53,6 +55,12 @@ SIGNOFF_REFUSED = (topics.CHECKS_FAILED, topics.REVIEW_REQUESTED, topics.DEPLOYM
 # The relay topic standing for each Signoff topic, to copy payload sizes across.
 STANDS_FOR = {RELAY_SUBMITTED: topics.MODEL_SUBMITTED, RELAY_CHECKS: topics.CHECKS_PASSED,
               RELAY_DECIDED: topics.REVIEW_DECIDED, RELAY_DEPLOYED: topics.DEPLOYMENT_SUCCEEDED}
+# Signoff's hops, named by the service doing the work, as bench.RELAY_HOPS names the relay's.
+SIGNOFF_HOPS = (
+    ("validator", topics.MODEL_SUBMITTED, topics.CHECKS_PASSED),
+    ("policy", topics.CHECKS_PASSED, topics.REVIEW_DECIDED),
+    ("deployer", topics.REVIEW_DECIDED, topics.DEPLOYMENT_SUCCEEDED),
+)
 
 
 @dataclass(frozen=True)
@@ -64,12 +72,21 @@ class System:
     refused_topics: tuple[str, ...]
     dead: Callable[[], list[str]]
     pids: Callable[[], dict[str, int]]  # the processes doing the work, for CPU accounting
+    path: tuple[tuple[str, str, str], ...]  # (service, topic it consumes, topic it produces) per hop
 
     def run(self, mode: str, events: list, rate: float | None, grace: Grace) -> RunResult:
+        return self.run_with_hops(mode, events, rate, grace, per_hop=False)[0]
+
+    def run_with_hops(self, mode: str, events: list, rate: float | None, grace: Grace,
+                      per_hop: bool = True) -> tuple[RunResult, list[HopResult]]:
+        """The run, and (with `per_hop`) its latency per hop from the path topics' broker stamps.
+        Only asked for in the latency runs: reading three more topics costs the driver CPU."""
         pids = {**self.pids(), "kafka": _kafka_pid(), "bench driver": os.getpid()}
+        path_topics = tuple(dict.fromkeys(t for _, source, sink in self.path for t in (source, sink)))
         before, busy, start = cpu.snapshot(pids), cpu.machine_busy_seconds(), time.monotonic()
         t = asyncio.run(measure(self.kafka, self.submit_topic, self.done_topic,
-                                self.refused_topics, events, rate, grace, self.dead))
+                                self.refused_topics, events, rate, grace, self.dead,
+                                path_topics if per_hop else ()))
         after, busy_after, seconds = cpu.snapshot(pids), cpu.machine_busy_seconds(), time.monotonic() - start
         result = summarize(self.name, mode, rate, t.sent, t.received, t.first_send, t.send_lag_max,
                            t.duplicates, cpu.per_item_ms(before, after, len(events)),
@@ -81,7 +98,7 @@ class System:
         print(f"  {'':<10} CPU ms per submission: "
               + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu_ms.items())
               + f"; other processes on the machine: {result.other_load_cores} cores", flush=True)
-        return result
+        return result, hops(t.stamps, self.path) if per_hop else []
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -137,7 +154,7 @@ def bench(args: argparse.Namespace) -> dict:
             raise BenchFailed(str(exc)) from exc
         signoff = System("signoff", cluster.admin, topics.MODEL_SUBMITTED, topics.DEPLOYMENT_SUCCEEDED,
                          SIGNOFF_REFUSED, lambda: [s for s, p in services.procs.items() if p.poll() is not None],
-                         lambda: {s: p.pid for s, p in services.procs.items()})
+                         lambda: {s: p.pid for s, p in services.procs.items()}, SIGNOFF_HOPS)
         # Both systems warm (JIT of the broker, connections, group joins) before anything counts;
         # Signoff's warm-up also leaves the events whose sizes the relay copies.
         signoff.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
@@ -145,7 +162,7 @@ def bench(args: argparse.Namespace) -> dict:
         relay_sizes = {relay: sizes[theirs] for relay, theirs in STANDS_FOR.items()}
         relays = stack.enter_context(Relays(cluster.admin, relay_sizes, OUT / "logs"))
         relay = System("relay", cluster.admin, RELAY_SUBMITTED, RELAY_DEPLOYED, (), relays.dead,
-                       lambda: {f"relay-{h}": p.pid for h, p in relays.procs.items()})
+                       lambda: {f"relay-{h}": p.pid for h, p in relays.procs.items()}, RELAY_HOPS)
         relay.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
 
         sampler: contextlib.AbstractContextManager[dict[str, Path]] = (
@@ -160,8 +177,10 @@ def bench(args: argparse.Namespace) -> dict:
         rate = args.rate or _nice(min(signoff_tp.throughput_per_s, relay_tp.throughput_per_s) / 2)
         n = min(args.count, max(200, math.ceil(rate * args.latency_seconds)))
         print(f"latency runs: {n} submissions, open loop at {rate:g}/s", flush=True)
-        signoff_lat = signoff.run("latency", submissions("lat", n, args.models, artifact), rate, args.grace)
-        relay_lat = relay.run("latency", submissions("lat", n, args.models, artifact), rate, args.grace)
+        signoff_lat, signoff_hops = signoff.run_with_hops("latency", submissions("lat", n, args.models, artifact),
+                                                          rate, args.grace)
+        relay_lat, relay_hops = relay.run_with_hops("latency", submissions("lat", n, args.models, artifact),
+                                                    rate, args.grace)
     writes = _deployer_writes()
     return {
         "deployer_writes": writes,
@@ -170,6 +189,7 @@ def bench(args: argparse.Namespace) -> dict:
         "payload_sizes": {t: {"value_bytes": v, "header_bytes": h} for t, (v, h) in sizes.items()},
         "latency_rate_per_s": rate,
         "profile": profile,
+        "hops": {"signoff": signoff_hops, "relay": relay_hops},  # of the latency runs
     }
 
 
@@ -222,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = report["runs"]
     print("\n" + table(runs["signoff_throughput"], runs["relay_throughput"], runs["signoff_latency"],
                        runs["relay_latency"]))
+    hop_runs = report["hops"]
+    print("\nwhere the latency goes, per hop (open-loop latency runs; broker timestamps, 1 ms resolution):\n"
+          + hop_table(hop_runs["signoff"], hop_runs["relay"]))
     if "skipped" not in (w := report["deployer_writes"]):
         print(f"\ndeployer durable writes alone, per deployment (median): 3 state saves "
-              f"{w['state_saves_ms']['median']:.2f} ms + install {w['install_ms']['median']:.2f} ms "
+              f"{w['state_saves_ms']['median']:.2f} ms + install and pointers {w['install_ms']['median']:.2f} ms "
               f"= {w['total_median_ms']:.2f} ms")
     for text in report["profile"].values():
         print("\n" + text)
@@ -241,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
         **report, "runs": {k: r.as_dict() for k, r in runs.items()},
         "ratios_signoff_over_relay": ratios(runs),
+        "hops": {"runs": "latency", **{k: [h.as_dict() for h in v] for k, v in hop_runs.items()},
+                 "ratios_signoff_over_relay": hop_ratios(hop_runs["signoff"], hop_runs["relay"])},
     }
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {results_path.relative_to(ROOT)}")

@@ -81,3 +81,79 @@ def ratios(runs: dict[str, RunResult]) -> dict[str, float]:
         "p99_latency": runs["signoff_latency"].p99_ms / runs["relay_latency"].p99_ms,
         "throughput": runs["signoff_throughput"].throughput_per_s / runs["relay_throughput"].throughput_per_s,
     }
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """One hop of the path (the service that did the work), from the broker timestamps of the record
+    it consumed and the one it produced: queueing at its consumer, its own work, its producer's send."""
+
+    hop: str  # the service: validator, policy, deployer; or "path" for first to last topic
+    source: str
+    sink: str
+    count: int  # submissions with a stamp on every topic of the path; the same for each hop
+    p50_ms: float | None  # None when count is 0
+    p99_ms: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PATH = "path"  # the row spanning the whole path, first topic to last
+
+
+def hops(stamps: dict[str, dict[str, int]], path: Sequence[tuple[str, str, str]]) -> list[HopResult]:
+    """Per hop (name, source topic, sink topic) in `path` order, then the whole path: p50 and p99 of
+    sink stamp - source stamp. `stamps` maps topic to submission id to the record's broker
+    timestamp (CreateTime, ms, set by the client that produced it: one wall clock on one machine).
+
+    Only submissions with a stamp on every topic of the path count, so every hop is over the same
+    submissions and the hops' rows are comparable. A difference below zero (the wall clock stepped
+    back between two stamps) is kept, not clipped: it shows in p50/p99 instead of hiding."""
+    if not path:
+        raise ValueError("a path needs at least one hop")
+    chain = [path[0][1]] + [sink for _, _, sink in path]
+    if [source for _, source, _ in path] != chain[:-1]:
+        raise ValueError(f"the hops must join up, each source the previous sink: {list(path)}")
+    complete = set.intersection(*(set(stamps.get(topic, {})) for topic in chain))
+    rows = [*path, (PATH, chain[0], chain[-1])]
+    out = []
+    for name, source, sink in rows:
+        spans = sorted(float(stamps[sink][s] - stamps[source][s]) for s in complete)
+        out.append(HopResult(name, source, sink, len(spans),
+                             percentile(spans, 50) if spans else None, percentile(spans, 99) if spans else None))
+    return out
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    """None where there is no figure, or the relay's is 0 ms (below the stamps' 1 ms resolution)."""
+    return None if ours is None or not theirs else ours / theirs
+
+
+def hop_ratios(ours: list[HopResult], theirs: list[HopResult]) -> dict[str, dict[str, float | None]]:
+    """Signoff over relay per hop (matched by position: the same services in the same order)."""
+    return {a.hop: {"p50": _ratio(a.p50_ms, b.p50_ms), "p99": _ratio(a.p99_ms, b.p99_ms)}
+            for a, b in zip(ours, theirs, strict=True)}
+
+
+def hop_table(ours: list[HopResult], theirs: list[HopResult]) -> str:
+    """hop | signoff p50 | relay p50 | ratio | signoff p99 | relay p99 | ratio | n (signoff/relay)."""
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    def x(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    head = ("hop (ms, broker stamps)", "signoff p50", "relay p50", "ratio", "signoff p99", "relay p99", "ratio",
+            "n")
+    body = [(f"{a.hop} ({a.source} -> {a.sink})" if a.hop != PATH else f"whole path ({a.source} -> {a.sink})",
+             ms(a.p50_ms), ms(b.p50_ms), x(_ratio(a.p50_ms, b.p50_ms)),
+             ms(a.p99_ms), ms(b.p99_ms), x(_ratio(a.p99_ms, b.p99_ms)), f"{a.count}/{b.count}")
+            for a, b in zip(ours, theirs, strict=True)]
+    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths), *(line(r) for r in body)])

@@ -33,6 +33,7 @@ def rows(results: dict | None, burst: dict | None, startup: dict | None,
         out += [("p50 latency, signoff/relay", f"{r['p50_latency']:.2f}", "<= 1.5"),
                 ("p99 latency, signoff/relay", f"{r['p99_latency']:.2f}", "<= 2"),
                 ("throughput flat out, signoff/relay", f"{r['throughput']:.2f}", ">= 0.6")]
+        out += _hop_rows(results.get("hops"))  # absent in results.json from before the per-hop stamps
     if burst is None:
         out.append(("bench.burst", "not run", ""))
     else:
@@ -54,6 +55,21 @@ def rows(results: dict | None, burst: dict | None, startup: dict | None,
         out.append((f"burst of {one['count']} on 3 brokers, throughput 2 replicas / 1 "
                     f"({two['throughput_per_s']:.1f}/s vs {one['throughput_per_s']:.1f}/s)",
                     f"{scale['ratio_throughput_two_over_one']:.2f}", "> 1 (little on 2 cores)"))
+    return out
+
+
+def _hop_rows(hops: dict | None) -> list[tuple[str, str, str]]:
+    """Where the latency runs' time went: per service, p50 signoff/relay with both figures in ms.
+    No goal: they explain the p50 ratio above."""
+    if not hops:
+        return []
+    out = []
+    for ours, theirs in zip(hops["signoff"], hops["relay"], strict=True):
+        if ours["hop"] == "path":
+            continue  # the whole path is the latency above, from another clock
+        ratio = hops["ratios_signoff_over_relay"][ours["hop"]]["p50"]
+        both = " vs ".join("-" if h["p50_ms"] is None else f"{h['p50_ms']:.0f} ms" for h in (ours, theirs))
+        out.append((f"  {ours['hop']} hop p50, signoff/relay ({both})", "-" if ratio is None else f"{ratio:.2f}", ""))
     return out
 
 
