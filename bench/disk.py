@@ -1,9 +1,10 @@
 """What the deployer's durable writes cost on this disk, measured outside Kafka.
 
-Per auto-approved submission the deployer saves its lifecycle three times (checks.passed,
-deploying, deployed; SQLite WAL with synchronous=FULL, so one fsync each) and installs the
-artifact (copy + fsync, manifest + fsync, rename + directory fsync). This replays exactly those
-calls, with the deployer's own modules, and times them.
+Per auto-approved submission the deployer commits its state three times (checks.passed; the
+release with its lifecycle and number; deployed; SQLite WAL with synchronous=FULL, so one fsync
+each), installs the artifact (copy + fsync, manifest + fsync, rename + directory fsync) and points
+production and traffic at it (two files + fsync each, one directory fsync). This replays those
+writes, with the deployer's own modules, and times them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def deployer_writes(folder: Path, artifact: Artifact, count: int = 200) -> dict:
             store.save(deploying)
             t1 = time.perf_counter()
             target.install(folder / "store", action.candidate, artifact.path, {"id": str(uuid.uuid4())})
+            target.set_serving(folder / "store", action.candidate.model, action.candidate.version,
+                               {action.candidate.version: 100}, "full")
             t2 = time.perf_counter()
             store.save(lifecycle.deployed(deploying, "x"))
             t3 = time.perf_counter()

@@ -52,7 +52,9 @@ def ahead(s: Service, model: str) -> Release | None:
 
 async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: list[lifecycle.Action]) -> None:
     """Emit, then record the state (with a digest ban, in one transaction), then deploy: a crash
-    in between repeats the step on redelivery, with the same event ids."""
+    in between repeats the step on redelivery, with the same event ids. A deployment's state is
+    recorded by `start`, with its release, in one commit: until then nothing was done that a
+    redelivery would not do again."""
     ban = None
     for action in actions:
         match action:
@@ -64,12 +66,13 @@ async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: li
                 await s.emit(action.event)
             case lifecycle.BanDigest(sha256=sha256):
                 ban = sha256
-    s.store.save(state, rejected_digest=ban)
+    deploys = [a for a in actions if isinstance(a, lifecycle.Deploy)]
+    if not deploys or ban is not None:
+        s.store.save(state, rejected_digest=ban)
     if state.status != before.status:
         log.info("lifecycle", status=state.status, was=before.status, note=state.note)
-    for action in actions:
-        if isinstance(action, lifecycle.Deploy):
-            await start(s, state, action)
+    for action in deploys:
+        await start(s, state, action)
 
 
 async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
