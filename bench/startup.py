@@ -13,6 +13,9 @@ system and on one with 100,000 historical events (issue 15 part 3: cost flat in 
    - each service's start-up: process start to its ready line (signoff.devstack.Stack.start), the
      four one after the other, then stopped; a restart: each system's state folder (its snapshots
      among it) is kept from one start to the next, the uncounted first start finding it empty;
+     then the web console's (to uvicorn's "Application startup complete": its projection restored
+     from its snapshot and the index caught up; its own audit index in the state folder, built by
+     the uncounted first start); `--services console` measures the console alone;
    - `signoff watch ID` (the audited model's 1.0.0: its whole timeline), `signoff history MODEL`,
      `signoff status MODEL`, as a user runs them (a new interpreter each); and `signoff revoke`'s
      lookup of the submission in-process (the command itself would publish a revocation).
@@ -49,13 +52,14 @@ from bench.infra import ROOT, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed
 from bench.stats import percentile
 from shared import codec, signing, topics
+from shared.acl import CONSOLE as CONSOLE_PRINCIPAL
 from shared.acl import Table
 from shared.admin import apply_acls, ensure_topics
 from shared.audit.feed import catch_up
 from shared.audit.index import Index
 from shared.events import Event
 from shared.kafka import KafkaAccess
-from signoff.devstack import PRINCIPALS, SERVICES, Cluster, Stack, as_principal, signing_env
+from signoff.devstack import CONSOLE, PRINCIPALS, SERVICES, Cluster, Stack, as_principal, free_port, signing_env
 from signoff.keys_cli import STACK, TRUST_FILE, init
 
 OUT = ROOT / ".data" / "bench"
@@ -73,6 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    metavar=("EMPTY", "EMPTY_CONTROLLER", "FULL", "FULL_CONTROLLER"))
     p.add_argument("--start-timeout", type=float, default=300.0,
                    help="seconds a service may take to print its ready line [300]")
+    p.add_argument("--services", nargs="+", choices=(*SERVICES, CONSOLE), default=[*SERVICES, CONSOLE],
+                   help="whose start-up to measure [the four services and the console]")
     args = p.parse_args(argv)
     if not 1 <= args.models <= 100_000 or not 1 <= args.repetitions <= 100:
         p.error("--models 1..100000, --repetitions 1..100")
@@ -175,7 +181,8 @@ def prepare(name: str, cluster: Cluster, work: Path, keys: Path, models: int) ->
     return m.System(name, operator, index_path, store / MODEL / "1.0.0", env, one.submitted.submission_id), cost
 
 
-def start_up(cluster: Cluster, keys: Path, state: Path, logs: Path, timeout: float) -> dict[str, float]:
+def start_up(cluster: Cluster, keys: Path, state: Path, logs: Path, timeout: float,
+             services: tuple[str, ...] = (*SERVICES, CONSOLE)) -> dict[str, float]:
     """Each service started, one after the other: seconds from process start to its ready line.
     `state`: the system's state folder, kept from one start to the next, as a restarted service
     keeps its own (its snapshots among it); the first start finds it empty. All stopped before
@@ -184,9 +191,12 @@ def start_up(cluster: Cluster, keys: Path, state: Path, logs: Path, timeout: flo
     if not artifacts.exists():
         write_artifact(artifacts)
     env = {**service_env(cluster.servers, state, artifacts, None), **signing_env(keys, cli_as=None)}
+    console = {**cluster.access(CONSOLE_PRINCIPAL).env(), "CONSOLE_HTTP_PORT": str(free_port()),
+               "CONSOLE_INDEX_DB": str(state / "console" / "audit.sqlite")}  # its snapshot is kept in it
     seconds: dict[str, float] = {}
-    with Stack(logs, env, service_env=cluster.services_env()) as stack, contextlib.chdir(state):
-        for service in SERVICES:
+    with (Stack(logs, env, service_env={**cluster.services_env(), CONSOLE: console}) as stack,
+          contextlib.chdir(state)):
+        for service in services:
             started = time.perf_counter()
             try:
                 stack.start(service, timeout)
@@ -229,9 +239,10 @@ def bench(args: argparse.Namespace) -> dict:
                 system, cluster = systems[name]
                 state = work / name / "state"
                 state.mkdir(exist_ok=True)
-                got = {f"start-up {s}": v
-                       for s, v in start_up(cluster, keys, state, WORK / name, args.start_timeout).items()}
-                got["start-up, all four (sum)"] = sum(got.values())
+                got = {f"start-up {s}": v for s, v in start_up(cluster, keys, state, WORK / name, args.start_timeout,
+                                                               tuple(args.services)).items()}
+                if set(SERVICES) <= set(args.services):
+                    got["start-up, all four (sum)"] = sum(got[f"start-up {s}"] for s in SERVICES)
                 if rep < 0:  # the first start ever: no state, no snapshot yet (one sample, not in the table)
                     first[name] = {k: v * 1e3 for k, v in got.items() if k.startswith("start-up")}
                 queries = commands(system, work)
@@ -291,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - started
     events = {name: report["setup"][name]["events"] for name in SYSTEMS}
     print("\n" + table(report["summary"], events))
-    first = {name: times["start-up, all four (sum)"] for name, times in report["first_start_ms"].items()}
+    first = {name: {k.removeprefix("start-up").strip(" ,"): v for k, v in times.items()
+                    if k.endswith(("(sum)", CONSOLE))} for name, times in report["first_start_ms"].items()}
     print(f"\nmedians of {args.repetitions} rounds; goal (issue 15): full/empty about 1 on every row. Start-up: "
           "process start to the ready line, a restart (the state folder kept from the previous start), consumer "
-          "groups at the topics' end. The very first start (no state, no snapshot; one sample): all four "
-          f"{first['empty']:.0f} ms empty, {first['full']:.0f} ms full")
+          "groups at the topics' end. The very first start (no state, no snapshot; one sample): " + "; ".join(
+              f"{what} {first['empty'][what]:.0f} ms empty, {first['full'][what]:.0f} ms full"
+              for what in first["empty"]))
     load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     print(f"wall time {wall:.0f} s (brokers, publishing and indexing included); load average {load['before']} "
           f"before, {load['after']} after, on {os.cpu_count()} cores")

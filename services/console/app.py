@@ -1,5 +1,6 @@
 """The console's app, built from its settings (`create_app(settings)` opens nothing; its lifespan
-opens the audit index, reads the topics into it, and follows them):
+opens the audit index, restores the projection from its snapshot (feed.py), reads the topics into
+the index, and follows them; at shutdown it saves the snapshot):
 
     python -m services.console      serve it on CONSOLE_HTTP_HOST:CONSOLE_HTTP_PORT
 
@@ -34,6 +35,7 @@ from shared.audit.index import Index
 from shared.body_limit import BodyLimit
 from shared.identity import Directory
 from shared.logging import configure
+from shared.replay import open_snapshots
 from shared.signing import SUBMITTED, load_trust
 
 # No script, no frames, nothing from elsewhere: the pages are plain HTML forms.
@@ -78,6 +80,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         index = Index.open(settings.index_db)
         http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         feed = Feed(settings.kafka, keyring, index, Projection())
+        feed.restore(open_snapshots(settings.index_db))  # kept in the index's file: it goes with the index
         api.state.parts = Parts(feed.projection, feed, ReviewApi(settings.review_url, http),
                                 settings.kafka, keyring, settings.dead_letters_limit,
                                 timedelta(days=settings.dead_letters_days))
@@ -87,6 +90,9 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             yield
         finally:
             await stop_feed(task)
+            feed.save()
+            if feed.store is not None:
+                feed.store.close()
             await http.aclose()
             index.close()
             api.state.web.sessions.close()

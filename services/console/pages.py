@@ -86,7 +86,7 @@ async def review_page(request: Request, submission_id: uuid.UUID, session: Sessi
     p = parts_of(request)
     # What the vote just cast did: a one-time message of the session, never text from the URL.
     voted = web_of(request).sessions.take_note(session, f"voted {submission_id}")
-    sub = p.projection.get(submission_id)
+    sub = p.feed.full(submission_id)
     assert session.credential is not None
     answer, review = await p.api.review(session.credential, submission_id)
     if review is None and sub is not None and sub.request is not None:
@@ -103,7 +103,7 @@ async def review_page(request: Request, submission_id: uuid.UUID, session: Sessi
 @router.get("/reviews/{submission_id}/confirm", response_class=HTMLResponse)
 async def confirm(request: Request, submission_id: uuid.UUID, decision: str = Query(pattern="^(approve|reject)$"),
                   session: Session = Depends(signed_in)) -> Response:
-    sub = parts_of(request).projection.get(submission_id)
+    sub = parts_of(request).feed.full(submission_id)
     if not may_vote(session, sub):
         raise Forbidden(f"{session.person} is not asked to vote on this review, or it is decided already")
     return render(request, "confirm.html", session, sub=sub, decision=decision, id=submission_id, error=None)
@@ -115,7 +115,7 @@ async def vote(request: Request, submission_id: uuid.UUID, session: Session = De
                confirmed: str = Form(default=""), csrf: str = Form(default="", max_length=128)) -> Response:
     check_csrf(session, csrf, "vote")
     p = parts_of(request)
-    sub = p.projection.get(submission_id)
+    sub = p.feed.full(submission_id)
     if not may_vote(session, sub):
         raise Forbidden(f"{session.person} is not asked to vote on this review, or it is decided already")
     reason = reason.strip()
@@ -168,7 +168,7 @@ async def submissions(request: Request, session: Session = Depends(signed_in),
 
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse)
 async def submission(request: Request, submission_id: uuid.UUID, session: Session = Depends(signed_in)) -> Response:
-    sub = parts_of(request).projection.get(submission_id)
+    sub = parts_of(request).feed.full(submission_id)
     if sub is None:
         return render(request, "error.html", session, status=404, message=f"no submission {submission_id}")
     timeline = [(e.occurred_at, e.topic, describe(e)) for e in sorted(sub.events, key=lambda e: e.occurred_at)]

@@ -11,11 +11,19 @@ changes nothing here. Once the policy's signed review.requested arrives, the mod
 shown are its candidate's, the one a vote approves. Who submitted is the verified signer the
 validator and the policy carry (`signed_by`); until then only the claimed name is known, and the
 pages say it is a claim.
+
+A projection restored from its snapshot (projection_snapshot.py) holds each submission's summary:
+what the lists need (model, version, status, who, when, whether a review is pending) and, for a
+pending review, its request and escalation. Such a submission is `partial`: its timeline, and the
+request and decision of a review no longer pending, are in the audit index, and `Feed.full` reads
+them from there (`replay_one`). Everything a submission shows depends only on the events carrying
+its id, so that replay gives what projecting every event would.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,6 +62,9 @@ class Submission:
     request: ReviewRequested | None = None
     escalation: ReviewEscalated | None = None
     decision: ReviewDecided | None = None
+    first_seen: datetime | None = None  # the first event's time (its model.submitted's, or one indexed before it)
+    decided: bool = False  # a review.decided arrived (`decision` may be elided: `partial`)
+    partial: bool = False  # restored from a snapshot: `events` (and a decided review's events) are in the index
 
     @property
     def approvers(self) -> tuple[str, ...]:
@@ -65,11 +76,11 @@ class Submission:
 
     @property
     def pending_review(self) -> bool:
-        return self.request is not None and self.decision is None
+        return self.request is not None and not self.decided
 
     @property
     def first_at(self) -> datetime:
-        return self.submitted_at or self.events[0].occurred_at
+        return self.submitted_at or self.first_seen or self.events[0].occurred_at
 
 
 class Projection:
@@ -92,7 +103,8 @@ class Projection:
         if isinstance(event, ModelSubmitted) and sub is not None and sub.submitted_at is not None:
             return False  # the id was claimed first by another model.submitted: this one is not its
         if sub is None:
-            sub = self.submissions[event.submission_id] = Submission(event.submission_id, event.key)
+            sub = self.submissions[event.submission_id] = Submission(event.submission_id, event.key,
+                                                                     first_seen=event.occurred_at)
         sub.events.append(event)
         _fold(sub, event)
         return True
@@ -121,6 +133,15 @@ class Projection:
         return sorted({s.model for s in self.submissions.values()})
 
 
+def replay_one(submission_id: uuid.UUID, events: Iterable[Event]) -> Submission | None:
+    """The whole submission from every indexed event carrying its id, in the order indexed (the
+    index holds each (topic, event_id) once): what projecting all the events would hold for it."""
+    projection = Projection()
+    for event in events:
+        projection.apply(event)
+    return projection.get(submission_id)
+
+
 def _deadline(sub: Submission) -> datetime:
     assert sub.request is not None
     return sub.escalation.deadline if sub.escalation else sub.request.deadline
@@ -147,7 +168,7 @@ def _fold(sub: Submission, event: Event) -> None:
         case ReviewEscalated():
             sub.escalation = event
         case ReviewDecided(outcome=outcome):
-            sub.decision = event
+            sub.decision, sub.decided = event, True
             _set(sub, outcome)
         case DeploymentProgressed():
             _set(sub, "deploying")
