@@ -4,7 +4,8 @@ followers that continue from there, not from offset 0.
 
     kept, followers = keep(broker, "validator.production", book, book.apply, *EVENTS)  # at build
     await kept.restore(kafka, keyring, store)  # on start-up, before the service decides anything
-    kept.save()                                # at shutdown (and every `every` records / `seconds` s)
+    kept.save()                                # at shutdown (and every `every` records / `seconds` s,
+                                               # then written off the loop: `save_soon`)
 
 Why this is exact: see `shared.snapshot` (views are functions of the set of events applied). The
 followers are FastStream subscribers (`shared.broker.follow`, so the in-memory TestKafkaBroker
@@ -18,6 +19,7 @@ reaches the view; a snapshot is local state, trusted like the service's database
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +37,7 @@ from shared.events import Event
 from shared.kafka import KafkaAccess
 from shared.reader import Record, bounds, decode, read_at, read_events
 from shared.signing import Keyring
-from shared.snapshot_store import SnapshotStore
+from shared.snapshot_store import Row, SnapshotStore
 
 log = structlog.get_logger()
 Noted = Callable[[str, int, int], object]  # (topic, partition, offset) of a record handled
@@ -98,6 +100,7 @@ class Kept:
         self.read_again = 0  # and the skipped records the snapshot listed, read again one by one
         self.followed = 0  # records the followers handled since
         self._unsaved, self._saved_at = 0, time.monotonic()
+        self._writing: asyncio.Future[None] | None = None  # `save_soon`'s write under way
 
     def note(self, topic: str, partition: int, offset: int) -> None:
         """A follower handled this record (applied, or skipped as invalid); saves now and then."""
@@ -105,7 +108,7 @@ class Kept:
         self.followed += 1
         self._unsaved += 1
         if self._unsaved >= self.every or time.monotonic() - self._saved_at >= self.seconds:
-            self.save()
+            self.save_soon()
 
     def skip(self, topic: str, partition: int, offset: int) -> None:
         """A follower read this record and skipped it (invalid): listed, to be read again."""
@@ -145,7 +148,7 @@ class Kept:
         self.restored = True
         log.info("view_restored", name=self.name, snapshot=saved is not None, records_read=self.read_at_start,
                  read_again=self.read_again, still_skipped=len(self.cursor.skipped), events=applied)
-        self.save()
+        self.save_soon()
         return applied
 
     async def _read_again(self, kafka: KafkaAccess, keyring: Keyring, saved: snapshot.Snapshot,
@@ -187,15 +190,47 @@ class Kept:
         subscriber.start = start
 
     def save(self) -> None:
-        """Keep the view and its cursor (taken together, between two records: consistent)."""
-        if self.store is None:
+        """Keep the view and its cursor now (taken together, between two records: consistent),
+        waiting for the database: at shutdown. A row `save_soon` encoded before is not written
+        over it (shared.snapshot_store)."""
+        row = self._encode()
+        if row is not None and self.store is not None:
+            _write(self.store, row)
+
+    def save_soon(self) -> None:
+        """Encode the view and its cursor now, on the loop (no record changes them meanwhile), and
+        write the row from a thread: the loop goes on handling records and requests while the
+        database writes (an fsync, or a round trip to PostgreSQL). One write at a time: while one
+        is under way the records go on counting, and a later `note` saves. Without a running loop
+        (a synchronous caller), as `save`."""
+        if self.store is None or self._writing is not None:
             return
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.save()
+            return
+        row = self._encode()
+        if row is not None:
+            self._writing = asyncio.ensure_future(asyncio.to_thread(_write, self.store, row))
+            self._writing.add_done_callback(self._written)
+
+    def _written(self, _: asyncio.Future[None]) -> None:
+        self._writing = None
+
+    def _encode(self) -> Row | None:
+        """The snapshot's row, or None (logged); either way the count to the next save starts over
+        (a view too large to keep is not encoded again at every record)."""
+        if self.store is None:
+            return None
+        try:
             offsets, skipped = self.cursor.saved()
-            self.store.save(self.name, offsets, self.view.to_snapshot(), datetime.now(UTC).isoformat(), skipped)
+            return self.store.encode(self.name, offsets, self.view.to_snapshot(), datetime.now(UTC).isoformat(),
+                                     skipped)
         except Exception as exc:  # a snapshot is an optimisation: never stop following for it
             log.warning("snapshot_not_saved", name=self.name, reason=str(exc)[:300])
-        else:
+            return None
+        finally:
             self._unsaved, self._saved_at = 0, time.monotonic()
 
     def _load(self, store: SnapshotStore) -> snapshot.Snapshot | None:
@@ -204,6 +239,14 @@ class Kept:
         except (snapshot.Unusable, RecursionError, MemoryError) as exc:  # a damaged row: never a crash loop
             log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
             return None
+
+
+def _write(store: SnapshotStore, row: Row) -> None:
+    """On the loop or in a thread: never raises (a snapshot is an optimisation)."""
+    try:
+        store.write(row)
+    except Exception as exc:  # sqlite3 / psycopg / a closed store: the reason is in the message
+        log.warning("snapshot_not_saved", name=row.name, reason=str(exc)[:300])
 
 
 async def _replay(kafka: KafkaAccess, apply: Callable[[Event], object], topics: Iterable[str],

@@ -7,7 +7,9 @@ Why a stale snapshot is safe: each view (`shared.production.ProductionBook`,
 repetition gives the same view. A snapshot holds a view's state with, per partition, the offset
 before which every record was applied (`Cursor`). Restoring it and reading each partition from
 that offset therefore gives the view a full read would; a snapshot older than the newest merely
-costs the records read again. State and offsets are encoded together in one row, so a snapshot is
+costs the records read again. (The production book is bounded, KEEP releases per model: there
+the answer is the full read's or, for a release it no longer keeps, Unknown, in any order, so a
+restored book is as exact.) State and offsets are encoded together in one row, so a snapshot is
 always self-consistent, whichever replica wrote it last.
 
 What cannot be used (not JSON, another version, a wrong shape, too large) raises `Unusable`; the

@@ -132,7 +132,7 @@ def production_at(index: Index, model: str, at: datetime) -> InProduction:
     """What was in production for `model` at `at`, as the deployment events that had occurred by
     then tell it, and what put it there."""
     entries = index.entries(model, PRODUCTION_TOPICS, until=at)
-    book = ProductionBook()
+    book = ProductionBook(keep=None)  # one model's history up to `at`, read anyway: nothing dropped
     for entry in entries:
         book.apply(entry.event)
     current = book.get(model)

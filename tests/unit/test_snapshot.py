@@ -4,6 +4,7 @@ what cannot be used is refused with its reason, and a partition's start offset f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -18,6 +19,7 @@ from shared.production import ProductionBook
 from shared.rejections import Rejections
 from shared.snapshot_store import SnapshotStore
 from tests.unit import factories as f
+from tests.unit.test_production import MODEL as MODEL_
 from tests.unit.test_production import T0, V1, V2, deployed, revoked, rolled_back
 
 V3 = deployed("3", T0 + timedelta(hours=2), 0.96, model="churn")
@@ -98,11 +100,16 @@ def test_stale_rejections_and_the_rest_give_the_full_read(order, cut):
 
 
 @pytest.mark.parametrize("view, data, field", [
-    (ProductionBook(), {"version": 2}, "version"),
-    (ProductionBook(), {"version": 1, "releases": {"not-a-uuid": {}}, "set": {}, "revoked": {}, "anchor": {}},
-     "releases"),
-    (ProductionBook(), {"version": 1, "releases": {}, "set": {"m": [[True, "1", "x", "y"], "u", "1"]},
-                        "revoked": {}, "anchor": {}}, "set"),
+    (ProductionBook(), {"version": 1, "keep": 50}, "version"),  # unbounded: read from the beginning once
+    (ProductionBook(), {"version": 2, "keep": 51}, "keeps 51"),  # it would hold releases this book refused
+    (ProductionBook(), {"version": 2, "keep": 50, "releases": {"not-a-uuid": {}}, "deployed_at": {}, "set": {},
+                        "revoked": {}, "anchor": {}}, "releases"),
+    (ProductionBook(), {"version": 2, "keep": 50, "releases": {}, "deployed_at": {str(uuid.uuid4()): []},
+                        "set": {}, "revoked": {}, "anchor": {}}, "deployed_at"),
+    (ProductionBook(), {"version": 2, "keep": 50, "releases": {}, "deployed_at": {},
+                        "set": {"m": [[True, "1", "x", "y"], "u", "1"]}, "revoked": {}, "anchor": {}}, "set"),
+    (ProductionBook(), {"version": 2, "keep": 50, "releases": {}, "deployed_at": {}, "set": {},
+                        "revoked": {str(uuid.uuid4()): "m"}, "anchor": {}}, "revoked"),
     (Rejections(), {"version": 1, "first": {"d": {"at": "2026-01-01T00:00:00"}}}, "'d'"),
     (Rejections(), {"version": 0}, "version"),
 ])
@@ -184,3 +191,56 @@ def test_a_snapshot_nested_deeper_than_the_parser_goes_is_unusable_not_a_crash()
 
     with pytest.raises(Unusable):
         decode('{"format": 1, "offsets": []}', "[" * 100_000 + "]" * 100_000)
+
+
+# --- saved off the event loop (shared.replay.Kept.save_soon, shared.snapshot_store) ----------------
+
+def test_a_row_encoded_before_another_is_never_written_after_it(state_db):
+    store = SnapshotStore(state_db)
+    older = store.encode("v", {("t", 0): 1}, {"n": 1}, "2026-11-30T00:00:00+00:00")
+    newer = store.encode("v", {("t", 0): 2}, {"n": 2}, "2026-11-30T00:00:01+00:00")
+    assert store.write(newer) and not store.write(older)  # a slow thread's row, overtaken
+    assert store.load("v") == snapshot.Snapshot({("t", 0): 2}, {"n": 2})
+    store.close()
+    assert not store.write(store.encode("v", {}, {"n": 3}, "x"))  # closed: nothing, no error
+
+
+async def test_the_periodic_save_is_written_off_the_loop_and_the_shutdown_save_wins(state_db):
+    """The row is encoded on the loop, written from a thread while the loop goes on; the save at
+    shutdown (after the broker stopped) is the row kept, even if the thread writes later."""
+    import threading
+
+    from shared.replay import Kept
+
+    book = ProductionBook()
+    book.apply(V1)
+    kept = Kept("v", book, book.apply, ["t"], every=2)
+    kept.store = store = SnapshotStore(state_db)  # SQLite and PostgreSQL: each written from a thread
+    written, go_on = [], threading.Event()
+    write = store.write
+
+    def slow_write(row):
+        written.append((row.number, threading.get_ident()))
+        if row.number == 0:
+            go_on.wait(10)  # the database is slow: an fsync, a round trip
+        return write(row)
+
+    store.write = slow_write
+    kept.note("t", 0, 0)
+    kept.note("t", 0, 1)  # every=2: saves, but does not wait for the write
+    assert kept._writing is not None and not kept._writing.done()
+    book.apply(V2)
+    kept.note("t", 0, 2)
+    kept.note("t", 0, 3)  # a write is under way: none started meanwhile
+    await asyncio.sleep(0.05)  # the loop runs while the thread waits
+    assert [n for n, _ in written] == [0]
+    kept.save()  # at shutdown: now, on the caller's thread
+    go_on.set()
+    await asyncio.wait_for(kept._writing, 10)
+    assert [n for n, _ in written] == [0, 1] and written[0][1] != threading.get_ident()
+    saved = store.load("v")
+    assert saved is not None and saved.offsets == {("t", 0): 4}
+    restored = ProductionBook()
+    restored.restore(saved.state)
+    assert restored.get(MODEL_) == book.get(MODEL_) and restored.known(MODEL_).candidate.version == "2"
+    store.close()
