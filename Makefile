@@ -135,6 +135,7 @@ bench: venv ## benchmarks: the auto-approve path against a bare aiokafka relay; 
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.burst --burst $(or $(BURST),10000)
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.snapshot_save
 	$(BIN)/python -m bench.scale --burst $(or $(SCALE_BURST),2000)
 	$(BIN)/python -m bench.hashing
 	$(BIN)/python -m bench.record
