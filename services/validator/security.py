@@ -54,18 +54,94 @@ class _Stream:
     imports: set[str] = field(default_factory=set)
     dangerous: set[str] = field(default_factory=set)
     error: str | None = None
-    completed: bool = False
-    persistent: bool = False  # PERSID/BINPERSID: the loader's persistent_load is called
+    clean: bool = False  # every byte parsed, as one pickle or several, with no error
+    reaches: bool = False  # a loader gets to an import before it fails: _Loader
 
     def looks_like_pickle(self) -> bool:
-        """Whether a loader would run some of this, for content with no pickle magic or suffix: a
-        pickle read cleanly to the end, or one that ends with a value and calls something, or any
-        import by name. Random bytes are none of these: one byte in a hundred is EXT1-4 (the registry
-        is empty unless code fills it: the load fails there), one in 256 a STOP, and a value then
-        junk (b'\\x88.' ...) loads a constant, which runs nothing."""
-        imports = [g for g in self.imports if not g.startswith(EXTENSION)]
-        return (self.completed and (self.persistent or bool(imports) or self.error is None)) or any(
-            all(_IDENTIFIER.match(p) and p != "unknown" for p in g.rsplit(".", 1)) for g in imports)
+        """Whether content with no pickle magic and no pickle name is taken as one: a loader would
+        get to an import, or it parses cleanly to its end, or it names an import
+        (picklescan's reading). Random bytes are none of these (tests/unit/test_security.py): a lone
+        STOP, a constant then junk, an EXT code (the registry is empty unless code fills it) or a
+        STACK_GLOBAL with no two strings under it stops a loader before anything is imported."""
+        return self.reaches or self.clean or any(
+            all(_IDENTIFIER.match(p) and p != "unknown" for p in g.rsplit(".", 1))
+            for g in self.imports if not g.startswith(EXTENSION))
+
+
+class _Loader:
+    """What an unpickler's stack would hold, by kind (pickletools' stack objects), as it runs one
+    pickle's opcodes: enough to tell where it would fail (a pop below the stack or its mark, a
+    memo slot never filled, a STACK_GLOBAL whose operands cannot be strings) and whether it gets to
+    an import (GLOBAL, INST, STACK_GLOBAL) first: nothing is called without one. A persistent id
+    calls the loader's own persistent_load (pickle.load has none and fails there; torch's makes
+    storages), never code the file names. Generous where unsure: an object of unknown kind may be
+    a string."""
+
+    MAY_BE_TEXT = frozenset({"str", "bytes_or_str", "any"})
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.memo: dict[object, str] = {}
+        self.failed = False
+
+    def step(self, op: pickletools.OpcodeInfo, arg: object) -> bool:
+        """Run one opcode; True when the loader gets to an import with it."""
+        if self.failed:
+            return False
+        before = [o.name for o in op.stack_before]
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not self._above_mark():
+                return self._fail()
+            self.memo[len(self.memo) if op.name == "MEMOIZE" else arg] = self.stack[-1]
+            return False
+        if op.name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in self.memo:
+                return self._fail()
+            self.stack.append(self.memo[arg])
+            return False
+        if op.name == "DUP":
+            if not self._above_mark():
+                return self._fail()
+            self.stack.append(self.stack[-1])
+            return False
+        popped = self._pop(before)
+        if popped is None:
+            return self._fail()
+        if op.name == "STACK_GLOBAL" and not all(kind in self.MAY_BE_TEXT for kind in popped):
+            return self._fail()  # "STACK_GLOBAL requires str": nothing is imported
+        self.stack.extend(o.name for o in op.stack_after)
+        return op.name in ("GLOBAL", "INST", "STACK_GLOBAL")
+
+    def _pop(self, before: list[str]) -> list[str] | None:
+        """Take what the opcode consumes; None where the loader would fail."""
+        if "stackslice" in before:  # everything above the last mark, then the mark, then what lies under it
+            if "mark" not in self.stack:
+                return None
+            at = len(self.stack) - 1 - self.stack[::-1].index("mark")
+            sliced, self.stack = self.stack[at + 1:], self.stack[:at]
+            inside = before.index("stackslice") - before.index("mark") - 1  # OBJ: its class is in the slice
+            under = before.index("mark")
+            if len(sliced) < inside or len(self._top_run()) < under:
+                return None
+            taken = self.stack[len(self.stack) - under:] if under else []
+            del self.stack[len(self.stack) - under:]
+            return taken + sliced
+        if len(self._top_run()) < len(before):
+            return None
+        taken = self.stack[len(self.stack) - len(before):] if before else []
+        del self.stack[len(self.stack) - len(before):]
+        return taken
+
+    def _top_run(self) -> list[str]:
+        """The objects above the last mark: a pop goes no further."""
+        return self.stack[len(self.stack) - self.stack[::-1].index("mark"):] if "mark" in self.stack else self.stack
+
+    def _above_mark(self) -> bool:
+        return bool(self._top_run())
+
+    def _fail(self) -> bool:
+        self.failed = True
+        return False
 
 
 def scan(path: Path, allowed_globals: Collection[str]) -> CheckResult:
@@ -210,23 +286,24 @@ def _pickle(f: IO[bytes], where: str, start: int, size: int) -> _Stream:
 
 def _walk(f: IO[bytes], stream: _Stream) -> None:
     """Parse every pickle in `f` to the end of the stream. genops decodes opcodes and runs none.
-    Records literal imports (GLOBAL, INST), copyreg extension codes, and the first parse error."""
+    Records literal imports (GLOBAL, INST), copyreg extension codes, the first parse error, and
+    whether a loader reading the pickles one after another (pickle.load, legacy torch.load) gets to
+    an import before it fails (`_Loader`)."""
+    loading = True  # the loader is still going: every pickle before this one loaded
     try:
         while True:
-            opcodes = 0
+            loader = _Loader()
             for op, arg, _ in pickletools.genops(f):
-                opcodes += 1
                 if op.name in ("GLOBAL", "INST"):
                     assert isinstance(arg, str), "GLOBAL and INST carry 'module name' as text"
                     stream.imports.add(".".join(arg.split(" ", 1)))
                 elif op.name in ("EXT1", "EXT2", "EXT4"):
                     stream.imports.add(f"{EXTENSION}{arg}")
-                elif op.name == "PERSID" or (op.name == "BINPERSID" and opcodes > 1):  # BINPERSID pops an id
-                    stream.persistent = True
-            # A lone STOP ('.', one byte in 256 of random data) unpickles nothing: the load fails on an
-            # empty stack. Only a pickle with something before its STOP is one a loader completes.
-            stream.completed = stream.completed or opcodes > 1
+                if loading and loader.step(op, arg):
+                    stream.reaches = True
+            loading = loading and not loader.failed
             if not f.read(1):
+                stream.clean = True
                 return
             f.seek(-1, 1)  # another pickle follows (joblib, legacy torch): it is read too
     except Exception as exc:  # noqa: BLE001 - genops raises ValueError, UnicodeDecodeError, ...

@@ -207,22 +207,50 @@ def test_random_artifacts_are_read_as_pickles_only_when_they_start_with_its_magi
     assert misread == []
 
 
-@pytest.mark.parametrize("head", [b".", b"\x82\x01", b"\x83\x01\x02", b"\x88.", b"N.", b"Q."])
+@pytest.mark.parametrize("head", [b".", b"\x82\x01", b"\x83\x01\x02", b"\x88.", b"N.", b"Q.", b"N]Q."])
 def test_what_loads_nothing_then_junk_is_not_a_pickle(tmp_path, head):
     r = security.scan(write(tmp_path / "model.bin", head + b"\xff\xfe\xfd" * 10), [])
     assert r.passed and r.measured == "bin: no pickle content", r.message
 
 
-@pytest.mark.parametrize("stream", [
-    b"(K\x01K\x02l.\xff\xfe",  # a value then junk: still read to its end, the junk fails it
-    b"X\x01\x00\x00\x00aQ.\xff\xfe",  # a persistent id: the loader's persistent_load runs
+def test_a_pickle_read_cleanly_to_its_end_is_one_even_if_it_imports_nothing(tmp_path):
+    r = security.scan(write(tmp_path / "model.bin", b"(K\x01K\x02l."), [])  # protocol 0: [1, 2]
+    assert r.measured == "pickle: 0 globals" and r.passed, r.message
+
+
+def sbu(text: str) -> bytes:
+    """SHORT_BINUNICODE: a string pushed on the unpickler's stack."""
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+def stack_global_call(marker: Path, between: bytes = b"") -> bytes:
+    """os.system(touch marker) by STACK_GLOBAL and REDUCE, with no PROTO header (no magic)."""
+    return sbu("os") + sbu("system") + between + b"\x93" + sbu(f"touch {marker}") + b"\x85R"
+
+
+@pytest.mark.parametrize(("name", "tail"), [
+    ("a second pickle picklescan cannot parse", b".\x93."),  # its ValueError left no import named
+    ("a second pickle cut short", b".\x93"),
+    ("no STOP, a bad opcode", b"\xff"),
 ])
-def test_a_pickle_that_calls_or_parses_to_the_end_is_still_one(tmp_path, stream):
-    clean = security.scan(write(tmp_path / "model.bin", stream[:-2]), [])
-    assert clean.measured == "pickle: 0 globals", clean.message
-    if b"Q" in stream:
-        r = security.scan(write(tmp_path / "model.bin", stream), [])
-        assert not r.passed and "cannot be verified" in r.message
+@pytest.mark.parametrize("suffix", [".bin", ".onnx", ".dat"])
+def test_stack_global_calls_without_magic_are_blocked_whatever_follows(tmp_path, name, tail, suffix):
+    marker = tmp_path / "pwned"
+    data = stack_global_call(marker, between=b")0" if "opcode" in name else b"") + tail  # ) 0: picklescan's "unknown"
+    path = write(tmp_path / f"model{suffix}", data)
+    r = security.scan(path, [])
+    assert not r.passed and r.measured.startswith("pickle:"), (name, r.message)
+    # and it is an attack: pickle.load runs it
+    subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({str(path)!r}, 'rb'))"],
+                   capture_output=True, check=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("head", [b"\x93", b"K\x01\x93", b"]N\x93", sbu("os") + b"(\x93"])
+def test_a_stack_global_without_two_strings_under_it_imports_nothing(tmp_path, head):
+    # The loader fails there ("STACK_GLOBAL requires str", or a pop below the stack or its mark).
+    r = security.scan(write(tmp_path / "model.bin", head + b"\xff\xfe\xfd" * 10), [])
+    assert r.passed and r.measured == "bin: no pickle content", r.message
 
 
 def test_malicious_pickle_without_magic_then_junk_is_blocked(tmp_path):
