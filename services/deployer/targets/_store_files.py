@@ -171,7 +171,8 @@ def set_serving(root: Path, model: str, version: str | None, split: dict[str, in
     """`set_production` then `set_traffic` as one step: each file's bytes synced before its rename,
     and the model's folder once for both renames (one fsync fewer per deployment). A crash before
     that sync may keep either rename or neither; the deployer repeats the whole step then, since
-    it records nothing and emits nothing before this returns."""
+    it records nothing and emits nothing before this returns. For promotions only: taking a
+    version out (a restore) moves PRODUCTION durably first."""
     folder = model_dir(root, model)
     _point(folder, model, version)
     _split(folder, split, stage)

@@ -90,9 +90,11 @@ class ModelStore:
 
     async def restore(self, model: str, release: Release | None, key: str, why: dict) -> None:
         version = release.version if release else None
+        # Not set_serving: when a revoked or failed version is taken out, PRODUCTION moves first and
+        # durably, so no crash leaves it naming that version beside a traffic.json that does not.
+        await self._run("set production", files.set_production, self.root, model, version)
         split = {version: 100} if version else {}
-        await self._run("set production", files.set_serving, self.root, model, version, split,
-                        why.get("operation", "restore"))
+        await self._run("set traffic", files.set_traffic, self.root, model, split, why.get("operation", "restore"))
 
     async def retire(self, release: Release, key: str, why: dict) -> None:
         await self._run("retire", files.retire, self.root, release.candidate.model, release.version, why)
