@@ -17,11 +17,12 @@ import re
 import struct
 import warnings
 import zipfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from numpy.lib import format as npy_format
 from picklescan.scanner import SafetyLevel, scan_pickle_bytes
 
 from services.validator.checks import is_plain, plain_name
@@ -98,6 +99,9 @@ class _Loader:
             if arg not in self.memo:
                 return self._fail()
             self.stack.append(self.memo[arg])
+            return False
+        if op.name == "POP" and self.stack and self.stack[-1] == "mark":
+            self.stack.pop()  # the unpickler's POP takes a mark off the top too
             return False
         if op.name == "DUP":
             if not self._above_mark():
@@ -220,11 +224,14 @@ def _inspect(path: Path) -> tuple[str, list[_Stream], str | None]:
         if head.startswith(PICKLE_MAGIC) or suffix in PICKLE_SUFFIXES:
             return "pickle", [_pickle(f, "", 0, size)], None
         header_error = _safetensors_error(f, size)
-        if header_error is None:
-            return "safetensors", [], None
-        stream = _pickle(f, "", 0, size)  # protocol 0 and 1 have no magic: a pickle is what parses as one
+        # Protocols 0 and 1 have no magic: a pickle is what a loader would run. Asked of valid
+        # safetensors too: a header can be written to parse as a pickle that imports (a
+        # polyglot), and torch.load reads a .bin or .pt that is not a zip as a pickle.
+        stream = _pickle(f, "", 0, size)
         if stream.looks_like_pickle():
             return "pickle", [stream], None
+        if header_error is None:
+            return "safetensors", [], None
         if suffix == ".safetensors":
             return "safetensors", [], f"safetensors header is invalid: {header_error}"
         return suffix.lstrip(".") or "file", [], None
@@ -251,13 +258,18 @@ def _zip_streams(f: IO[bytes]) -> list[_Stream]:
 
 
 def _npy(f: IO[bytes], where: str, size: int) -> _Stream | None:
-    """An .npy array holds a pickle only when its dtype holds Python objects ('|O')."""
-    major = f.read(8)[6:7]
-    length_format = "<H" if major == b"\x01" else "<I"
-    (length,) = struct.unpack(length_format, f.read(struct.calcsize(length_format)))
-    if length > MAX_NPY_HEADER:
-        raise ValueError(f"{where or 'npy'}: header of {length} bytes")
-    if b"|O" not in f.read(length):
+    """An .npy array holds a pickle only when its dtype holds Python objects: read as numpy.load
+    reads the header (so 'O', '|O', 'object' or a structured dtype with an object field all
+    count), not by looking for b"|O". A header numpy cannot read loads nothing."""
+    try:
+        version = npy_format.read_magic(f)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        _, _, dtype = read(f, max_header_size=MAX_NPY_HEADER)
+    except (ValueError, SyntaxError, TypeError, struct.error) as exc:
+        if "header" in str(exc) and "too large" in str(exc) or "max_header_size" in str(exc):
+            raise ValueError(f"{where or 'npy'}: header over {MAX_NPY_HEADER} bytes") from None
+        return None
+    if not dtype.hasobject:
         return None
     return _pickle(f, where, f.tell(), size)
 
@@ -284,6 +296,47 @@ def _pickle(f: IO[bytes], where: str, start: int, size: int) -> _Stream:
     return stream
 
 
+def _line(f: IO[bytes]) -> bytes:
+    line = f.readline()
+    if not line.endswith(b"\n"):
+        raise ValueError("no newline found: the pickle ends mid-argument")
+    return line[:-1]
+
+
+def _pair(f: IO[bytes]) -> str:
+    return f"{_line(f).decode()} {_line(f).decode()}"  # module, name: UTF-8, as the unpickler decodes them
+
+
+# Text arguments read as the C unpickler reads them, not as pickletools does: pickletools refuses
+# what the unpickler accepts (an INT in hex, a STRING decoded as UTF-8 by torch.load), and a walk
+# that stopped there would not see the import after it. Their values decide nothing here.
+_LENIENT: dict[str, Callable[[IO[bytes]], object]] = {
+    "decimalnl_short": lambda f: _line(f).decode("latin-1"),  # INT, and GET/PUT's memo key
+    "decimalnl_long": _line, "stringnl": _line, "unicodestringnl": _line, "floatnl": _line,
+    "stringnl_noescape": _line, "stringnl_noescape_pair": _pair,
+}
+
+
+_OPCODES = {op.code: op for op in pickletools.opcodes}
+
+
+def _ops(f: IO[bytes]) -> Iterator[tuple[pickletools.OpcodeInfo, object]]:
+    """One pickle's opcodes and arguments, to its STOP (pickletools.genops, with `_LENIENT`)."""
+    while True:
+        code = f.read(1)
+        if not code:
+            raise ValueError("pickle exhausted before seeing STOP")
+        op = _OPCODES.get(code.decode("latin-1"))
+        if op is None:
+            raise ValueError(f"opcode {code!r} unknown")
+        arg = None if op.arg is None else _LENIENT.get(op.arg.name, op.arg.reader)(f)
+        if op.name in ("GET", "PUT"):  # the unpickler's memo keys are numbers, whichever opcode wrote them
+            arg = int(str(arg))
+        yield op, arg
+        if op.name == "STOP":
+            return
+
+
 def _walk(f: IO[bytes], stream: _Stream) -> None:
     """Parse every pickle in `f` to the end of the stream. genops decodes opcodes and runs none.
     Records literal imports (GLOBAL, INST), copyreg extension codes, the first parse error, and
@@ -293,7 +346,7 @@ def _walk(f: IO[bytes], stream: _Stream) -> None:
     try:
         while True:
             loader = _Loader()
-            for op, arg, _ in pickletools.genops(f):
+            for op, arg in _ops(f):
                 if op.name in ("GLOBAL", "INST"):
                     assert isinstance(arg, str), "GLOBAL and INST carry 'module name' as text"
                     stream.imports.add(".".join(arg.split(" ", 1)))

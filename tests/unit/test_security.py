@@ -246,6 +246,79 @@ def test_stack_global_calls_without_magic_are_blocked_whatever_follows(tmp_path,
     assert marker.exists()
 
 
+def runs_on_load(path: Path, marker: Path, load: str = "pickle.load(open(P, 'rb'))") -> bool:
+    """Whether `load` (a loader call on P) runs the payload, in a child process."""
+    code = f"import pickle, numpy; P = {str(path)!r}; {load}"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    return marker.exists()
+
+
+def polyglot_safetensors(tail: bytes) -> bytes:
+    """A valid safetensors header (a JSON object, no tensors) that is also a protocol-1 pickle:
+    SHORT_BINBYTES hops over the length's zero bytes and along a JSON string, whose final '}' is
+    EMPTY_DICT; the pickle `tail` follows the header."""
+    width = 40
+    length = 0x43 + 256 * width
+    head, prefix = bytes([0x43, width, 0, 0, 0, 0, 0, 0]), b'{"__metadata__":"'
+    end = 8 + length
+    body = bytearray(b"a" * (end - 8))
+    body[:len(prefix)], body[-2:] = prefix, b'"}'
+    pos = 2 + width
+    while True:
+        rest = end - 1 - pos
+        if 32 <= rest - 2 <= 126 and rest - 2 not in (0x22, 0x5C):
+            body[pos - 8:pos - 6] = bytes([0x43, rest - 2])
+            break
+        hop = 100 if rest - 102 >= 34 else 40
+        body[pos - 8:pos - 6] = bytes([0x43, hop])
+        pos += 2 + hop
+    return head + bytes(body) + tail
+
+
+def protocol_0_call(marker: Path) -> bytes:
+    return b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+
+
+@pytest.mark.parametrize(("name", "data", "load"), [
+    # Text arguments pickletools refuses but the unpickler reads: the import after them was unseen.
+    ("a hex INT", lambda m: b"I0x10\n0" + protocol_0_call(m), None),
+    ("a hex LONG", lambda m: b"L0x10L\n0" + protocol_0_call(m), None),
+    ("a UTF-8 STRING, as torch.load decodes", lambda m: "S'\u00e9'\n0".encode() + protocol_0_call(m),
+     "pickle.load(open(P, 'rb'), encoding='utf-8')"),
+    # POP takes a mark off the top: the stack model said the loader failed there.
+    ("POP on a mark", lambda m: sbu("os") + sbu("system") + b"(0\x93" + sbu(f"touch {m}") + b"\x85R.\xff", None),
+    ("a valid safetensors header", lambda m: polyglot_safetensors(b"0" + protocol_0_call(m)), None),
+])
+@pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
+def test_what_pickletools_or_a_header_would_hide_is_still_read_as_a_pickle(tmp_path, name, data, load, suffix):
+    marker = tmp_path / "pwned"
+    path = write(tmp_path / f"model{suffix}", data(marker))
+    r = security.scan(path, [])
+    assert not r.passed and r.measured.startswith("pickle:"), (name, r.message)
+    assert runs_on_load(path, marker, load or "pickle.load(open(P, 'rb'))"), f"{name}: not an attack after all"
+
+
+@pytest.mark.parametrize("descr", ["'O'", "'|O'", "'object'", "[('w', '<f8'), ('meta', 'O')]"])
+def test_an_npy_whose_dtype_holds_objects_is_scanned_however_it_is_spelled(tmp_path, descr):
+    marker = tmp_path / "pwned"
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}".encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path = write(tmp_path / "weights.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                 + malicious(marker, 2))
+    r = security.scan(path, [])
+    assert not r.passed and system_in(r.message), (descr, r.message)
+    if "meta" not in descr:  # a one-field object array: numpy unpickles it
+        assert runs_on_load(path, marker, "numpy.load(P, allow_pickle=True)")
+
+
+def test_an_npy_of_numbers_has_no_pickle_content(tmp_path):
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    r = security.scan(write(tmp_path / "weights.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                            + struct.pack("<2d", 0.5, 1.5)), [])
+    assert r.passed and r.measured == "npy: no pickle content", r.message
+
+
 @pytest.mark.parametrize("head", [b"\x93", b"K\x01\x93", b"]N\x93", sbu("os") + b"(\x93"])
 def test_a_stack_global_without_two_strings_under_it_imports_nothing(tmp_path, head):
     # The loader fails there ("STACK_GLOBAL requires str", or a pop below the stack or its mark).
