@@ -149,7 +149,10 @@ class DriftWatch:
         return current, ""
 
     async def check_model(self, s: Service, model: str) -> DeploymentDrifted | None:
-        current, releases = s.store.production(model), s.store.releases(model)
+        current = s.store.production(model)
+        if current is not None and not isinstance(s.target(current.deploy), Watched):
+            return None  # the anchor is production's own target, which nobody else moves: every release unread
+        releases = s.store.releases(model)
         release = anchor(current, releases)
         if release is None or in_progress(s, releases):
             return None

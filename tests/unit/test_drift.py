@@ -131,6 +131,19 @@ async def test_a_model_with_a_deployment_in_progress_is_left_alone(watched):
     assert emitted == [drifted] and drifted.submission_id == live.submission_id
 
 
+async def test_a_model_in_an_unwatched_target_costs_no_read_of_its_releases(tmp_path, monkeypatch):
+    # Every 30 s, for every model: reading all its releases stalled the loop as history grew.
+    store = StateStore(tmp_path / "state.db")
+    service = Service(store, WorkflowSet(()), lambda inputs: object(), lambda event: None)  # not Watched
+    releases = [release(str(v), target="model-store") for v in range(1, 4)]
+    for r in releases:
+        store.save_release(r)
+        store.promote("churn", r.submission_id)
+    monkeypatch.setattr(store, "releases", lambda model: pytest.fail("every release read"))
+    assert await service.check_drift() == []
+    store.close()
+
+
 async def test_after_a_revocation_left_nothing_an_alias_set_by_hand_is_drift(watched):
     service, store, target, _ = watched
     gone = release("3")
