@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 CHUNK = 1024 * 1024  # bytes read, hashed and written at a time
+# A file smaller than this is hashed on the event loop: handing it to a worker thread (and the GIL
+# back and forth) costs more than hashing it (a tenth of the validator's CPU per small submission in
+# bench.run's profile). Capped there: a file that grows past it meanwhile goes to a thread.
+INLINE_BYTES = 256 * 1024
 
 
 class ArtifactError(ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from shared.sources import tree
-from shared.sources.base import CHUNK, ArtifactError, Digested, Fetched
+from shared.sources.base import CHUNK, INLINE_BYTES, ArtifactError, Digested, Fetched
 from shared.sources.policy import check_links, resolve, too_big
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ async def fetch(uri: str, source: ArtifactSource, max_bytes: int) -> Fetched:
                                                       source.allow_hard_links)
         return Fetched(path, digest, size, temporary=False, files=files, folder=True)
     head = tree.FileHead()  # a file that reads as a listing is refused (shared.sources.tree)
-    digest, size = await asyncio.to_thread(_hash_capped, path, uri, max_bytes, source.allow_hard_links, None, head)
+    digest, size = await _hash_file(path, uri, max_bytes, source.allow_hard_links, head)
     head.check(f"artifact_uri {uri!r}")
     return Fetched(path, digest, size, temporary=False)
 
@@ -43,6 +43,25 @@ async def digest(uri: str, source: ArtifactSource, max_bytes: int) -> Digested:
     """Read in place anyway: the digest is the fetch's."""
     fetched = await fetch(uri, source, max_bytes)
     return Digested(fetched.sha256, fetched.size, fetched.files, fetched.folder)
+
+
+async def _hash_file(path: Path, uri: str, max_bytes: int, allow_hard_links: bool,
+                     head: tree.FileHead) -> tuple[str, int]:
+    """`_hash_capped` on the loop for a small file, capped at INLINE_BYTES read; in a worker thread
+    otherwise, or when the inline read refused it (grown meanwhile, or any refusal: the thread's
+    answer, with the real limit, is the one given)."""
+    try:
+        small = 0 <= path.stat().st_size <= INLINE_BYTES  # a hint only: the checks are the open file's
+    except OSError:
+        small = False
+    if small:
+        try:
+            return _hash_capped(path, uri, min(max_bytes, INLINE_BYTES), allow_hard_links, None, head)
+        except ArtifactError:
+            if max_bytes <= INLINE_BYTES:
+                raise
+            head.head = b""  # fed again from the start
+    return await asyncio.to_thread(_hash_capped, path, uri, max_bytes, allow_hard_links, None, head)
 
 
 def _hash_capped(path: Path, uri: str, max_bytes: int, allow_hard_links: bool = False,
