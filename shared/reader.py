@@ -26,6 +26,7 @@ while they are read move the consumer to the new start, `auto_offset_reset="earl
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -79,7 +80,9 @@ async def read(kafka: KafkaAccess, topics: Sequence[str], *, since: datetime | N
                 return
             if callable(until) and not behind and until():
                 return
-            wait = POLL_MS if deadline is None else int(min(POLL_MS, max(deadline - loop.time(), 0) * 1000))
+            # Rounded up: a remainder under a millisecond is still waited for, so the read never ends
+            # before its deadline (int() made it end up to 1 ms early).
+            wait = POLL_MS if deadline is None else math.ceil(min(POLL_MS, max(deadline - loop.time(), 0) * 1000))
             if deadline is not None and wait <= 0:
                 return
             batches = await consumer.getmany(*partitions, timeout_ms=wait)
