@@ -51,7 +51,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, StrictBool, StrictInt, StringConstraints, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from shared.events import (
     DeploymentRevoked,
@@ -211,23 +214,18 @@ class ProductionBook:
         if data.get("keep") != self.keep:
             raise ValueError(f"production snapshot keeps {data.get('keep')!r} releases per model, "
                              f"this book {self.keep}")
-        field_name = "releases"
         try:
-            releases = {uuid.UUID(k): Production.model_validate(v) for k, v in data["releases"].items()}
-            field_name = "deployed_at"
-            deployed_at = {uuid.UUID(k): _place_in(v) for k, v in data["deployed_at"].items()}
-            if deployed_at.keys() != releases.keys():
-                raise ValueError("not the releases' ids")
-            field_name = "set"
-            sets = {str(m): _Set(_place_in(v[0]), uuid.UUID(v[1]), str(v[2])) for m, v in data["set"].items()}
-            field_name = "revoked"
-            revoked = {uuid.UUID(k): (str(v[0]), _place_in(v[1])) for k, v in data["revoked"].items()}
-            field_name = "anchor"
-            anchor = {uuid.UUID(k): None if v is None else uuid.UUID(v) for k, v in data["anchor"].items()}
-            if anchor.keys() != releases.keys():
-                raise ValueError("not the releases' ids")
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            raise ValueError(f"production snapshot: {field_name!r} unreadable ({str(exc)[:200]})") from None
+            found = _SNAPSHOT.validate_python(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise ValueError(f"production snapshot: {where!r} unreadable ({error['msg'][:200]})") from None
+        releases, deployed_at, anchor = found["releases"], found["deployed_at"], found["anchor"]
+        sets = {m: _Set(*v) for m, v in found["set"].items()}
+        revoked = found["revoked"]
+        for field_name, ids in (("deployed_at", deployed_at), ("anchor", anchor)):
+            if ids.keys() != releases.keys():
+                raise ValueError(f"production snapshot: {field_name!r} unreadable (not the releases' ids)")
         self._releases, self._deployed_at, self._set, self._anchor = releases, deployed_at, sets, anchor
         self._encoded = {}
         self._models, self._revoked_of = {}, {}
@@ -319,11 +317,19 @@ def _place_out(at: Place) -> list[Any]:
     return [at[0], at[1], at[2].isoformat(), at[3]]
 
 
-def _place_in(data: Any) -> Place:
-    numbered, sequence, occurred_at, event_id = data
-    if type(numbered) is not bool or type(sequence) is not int:
-        raise ValueError(f"a place is [numbered, sequence, occurred_at, event_id], not {str(data)[:80]}")
-    when = datetime.fromisoformat(occurred_at)
-    if when.tzinfo is None:
-        raise ValueError(f"a place's time must carry its zone: {occurred_at!r}")
-    return numbered, sequence, when, str(uuid.UUID(event_id))
+# What `restore` reads, checked in one pass by pydantic (its UUID and time parsers, not Python's,
+# are most of a large book's restore time). An event id is kept as `place` writes it: a UUID's
+# canonical text (anything else was not written by `to_snapshot`).
+_EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+_Place = tuple[StrictBool, StrictInt, AwareDatetime, _EventId]
+
+
+class _Snapshot(TypedDict):
+    releases: dict[uuid.UUID, Production]
+    deployed_at: dict[uuid.UUID, _Place]
+    set: dict[str, tuple[_Place, uuid.UUID, str]]
+    revoked: dict[uuid.UUID, tuple[str, _Place]]
+    anchor: dict[uuid.UUID, uuid.UUID | None]
+
+
+_SNAPSHOT = TypeAdapter(_Snapshot)
