@@ -63,6 +63,11 @@ async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: li
                 s.store.revoke(action.why, state.submission_id, c.artifact_sha256, c.model, c.version)
                 await s.emit(action.event)
             case lifecycle.Fail() | lifecycle.Supersede():
+                if lifecycle.started_unfinished(before):
+                    # Redelivered after a crash mid-deployment, and now refused (a rejection or a
+                    # revocation of its bytes came meanwhile): the target may already serve it.
+                    await give_back(s, before, str(action.event.event_id),
+                                    {"operation": "abort", "reason": action.event.reason})
                 await s.emit(action.event)
             case lifecycle.BanDigest(sha256=sha256):
                 ban = sha256
@@ -172,6 +177,20 @@ async def abort(s: Service, state: Lifecycle, reason: str) -> None:
             reason = f"{reason}; restoring the previous version failed too: {exc}"
     where = f"{previous.version} stays in production" if previous else "nothing else was in production"
     await fail(s, state, f"{reason}; {where}", name)
+
+
+async def give_back(s: Service, state: Lifecycle, key: str, why: dict[str, str]) -> None:
+    """Point the target back at the model's production as the state has it (what this deployment
+    never got to replace: a rollback may have moved it since the start), whether or not the
+    target had moved yet (restoring what serves already changes nothing); at nothing if those
+    bytes are banned. A failure raises: the step is retried, and refused bytes are not left
+    serving."""
+    assert state.deploy is not None and state.approval is not None
+    model = state.approval.candidate.model
+    current = s.store.production(model)
+    if current is not None and s.store.banned([current]):
+        current = None
+    await s.target(state.deploy).restore(model, current, f"{key}:restore", why)
 
 
 async def fail(s: Service, state: Lifecycle, reason: str, target: str) -> None:

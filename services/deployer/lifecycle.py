@@ -192,6 +192,13 @@ def completes(state: Lifecycle, event: SubmissionEvent) -> bool:
     return checked and approved
 
 
+def started_unfinished(state: Lifecycle) -> bool:
+    """Whether the deployment of `state` was started (its release recorded) and did not finish: a
+    crash may have left the target moved to it before deployment.succeeded (or the first canary
+    stage) was recorded. What ends it otherwise must first give the target back."""
+    return state.status == "deploying" and state.deploy is not None
+
+
 def _ready(state: Lifecycle, plan: Plan, digest_rejected: bool, revoked: str | None,
            ahead: Release | None) -> tuple[Lifecycle, list[Action]]:
     if state.checked is None or state.approval is None:

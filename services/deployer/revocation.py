@@ -88,13 +88,16 @@ async def take_out(s: Service, event: RevocationRequested, state: Lifecycle, rel
     salt, reason = ("", event.reason) if banned_by is None else (str(sid), f"{banned_by}; it served those bytes")
     current, releases = s.store.production(model), s.store.releases(model)
     live, fallback = rollout.after_revocation(model, releases, current, sid, s.store.banned(releases))
-    rolling = state.status == "rolling_out"
+    # Traffic it may have: a canary's, or a deployment a crash stopped after the target moved.
+    rolling = state.status == "rolling_out" or lifecycle.started_unfinished(state)
     revoked = DeploymentRevoked.caused_by(event, salt=salt, candidate=candidate, requested_by=event.requested_by,
                                           reason=reason, was_in_production=live or rolling)
     revoked = revoked.model_copy(update={"submission_id": sid})  # the same id for the one named
     why = {"operation": "revoke", "requested_by": event.requested_by, "reason": reason,
            "revoked_submission_id": str(sid)}
-    if rolling and release is not None:  # canary traffic goes back to what it was replacing
+    if lifecycle.started_unfinished(state):  # a crash may have left the target serving it
+        await deploying.give_back(s, state, str(revoked.event_id), why)
+    elif rolling and release is not None:  # canary traffic goes back to what it was replacing
         await s.target(release.deploy).restore(model, deploying.replaced(s, state),
                                                f"{revoked.event_id}:restore", why)
     if live:

@@ -16,7 +16,13 @@ from services.deployer import app
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets import model_store
 from shared import topics
-from shared.events import DeploymentFailed, DeploymentSucceeded, DeploymentSuperseded
+from shared.events import (
+    DeploymentFailed,
+    DeploymentRevoked,
+    DeploymentSucceeded,
+    DeploymentSuperseded,
+    RevocationRequested,
+)
 from tests import keys
 from tests.component import modes
 from tests.component.conftest import publish, running, sent, sent_all
@@ -76,6 +82,78 @@ async def test_a_direct_deployment_is_numbered_with_its_release_and_a_repeat_kee
         out = sent(deployer.emitter.publishers[DeploymentSucceeded], topics.DEPLOYMENT_SUCCEEDED)
     assert held[0] is not None, "not numbered before the target was changed"
     assert held[0] == held[1] == (out.sequence, str(out.event_id))
+
+
+def crash_after_the_pointer_moved(monkeypatch, version: str, meanwhile):
+    """The model store's pointer moves to `version`, then the deployer dies (before
+    deployment.succeeded and its promotion were recorded); `meanwhile()` runs before the
+    redelivery, as what the deployer learns while it is down. Returns the versions it crashed on."""
+    real = model_store.files.set_serving
+    crashed = []
+
+    def moved_then_killed(root, model, to, split, stage):
+        real(root, model, to, split, stage)
+        if to == version and not crashed:
+            crashed.append(to)
+            meanwhile()
+            raise RuntimeError("killed after the pointer moved")
+
+    monkeypatch.setattr(model_store.files, "set_serving", moved_then_killed)
+    return crashed
+
+
+@pytest.mark.parametrize("refusal", ["rejected under another name", "its bytes revoked"])
+async def test_a_deployment_refused_after_a_crash_mid_way_gives_the_target_back(
+        deployer, cause, artifact_root, monkeypatch, tmp_path, refusal):
+    """Killed after the target moved, the deployer learns that the digest was rejected (the same
+    bytes under another model name) or banned (another submission's revocation) before the
+    approval comes back: the deployment fails, and the store points at what it pointed at before,
+    never at refused bytes."""
+    root, digest = tmp_path / "store", cause.submission.candidate.artifact_sha256
+    (artifact_root / "earlier.onnx").write_bytes(b"earlier weights")
+    earlier = f.submitted(f.submission(f.candidate(
+        version="1.3.0", artifact_uri=(artifact_root / "earlier.onnx").as_uri(),
+        artifact_sha256=hashlib.sha256(b"earlier weights").hexdigest())))
+    other = f.submitted(f.submission(cause.submission.candidate.model_copy(update={"model": "other-name"})))
+
+    def meanwhile():
+        if refusal == "rejected under another name":
+            deployer.rejections.apply(f.decided(other, outcome="rejected", reason="leaks PII"))
+        else:
+            deployer.store.revoke("by oncall: leaks PII", other.submission_id, digest, "other-name", "1.4.0")
+
+    crashed = crash_after_the_pointer_moved(monkeypatch, "1.4.0", meanwhile)
+    async with running(deployer.broker) as br:
+        await publish(br, f.checks_passed(earlier))
+        await publish(br, f.decided(earlier))
+        assert model_store.files.production(root, "fraud-detector") == "1.3.0"
+        await publish(br, f.checks_passed(cause))
+        with contextlib.suppress(RuntimeError):  # in memory it raises here; Kafka redelivers it itself
+            await publish(br, f.decided(cause))
+        await publish(br, f.decided(cause))  # in memory the redelivery; on Kafka a duplicate
+        failed = sent(deployer.emitter.publishers[DeploymentFailed], topics.DEPLOYMENT_FAILED)
+    assert crashed == ["1.4.0"], "the pointer never moved to the refused version"
+    assert failed.candidate.version == "1.4.0"
+    assert model_store.files.production(root, "fraud-detector") == "1.3.0"
+    assert deployer.store.load(cause.submission_id).status == "failed"
+
+
+async def test_revoking_a_deployment_a_crash_stopped_mid_way_gives_the_target_back(
+        deployer, cause, monkeypatch, tmp_path):
+    """Killed after the target moved, the deployer is asked to revoke that submission: the
+    revocation takes the version out of the store though it was never recorded in production."""
+    root = tmp_path / "store"
+    crash_after_the_pointer_moved(monkeypatch, "1.4.0", lambda: None)
+    async with running(deployer.broker) as br:
+        await publish(br, f.checks_passed(cause))
+        with contextlib.suppress(RuntimeError):
+            await publish(br, f.decided(cause))
+        await publish(br, RevocationRequested(submission_id=cause.submission_id, model="fraud-detector",
+                                              requested_by="oncall", reason="training data leak"))
+        await publish(br, f.decided(cause))  # the redelivery: revoked, it starts nothing
+        sent(deployer.emitter.publishers[DeploymentRevoked], topics.DEPLOYMENT_REVOKED)
+    assert model_store.files.production(root, "fraud-detector") is None
+    assert deployer.store.load(cause.submission_id).status == "revoked"
 
 
 def test_faststreams_lines_per_record_are_debug_and_its_errors_are_not(deployer):
