@@ -14,6 +14,7 @@ from services.deployer.targets import Target, TargetError
 from services.deployer.targets._store_files import uri_name
 from shared.attestation import ATTESTATION_FILE, AttestationError
 from shared.events import DeploymentProgressed, RevocationRequested, utcnow
+from shared.workflow.schema import DeployInputs
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -56,6 +57,10 @@ async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: li
     recorded by `start`, with its release, in one commit: until then nothing was done that a
     redelivery would not do again."""
     ban = None
+    if lifecycle.started_unfinished(before) and state.status in lifecycle.TERMINAL and state.status != "deployed":
+        # Redelivered after a crash mid-deployment, and now refused (its digest rejected, its bytes
+        # revoked, its checks failed meanwhile): the target may already serve it.
+        await give_back(s, before, {"operation": "abort", "reason": state.note})
     for action in actions:
         match action:
             case lifecycle.AnnounceRevocation(candidate=c):
@@ -63,11 +68,6 @@ async def carry_out(s: Service, before: Lifecycle, state: Lifecycle, actions: li
                 s.store.revoke(action.why, state.submission_id, c.artifact_sha256, c.model, c.version)
                 await s.emit(action.event)
             case lifecycle.Fail() | lifecycle.Supersede():
-                if lifecycle.started_unfinished(before):
-                    # Redelivered after a crash mid-deployment, and now refused (a rejection or a
-                    # revocation of its bytes came meanwhile): the target may already serve it.
-                    await give_back(s, before, str(action.event.event_id),
-                                    {"operation": "abort", "reason": action.event.reason})
                 await s.emit(action.event)
             case lifecycle.BanDigest(sha256=sha256):
                 ban = sha256
@@ -90,7 +90,9 @@ async def start(s: Service, state: Lifecycle, action: lifecycle.Deploy) -> None:
         target = s.target(inputs)
         release = attested(s, state, release, target)
         location = await target.prepare(release, manifest(release, action.plan))
-    except TargetError as exc:  # bad input or a target that stayed down: nothing was changed
+    except TargetError as exc:  # bad input or a target that stayed down: nothing was changed now
+        if lifecycle.started_unfinished(state):  # but a crash may have left the last try's change
+            await give_back(s, state, {"operation": "abort", "reason": str(exc)})
         await fail(s, state, str(exc), inputs.target)
         return
     release = release.model_copy(update={"location": location})
@@ -169,7 +171,7 @@ async def abort(s: Service, state: Lifecycle, reason: str) -> None:
     name = state.deploy.target
     previous = replaced(s, state)
     failed = lifecycle.failed_event(state.approval, name, reason)
-    if state.stage >= 0:  # some traffic was moved: give it back
+    if state.stage >= 0 or lifecycle.started_unfinished(state):  # traffic may have moved: give it back
         try:
             await s.target(state.deploy).restore(state.approval.candidate.model, previous,
                                                  f"{failed.event_id}:restore", {"operation": "abort", "reason": reason})
@@ -179,18 +181,30 @@ async def abort(s: Service, state: Lifecycle, reason: str) -> None:
     await fail(s, state, f"{reason}; {where}", name)
 
 
-async def give_back(s: Service, state: Lifecycle, key: str, why: dict[str, str]) -> None:
-    """Point the target back at the model's production as the state has it (what this deployment
-    never got to replace: a rollback may have moved it since the start), whether or not the
-    target had moved yet (restoring what serves already changes nothing); at nothing if those
-    bytes are banned. A failure raises: the step is retried, and refused bytes are not left
-    serving."""
+async def give_back(s: Service, state: Lifecycle, why: dict[str, str]) -> None:
+    """A deployment a crash stopped after it may have moved the target, ending otherwise: point the
+    target back at the model's production as the state has it (what it never got to replace: a
+    rollback may have moved it since), at nothing if those bytes are banned or live elsewhere (in
+    another target or place). Restoring what serves already changes nothing. Left alone when
+    another rollout of the model is under way: its stages moved the target since. A target that
+    refuses is logged (the failure is still recorded, not retried for ever)."""
     assert state.deploy is not None and state.approval is not None
     model = state.approval.candidate.model
+    if any(sid != state.submission_id for sid in s.store.scheduled(model)):
+        return
     current = s.store.production(model)
-    if current is not None and s.store.banned([current]):
+    if current is not None and (s.store.banned([current]) or _place(current.deploy) != _place(state.deploy)):
         current = None
-    await s.target(state.deploy).restore(model, current, f"{key}:restore", why)
+    try:
+        await s.target(state.deploy).restore(model, current, f"{state.submission_id}:give-back", why)
+    except TargetError as exc:
+        log.error("give_back_failed", error=str(exc), target=state.deploy.target,
+                  note="the target may still serve the version this deployment was installing")
+
+
+def _place(inputs: DeployInputs) -> dict:
+    """Where a deployment lives (its target and the target's own keys), whatever its strategy."""
+    return inputs.model_dump(exclude={"strategy", "stages"})
 
 
 async def fail(s: Service, state: Lifecycle, reason: str, target: str) -> None:

@@ -77,7 +77,13 @@ def serving(s: Service, model: str) -> list[Release]:
     rolling = [r for sid in s.store.scheduled(model)
                if (r := s.store.release(sid)) is not None and s.store.load(sid).status == "rolling_out"]
     current = s.store.production(model)
-    return rolling + ([current] if current is not None else [])
+    return rolling + unfinished(s, model) + ([current] if current is not None else [])
+
+
+def unfinished(s: Service, model: str) -> list[Release]:
+    """The model's deployments a crash stopped after they may have moved the target (started, not
+    finished): what their approval's redelivery finishes, or gives back."""
+    return [r for sid in s.store.unfinished(model) if (r := s.store.release(sid)) is not None]
 
 
 async def take_out(s: Service, event: RevocationRequested, state: Lifecycle, release: Release | None,
@@ -96,7 +102,7 @@ async def take_out(s: Service, event: RevocationRequested, state: Lifecycle, rel
     why = {"operation": "revoke", "requested_by": event.requested_by, "reason": reason,
            "revoked_submission_id": str(sid)}
     if lifecycle.started_unfinished(state):  # a crash may have left the target serving it
-        await deploying.give_back(s, state, str(revoked.event_id), why)
+        await deploying.give_back(s, state, why)
     elif rolling and release is not None:  # canary traffic goes back to what it was replacing
         await s.target(release.deploy).restore(model, deploying.replaced(s, state),
                                                f"{revoked.event_id}:restore", why)

@@ -29,6 +29,7 @@ import contextlib
 import uuid
 from pathlib import Path
 
+from services.deployer import lifecycle
 from services.deployer.lifecycle import Lifecycle
 from services.deployer.rollout import Health, Release
 from shared.database import Database, open_database
@@ -38,6 +39,11 @@ CREATE TABLE IF NOT EXISTS lifecycle (
     submission_id TEXT PRIMARY KEY,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unfinished (   -- deployments started, not finished (lifecycle.started_unfinished)
+    submission_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unfinished_model ON unfinished (model);
 CREATE TABLE IF NOT EXISTS rejected_digest (
     sha256 TEXT PRIMARY KEY,
     submission_id TEXT NOT NULL,
@@ -104,6 +110,12 @@ class StateStore:
                 "ON CONFLICT(submission_id) DO UPDATE SET state = excluded.state",
                 (str(state.submission_id), state.model_dump_json()),
             )
+            if lifecycle.started_unfinished(state):
+                assert state.candidate is not None, "a started deployment has its approval"
+                self.db.execute("INSERT INTO unfinished VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (str(state.submission_id), state.candidate.model))
+            else:
+                self.db.execute("DELETE FROM unfinished WHERE submission_id = ?", (str(state.submission_id),))
             if rejected_digest:
                 self.db.execute(
                     "INSERT INTO rejected_digest VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -249,11 +261,17 @@ class StateStore:
         return {sid: why for sid, why in found.items() if why is not None}
 
     def serving_models(self) -> list[str]:
-        """Every model with a release in production or a rollout scheduled: what a new ban may
-        have to take out."""
+        """Every model with a release in production, a rollout scheduled or a deployment a crash
+        stopped half-way: what a new ban may have to take out."""
         rows = self.db.execute("SELECT model FROM production WHERE submission_id IS NOT NULL "
-                               "UNION SELECT model FROM schedule ORDER BY model").fetchall()
+                               "UNION SELECT model FROM schedule UNION SELECT model FROM unfinished "
+                               "ORDER BY model").fetchall()
         return [r[0] for r in rows]
+
+    def unfinished(self, model: str) -> list[uuid.UUID]:
+        """The model's deployments started and not finished (`lifecycle.started_unfinished`)."""
+        rows = self.db.execute("SELECT submission_id FROM unfinished WHERE model = ?", (model,)).fetchall()
+        return [uuid.UUID(r[0]) for r in rows]
 
     def operation_done(self, event_id: uuid.UUID) -> bool:
         return self.db.execute("SELECT 1 FROM operation WHERE event_id = ?", (str(event_id),)).fetchone() is not None

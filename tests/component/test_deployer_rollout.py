@@ -186,7 +186,11 @@ async def test_webhook_refusal_fails_at_once_and_says_why(start, artifact_root, 
     async with running(deployer.broker) as br:
         await approve(br, Models(artifact_root, "hook-b").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
-    assert len(receiver.requests) == 1  # a 4xx is not retried
+    # A 4xx is not retried; what the deployment may have moved is then given back (nothing served
+    # before, so nothing serves: the restore names no version).
+    deploy, restore = receiver.requests
+    assert (deploy.body["action"], restore.body["action"], restore.body["operation"]) == ("deploy", "restore", "abort")
+    assert restore.body["to"] is None
     assert "HTTP 422" in failed.reason and failed.target == "webhook"
 
 
@@ -197,7 +201,9 @@ async def test_webhook_that_stays_down_fails_after_the_retries(start, artifact_r
         await approve(br, Models(artifact_root, "hook-c").cause("1"))
         [failed] = emitted(deployer, DeploymentFailed)
         assert emitted(deployer, DeploymentSucceeded) == []
-    assert len(receiver.requests) == 4 and "gave up after 4 tries" in failed.reason
+    # 4 tries to deploy, then 4 to give back what a half-done deploy may have moved: the reason says both.
+    assert [r.body["action"] for r in receiver.requests] == ["deploy"] * 4 + ["restore"] * 4
+    assert "gave up after 4 tries" in failed.reason and "restoring the previous version failed too" in failed.reason
 
 
 def test_webhook_secret_not_allowed_keeps_the_deployer_from_starting(start, receiver):
