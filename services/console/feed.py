@@ -29,6 +29,7 @@ from shared.audit.feed import catch_up
 from shared.audit.index import Index
 from shared.events import BY_TOPIC, Event, utcnow
 from shared.kafka import KafkaAccess
+from shared.replay import bulk_load
 from shared.signing import Keyring
 from shared.snapshot_store import SnapshotStore
 
@@ -54,11 +55,12 @@ class Feed:
         if store is None:
             return
         try:
-            saved = store.load(projection_snapshot.NAME)
-            if saved is None:
-                log.info("console_snapshot_none", project_from="the first event")
-                return
-            projection, seq, witness = projection_snapshot.restore(saved.state)
+            with bulk_load():  # all kept: no collector passes over them while they are made
+                saved = store.load(projection_snapshot.NAME)
+                if saved is None:
+                    log.info("console_snapshot_none", project_from="the first event")
+                    return
+                projection, seq, witness = projection_snapshot.restore(saved.state)
             if seq > 0 and self._witness(seq) != witness:
                 raise ValueError(f"the index's event at seq {seq} is not the one the snapshot covers (the index "
                                  "was built again)")

@@ -5,6 +5,7 @@ what cannot be used is refused with its reason, and a partition's start offset f
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from datetime import timedelta
@@ -271,10 +272,20 @@ async def test_a_restart_that_reads_nothing_new_does_not_encode_the_view_again(s
 
     monkeypatch.setattr(replay, "bounds", bounds)
     monkeypatch.setattr(replay, "_replay", read)
-    kept = Kept("v", ProductionBook(), lambda e: None, ["t"])
+    view, collecting = ProductionBook(), []
+    restore = view.restore
+
+    def restore_noting_the_collector(data):  # shared.replay.bulk_load: paused while the view is built
+        collecting.append(gc.isenabled())
+        restore(data)
+
+    view.restore = restore_noting_the_collector
+    kept = Kept("v", view, lambda e: None, ["t"])
     encoded = []
     monkeypatch.setattr(kept, "save_soon", lambda: encoded.append(1))
     await kept.restore(None, None, store)
     assert kept.view.known(MODEL_) == book.known(MODEL_)
     assert len(encoded) == saves
+    assert collecting == [False] and gc.isenabled()
     store.close()
+
