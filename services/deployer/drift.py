@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 Action = Literal["reported", "reverted", "revert_failed"]
-IN_PROGRESS = ("deploying", "rolling_out")
 
 
 @runtime_checkable
@@ -106,8 +105,11 @@ def files_event(release: Release, target: Watched, found: str, action: Action, d
                              reason=reason)
 
 
-def in_progress(s: Service, releases: list[Release]) -> bool:
-    return any(s.store.load(r.submission_id).status in IN_PROGRESS for r in releases if not r.promoted)
+def in_progress(s: Service, model: str) -> bool:
+    """A rollout of `model` under way (scheduled) or a deployment a crash stopped half-way
+    (unfinished): the target may lead what the state records as production. Two indexed reads,
+    whatever the model's history."""
+    return bool(s.store.scheduled(model) or s.store.unfinished(model))
 
 
 class DriftWatch:
@@ -152,9 +154,11 @@ class DriftWatch:
         current = s.store.production(model)
         if current is not None and not isinstance(s.target(current.deploy), Watched):
             return None  # the anchor is production's own target, which nobody else moves: every release unread
-        releases = s.store.releases(model)
-        release = anchor(current, releases)
-        if release is None or in_progress(s, releases):
+        if in_progress(s, model):
+            return None
+        # Every release is read only when a revocation left nothing in production (to find the last).
+        release = current if current is not None else anchor(None, s.store.releases(model))
+        if release is None:
             return None
         target = s.target(release.deploy)
         if not isinstance(target, Watched):
@@ -210,7 +214,7 @@ class DriftWatch:
         self.digested[model] = (sid, s.clock())
         async with s.locks[model]:
             current = s.store.production(model)
-            if current is None or current.submission_id != sid or in_progress(s, s.store.releases(model)):
+            if current is None or current.submission_id != sid or in_progress(s, model):
                 return None  # production moved meanwhile: what was digested is not what serves
             if found == release.candidate.artifact_sha256:
                 self.tampered.pop(model, None)

@@ -116,16 +116,23 @@ def watched(tmp_path):
     store.close()
 
 
-async def test_a_model_with_a_deployment_in_progress_is_left_alone(watched):
+@pytest.mark.parametrize("under_way", ["a canary rolling out", "a deployment a crash stopped half-way"])
+async def test_a_model_with_a_deployment_in_progress_is_left_alone(watched, under_way):
     service, store, target, emitted = watched
     live, coming = release("3"), release("4")
     for r in (live, coming):
         store.save_release(r)
     store.promote("churn", live.submission_id)
-    store.save(Lifecycle(submission_id=coming.submission_id, status="rolling_out"))
+    if under_way == "a canary rolling out":
+        store.save(Lifecycle(submission_id=coming.submission_id, status="rolling_out"))
+        store.schedule(coming.submission_id, "churn", 0.0)
+    else:  # started (its release recorded), not finished
+        store.save(Lifecycle(submission_id=coming.submission_id, status="deploying", approval=coming.approval,
+                             deploy=coming.deploy))
     target.found = "4"  # the alias moved, the deployer has not recorded it yet (or crashed in between)
     assert await service.check_drift() == []
     store.save(Lifecycle(submission_id=coming.submission_id, status="failed"))
+    store.unschedule(coming.submission_id)
     [drifted] = await service.check_drift()
     assert (drifted.expected_version, drifted.found_version, drifted.action) == ("3", "4", "reported")
     assert emitted == [drifted] and drifted.submission_id == live.submission_id
@@ -142,6 +149,19 @@ async def test_a_model_in_an_unwatched_target_costs_no_read_of_its_releases(tmp_
     monkeypatch.setattr(store, "releases", lambda model: pytest.fail("every release read"))
     assert await service.check_drift() == []
     store.close()
+
+
+async def test_a_watched_model_in_production_costs_no_read_of_its_releases(watched, monkeypatch):
+    # Every 30 s: what decides is production, the schedule and the unfinished deployments.
+    service, store, target, _ = watched
+    for v in range(1, 4):
+        r = release(str(v))
+        store.save_release(r)
+        store.promote("churn", r.submission_id)
+    monkeypatch.setattr(store, "releases", lambda model: pytest.fail("every release read"))
+    target.found = "5"
+    [drifted] = await service.check_drift()
+    assert (drifted.expected_version, drifted.found_version) == ("3", "5")
 
 
 async def test_after_a_revocation_left_nothing_an_alias_set_by_hand_is_drift(watched):
