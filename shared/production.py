@@ -53,8 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, StrictBool, StrictInt, StringConstraints, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+from pydantic import AwareDatetime, BaseModel, StrictBool, StrictInt, StringConstraints, ValidationError
 
 from shared.events import (
     DeploymentRevoked,
@@ -215,14 +214,14 @@ class ProductionBook:
             raise ValueError(f"production snapshot keeps {data.get('keep')!r} releases per model, "
                              f"this book {self.keep}")
         try:
-            found = _SNAPSHOT.validate_python(data)
+            found = _Snapshot.model_validate(data)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))
             raise ValueError(f"production snapshot: {where!r} unreadable ({error['msg'][:200]})") from None
-        releases, deployed_at, anchor = found["releases"], found["deployed_at"], found["anchor"]
-        sets = {m: _Set(*v) for m, v in found["set"].items()}
-        revoked = found["revoked"]
+        releases, deployed_at, anchor = found.releases, found.deployed_at, found.anchor
+        sets = {m: _Set(*v) for m, v in found.set.items()}
+        revoked = found.revoked
         for field_name, ids in (("deployed_at", deployed_at), ("anchor", anchor)):
             if ids.keys() != releases.keys():
                 raise ValueError(f"production snapshot: {field_name!r} unreadable (not the releases' ids)")
@@ -324,12 +323,10 @@ _EventId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[
 _Place = tuple[StrictBool, StrictInt, AwareDatetime, _EventId]
 
 
-class _Snapshot(TypedDict):
+class _Snapshot(BaseModel):
     releases: dict[uuid.UUID, Production]
     deployed_at: dict[uuid.UUID, _Place]
     set: dict[str, tuple[_Place, uuid.UUID, str]]
     revoked: dict[uuid.UUID, tuple[str, _Place]]
     anchor: dict[uuid.UUID, uuid.UUID | None]
 
-
-_SNAPSHOT = TypeAdapter(_Snapshot)
