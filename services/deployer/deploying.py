@@ -14,7 +14,6 @@ from services.deployer.targets import Target, TargetError
 from services.deployer.targets._store_files import uri_name
 from shared.attestation import ATTESTATION_FILE, AttestationError
 from shared.events import DeploymentProgressed, RevocationRequested, utcnow
-from shared.workflow.schema import DeployInputs
 
 if TYPE_CHECKING:
     from services.deployer.service import Service
@@ -171,40 +170,52 @@ async def abort(s: Service, state: Lifecycle, reason: str) -> None:
     name = state.deploy.target
     previous = replaced(s, state)
     failed = lifecycle.failed_event(state.approval, name, reason)
-    if state.stage >= 0 or lifecycle.started_unfinished(state):  # traffic may have moved: give it back
-        try:
+    try:
+        if state.stage >= 0:  # some traffic was moved: give it back
             await s.target(state.deploy).restore(state.approval.candidate.model, previous,
                                                  f"{failed.event_id}:restore", {"operation": "abort", "reason": reason})
-        except TargetError as exc:
-            reason = f"{reason}; restoring the previous version failed too: {exc}"
+        elif lifecycle.started_unfinished(state):  # the first stage failed: the target may have moved half-way
+            await give_back(s, state, {"operation": "abort", "reason": reason})
+    except TargetError as exc:
+        reason = f"{reason}; restoring the previous version failed too: {exc}"
     where = f"{previous.version} stays in production" if previous else "nothing else was in production"
     await fail(s, state, f"{reason}; {where}", name)
 
 
 async def give_back(s: Service, state: Lifecycle, why: dict[str, str]) -> None:
-    """A deployment a crash stopped after it may have moved the target, ending otherwise: point the
-    target back at the model's production as the state has it (what it never got to replace: a
-    rollback may have moved it since), at nothing if those bytes are banned or live elsewhere (in
-    another target or place). Restoring what serves already changes nothing. Left alone when
-    another rollout of the model is under way: its stages moved the target since. A target that
-    refuses is logged (the failure is still recorded, not retried for ever)."""
+    """A deployment a crash stopped after it may have moved the target, ending otherwise: undo
+    what it may have moved (done again, it changes nothing). When another rollout of the model is
+    under way in the same place, its current stage is handed to the target again (whichever moved
+    last, the target then serves that stage). Else the target is pointed at the model's production
+    as the state has it (what this deployment never got to replace: a rollback may have moved it
+    since), or at nothing if those bytes are banned or live in another place. A target that
+    refuses raises: the step is retried (and dead-lettered with the reason if it stays down), as
+    for any revocation, so refused bytes are not left serving behind a recorded failure."""
     assert state.deploy is not None and state.approval is not None
-    model = state.approval.candidate.model
-    if any(sid != state.submission_id for sid in s.store.scheduled(model)):
+    model, target = state.approval.candidate.model, s.target(state.deploy)
+    key = f"{state.submission_id}:give-back"
+    rolling = [(other, release) for sid in s.store.scheduled(model) if sid != state.submission_id
+               if (other := s.store.load(sid)).status == "rolling_out" and other.deploy is not None
+               and other.stage >= 0 and (release := s.store.release(sid)) is not None and same_place(target, release)]
+    if rolling:
+        for other, release in rolling:
+            assert other.deploy is not None
+            step = rollout.stages(other.deploy)[other.stage]
+            await s.target(other.deploy).shift(release, step, replaced(s, other), f"{key}:{other.submission_id}")
         return
     current = s.store.production(model)
-    if current is not None and (s.store.banned([current]) or _place(current.deploy) != _place(state.deploy)):
+    if current is not None and (s.store.banned([current]) or not same_place(target, current)):
         current = None
+    await target.restore(model, current, key, why)
+
+
+def same_place(target: Target, release: Release) -> bool:
+    """Whether `release` lives where `target` puts releases (the same store, bucket and prefix,
+    registered model, URL): where it was installed is where this target would install it."""
     try:
-        await s.target(state.deploy).restore(model, current, f"{state.submission_id}:give-back", why)
-    except TargetError as exc:
-        log.error("give_back_failed", error=str(exc), target=state.deploy.target,
-                  note="the target may still serve the version this deployment was installing")
-
-
-def _place(inputs: DeployInputs) -> dict:
-    """Where a deployment lives (its target and the target's own keys), whatever its strategy."""
-    return inputs.model_dump(exclude={"strategy", "stages"})
+        return release.location is not None and target.location(release) == release.location
+    except TargetError:  # a release this target cannot even name (not an MLflow version, ...)
+        return False
 
 
 async def fail(s: Service, state: Lifecycle, reason: str, target: str) -> None:

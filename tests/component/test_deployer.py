@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from services.deployer import app, deploying
 from services.deployer.lifecycle import Lifecycle
+from services.deployer.rollout import Release
 from services.deployer.settings import DeployerSettings
-from services.deployer.targets import model_store
+from services.deployer.targets import TargetError, model_store
 from shared import topics
 from shared.events import (
     DeploymentFailed,
@@ -154,8 +155,9 @@ async def test_a_deployment_refused_after_a_crash_mid_way_gives_the_target_back(
     assert deployer.store.unfinished("fraud-detector") == []
 
 
+@pytest.mark.parametrize("in_production_before", [True, False])
 async def test_revoking_the_same_bytes_elsewhere_takes_out_a_deployment_a_crash_stopped(
-        deployer, cause, earlier, monkeypatch, tmp_path):
+        deployer, cause, earlier, monkeypatch, tmp_path, in_production_before):
     """The same bytes serve as other-name; fraud-detector 1.4.0 (those bytes) dies after the
     pointer moved; other-name's release is revoked, which bans the bytes: fraud-detector goes
     back to 1.3.0 though 1.4.0 was never recorded in production, whatever comes first, the
@@ -164,14 +166,15 @@ async def test_revoking_the_same_bytes_elsewhere_takes_out_a_deployment_a_crash_
     other = f.submitted(f.submission(cause.submission.candidate.model_copy(update={"model": "other-name"})))
     crash_after_the_pointer_moved(monkeypatch, "1.4.0", lambda: None)
     async with running(deployer.broker) as br:
-        await deploy(br, earlier)
+        if in_production_before:
+            await deploy(br, earlier)
         await deploy(br, other)
         await crash_mid_way(br, cause)
         await publish(br, RevocationRequested(submission_id=other.submission_id, model="other-name",
                                               requested_by="oncall", reason="training data leak"))
         await publish(br, f.decided(cause))  # in memory the redelivery; on Kafka a duplicate
     assert model_store.files.production(root, "other-name") is None
-    assert model_store.files.production(root, "fraud-detector") == "1.3.0"
+    assert model_store.files.production(root, "fraud-detector") == ("1.3.0" if in_production_before else None)
     assert deployer.store.load(cause.submission_id).status == "revoked"
 
 
@@ -359,24 +362,65 @@ async def test_a_late_approval_of_an_older_submission_is_superseded(deployer, ar
     assert deployer.store.load(older.submission_id).status == "superseded"
 
 
-async def test_giving_back_leaves_a_target_another_rollout_moved_since(deployer, cause):
-    """What a crash left half-done is given back only while no other rollout of the model is under
-    way: a newer canary's stages moved the target since, and restoring would wipe its traffic."""
-    restored = []
+async def test_giving_back_under_another_rollout_hands_its_stage_to_the_target_again(deployer, cause):
+    """What a crash left half-done is undone: while another rollout of the model is under way in
+    the same place, by handing its current stage to the target again (restoring production would
+    wipe its canary traffic); else by pointing the target at production."""
+    calls = []
 
     class Recorder:
-        async def restore(self, model, release, key, why):
-            restored.append((model, release, key))
+        def location(self, release):
+            return "store"
 
+        async def shift(self, release, step, previous, key):
+            calls.append(("shift", release.version, step.traffic_percent))
+
+        async def restore(self, model, release, key, why):
+            calls.append(("restore", release.version if release else None))
+
+    service = deployer.service
+    service.target = lambda inputs: Recorder()
     approval = f.decided(cause)
     state = Lifecycle(submission_id=cause.submission_id, status="deploying", checked=approval.candidate,
                       approval=approval, deploy=DeployInputs())
-    service = deployer.service
-    service.target = lambda inputs: Recorder()
-    newer = f.submitted(f.submission(cause.submission.candidate.model_copy(update={"version": "1.5.0"})))
-    service.store.schedule(newer.submission_id, "fraud-detector", 0.0)
+    canary = DeployInputs(strategy="canary", stages=[{"name": "canary", "traffic_percent": 10, "bake": "1h"},
+                                                     {"name": "full", "traffic_percent": 100}])
+    older = f.submitted(f.submission(cause.submission.candidate.model_copy(update={"version": "1.3.9"})))
+    service.store.save_release(Release(submission_id=older.submission_id, candidate=older.submission.candidate,
+                                       approval=f.decided(older), deploy=canary, location="store"))
+    service.store.save(Lifecycle(submission_id=older.submission_id, status="rolling_out", stage=0,
+                                 approval=f.decided(older), deploy=canary))
+    service.store.schedule(older.submission_id, "fraud-detector", 0.0)
     await deploying.give_back(service, state, {"operation": "abort"})
-    assert restored == []
-    service.store.unschedule(newer.submission_id)
+    assert calls == [("shift", "1.3.9", 10)]
+    service.store.unschedule(older.submission_id)
     await deploying.give_back(service, state, {"operation": "abort"})
-    assert restored == [("fraud-detector", None, f"{cause.submission_id}:give-back")]
+    assert calls[1:] == [("restore", None)]  # nothing in production
+
+    live = f.submitted(f.submission(cause.submission.candidate.model_copy(update={"version": "1.3.0"})))
+    for where, expected in (("store", "1.3.0"), ("another bucket", None)):  # production here; elsewhere
+        service.store.save_release(Release(submission_id=live.submission_id, candidate=live.submission.candidate,
+                                           approval=f.decided(live), deploy=DeployInputs(), location=where))
+        service.store.promote("fraud-detector", live.submission_id)
+        calls.clear()
+        await deploying.give_back(service, state, {"operation": "abort"})
+        assert calls == [("restore", expected)], where
+
+
+async def test_a_target_that_refuses_to_give_back_fails_the_step_to_be_retried(deployer, cause):
+    """Refused bytes must not keep serving behind a recorded failure: the error propagates, the
+    handler is retried (and dead-lettered with the reason if the target stays down)."""
+
+    class Down:
+        def location(self, release):
+            return "store"
+
+        async def restore(self, model, release, key, why):
+            raise TargetError("the store is down", transient=True)
+
+    deployer.service.target = lambda inputs: Down()
+    approval = f.decided(cause)
+    state = Lifecycle(submission_id=cause.submission_id, status="deploying", checked=approval.candidate,
+                      approval=approval, deploy=DeployInputs())
+    with pytest.raises(TargetError, match="the store is down"):
+        await deploying.give_back(deployer.service, state, {"operation": "abort"})
