@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS unfinished (   -- deployments started, not finished (
     model TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS unfinished_model ON unfinished (model);
+CREATE TABLE IF NOT EXISTS migration (   -- one-off fills of new tables from older data, done once
+    name TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS rejected_digest (
     sha256 TEXT PRIMARY KEY,
     submission_id TEXT NOT NULL,
@@ -90,6 +93,23 @@ class StateStore:
     def __init__(self, where: Path | str) -> None:
         """`where`: the SQLite file, or a postgresql:// URL (the replicas' shared database)."""
         self.db: Database = open_database(where, SCHEMA)
+        self._fill_unfinished()
+
+    def _fill_unfinished(self) -> None:
+        """Once per database: list in `unfinished` the deployments a state written before that
+        table existed left started and not finished (a crash mid-way), so that a revocation and the
+        drift check see them before their approval comes back."""
+        if self.db.execute("SELECT 1 FROM migration WHERE name = 'unfinished'").fetchone() is not None:
+            return
+        with self.atomic():
+            rows = self.db.execute("SELECT state FROM lifecycle WHERE state LIKE ?",
+                                   ('%"status":"deploying"%',)).fetchall()
+            for (raw,) in rows:
+                state = Lifecycle.model_validate_json(raw)
+                if lifecycle.started_unfinished(state) and state.candidate is not None:
+                    self.db.execute("INSERT INTO unfinished VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                    (str(state.submission_id), state.candidate.model))
+            self.db.execute("INSERT INTO migration VALUES ('unfinished') ON CONFLICT DO NOTHING")
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
         """One transaction for everything written inside (nested calls join the outer one)."""

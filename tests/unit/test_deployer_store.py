@@ -284,3 +284,30 @@ def test_a_state_file_of_an_earlier_version_opens_and_goes_on(tmp_path):
         assert store.due(1_764_000_000.4) == [] and store.due(1_764_000_001.0) == [(sid, "fraud")]
     finally:
         store.close()
+
+
+def test_a_database_from_before_the_unfinished_table_lists_its_half_done_deployments_once(state_db):
+    """A deployer upgraded over a state that has a deployment a crash stopped half-way (saved
+    before `unfinished` existed) lists it at the first open, and only then reads the lifecycles."""
+    from services.deployer.lifecycle import Lifecycle
+    from services.deployer.state import StateStore
+    from shared.workflow.schema import DeployInputs
+    from tests.unit import factories as f
+
+    cause = f.submitted()
+    approval = f.decided(cause)
+    half_done = Lifecycle(submission_id=cause.submission_id, status="deploying", checked=approval.candidate,
+                          approval=approval, deploy=DeployInputs())
+    store = StateStore(state_db)
+    store.save(Lifecycle(submission_id=f.submitted().submission_id, status="deployed"))
+    # As the older code left it: the row, no unfinished entry, no migration done.
+    store.db.execute("INSERT INTO lifecycle VALUES (?, ?)", (str(cause.submission_id), half_done.model_dump_json()))
+    store.db.execute("DELETE FROM migration")
+    store.close()
+    reopened = StateStore(state_db)
+    assert reopened.unfinished("fraud-detector") == [cause.submission_id]
+    reopened.db.execute("DELETE FROM unfinished")
+    reopened.close()
+    again = StateStore(state_db)  # done once: not filled again
+    assert again.unfinished("fraud-detector") == []
+    again.close()
