@@ -49,7 +49,7 @@ from tests.e2e.conftest import PEOPLE, people_tokens
 from tests.eventlog import EventLog, Seen
 from tests.integration.test_cluster import partitions_of, topics_create
 from tests.postgres_server import PostgresServer
-from tests.replicas import Clicks, Replicas, log_lines, settle, snapshot
+from tests.replicas import Click, Clicks, Replicas, log_lines, settle, snapshot
 
 pytestmark = pytest.mark.kafka
 
@@ -304,9 +304,16 @@ def check_one(p: Planned, records: list[Seen]) -> list[str]:
 
 
 def check_clicks(clicks: Clicks) -> list[str]:
-    """Each click counted by exactly one replica; the same request sent to both refused by one."""
+    """Each click counted by exactly one replica; the same request sent to both refused by one.
+    One exception, a race the test itself makes: the replica that counted it was killed before it
+    answered (a transport error), and the other refused the same request as seen (409). That the
+    vote is then in the decision exactly once is `check_one`'s votes check."""
+    def counted_by_the_dead(c: Click) -> bool:
+        statuses = [status for _, status in c.answers]
+        return c.counted == 0 and 409 in statuses and any(isinstance(s, str) for s in statuses)
+
     return [f"submission {c.sid}: {c.user}'s {c.action} click counted {c.counted} times: {c.answers}"
-            for c in clicks.sent if c.counted != 1]
+            for c in clicks.sent if c.counted != 1 and not counted_by_the_dead(c)]
 
 
 def check_store(planned: list[Planned], store: Path) -> list[str]:
