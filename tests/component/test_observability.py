@@ -83,6 +83,7 @@ async def test_one_submission_is_one_trace_across_the_four_services_and_is_count
                                    json={"decision": "approve", "reason": "looked at it"})
             assert vote.status_code == 200, vote.text
             metrics_page = await http.get("/metrics")
+        await settle(n)  # kafka mode: the capture has read what the vote produced
         assert len(decided.records) == 1
         otel_context.attach(otel_context.Context())  # nothing of the test's own context carries over
         await forward(d, passed.records[0])
