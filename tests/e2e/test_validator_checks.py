@@ -92,7 +92,10 @@ async def test_a_regression_against_production_fails_with_the_figures(
     model = f"strict-regress-{unique}"
     first = strict_submission(e2e, model, "1", pickle.dumps([1]), accuracy=0.95)
     await client.publish(e2e.pipeline, [first])
-    assert (await events.wait_terminal(first.submission_id)).topic == topics.DEPLOYMENT_SUCCEEDED
+    deployed = await events.wait_terminal(first.submission_id)
+    assert deployed.topic == topics.DEPLOYMENT_SUCCEEDED and deployed.event is not None
+    # The validator's production view follows deployment.succeeded on its own consumer: known once applied.
+    await applied_by_validator(e2e, deployed.event.event_id)
 
     worse = strict_submission(e2e, model, "2", pickle.dumps([2]), accuracy=0.92)
     results = await run(e2e, events, worse)
