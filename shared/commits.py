@@ -103,6 +103,16 @@ class BatchingConsumer(AIOKafkaConsumer):
                         self._noted.setdefault(tp, meta)
                 raise
 
+    async def getmany(self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        """What a batch subscriber (a follower: shared.broker.follow) reads with. aiokafka answers as
+        soon as records are fetched, or empty after `timeout_ms`; FastStream then sleeps as long
+        again before asking, and a record fetched meanwhile would wait. So while the consumer runs,
+        an empty answer is not returned: it asks again at once."""
+        while True:
+            records = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+            if records or self._closed or timeout_ms <= 0:  # 0: "what is there now", never a loop
+                return records
+
     def subscribe(self, topics: Any = (), pattern: Any = None, listener: Any = None) -> None:
         super().subscribe(topics=topics, pattern=pattern, listener=_FlushOnRevoke(self, listener))
 

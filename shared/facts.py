@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker
 
 from shared import codec
 from shared.admin import partitions_of
-from shared.broker import NotYet, RawMessage, follow, keys_of
+from shared.broker import NotYet, bind_record, follow, verified
 from shared.events import Event
 from shared.kafka import KafkaAccess
 from shared.replay import Kept
@@ -37,11 +37,8 @@ from shared.snapshot_store import SnapshotStore
 
 log = structlog.get_logger()
 
+YIELD_EVERY = 100  # records of a batch between two yields to the event loop
 EMPTY_CHECK_S = 1.0  # how long `caught_up` waits before asking whether a partition is empty
-
-
-async def _raw(msg: Any, original_decoder: Any = None) -> bytes:
-    return msg.body
 
 
 class Facts:
@@ -51,39 +48,72 @@ class Facts:
         self.topic, self.apply, self.kafka, self.timeout = topic, apply, kafka, timeout
         self.handled: dict[int, int] = {}  # partition -> the highest offset handled (applied or skipped)
         self.skipped = 0
+        # Verified facts the view failed to take (its store was down), in the order read, each with
+        # its (topic, partition, offset): retried in that order, and no barrier passes while one
+        # waits, so no decision is made without it. Facts read behind one wait their turn.
+        self.pending: list[tuple[str, int, int, Event]] = []
+        self.failures = 0  # tries that failed since the view last took a fact
         self.in_memory = False  # set by the component tests' in-memory broker
         self._changed = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
         # With a view and a name: restored from its snapshot at start (`restore`), not re-read.
         self.kept = Kept(name, view, apply, [topic]) if view is not None and name is not None else None
 
-        # Raw bytes: a record that does not decode is counted as handled (and skipped) here, so
-        # one bad record can never hold the barrier; the topic's consumers dead-letter it.
-        subscriber = follow(broker, topic, decoder=_raw)
+        # Each record checked here: one that does not decode is counted as handled (and skipped),
+        # so one bad record can never hold the barrier; the topic's consumers dead-letter it.
+        subscriber = follow(broker, topic)
         if self.kept is not None:
             self.kept.attach(subscriber)  # after `restore`, it goes on from where that ended
 
         @subscriber
-        async def on_fact(body: bytes, message: Any = RawMessage()) -> None:
-            raw = message.raw_message
-            try:  # verified first: a forged rejection (or approval) is never a fact
-                keys_of(broker).keyring.verify(raw.topic, raw.key, raw.headers, body)
-                event = codec.decode_record(raw.topic, raw.key, body, raw.headers)
-            except codec.BadEvent as exc:  # handled for the barrier; the snapshot lists it, to read again
-                self.skipped += 1
-                log.warning("fact_skipped", topic=raw.topic, offset=raw.offset, reason=str(exc)[:200])
-                if self.kept is not None:
-                    self.kept.skip(raw.topic, raw.partition, raw.offset)
-            else:
-                if self.apply(event):
-                    log.info("fact_learnt", topic=raw.topic, event_type=event.type)
-                if self.kept is not None:
-                    self.kept.note(raw.topic, raw.partition, raw.offset)
-            async with self._changed:
+        async def on_fact(records: list[Any]) -> None:
+            self._apply_pending()
+            for n, raw in enumerate(records, 1):
+                try:  # verified first: a forged rejection (or approval) is never a fact
+                    bind_record(raw)
+                    event = verified(broker, raw)
+                except Exception as exc:  # noqa: BLE001 - handled for the barrier; the snapshot lists it, to read again
+                    self.skipped += 1
+                    log.warning("fact_skipped", topic=raw.topic, offset=raw.offset,
+                                reason=(str(exc) if isinstance(exc, codec.BadEvent) else repr(exc))[:200])
+                    if self.kept is not None:
+                        self.kept.skip(raw.topic, raw.partition, raw.offset)
+                else:
+                    self._apply(raw.topic, raw.partition, raw.offset, event)
                 self.handled[raw.partition] = max(self.handled.get(raw.partition, -1), raw.offset)
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a long batch (a catch-up) does not hold the loop
+            structlog.contextvars.clear_contextvars()
+            async with self._changed:
                 self._changed.notify_all()
 
         self.follower = on_fact
+
+    def _apply(self, topic: str, partition: int, offset: int, event: Event) -> None:
+        """Apply a verified fact, after those still pending (`_apply_pending`): one the view could
+        not take (its store failed) waits with the ones read after it, and until they are taken no
+        barrier passes (`caught_up`)."""
+        self.pending.append((topic, partition, offset, event))
+        if len(self.pending) == 1:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        """Try the waiting facts in the order read; stop at the first the view refuses (a failing
+        store is not asked again for each of the others)."""
+        while self.pending:
+            topic, partition, offset, event = self.pending[0]
+            try:
+                if self.apply(event):
+                    log.info("fact_learnt", topic=topic, event_type=event.type)
+            except Exception as exc:  # noqa: BLE001 - kept, retried, and the barrier held meanwhile
+                self.failures += 1
+                log.error("fact_not_applied_will_retry", topic=topic, offset=offset, waiting=len(self.pending),
+                          failures=self.failures, error=repr(exc)[:300])
+                return
+            self.pending.pop(0)
+            self.failures = 0
+            if self.kept is not None:
+                self.kept.note(topic, partition, offset)
 
     async def restore(self, keyring: Keyring, store: SnapshotStore | None) -> int:
         """At start, before deciding: the view from its snapshot and the topic from there to its
@@ -101,7 +131,11 @@ class Facts:
     async def caught_up(self) -> None:
         """Return once every record on the topic now has been handled; NotYet after `timeout`
         seconds (the caller's event is then retried until they are, never decided without them)."""
-        if self.in_memory:
+        self._apply_pending()
+        if self.pending:  # retried: the event is delivered again after a back-off, never decided without it
+            raise NotYet(f"{len(self.pending)} fact(s) of {self.topic} read but not applied yet "
+                         f"(the view's store failed {self.failures} time(s))")
+        if self.in_memory:  # each publish was handled before it returned
             return
         consumer = await self._offsets()
         partitions = [TopicPartition(self.topic, p) for p in await partitions_of(consumer, self.topic)]
@@ -113,7 +147,7 @@ class Facts:
         wanted = {tp.partition: end[tp] - 1 for tp in partitions if end[tp] > 0}
 
         def done() -> bool:
-            return all(self.handled.get(p, -1) >= last for p, last in wanted.items())
+            return not self.pending and all(self.handled.get(p, -1) >= last for p, last in wanted.items())
 
         first = min(EMPTY_CHECK_S, self.timeout)
         if await self._wait(done, first):

@@ -32,9 +32,10 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
 
-from shared import snapshot
-from shared.broker import RawMessage, follow
+from shared import codec, snapshot
+from shared.broker import bind_record, follow, skipped, verified
 from shared.events import Event
 from shared.kafka import KafkaAccess
 from shared.reader import Record, bounds, decode, read_at, read_events
@@ -42,6 +43,15 @@ from shared.signing import Keyring
 from shared.snapshot_store import Row, SnapshotStore
 
 log = structlog.get_logger()
+
+# A kept view's follower lets the broker gather records for up to GATHER_MS (or GATHER_BYTES)
+# before answering a fetch, so under load it takes them in batches (FastStream's path once a batch:
+# shared.broker.follow) rather than one fetch and one pass a record. Kept views decide nothing
+# that must be current to the millisecond (the deployer enforces production's order, a barrier the
+# rejections): they lag by up to this much more.
+GATHER_MS = 100
+YIELD_EVERY = 100  # records of a batch between two yields to the event loop
+GATHER_BYTES = 256 * 1024
 Noted = Callable[[str, int, int], object]  # (topic, partition, offset) of a record handled
 
 
@@ -61,29 +71,37 @@ async def rebuild(kafka: KafkaAccess, apply: Callable[[Event], object],
 def follow_into(broker: KafkaBroker, apply: Callable[[Event], object],
                 *event_types: type[Event], noted: Noted | None = None) -> dict[type[Event], Any]:
     """Keep a state current: one `follow` subscriber over the event types' topics, handing each
-    validated event to `apply` (a truthy result means the state changed and is logged), then
+    verified event to `apply` (a truthy result means the state changed and is logged), then
     telling `noted` which record it handled. Returns the handler by event type (the same one for
     every type: `.mock` in tests)."""
-    handler = follow(broker, *[cls.topic for cls in event_types])(_handler(event_types, apply, noted))
+    handler = follow(broker, *[cls.topic for cls in event_types])(_handler(broker, event_types, apply, noted))
     return dict.fromkeys(event_types, handler)
 
 
-def _handler(event_types: Sequence[type[Event]], apply: Callable[[Event], object],
+def _handler(broker: KafkaBroker, event_types: Sequence[type[Event]], apply: Callable[[Event], object],
              noted: Noted | None) -> Callable[..., Any]:
-    """One handler for several topics (one consumer and one fetch loop, not one per topic): each
-    record is validated against its own topic's event, as FastStream would per topic."""
+    """One handler for several topics (one consumer and one fetch loop, not one per topic), taking
+    the records of a batch (`shared.broker.follow`) in order: each is verified and validated as its
+    own topic's event; one that fails, or that `apply` fails on, is skipped (logged, counted) and
+    the batch reads on. A skipped record is not `noted`."""
     by_topic = {cls.topic: cls for cls in event_types}
 
-    async def handle(body: dict[str, Any], message: Any = RawMessage()) -> None:
-        raw = message.raw_message
-        cls = by_topic[raw.topic]
-        if apply(cls.model_validate(body)):  # a ValidationError: skipped, as a follower skips (shared.broker)
-            log.info("state_changed", event_type=cls.type)
-        if noted is not None and hasattr(raw, "offset"):
-            noted(raw.topic, raw.partition, raw.offset)
+    async def handle(records: list[Any]) -> None:
+        for n, raw in enumerate(records, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long batch (a catch-up) does not hold the loop
+            try:
+                bind_record(raw)
+                event = verified(broker, raw)  # its topic's event type, or BadEvent
+                if apply(event):
+                    log.info("state_changed", event_type=event.type)
+            except Exception as exc:  # noqa: BLE001 - this record only: a follower never stops on one
+                skipped(broker, raw, codec.describe(exc) if isinstance(exc, ValidationError) else str(exc))
+                continue
+            if noted is not None and hasattr(raw, "offset"):
+                noted(raw.topic, raw.partition, raw.offset)
+        structlog.contextvars.clear_contextvars()
 
-    # FastStream passes the decoded payload (a dict: shared.broker's decoder) to the annotated parameter.
-    handle.__annotations__ = {"body": dict[str, Any], "message": Any, "return": None}
     handle.__name__ = handle.__qualname__ = "follow_" + "_".join(t.replace(".", "_") for t in by_topic)
     return handle
 
@@ -290,9 +308,9 @@ def keep(broker: KafkaBroker, name: str, view: snapshot.View, apply: Callable[[E
     """A `Kept` view with its follower (one subscriber over the types' topics, as `follow_into`);
     returns both, the follower's handler by event type."""
     kept = Kept(name, view, apply, [cls.topic for cls in event_types], every, seconds)
-    subscriber = follow(broker, *kept.topics)
+    subscriber = follow(broker, *kept.topics, fetch_max_wait_ms=GATHER_MS, fetch_min_bytes=GATHER_BYTES)
     kept.attach(subscriber)
-    handler = subscriber(_handler(event_types, apply, kept.note))
+    handler = subscriber(_handler(broker, event_types, apply, kept.note))
     return kept, dict.fromkeys(event_types, handler)
 
 

@@ -92,9 +92,21 @@ def provider(settings: TracingSettings, service: str) -> trace.TracerProvider | 
     return sdk
 
 
+class _Telemetry(KafkaTelemetryMiddleware):
+    """FastStream's telemetry for records, none for a follower's batch (shared.broker.follow).
+    FastStream would open a new trace for a batch, linked to its records' traces: a batch holds
+    many submissions' records, read only to keep a view current, and each submission keeps one
+    trace (the records' own spans are made where they are consumed in a group)."""
+
+    def __call__(self, msg: Any | None, /, *, context: Any) -> Any:
+        if isinstance(msg, (list, tuple)):
+            return BaseMiddleware(msg, context=context)
+        return super().__call__(msg, context=context)
+
+
 def telemetry(settings: TracingSettings, service: str) -> KafkaTelemetryMiddleware:
     # FastStream's own OTel metrics are off: Prometheus (FastStream's middleware) has them already.
-    return KafkaTelemetryMiddleware(tracer_provider=provider(settings, service), include_messages_counters=False)
+    return _Telemetry(tracer_provider=provider(settings, service), include_messages_counters=False)
 
 
 def derived(submission_id: uuid.UUID) -> SpanContext:

@@ -184,15 +184,22 @@ async def publish_raw(broker: KafkaBroker, topic: str, value: bytes, key: bytes 
 DLQ = topics.dlq
 
 
+def mocked_body(arg: Any) -> bytes:
+    """What a publisher's test mock recorded, as bytes: the mock records what the topic's consumer
+    in the same app decoded, a dict (a subscriber: JSON content-type) or the consumer records of a
+    follower's batch (shared.broker.follow; in memory, one record a publish)."""
+    if isinstance(arg, list) and arg and hasattr(arg[0], "value"):
+        [record] = arg
+        return record.value
+    return arg if isinstance(arg, bytes) else json.dumps(arg).encode()
+
+
 def sent_all(publisher: Any, topic: str) -> list[Event]:
     """Every event `publisher` published, decoded as its consumers would (see `sent`)."""
-    bodies = [call.args[0] for call in publisher.mock.call_args_list]
-    return [codec.decode(topic, b if isinstance(b, bytes) else json.dumps(b).encode()) for b in bodies]
+    return [codec.decode(topic, mocked_body(call.args[0])) for call in publisher.mock.call_args_list]
 
 
 def sent(publisher: Any, topic: str) -> Event:
-    """The one event `publisher` published; its test mock records the body as the consumer decodes
-    it (JSON content-type: a dict), so validate that against the topic's contract."""
+    """The one event `publisher` published (`mocked_body`), validated against the topic's contract."""
     publisher.mock.assert_called_once()
-    body = publisher.mock.call_args.args[0]
-    return codec.decode(topic, body if isinstance(body, bytes) else json.dumps(body).encode())
+    return codec.decode(topic, mocked_body(publisher.mock.call_args.args[0]))

@@ -46,10 +46,13 @@ class _Tracker(BaseMiddleware):
     """Outermost middleware in kafka mode: notes each record a subscriber finished with."""
 
     async def after_processed(self, exc_type=None, exc_val=None, exc_tb=None) -> bool:
-        handler, msg = self.context.get_local("handler_"), self.msg
-        if handler is not None and hasattr(msg, "offset"):
-            key = (id(handler), msg.topic, msg.partition)
-            _done[key] = max(_done.get(key, -1), msg.offset)
+        handler = self.context.get_local("handler_")
+        # One record, or a follower's batch of them (shared.broker.follow).
+        records = self.msg if isinstance(self.msg, (list, tuple)) else [self.msg]
+        for msg in records:
+            if handler is not None and hasattr(msg, "offset"):
+                key = (id(handler), msg.topic, msg.partition)
+                _done[key] = max(_done.get(key, -1), msg.offset)
         return False
 
 

@@ -21,7 +21,7 @@ from shared.events import (
     RevocationRequested,
     RollbackRequested,
 )
-from tests.component.conftest import capture, publish, running, settle
+from tests.component.conftest import capture, mocked_body, publish, running, settle
 from tests.unit import factories as f
 from tests.webhook_receiver import Receiver
 
@@ -102,7 +102,7 @@ async def approve(br, cause):
 
 def emitted(deployer, cls) -> list:
     mock = deployer.emitter.publishers[cls].mock
-    return [codec.decode(cls.topic, json.dumps(c.args[0]).encode()) for c in mock.call_args_list]
+    return [codec.decode(cls.topic, mocked_body(c.args[0])) for c in mock.call_args_list]
 
 
 def later(deployer, seconds: float) -> None:
