@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +36,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import RELAY_CHECKS, RELAY_DECIDED, RELAY_DEPLOYED, RELAY_HOPS, RELAY_SUBMITTED, RELAY_TOPICS, cpu, disk
+from bench import (
+    RELAY_CHECKS,
+    RELAY_DECIDED,
+    RELAY_DEPLOYED,
+    RELAY_HOPS,
+    RELAY_SUBMITTED,
+    RELAY_TOPICS,
+    cpu,
+    disk,
+    receive,
+)
 from bench.grace import Grace
 from bench.infra import ROOT, Relays, kafka_broker, service_env, write_artifact
 from bench.load import BenchFailed, measure, payload_sizes, submissions
@@ -164,6 +175,7 @@ def bench(args: argparse.Namespace) -> dict:
         relay = System("relay", cluster.admin, RELAY_SUBMITTED, RELAY_DEPLOYED, (), relays.dead,
                        lambda: {f"relay-{h}": p.pid for h, p in relays.procs.items()}, RELAY_HOPS)
         relay.run("warm-up", submissions("warm", args.warmup, args.models, artifact), None, args.grace)
+        idle = idle_cpu({**signoff.pids(), **relay.pids(), "kafka": _kafka_pid()}, IDLE_SECONDS)
 
         sampler: contextlib.AbstractContextManager[dict[str, Path]] = (
             sampling(args.py_spy, signoff.pids(), OUT / "profile") if args.py_spy else contextlib.nullcontext({}))
@@ -181,8 +193,12 @@ def bench(args: argparse.Namespace) -> dict:
                                                           rate, args.grace)
         relay_lat, relay_hops = relay.run_with_hops("latency", submissions("lat", n, args.models, artifact),
                                                     rate, args.grace)
+        services.stop_all()  # the receive floors run alone, on the records the runs left
+        floors = receive_floors(services.env_of("review_notifier"), tmp)
     writes = _deployer_writes()
     return {
+        "idle_cpu_ms_per_s": idle,
+        "receive_cpu_us_per_record": floors,
         "deployer_writes": writes,
         "runs": {"signoff_throughput": signoff_tp, "relay_throughput": relay_tp,
                  "signoff_latency": signoff_lat, "relay_latency": relay_lat},
@@ -191,6 +207,40 @@ def bench(args: argparse.Namespace) -> dict:
         "profile": profile,
         "hops": {"signoff": signoff_hops, "relay": relay_hops},  # of the latency runs
     }
+
+
+IDLE_SECONDS = 10.0  # /proc counts CPU in 10 ms ticks: 1 ms/s resolution
+
+
+def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU milliseconds per second each process spends with nothing to do (heartbeats, the idle
+    fetches of its consumers, its timers), measured over a window with no load. What a run's CPU
+    per submission includes of it: this figure divided by the run's rate."""
+    before, start = cpu.snapshot(pids), time.monotonic()
+    time.sleep(seconds)  # the measurement window itself, not a wait for something to happen
+    after, elapsed = cpu.snapshot(pids), time.monotonic() - start
+    per_s = {name: round((after[name] - before[name]) * 1e3 / elapsed, 2) for name in before if name in after}
+    print(f"  idle (no load, {elapsed:.0f} s), CPU ms per second: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in per_s.items()), flush=True)
+    return per_s
+
+
+def receive_floors(env: dict[str, str], cwd: Path) -> dict[str, float]:
+    """bench.receive's three modes on deployment.succeeded, one process each (see that module)."""
+    print(f"what receiving one record costs (bench.receive: {topics.DEPLOYMENT_SUCCEEDED} drained from "
+          "offset 0, one process per mode, as the review-notifier)", flush=True)
+    floors: dict[str, float] = {}
+    for mode in receive.MODES:
+        done = subprocess.run([sys.executable, "-m", "bench.receive", topics.DEPLOYMENT_SUCCEEDED, mode],
+                              env=env, cwd=cwd, capture_output=True, text=True, timeout=receive.TIMEOUT_S + 60)
+        if done.returncode != 0:  # a diagnostic: reported, never turned into numbers
+            print(f"  {mode}: failed ({done.stderr.strip()[-2000:]})", flush=True)
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        floors[mode] = result["cpu_us_per_record"]
+        print(f"  {mode:<8} {result['cpu_us_per_record']:8.1f} us CPU per record ({result['records']} records)",
+              flush=True)
+    return floors
 
 
 def _deployer_writes() -> dict:
